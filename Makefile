@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (the main job) and `make test` (the suite).
+# Each creates .venv on first use and installs exactly what the project needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.smpc-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# exact pin: the CPU wheel; a loose `torch` would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	# CrypTen's own metadata is broken (withdrawn `sklearn`, torchvision): no deps
+	$(PY) -m pip install --quiet --no-deps crypten==0.4.1
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/smpc launch configs/local-2pc.yaml --report runs/demo-report.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/inference_overhead.py
+
+clean:
+	rm -rf $(VENV) runs

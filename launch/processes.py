@@ -1,0 +1,160 @@
+"""Start party processes, relay their output, and stop them all when one fails.
+
+Guarantees: every wait is bounded; when any process fails (non-zero exit or a
+signal) the others are terminated, then killed after a grace period; on any exit
+path (success, failure, timeout, Ctrl-C) no child is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    exit_code: int | None = None
+    ended_at: float | None = None
+    stopped_by_us: bool = False
+    relay: threading.Thread | None = field(default=None, repr=False)
+
+    def describe_exit(self) -> str:
+        """'exit code 2' or 'signal SIGKILL'."""
+        code = self.exit_code
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"signal {-code}"
+        return f"exit code {code}"
+
+
+@dataclass
+class Outcome:
+    """How a supervised group ended: `failed` lists failures, root cause first."""
+
+    children: list[Child]
+    failed: list[Child]
+    timed_out: bool
+
+
+def _relay(child: Child, stream: IO[bytes], echo: bool, lock: threading.Lock) -> None:
+    # Lines end at \n or \r (progress bars redraw with \r): each is prefixed on the console.
+    with open(child.log_path, "ab") as log:
+        pending = b""
+        for chunk in iter(lambda: stream.read1(4096), b""):
+            log.write(chunk)
+            log.flush()
+            pending += chunk.replace(b"\r", b"\n")
+            *lines, pending = pending.split(b"\n")
+            if echo:
+                with lock:
+                    for line in lines:
+                        if line.strip():
+                            sys.stdout.write(f"[{child.name}] {line.decode(errors='replace')}\n")
+                    sys.stdout.flush()
+        if echo and pending.strip():
+            with lock:
+                sys.stdout.write(f"[{child.name}] {pending.decode(errors='replace')}\n")
+
+
+def _signal_group(child: Child, sig: int) -> None:
+    if child.process is None:
+        return
+    try:
+        os.killpg(child.process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, echo: bool = True) -> Outcome:
+    """Run `children` to completion or first failure.
+
+    Args:
+        children: processes to start (each in its own session, output to its log).
+        deadline_s: bound on the whole run; past it everything is stopped.
+        grace_s: time between SIGTERM and SIGKILL when stopping the others.
+        echo: relay output to the console with a `[name]` prefix.
+
+    Returns:
+        The Outcome; the root cause is the first process to fail.
+    """
+    lock = threading.Lock()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    failed: list[Child] = []
+    timed_out = False
+    try:
+        for child in children:
+            child.log_path.parent.mkdir(parents=True, exist_ok=True)
+            child.log_path.write_bytes(b"")
+            child.process = subprocess.Popen(
+                child.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+            child.relay = threading.Thread(target=_relay, args=(child, child.process.stdout, echo, lock), daemon=True)
+            child.relay.start()
+        end = time.monotonic() + deadline_s
+        while True:
+            running = 0
+            for child in children:
+                if child.exit_code is None and child.process.poll() is not None:
+                    child.exit_code, child.ended_at = child.process.returncode, time.monotonic()
+                    if child.exit_code != 0:
+                        failed.append(child)
+                running += child.exit_code is None
+            if failed or running == 0:
+                break
+            if time.monotonic() > end:
+                timed_out = True
+                break
+            time.sleep(0.05)
+    finally:
+        _stop_all(children, grace_s)
+    for child in children:
+        if child.relay is not None:
+            child.relay.join(timeout=5)
+    # failures after the first one are consequences; keep them in exit order
+    failed += sorted(
+        (c for c in children if c not in failed and c.exit_code not in (0, None) and not c.stopped_by_us),
+        key=lambda c: c.ended_at or 0,
+    )
+    return Outcome(children, failed, timed_out)
+
+
+def _stop_all(children: list[Child], grace_s: float) -> None:
+    alive = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in alive:
+        child.stopped_by_us = True
+        _signal_group(child, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    for child in alive:
+        try:
+            child.process.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(child, signal.SIGKILL)
+            child.process.wait(timeout=5)
+    for child in children:
+        if child.process is not None:
+            if child.exit_code is None:
+                child.exit_code, child.ended_at = child.process.returncode, time.monotonic()
+            # a party may have started helpers in its session: make sure none survive
+            _signal_group(child, signal.SIGKILL)

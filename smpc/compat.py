@@ -1,0 +1,158 @@
+"""The one place where CrypTen 0.4.1 is made to work on torch 2.13.
+
+Every patch says what upstream broke and since when. `apply()` is idempotent and
+runs when `smpc` is imported, so any process that imports smpc (a party, a
+spawned child, a test) gets a working `crypten`. Nothing in site-packages is edited.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import types
+from typing import Any
+
+_applied = False
+# Bounds set by init_communicator: joining the default group, and every op on the
+# groups CrypTen creates afterwards.
+_connect_timeout: datetime.timedelta | None = None
+_group_timeout: datetime.timedelta | None = None
+
+
+def _stub_onnx_registration() -> None:
+    # crypten/nn/onnx_converter.py imports `torch.onnx.symbolic_registry`, else
+    # `torch.onnx._internal.registration`; both are gone by torch 2.13, so
+    # `import crypten` fails. The registry is only touched by CrypTen's own ONNX
+    # export path, which smpc does not use (see smpc/convert.py).
+    name = "torch.onnx._internal.registration"
+    if name in sys.modules:
+        return
+    try:
+        __import__(name)
+        return
+    except ImportError:
+        pass
+    stub = types.ModuleType(name)
+    stub.registry = None  # type: ignore[attr-defined]
+    sys.modules[name] = stub
+
+
+class _DistWithTimeout(types.ModuleType):
+    """torch.distributed as CrypTen sees it, with a bounded timeout on every group.
+
+    CrypTen's DistributedCommunicator calls init_process_group/new_group without a
+    timeout, so gloo waits 30 minutes on a silent peer. All other attributes are
+    torch.distributed's own.
+    """
+
+    def __init__(self, real: types.ModuleType) -> None:
+        super().__init__("torch.distributed")
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def init_process_group(self, *args: Any, **kwargs: Any) -> Any:
+        if _connect_timeout is not None:
+            kwargs.setdefault("timeout", _connect_timeout)
+        return self._real.init_process_group(*args, **kwargs)
+
+    def new_group(self, *args: Any, **kwargs: Any) -> Any:
+        if _group_timeout is not None:
+            kwargs.setdefault("timeout", _group_timeout)
+        return self._real.new_group(*args, **kwargs)
+
+
+def _refuse(name: str):
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"{name} unpickles files and is disabled by smpc; use safetensors (smpc.artifacts)"
+        )
+
+    return refuse
+
+
+def _decode(self: Any, tensor: Any) -> Any:
+    # FixedPointEncoder.decode in CrypTen 0.4.1 floors negative values by scale - 1
+    # instead of scale, so a negative value just above an integer in magnitude
+    # (e.g. -24.9997) decodes 1.0 too low (-25.9997). An upstream bug on every torch
+    # version; found by the digits demo. Exact floor division by the scale instead.
+    if tensor is None:
+        return None
+    import torch
+
+    if tensor.dtype != torch.long:
+        raise TypeError("input must be a LongTensor")
+    if self._scale == 1:
+        return tensor.data
+    quotient = tensor.div(self._scale, rounding_mode="floor")
+    remainder = tensor - quotient * self._scale
+    return (quotient.float() + remainder.float() / self._scale).data
+
+
+def apply() -> None:
+    """Make `import crypten` work on this torch and close its unsafe loaders. Idempotent."""
+    global _applied
+    if _applied:
+        return
+    _stub_onnx_registration()
+
+    import torch.distributed as real_dist
+
+    import crypten
+    import crypten.communicator.distributed_communicator as dc
+
+    dc.dist = _DistWithTimeout(real_dist)
+    crypten.encoder.FixedPointEncoder.decode = _decode
+    # crypten.load / crypten.load_from_party unpickle arbitrary objects (and since
+    # torch 2.6 plain torch.load defaults to weights_only=True, which breaks them
+    # anyway): no smpc path needs them, and a pickle must never cross a party boundary.
+    crypten.load = _refuse("crypten.load")
+    crypten.load_from_party = _refuse("crypten.load_from_party")
+    _applied = True
+
+
+def init_communicator(
+    rank: int,
+    world_size: int,
+    rendezvous: str,
+    connect_timeout_s: float = 60.0,
+    op_timeout_s: float = 60.0,
+    precision_bits: int = 16,
+) -> None:
+    """Join the gloo process group as `rank` and initialise CrypTen on it.
+
+    Args:
+        rank: this party's rank, 0..world_size-1.
+        world_size: number of computing parties.
+        rendezvous: torch.distributed init method, e.g. ``tcp://127.0.0.1:29610``.
+        connect_timeout_s: bound on waiting for all parties to join.
+        op_timeout_s: bound on every later communication step.
+        precision_bits: CrypTen's fixed-point precision.
+    """
+    import os
+
+    global _connect_timeout, _group_timeout
+    apply()
+    import crypten
+
+    _connect_timeout = datetime.timedelta(seconds=connect_timeout_s)
+    _group_timeout = datetime.timedelta(seconds=op_timeout_s)
+    os.environ.update(
+        RENDEZVOUS=rendezvous,
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        DISTRIBUTED_BACKEND="gloo",
+    )
+    crypten.cfg.encoder.precision_bits = precision_bits
+    crypten.cfg.mpc.provider = "TFP"
+    crypten.cfg.communicator.verbose = True  # counts rounds and bytes
+    crypten.init()
+
+
+def shutdown_communicator() -> None:
+    """Leave the process group if this process joined one."""
+    import crypten
+
+    if crypten.is_initialized():
+        crypten.uninit()

@@ -1,0 +1,218 @@
+"""The run configuration: one typed, frozen schema, validated once on load.
+
+Every problem is reported at once, one line each, naming the file and the key path:
+``configs/x.yaml: parties[1].port: expected an integer 1..65535, got 'abc'``.
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smpc.errors import ConfigError
+
+Role = Literal["model_owner", "data_owner", "output"]
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class PartyConfig(_Section):
+    """One organization's process. Order in the file is the party's rank."""
+
+    name: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    roles: tuple[Role, ...] = ()
+    weights: Path | None = None  # model owner only: safetensors file of the weights
+    data: Path | None = None  # data owner only: safetensors file with `inputs` (and `labels`)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"expected a lower-case name (letters, digits, '-', '_'), got {v!r}")
+        return v
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"roles are listed twice: {list(v)}")
+        return v
+
+
+class ModelConfig(_Section):
+    """The architecture every party builds; the weights come from the model owner."""
+
+    architecture: str
+    input_shape: tuple[int, ...] = Field(min_length=1)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 1 for d in v):
+            raise ValueError(f"expected positive dimensions, got {list(v)}")
+        return v
+
+
+class ProtocolConfig(_Section):
+    precision_bits: int = Field(default=16, ge=8, le=24)
+
+
+class TimeoutConfig(_Section):
+    connect_s: float = Field(default=60.0, gt=0)  # all parties must have joined by then
+    op_s: float = Field(default=60.0, gt=0)  # bound on any single communication step
+    run_s: float = Field(default=1800.0, gt=0)  # bound on the whole run
+
+
+class Config(_Section):
+    """A whole run: parties, model, inference settings."""
+
+    version: Literal[1] = 1
+    parties: tuple[PartyConfig, ...] = Field(min_length=2)
+    model: ModelConfig
+    batch_size: int = Field(default=64, ge=1)
+    randomness: Literal["local"] = "local"
+    protocol: ProtocolConfig = ProtocolConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    run_dir: Path = Path("runs")
+    source: Path = Field(default=Path("<memory>"), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        problems = []
+        names = [p.name for p in self.parties]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"parties: party name {name!r} is used more than once")
+        addresses = [(p.host, p.port) for p in self.parties]
+        for host, port in sorted({a for a in addresses if addresses.count(a) > 1}):
+            problems.append(f"parties: address {host}:{port} is used by more than one party")
+        for role, key, label in (("model_owner", "weights", "model owner"), ("data_owner", "data", "data owner")):
+            owners = [i for i, p in enumerate(self.parties) if role in p.roles]
+            if len(owners) != 1:
+                problems.append(f"parties: expected exactly one party with role {role}, found {len(owners)}")
+            for i, p in enumerate(self.parties):
+                has = getattr(p, key) is not None
+                if i in owners and not has:
+                    problems.append(f"parties[{i}].{key}: required for the {label}")
+                if i not in owners and has:
+                    problems.append(f"parties[{i}].{key}: only the {label} may provide {key}")
+        if not any("output" in p.roles for p in self.parties):
+            problems.append("parties: expected at least one party with role output")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def rank_of(self, name: str) -> int:
+        """Rank (position in `parties`) of the party called `name`."""
+        for rank, party in enumerate(self.parties):
+            if party.name == name:
+                return rank
+        raise ConfigError(f"{self.source}: no party named {name!r} (parties: {', '.join(self.names)})")
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parties]
+
+    def with_role(self, role: str) -> list[PartyConfig]:
+        return [p for p in self.parties if role in p.roles]
+
+    @property
+    def model_owner(self) -> PartyConfig:
+        return self.with_role("model_owner")[0]
+
+    @property
+    def data_owner(self) -> PartyConfig:
+        return self.with_role("data_owner")[0]
+
+    @property
+    def rendezvous(self) -> str:
+        """torch.distributed init method: a TCP store at the first party's address."""
+        first = self.parties[0]
+        return f"tcp://{first.host}:{first.port}"
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind == "literal_error":
+        return f"expected {err['ctx']['expected']}, got {value!r}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}"
+
+
+def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
+    """Validate a parsed YAML document; relative paths resolve against `source`'s folder.
+
+    Args:
+        data: the document (a mapping).
+        source: the file it came from, used in messages and to resolve paths.
+
+    Returns:
+        The frozen Config; raises ConfigError listing every problem, one per line.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _loc(err["loc"])
+            if err["type"] == "value_error" and not where:
+                lines.extend(f"{source}: {line}" for line in str(err["ctx"]["error"]).splitlines())
+            else:
+                lines.append(f"{source}: {where}: {_message(err)}")
+        raise ConfigError("\n".join(lines)) from None
+    base = Path(source).resolve().parent if str(source) != "<memory>" else Path.cwd()
+
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    parties = tuple(p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data)}) for p in config.parties)
+    return config.model_copy(update={"parties": parties, "run_dir": resolve(config.run_dir), "source": Path(source)})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file (safe_load only).
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The frozen Config; raises ConfigError with one line per problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from None
+    return parse_config(data, path)

@@ -1,0 +1,25 @@
+"""Typed errors. Each carries one line meant for the user; no traceback is shown for them."""
+
+
+class SmpcError(Exception):
+    """Base class: a problem the user can act on, described in one line."""
+
+
+class ConfigError(SmpcError):
+    """A configuration file is missing, malformed or inconsistent."""
+
+
+class ArtifactError(SmpcError):
+    """A model or data file is missing, unreadable or has the wrong contents."""
+
+
+class ConversionError(SmpcError):
+    """A PyTorch model cannot be turned into a CrypTen program."""
+
+
+class UnsupportedOpError(ConversionError):
+    """The model uses an operation that has no secret-shared implementation."""
+
+
+class PartyError(SmpcError):
+    """A party process failed, or the run as a whole did not finish."""

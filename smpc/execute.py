@@ -1,0 +1,47 @@
+"""Run a converted Program on secret-shared values, node by node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from smpc.convert import Program
+from smpc.ops import OPS
+
+
+def run_program(program: Program, params: dict[str, Any], x: Any) -> Any:
+    """Evaluate `program` on shares.
+
+    Args:
+        program: the converted model (identical at every party).
+        params: secret parameters (CrypTensors) by placeholder name.
+        x: the input, a CrypTensor of shape program.input_shape.
+
+    Returns:
+        The output CrypTensor (still secret-shared).
+    """
+    env: dict[torch.fx.Node, Any] = {}
+    remaining = {node: len(node.users) for node in program.graph.nodes}
+
+    def value(arg: Any) -> Any:
+        return torch.fx.map_arg(arg, lambda n: env[n])
+
+    for node in program.graph.nodes:
+        if node.op == "placeholder":
+            if node.name == program.input_name:
+                env[node] = x
+            elif node.name in params:
+                env[node] = params[node.name]
+            else:
+                env[node] = program.public[node.name]
+        elif node.op == "call_function":
+            env[node] = OPS[node.target](*value(node.args), **value(node.kwargs))
+            # free intermediate shares as soon as their last reader has run
+            for arg in node.all_input_nodes:
+                remaining[arg] -= 1
+                if remaining[arg] == 0 and arg.op != "placeholder":
+                    env.pop(arg, None)
+        elif node.op == "output":
+            return value(node.args[0])[0]
+    raise RuntimeError("graph has no output node")
