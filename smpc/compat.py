@@ -101,9 +101,10 @@ def apply() -> None:
 
     import crypten
     import crypten.communicator.distributed_communicator as dc
+    from crypten.encoder import FixedPointEncoder
 
     dc.dist = _DistWithTimeout(real_dist)
-    crypten.encoder.FixedPointEncoder.decode = _decode
+    FixedPointEncoder.decode = _decode
     # crypten.load / crypten.load_from_party unpickle arbitrary objects (and since
     # torch 2.6 plain torch.load defaults to weights_only=True, which breaks them
     # anyway): no smpc path needs them, and a pickle must never cross a party boundary.

@@ -77,7 +77,7 @@ class Config(_Section):
     """A whole run: parties, model, inference settings."""
 
     version: Literal[1] = 1
-    parties: tuple[PartyConfig, ...] = Field(min_length=2)
+    parties: tuple[PartyConfig, ...]
     model: ModelConfig
     batch_size: int = Field(default=64, ge=1)
     randomness: Literal["local"] = "local"
@@ -85,6 +85,13 @@ class Config(_Section):
     timeouts: TimeoutConfig = TimeoutConfig()
     run_dir: Path = Path("runs")
     source: Path = Field(default=Path("<memory>"), exclude=True)
+
+    @field_validator("parties")
+    @classmethod
+    def _at_least_two(cls, v: tuple[PartyConfig, ...]) -> tuple[PartyConfig, ...]:
+        if len(v) < 2:
+            raise ValueError(f"expected at least 2 parties, got {len(v)}")
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -147,16 +154,40 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "path_type": "a file path",
+    "too_short": "a non-empty list",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
 def _message(err: dict[str, Any]) -> str:
-    kind, value = err["type"], err.get("input")
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx", {})
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
     if kind == "value_error":
-        return str(err["ctx"]["error"])
+        return str(ctx["error"])
     if kind == "literal_error":
-        return f"expected {err['ctx']['expected']}, got {value!r}"
+        return f"expected {ctx['expected']}, got {value!r}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"expected a value {_BOUNDS[kind]} {bound}, got {value!r}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {value!r}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}"
 
 

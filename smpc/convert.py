@@ -10,6 +10,7 @@ owner's parameter values are real, the others hold same-shaped placeholders.
 from __future__ import annotations
 
 import hashlib
+import logging
 import operator
 import warnings
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class Program:
         input_name: placeholder name of the model input.
         input_shape: full input shape, batch included.
         output_shape: shape of the single output tensor.
+        public_nodes: names of call nodes that read no secret value; they run as the
+            plain ATen op (e.g. building a constant), so they need no entry in OPS.
     """
 
     graph: torch.fx.Graph
@@ -45,6 +48,7 @@ class Program:
     input_name: str
     input_shape: torch.Size
     output_shape: torch.Size
+    public_nodes: frozenset[str] = frozenset()
 
     def architecture_fingerprint(self) -> str:
         """SHA-256 over the graph and parameter shapes (never over parameter values)."""
@@ -75,12 +79,16 @@ def convert(model: torch.nn.Module, example_input: torch.Tensor) -> Program:
     model.eval()
     shape = tuple(example_input.shape)
     try:
+        # export logs the failing op's traceback itself; the user gets one line instead
+        logging.disable(logging.CRITICAL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exported = torch.export.export(model, (example_input,)).run_decompositions({})
     except Exception as exc:  # export reports shape errors as many exception types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"the model cannot take an input of shape {list(shape)}: {reason}") from None
+    finally:
+        logging.disable(logging.NOTSET)
 
     graph = exported.graph
     secret: dict[str, torch.Tensor] = {}
@@ -108,7 +116,8 @@ def convert(model: torch.nn.Module, example_input: torch.Tensor) -> Program:
     output_shape = outputs[0].meta["val"].shape
 
     _fold_batch_norms(graph, secret)
-    _check_supported(graph)
+    public_nodes = _public_nodes(graph, set(secret) | set(input_names))
+    _check_supported(graph, public_nodes)
     # drop what the graph no longer reads (e.g. num_batches_tracked, folded statistics)
     for node in list(graph.nodes):
         if node.op == "placeholder" and not node.users and node.name not in input_names:
@@ -118,12 +127,30 @@ def convert(model: torch.nn.Module, example_input: torch.Tensor) -> Program:
     for name, value in secret.items():
         if not value.is_floating_point():
             raise UnsupportedOpError(f"{name}: integer parameters cannot be secret-shared as fixed point")
-    return Program(graph, secret, public, input_names[0], torch.Size(shape), torch.Size(output_shape))
+    return Program(
+        graph, secret, public, input_names[0], torch.Size(shape), torch.Size(output_shape), frozenset(public_nodes)
+    )
 
 
-def _check_supported(graph: torch.fx.Graph) -> None:
+def _public_nodes(graph: torch.fx.Graph, secret_placeholders: set[str]) -> set[str]:
+    # a call is public when nothing it reads depends on a parameter or the input
+    secret: set[torch.fx.Node] = set()
+    public = set()
     for node in graph.nodes:
-        if node.op != "call_function":
+        if node.op == "placeholder":
+            if node.name in secret_placeholders:
+                secret.add(node)
+        elif node.op == "call_function":
+            if any(arg in secret for arg in node.all_input_nodes):
+                secret.add(node)
+            else:
+                public.add(node.name)
+    return public
+
+
+def _check_supported(graph: torch.fx.Graph, public_nodes: set[str]) -> None:
+    for node in graph.nodes:
+        if node.op != "call_function" or node.name in public_nodes:
             continue
         if node.target not in ops.OPS:
             raise UnsupportedOpError(f"{module_path(node)}: {_op_name(node.target)} is not supported")

@@ -36,7 +36,9 @@ def run_program(program: Program, params: dict[str, Any], x: Any) -> Any:
             else:
                 env[node] = program.public[node.name]
         elif node.op == "call_function":
-            env[node] = OPS[node.target](*value(node.args), **value(node.kwargs))
+            # public calls (constants) run as the ATen op itself; the rest on shares
+            fn = node.target if node.name in program.public_nodes else OPS[node.target]
+            env[node] = fn(*value(node.args), **value(node.kwargs))
             # free intermediate shares as soon as their last reader has run
             for arg in node.all_input_nodes:
                 remaining[arg] -= 1

@@ -8,6 +8,7 @@ its traceback, and one that dies without reporting counts as a failure.
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import queue
 import socket
 import time
@@ -30,7 +31,9 @@ def _child(fn, rank, world_size, port, args, results) -> None:
 
         with session.joined(rank, world_size, f"tcp://127.0.0.1:{port}", 30, 30):
             value = fn(rank, world_size, *args)
-        results.put((rank, "ok", value))
+        # plain pickle bytes: the queue's own pickler would pass tensors through shared
+        # memory that vanishes when this process exits
+        results.put((rank, "ok", pickle.dumps(value)))
     except BaseException:
         results.put((rank, "error", traceback.format_exc()))
 
@@ -77,4 +80,4 @@ def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: fl
         if missing and not problems:
             problems.append(f"parties {missing} did not finish within {timeout} s")
         raise AssertionError("\n".join(problems))
-    return [got[r][1] for r in range(world_size)]
+    return [pickle.loads(got[r][1]) for r in range(world_size)]

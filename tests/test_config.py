@@ -1,0 +1,140 @@
+"""Config schema: the shipped config loads; every bad input gets its exact message."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smpc.config import load_config, parse_config
+from smpc.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "configs" / "local-2pc.yaml"
+BASE = yaml.safe_load(SHIPPED.read_text())
+
+
+def test_shipped_config_loads_and_resolves_paths():
+    config = load_config(SHIPPED)
+    assert config.names == ["alice", "bob"]
+    assert config.model_owner.name == "bob" and config.data_owner.name == "alice"
+    assert config.model_owner.weights == ROOT / "models" / "digits_cnn.safetensors"
+    assert config.data_owner.data == ROOT / "data" / "digits-test.safetensors"
+    assert config.rendezvous == "tcp://127.0.0.1:29610"
+    assert config.rank_of("bob") == 1
+
+
+def _set(path, value):
+    def mutate(doc):
+        *parents, last = path
+        for key in parents:
+            doc = doc[key]
+        doc[last] = value
+
+    return mutate
+
+
+def _drop(path):
+    def mutate(doc):
+        *parents, last = path
+        for key in parents:
+            doc = doc[key]
+        del doc[last]
+
+    return mutate
+
+
+BAD = [
+    (_set(["parties", 1, "port"], "abc"), "x.yaml: parties[1].port: expected an integer, got 'abc'"),
+    (_set(["parties", 1, "port"], 70000), "x.yaml: parties[1].port: expected a value <= 65535, got 70000"),
+    (_set(["parties", 1, "port"], 0), "x.yaml: parties[1].port: expected a value >= 1, got 0"),
+    (_set(["bogus"], 1), "x.yaml: bogus: unknown key"),
+    (_set(["parties", 0, "rolez"], []), "x.yaml: parties[0].rolez: unknown key"),
+    (_set(["model", "inputshape"], [1]), "x.yaml: model.inputshape: unknown key"),
+    (_drop(["parties", 0, "host"]), "x.yaml: parties[0].host: required key is missing"),
+    (_drop(["model", "architecture"]), "x.yaml: model.architecture: required key is missing"),
+    (_drop(["model"]), "x.yaml: model: required key is missing"),
+    (
+        _set(["parties", 0, "roles"], ["data_owner", "boss"]),
+        "x.yaml: parties[0].roles[1]: expected 'model_owner', 'data_owner' or 'output', got 'boss'",
+    ),
+    (
+        _set(["parties", 0, "roles"], ["data_owner", "output", "output"]),
+        "x.yaml: parties[0].roles: roles are listed twice: ['data_owner', 'output', 'output']",
+    ),
+    (_set(["parties", 1, "name"], "alice"), "x.yaml: parties: party name 'alice' is used more than once"),
+    (
+        _set(["parties", 1, "name"], "Bob Smith"),
+        "x.yaml: parties[1].name: expected a lower-case name (letters, digits, '-', '_'), got 'Bob Smith'",
+    ),
+    (_set(["parties", 1, "port"], 29610), "x.yaml: parties: address 127.0.0.1:29610 is used by more than one party"),
+    (_set(["randomness"], "dealer"), "x.yaml: randomness: expected 'local', got 'dealer'"),
+    (_set(["model", "input_shape"], [1, 0, 8]), "x.yaml: model.input_shape: expected positive dimensions, got [1, 0, 8]"),
+    (_set(["model", "input_shape"], []), "x.yaml: model.input_shape: expected a non-empty list, got []"),
+    (lambda d: d.__setitem__("parties", d["parties"][:1]), "x.yaml: parties: expected at least 2 parties, got 1"),
+    (
+        _set(["parties", 1, "roles"], []),
+        "x.yaml: parties: expected exactly one party with role model_owner, found 0\n"
+        "x.yaml: parties[1].weights: only the model owner may provide weights",
+    ),
+    (_drop(["parties", 1, "weights"]), "x.yaml: parties[1].weights: required for the model owner"),
+    (_set(["parties", 0, "weights"], "w.safetensors"), "x.yaml: parties[0].weights: only the model owner may provide weights"),
+    (
+        _set(["parties", 0, "roles"], ["data_owner"]),
+        "x.yaml: parties: expected at least one party with role output",
+    ),
+    (_set(["protocol", "precision_bits"], 40), "x.yaml: protocol.precision_bits: expected a value <= 24, got 40"),
+    (_set(["batch_size"], 0), "x.yaml: batch_size: expected a value >= 1, got 0"),
+    (_set(["version"], 2), "x.yaml: version: expected 1, got 2"),
+    (_set(["timeouts", "op_s"], -1), "x.yaml: timeouts.op_s: expected a value > 0.0, got -1"),
+    (_set(["timeouts", "run_s"], "long"), "x.yaml: timeouts.run_s: expected a number, got 'long'"),
+    (_set(["parties", 0], "alice"), "x.yaml: parties[0]: expected a mapping, got 'alice'"),
+    (
+        lambda d: (d.__setitem__("bogus", 1), d["parties"][1].__setitem__("port", "abc")),
+        "x.yaml: parties[1].port: expected an integer, got 'abc'\nx.yaml: bogus: unknown key",
+    ),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", BAD, ids=[e.split("\n")[0][8:60] for _, e in BAD])
+def test_bad_config_is_reported_exactly(mutate, expected):
+    doc = copy.deepcopy(BASE)
+    mutate(doc)
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "x.yaml")
+    assert str(err.value) == expected
+
+
+def test_missing_config_file(tmp_path):
+    path = tmp_path / "none.yaml"
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: config file not found$"):
+        load_config(path)
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("parties:\n  - name: alice\n    host: [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: malformed YAML: line \d+, column \d+: "):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r": expected a mapping at the top level, got list$"):
+        load_config(path)
+
+
+def test_unknown_party_name():
+    config = load_config(SHIPPED)
+    with pytest.raises(ConfigError, match=r"no party named 'carol' \(parties: alice, bob\)"):
+        config.rank_of("carol")
+
+
+def test_config_is_frozen():
+    config = load_config(SHIPPED)
+    with pytest.raises(Exception):
+        config.batch_size = 3

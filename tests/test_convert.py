@@ -1,0 +1,119 @@
+"""Converter: graph capture, BatchNorm folding, and errors before any party computes.
+
+Graphs are executed here on plain tensors (the ops accept both), which checks the
+graph rewriting exactly; the secret-shared execution is in test_ops_mpc.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from op_cases import CASES, make_case
+from smpc import ops, zoo
+from smpc.convert import convert
+from smpc.errors import ConversionError, UnsupportedOpError
+from smpc.execute import run_program
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_graph_on_plain_tensors_matches_pytorch(name):
+    model, x, _ = make_case(name)
+    program = convert(model, x)
+    with torch.no_grad():
+        expected = model(x)
+        got = run_program(program, dict(program.secret), x)
+    assert got.shape == expected.shape == program.output_shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batchnorm_after_conv_is_folded_away():
+    model, x, _ = make_case("batchnorm2d_folded")
+    program = convert(model, x)
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert targets == ["aten.conv2d.default"]
+    # the BN's weight, bias and statistics are no longer parameters: one kernel, one bias
+    assert sorted(v.shape for v in program.secret.values()) == [torch.Size([4]), torch.Size([4, 3, 3, 3])]
+
+
+def test_standalone_batchnorm_becomes_channel_affine():
+    model, x, _ = make_case("batchnorm2d_standalone")
+    program = convert(model, x)
+    targets = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert targets == [torch.ops.aten.relu.default, ops.channel_affine]
+
+
+class Inner(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=-1)
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList([nn.Sequential(nn.Linear(4, 4), Inner())])
+
+    def forward(self, x):
+        return self.encoder.layers[0](x)
+
+
+def test_unsupported_op_names_module_path_and_op():
+    with pytest.raises(UnsupportedOpError) as err:
+        convert(Nested(), torch.zeros(2, 4))
+    assert str(err.value) == "encoder.layers.0.1: aten.cumsum is not supported"
+
+
+def test_attention_mask_is_rejected():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            mask = torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)
+            return self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+    with pytest.raises(UnsupportedOpError, match=r"^attn: aten\.scaled_dot_product_attention: attention masks are not supported$"):
+        convert(Masked(), torch.zeros(1, 3, 8))
+
+
+def test_wrong_input_shape_is_a_conversion_error():
+    with pytest.raises(ConversionError, match=r"^the model cannot take an input of shape \[2, 1, 12, 12\]: "):
+        convert(zoo.build("digits_cnn"), torch.zeros(2, 1, 12, 12))
+
+
+def test_public_constants_are_computed_in_plain_torch():
+    class Shift(nn.Module):
+        def forward(self, x):
+            return x + torch.arange(4.0).cumsum(0)  # cumsum on public values only
+
+    model, x = Shift(), torch.randn(3, 4)
+    program = convert(model, x)
+    assert any(name.startswith("cumsum") for name in program.public_nodes)
+    torch.testing.assert_close(run_program(program, {}, x), model(x))
+
+
+def test_two_outputs_are_rejected():
+    class Two(nn.Module):
+        def forward(self, x):
+            return x + 1, x * 2
+
+    with pytest.raises(ConversionError, match=r"^the model must return exactly one tensor, it returns 2 values$"):
+        convert(Two(), torch.zeros(2))
+
+
+def test_fingerprint_depends_on_architecture_not_weights():
+    a, b = zoo.build("digits_cnn"), zoo.build("digits_cnn")
+    torch.nn.init.constant_(b.classifier[1].weight, 0.5)
+    x = torch.zeros(4, 1, 8, 8)
+    assert convert(a, x).architecture_fingerprint() == convert(b, x).architecture_fingerprint()
+    assert convert(a, x).architecture_fingerprint() != convert(zoo.build("lenet5"), torch.zeros(4, 1, 28, 28)).architecture_fingerprint()
+
+
+def test_unknown_architecture_lists_the_zoo():
+    from smpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model\.architecture: unknown architecture 'resnet' \(known: digits_cnn, lenet5, mlp"):
+        zoo.build("resnet")

@@ -1,0 +1,192 @@
+"""The launcher and party program end to end: real processes, real files, real errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness import free_port
+from launch import load_config, run
+from smpc import artifacts
+from smpc.errors import PartyError
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "models" / "digits_cnn.safetensors"
+DATA = ROOT / "data" / "digits-test.safetensors"
+SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+
+
+def write_config(tmp_path: Path, samples: int = 100, helpers: int = 0, batch_size: int = 64, **overrides) -> Path:
+    """A digits config with free ports; `helpers` extra parties only compute."""
+    data = tmp_path / "data.safetensors"
+    full = artifacts.load_data(DATA, (1, 8, 8))
+    artifacts.save_data(data, full.inputs[:samples], full.labels[:samples])
+    parties = [
+        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
+        {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(WEIGHTS)},
+    ]
+    for i in range(helpers):
+        parties.append({"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()})
+    doc = {
+        "version": 1,
+        "parties": parties,
+        "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
+        "batch_size": batch_size,
+        "timeouts": {"connect_s": 60, "op_s": 30, "run_s": 300},
+        "run_dir": str(tmp_path / "run"),
+    }
+    doc.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (to prove nothing was left running)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
+    config = write_config(tmp_path, samples=100)
+    report_file = tmp_path / "report.json"
+    result = subprocess.run(
+        SMPC + ["launch", str(config), "--report", str(report_file)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(report_file.read_text())
+    for key in ("samples", "accuracy_mpc", "accuracy_plain", "agreement", "max_abs_error", "wall_s", "parties"):
+        assert key in report
+    assert report["samples"] == 100
+    assert report["agreement"] >= 0.99
+    assert report["max_abs_error"] < 0.1
+    assert set(report["parties"]) == {"alice", "bob"}
+    assert all(p["bytes_sent"] > 0 and p["rounds"] > 0 for p in report["parties"].values())
+    # console lines carry the party prefix; the summary is printed at the end
+    assert "[alice] " in result.stdout and "[bob] " in result.stdout
+    assert "top-1 agreement" in result.stdout
+    # only the output receiver holds the revealed outputs
+    run_dir = tmp_path / "run"
+    assert (run_dir / "alice.output.safetensors").exists()
+    assert not (run_dir / "bob.output.safetensors").exists()
+    assert (run_dir / "alice.log").read_text() and (run_dir / "bob.log").read_text()
+
+
+def test_api_three_parties_with_a_helper(tmp_path):
+    report = run(load_config(write_config(tmp_path, samples=40, helpers=1, batch_size=16)), echo=False)
+    assert report.samples == 40
+    assert report.agreement >= 0.99
+    assert set(report.parties) == {"alice", "bob", "helper0"}
+    assert not (tmp_path / "run" / "helper0.output.safetensors").exists()
+    assert not (tmp_path / "run" / "bob.output.safetensors").exists()
+
+
+def _cli_error(config: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(SMPC + ["launch", str(config)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert processes_mentioning(str(config)) == []
+    return result
+
+
+def test_malformed_yaml_is_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("parties: [\n")
+    result = _cli_error(path)
+    assert result.stderr.startswith(f"error: {path}: malformed YAML: line ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_unknown_key_is_named(tmp_path):
+    result = _cli_error(write_config(tmp_path, batchsize=3))
+    assert result.stderr.strip() == f"error: {tmp_path / 'config.yaml'}: batchsize: unknown key"
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    config = write_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["parties"][1]["weights"] = "nowhere.safetensors"
+    config.write_text(yaml.safe_dump(doc))
+    result = _cli_error(config)
+    assert result.stderr.strip() == f"error: {tmp_path / 'nowhere.safetensors'}: weights file not found"
+
+
+def test_missing_data_file_is_named(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "data.safetensors").unlink()
+    result = _cli_error(config)
+    assert result.stderr.strip() == f"error: {tmp_path / 'data.safetensors'}: data file not found"
+
+
+def test_data_of_the_wrong_shape_names_the_expected_shape(tmp_path):
+    config = write_config(tmp_path)
+    artifacts.save_data(tmp_path / "data.safetensors", torch.zeros(5, 1, 9, 9))
+    result = _cli_error(config)
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'data.safetensors'}: inputs have shape [5, 1, 9, 9], expected [N, 1, 8, 8] "
+        "(model.input_shape is [1, 8, 8])"
+    )
+
+
+def test_input_shape_the_model_cannot_take(tmp_path):
+    config = write_config(tmp_path, model={"architecture": "digits_cnn", "input_shape": [1, 12, 12]})
+    artifacts.save_data(tmp_path / "data.safetensors", torch.zeros(5, 1, 12, 12))
+    result = _cli_error(config)
+    assert result.stderr.startswith("error: the model cannot take an input of shape [64, 1, 12, 12]: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_party_program_rejects_an_unknown_party_name(tmp_path):
+    config = write_config(tmp_path)
+    result = subprocess.run(SMPC + ["party", str(config), "--name", "mallory"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {config}: no party named 'mallory' (parties: alice, bob)"
+
+
+def test_killed_party_stops_the_run_and_is_named_first(tmp_path):
+    # small batches so that the run is still going when the model owner is killed
+    config = load_config(write_config(tmp_path, samples=360, batch_size=4))
+    outcome: dict = {}
+
+    def launch_it():
+        try:
+            run(config, echo=False)
+        except PartyError as exc:
+            outcome["error"] = str(exc)
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=launch_it)
+    thread.start()
+    deadline = time.monotonic() + 120
+    alice_log = tmp_path / "run" / "alice.log"
+    while time.monotonic() < deadline:  # wait until inference is under way
+        if alice_log.exists() and "batch" in alice_log.read_text():
+            break
+        time.sleep(0.2)
+    victims = [p for p in processes_mentioning(str(config.source)) if b"bob" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert victims, "bob was not running"
+    killed_at = time.monotonic()
+    os.kill(victims[0], signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert outcome["ended"] - killed_at < 30
+    first_line = outcome["error"].splitlines()[0]
+    assert first_line.startswith("party bob failed (signal SIGKILL)")
+    assert processes_mentioning(str(config.source)) == []
