@@ -11,9 +11,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# exact pin: the CPU wheel; a loose `torch` would pull a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	# CrypTen's own metadata is broken (withdrawn `sklearn`, torchvision): no deps
-	$(PY) -m pip install --quiet --no-deps crypten==0.4.1
 	$(PY) -m pip install --quiet -e ".[test]"
+	# CrypTen's own metadata is broken (withdrawn `sklearn`, torchvision): no deps;
+	# what it really needs is pinned in pyproject.toml
+	$(PY) -m pip install --quiet --no-deps crypten==0.4.1
 	touch $(STAMP)
 
 demo: $(STAMP)
