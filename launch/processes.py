@@ -30,6 +30,12 @@ class Child:
     ended_at: float | None = None
     stopped_by_us: bool = False
     relay: threading.Thread | None = field(default=None, repr=False)
+    waiter: threading.Thread | None = field(default=None, repr=False)
+
+    def _wait(self) -> None:
+        # a thread per child notes the moment it exits: the first to fail is the root cause
+        self.exit_code = self.process.wait()
+        self.ended_at = time.monotonic()
 
     def describe_exit(self) -> str:
         """'exit code 2' or 'signal SIGKILL'."""
@@ -96,7 +102,6 @@ def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, ec
     """
     lock = threading.Lock()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    failed: list[Child] = []
     timed_out = False
     try:
         for child in children:
@@ -112,16 +117,12 @@ def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, ec
             )
             child.relay = threading.Thread(target=_relay, args=(child, child.process.stdout, echo, lock), daemon=True)
             child.relay.start()
+            child.waiter = threading.Thread(target=child._wait, daemon=True)
+            child.waiter.start()
         end = time.monotonic() + deadline_s
         while True:
-            running = 0
-            for child in children:
-                if child.exit_code is None and child.process.poll() is not None:
-                    child.exit_code, child.ended_at = child.process.returncode, time.monotonic()
-                    if child.exit_code != 0:
-                        failed.append(child)
-                running += child.exit_code is None
-            if failed or running == 0:
+            ended = [c for c in children if c.ended_at is not None]
+            if any(c.exit_code != 0 for c in ended) or len(ended) == len(children):
                 break
             if time.monotonic() > end:
                 timed_out = True
@@ -130,18 +131,19 @@ def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, ec
     finally:
         _stop_all(children, grace_s)
     for child in children:
-        if child.relay is not None:
-            child.relay.join(timeout=5)
-    # failures after the first one are consequences; keep them in exit order
-    failed += sorted(
-        (c for c in children if c not in failed and c.exit_code not in (0, None) and not c.stopped_by_us),
+        for thread in (child.waiter, child.relay):
+            if thread is not None:
+                thread.join(timeout=5)
+    # root cause first: failures in the order the processes ended
+    failed = sorted(
+        (c for c in children if c.exit_code not in (0, None) and not c.stopped_by_us),
         key=lambda c: c.ended_at or 0,
     )
     return Outcome(children, failed, timed_out)
 
 
 def _stop_all(children: list[Child], grace_s: float) -> None:
-    alive = [c for c in children if c.process is not None and c.process.poll() is None]
+    alive = [c for c in children if c.process is not None and c.ended_at is None and c.process.poll() is None]
     for child in alive:
         child.stopped_by_us = True
         _signal_group(child, signal.SIGTERM)
@@ -154,7 +156,5 @@ def _stop_all(children: list[Child], grace_s: float) -> None:
             child.process.wait(timeout=5)
     for child in children:
         if child.process is not None:
-            if child.exit_code is None:
-                child.exit_code, child.ended_at = child.process.returncode, time.monotonic()
             # a party may have started helpers in its session: make sure none survive
             _signal_group(child, signal.SIGKILL)

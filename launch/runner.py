@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from launch.processes import Child, supervise
-from parties.program import error_path, output_path, result_path, write_json
 from smpc import artifacts, zoo
+from smpc.runfiles import error_path, log_path, output_path, result_path, write_json
 from smpc.config import Config, load_config
 from smpc.convert import convert
 from smpc.errors import PartyError
@@ -35,6 +35,8 @@ class Report:
     max_abs_error: float
     wall_s: float
     online_s: float
+    offline_s: float
+    randomness: str
     parties: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: str = ""
 
@@ -51,7 +53,8 @@ class Report:
             f"accuracy (plain)   {pct(self.accuracy_plain)}",
             f"top-1 agreement    {pct(self.agreement)}",
             f"max |logit error|  {self.max_abs_error:.6f}",
-            f"wall time          {self.wall_s:.2f} s (online {self.online_s:.2f} s)",
+            f"wall time          {self.wall_s:.2f} s (offline {self.offline_s:.2f} s, online {self.online_s:.2f} s;"
+            f" randomness: {self.randomness})",
         ]
         for name, p in self.parties.items():
             lines.append(f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds")
@@ -62,7 +65,8 @@ def preflight(config: Config) -> None:
     """Check every party's files and that the model converts, before starting anyone."""
     model = zoo.build(config.model.architecture)
     artifacts.load_weights(model, config.model_owner.weights)
-    artifacts.load_data(config.data_owner.data, config.model.input_shape)
+    for owner in config.data_owners:
+        artifacts.load_data(owner.data, config.model.input_shape)
     convert(model, torch.zeros(config.batch_size, *config.model.input_shape))
 
 
@@ -81,18 +85,27 @@ def run(config: Config | str | Path, report_path: str | Path | None = None, echo
     if not isinstance(config, Config):
         config = load_config(config)
     preflight(config)
+    if config.randomness == "local":
+        print(
+            "warning: randomness is 'local' (CrypTen's TFP): every party can derive the Beaver triples, "
+            "so this run is a simulation, not secure; use randomness: dealer for a trusted dealer",
+            file=sys.stderr,
+        )
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in config.names:
+    processes = (["dealer"] if config.dealer is not None else []) + config.names
+    for name in processes:
         for stale in (result_path(config, name), error_path(config, name), output_path(config, name)):
             stale.unlink(missing_ok=True)
 
     children = [
         Child(
             name=name,
-            argv=[sys.executable, "-m", "parties", str(config.source), "--name", name],
-            log_path=config.run_dir / f"{name}.log",
+            argv=[sys.executable, "-m", "smpc.dealer", str(config.source)]
+            if name == "dealer"
+            else [sys.executable, "-m", "parties", str(config.source), "--name", name],
+            log_path=log_path(config, name),
         )
-        for name in config.names
+        for name in processes
     ]
     started = time.perf_counter()
     outcome = supervise(children, deadline_s=config.timeouts.run_s, echo=echo)
@@ -126,25 +139,35 @@ def _failure_message(config: Config, outcome) -> str:
 
 
 def _evaluate(config: Config, records: dict[str, dict[str, Any]], wall_s: float) -> Report:
-    receivers = [p.name for p in config.with_role("output")]
-    seen_by = config.data_owner.name if config.data_owner.name in receivers else receivers[0]
-    logits = artifacts.load_outputs(output_path(config, seen_by))
+    # Each data owner's rows as its receiver saw them, checked against plain PyTorch.
     model = zoo.build(config.model.architecture)
     artifacts.load_weights(model, config.model_owner.weights)
-    data = artifacts.load_data(config.data_owner.data, config.model.input_shape)
     model.eval()
-    with torch.no_grad():
-        plain = torch.cat([model(data.inputs[i : i + 256]) for i in range(0, len(data.inputs), 256)])
-    labels = data.labels
+    seen, plain, labels = [], [], []
+    offset = 0
+    for owner in config.data_owners:
+        data = artifacts.load_data(owner.data, config.model.input_shape)
+        receiver = config.receivers_of(owner)[0]
+        revealed = artifacts.load_outputs(output_path(config, receiver.name))
+        if receiver.name != owner.name:  # a receiver that owns no data holds every row
+            revealed = revealed[offset : offset + len(data.inputs)]
+        offset += len(data.inputs)
+        with torch.no_grad():
+            plain.append(torch.cat([model(data.inputs[i : i + 256]) for i in range(0, len(data.inputs), 256)]))
+        seen.append(revealed)
+        labels.append(data.labels)
+    logits, reference = torch.cat(seen), torch.cat(plain)
+    known = None if any(lab is None for lab in labels) else torch.cat(labels)
     return Report(
-        samples=len(plain),
-        accuracy_mpc=None if labels is None else float((logits.argmax(1) == labels).float().mean()),
-        accuracy_plain=None if labels is None else float((plain.argmax(1) == labels).float().mean()),
-        agreement=float((logits.argmax(1) == plain.argmax(1)).float().mean()),
-        max_abs_error=float((logits - plain).abs().max()),
+        samples=len(reference),
+        accuracy_mpc=None if known is None else float((logits.argmax(1) == known).float().mean()),
+        accuracy_plain=None if known is None else float((reference.argmax(1) == known).float().mean()),
+        agreement=float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+        max_abs_error=float((logits - reference).abs().max()),
         wall_s=round(wall_s, 3),
         online_s=max(r["online_s"] for r in records.values()),
+        offline_s=max(r["offline_s"] for r in records.values()),
+        randomness=config.randomness,
         parties={n: {"bytes_sent": r["bytes_sent"], "rounds": r["rounds"]} for n, r in records.items()},
         config=str(config.source),
     )
-

@@ -10,43 +10,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from smpc import artifacts, session, zoo
+from smpc import agreement, artifacts, compat, dealer, ops, runfiles, session, wire, zoo
 from smpc.config import Config, load_config
 from smpc.convert import convert
 from smpc.errors import SmpcError
 from smpc.execute import run_program
+from smpc.provider import PROVIDER_NAME, MaterialStream, PartyProvider
 
 
-def result_path(config: Config, name: str) -> Path:
-    """Where party `name` writes its result summary (JSON)."""
-    return config.run_dir / f"{name}.result.json"
-
-
-def error_path(config: Config, name: str) -> Path:
-    """Where party `name` writes the reason it failed (JSON: party, message, time)."""
-    return config.run_dir / f"{name}.error.json"
-
-
-def output_path(config: Config, name: str) -> Path:
-    """Where an output receiver writes the revealed outputs (safetensors)."""
-    return config.run_dir / f"{name}.output.safetensors"
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write JSON atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+def _batch_rows(counts: list[int], start: int, rows: int) -> list[tuple[int, int, int]]:
+    """Which data owners' rows make up global rows [start, start + rows):
+    (owner index, first local row, number of rows), in order."""
+    out, offset = [], 0
+    for owner, count in enumerate(counts):
+        lo, hi = max(start, offset), min(start + rows, offset + count)
+        if lo < hi:
+            out.append((owner, lo - offset, hi - lo))
+        offset += count
+    return out
 
 
 def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any]:
@@ -55,7 +43,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     Args:
         config: the validated run configuration (the same file at every party).
         name: which party this process is.
-        progress: show a progress bar at the data owner.
+        progress: show a progress bar at the first data owner.
 
     Returns:
         This party's result record (also written to its result file).
@@ -63,68 +51,106 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     rank = config.rank_of(name)
     me = config.parties[rank]
     owner = config.rank_of(config.model_owner.name)
-    data_rank = config.rank_of(config.data_owner.name)
-    receivers = [config.rank_of(p.name) for p in config.with_role("output")]
+    data_owners = config.data_owners
+    data_ranks = [config.rank_of(p.name) for p in data_owners]
     torch.set_num_threads(1)
     torch.manual_seed(rank)
 
     model = zoo.build(config.model.architecture)
     if rank == owner:
         artifacts.load_weights(model, me.weights)
-    dataset = artifacts.load_data(me.data, config.model.input_shape) if rank == data_rank else None
+    dataset = artifacts.load_data(me.data, config.model.input_shape) if rank in data_ranks else None
     batch_shape = torch.Size((config.batch_size, *config.model.input_shape))
     program = convert(model, torch.zeros(batch_shape))
     del model  # from here on the weights exist only as shares
+    fields = agreement.fields(config, program)
 
     started = time.perf_counter()
+    stream = None
+    provider_name = "TFP"
+    if config.randomness == "dealer":
+        seed, dealer_sock = dealer.connect(config, rank, fields)
+        stream = MaterialStream(dealer_sock, config.timeouts.op_s) if dealer_sock is not None else None
+        party_provider = PartyProvider()
+        party_provider.bind(rank, seed, stream)
+        compat.register_provider(PROVIDER_NAME, party_provider)
+        provider_name = PROVIDER_NAME
+    first = config.parties[0]
     with session.joined(
-        rank,
-        len(config.parties),
-        config.rendezvous,
-        config.timeouts.connect_s,
-        config.timeouts.op_s,
-        config.protocol.precision_bits,
+        rank, config.names, first.host, first.port,
+        config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
+        provider_name, config.protocol.functions.model_dump(),
     ):
+        agreement.check_parties(config, fields)
         joined_s = time.perf_counter() - started
-        samples = session.broadcast_int(None if dataset is None else len(dataset.inputs), data_rank)
-        params = session.share_parameters(program, owner)
-        outputs = []
+        counts = [
+            session.broadcast_int(None if dataset is None else len(dataset.inputs), r) for r in data_ranks
+        ]
+        samples = sum(counts)
         batches = range(0, samples, config.batch_size)
-        if progress and rank == data_rank:
+        params = session.share_parameters(program, owner)
+
+        offline_start = time.perf_counter()
+        if stream is not None:  # party 0 asks for the material and waits for batch 0's
+            wire.send_json(dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
+            stream.start()
+            stream.next_batch()
+            stream.wait_s = 0.0
+        session.barrier()
+        offline_s = time.perf_counter() - offline_start
+
+        mine: list[torch.Tensor] = []  # outputs revealed to this party, in global row order
+        if progress and rank == data_ranks[0]:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc=f"{name}: private inference", unit="batch", file=sys.stdout, ncols=80)
         online_start = time.perf_counter()
-        for start in batches:
+        for index, start in enumerate(batches):
+            if stream is not None and index > 0:
+                stream.next_batch()
             rows = min(config.batch_size, samples - start)
-            batch = None
-            if dataset is not None:
-                # the last batch is padded to the converted shape; padding rows are dropped
-                batch = torch.zeros(batch_shape)
-                batch[:rows] = dataset.inputs[start : start + rows]
-            x = session.share_input(batch, batch_shape, data_rank)
-            revealed = session.reveal(run_program(program, params, x), receivers)
-            if revealed is not None:
-                outputs.append(revealed[:rows])
+            parts = _batch_rows(counts, start, rows)
+            pieces = []
+            for d, first_row, n in parts:
+                values = dataset.inputs[first_row : first_row + n] if rank == data_ranks[d] else None
+                pieces.append(session.share_input(values, torch.Size((n, *config.model.input_shape)), data_ranks[d]))
+            if rows < config.batch_size:  # pad the last batch to the converted shape
+                pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *config.model.input_shape)))
+            x = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
+            out = run_program(program, params, x)
+            offset = 0
+            for d, _, n in parts:  # each data owner's rows go to its receivers only
+                receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]
+                revealed = session.reveal(out[offset : offset + n], receivers)
+                if revealed is not None:
+                    mine.append(revealed)
+                offset += n
         online_s = time.perf_counter() - online_start
         stats = session.communication_stats()
+        if stream is not None:
+            wire.send_json(dealer_sock, wire.Kind.BYE, {})
+            dealer_sock.close()
 
     record: dict[str, Any] = {
         "party": name,
         "rank": rank,
         "samples": samples,
         "connect_s": round(joined_s, 4),
+        "offline_s": round(offline_s, 4),
         "online_s": round(online_s, 4),
         "wall_s": round(time.perf_counter() - started, 4),
         **stats,
     }
-    if outputs:
-        logits = torch.cat(outputs)
-        artifacts.save_outputs(output_path(config, name), logits)
-        record["output_file"] = str(output_path(config, name))
-        if dataset is not None and dataset.labels is not None:
-            record["accuracy_mpc"] = float((logits.argmax(1) == dataset.labels).float().mean())
-    write_json(result_path(config, name), record)
+    if stream is not None:
+        record["dealer_wait_s"] = round(stream.wait_s, 4)
+        record["dealer_bytes_received"] = stream.bytes_received
+    if mine:
+        outputs = torch.cat(mine)
+        artifacts.save_outputs(runfiles.output_path(config, name), outputs)
+        record["output_rows"] = len(outputs)
+        if dataset is not None and dataset.labels is not None and len(outputs) == len(dataset.labels):
+            record["accuracy_mpc"] = float((outputs.argmax(1) == dataset.labels).float().mean())
+    runfiles.write_json(runfiles.result_path(config, name), record)
     return record
 
 
@@ -159,9 +185,5 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(config: Config | None, name: str, message: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
-    if config is not None:
-        try:
-            write_json(error_path(config, name), {"party": name, "message": message, "time": time.time()})
-        except OSError:
-            pass
+    runfiles.record_error(config, name, message)
     return code

@@ -9,6 +9,7 @@ USAGE = """usage: smpc COMMAND ...
 commands:
   launch CONFIG [--report FILE]   run every party of CONFIG on this machine
   party CONFIG --name NAME        run exactly one party (one per host)
+  dealer CONFIG                   run the trusted dealer of CONFIG (randomness: dealer)
 """
 
 
@@ -27,5 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         from parties.program import main as party_main
 
         return party_main(rest)
+    if command == "dealer":
+        from smpc.dealer import main as dealer_main
+
+        return dealer_main(rest)
     print(f"smpc: unknown command {command!r}\n{USAGE}", file=sys.stderr, end="")
     return 2

@@ -7,16 +7,19 @@ spawned child, a test) gets a working `crypten`. Nothing in site-packages is edi
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import sys
 import types
-from typing import Any
+from typing import Any, Iterator
 
 _applied = False
 # Bounds set by init_communicator: joining the default group, and every op on the
 # groups CrypTen creates afterwards.
 _connect_timeout: datetime.timedelta | None = None
 _group_timeout: datetime.timedelta | None = None
+# The TCP store of smpc's roll call (session.py), reused as gloo's rendezvous.
+_store: Any = None
 
 
 def _stub_onnx_registration() -> None:
@@ -55,6 +58,9 @@ class _DistWithTimeout(types.ModuleType):
     def init_process_group(self, *args: Any, **kwargs: Any) -> Any:
         if _connect_timeout is not None:
             kwargs.setdefault("timeout", _connect_timeout)
+        if _store is not None:  # the store every party already joined, not a second rendezvous
+            kwargs.pop("init_method", None)
+            kwargs["store"] = _store
         return self._real.init_process_group(*args, **kwargs)
 
     def new_group(self, *args: Any, **kwargs: Any) -> Any:
@@ -113,47 +119,96 @@ def apply() -> None:
     _applied = True
 
 
+def register_provider(name: str, provider: Any) -> None:
+    """Make `provider` selectable as crypten.cfg.mpc.provider = name.
+
+    CrypTen keeps its providers in a fixed module-level table and looks the
+    configured name up there at every request; the table has no public setter.
+    """
+    apply()
+    import crypten.mpc
+
+    getattr(crypten.mpc, "__SUPPORTED_PROVIDERS")[name] = provider
+
+
+@contextlib.contextmanager
+def substitute_communicator(communicator: Any) -> Iterator[None]:
+    """Make crypten.communicator.get() return `communicator` inside the block.
+
+    Every CrypTen module calls `comm.get()` at call time, so this reaches all of them;
+    the dealer uses it to run a computation with shape-only communication.
+    """
+    apply()
+    import crypten.communicator as comm
+
+    original = comm.get
+    comm.get = lambda: communicator
+    try:
+        yield
+    finally:
+        comm.get = original
+
+
 def init_communicator(
     rank: int,
     world_size: int,
     rendezvous: str,
     connect_timeout_s: float = 60.0,
-    op_timeout_s: float = 60.0,
+    op_timeout_s: float = 30.0,
     precision_bits: int = 16,
+    store: Any = None,
+    provider: str = "TFP",
+    functions: dict[str, Any] | None = None,
 ) -> None:
     """Join the gloo process group as `rank` and initialise CrypTen on it.
 
     Args:
         rank: this party's rank, 0..world_size-1.
         world_size: number of computing parties.
-        rendezvous: torch.distributed init method, e.g. ``tcp://127.0.0.1:29610``.
+        rendezvous: torch.distributed init method, e.g. ``tcp://127.0.0.1:29610``
+            (ignored when `store` is given).
         connect_timeout_s: bound on waiting for all parties to join.
         op_timeout_s: bound on every later communication step.
         precision_bits: CrypTen's fixed-point precision.
+        store: an already-joined torch.distributed store to rendezvous on.
+        provider: crypten.cfg.mpc.provider ("TFP", or a name given to register_provider).
+        functions: overrides of crypten.cfg.functions (approximation settings).
     """
     import os
 
-    global _connect_timeout, _group_timeout
+    global _connect_timeout, _group_timeout, _store
     apply()
     import crypten
 
     _connect_timeout = datetime.timedelta(seconds=connect_timeout_s)
     _group_timeout = datetime.timedelta(seconds=op_timeout_s)
+    _store = store
     os.environ.update(
         RENDEZVOUS=rendezvous,
         WORLD_SIZE=str(world_size),
         RANK=str(rank),
         DISTRIBUTED_BACKEND="gloo",
     )
-    crypten.cfg.encoder.precision_bits = precision_bits
-    crypten.cfg.mpc.provider = "TFP"
+    configure(precision_bits, provider, functions)
     crypten.cfg.communicator.verbose = True  # counts rounds and bytes
     crypten.init()
 
 
+def configure(precision_bits: int, provider: str, functions: dict[str, Any] | None) -> None:
+    """Set CrypTen's global settings (precision, provider, approximations)."""
+    import crypten
+
+    crypten.cfg.encoder.precision_bits = precision_bits
+    crypten.cfg.mpc.provider = provider
+    for key, value in (functions or {}).items():
+        crypten.cfg.functions[key] = value
+
+
 def shutdown_communicator() -> None:
     """Leave the process group if this process joined one."""
+    global _store
     import crypten
 
     if crypten.is_initialized():
         crypten.uninit()
+    _store = None

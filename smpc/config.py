@@ -39,6 +39,8 @@ class PartyConfig(_Section):
     def _name_ok(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"expected a lower-case name (letters, digits, '-', '_'), got {v!r}")
+        if v == "dealer":
+            raise ValueError("'dealer' is reserved for the dealer process")
         return v
 
     @field_validator("roles")
@@ -63,14 +65,39 @@ class ModelConfig(_Section):
         return v
 
 
+class FunctionsConfig(_Section):
+    """CrypTen's approximation settings (crypten.cfg.functions); defaults are CrypTen's."""
+
+    max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade"] = "log_reduction"
+    exp_iterations: int = Field(default=8, ge=1, le=32)
+    reciprocal_method: Literal["NR", "log"] = "NR"
+    reciprocal_nr_iters: int = Field(default=10, ge=1, le=64)
+    reciprocal_log_iters: int = Field(default=1, ge=1, le=64)
+    reciprocal_all_pos: bool = False
+    sqrt_nr_iters: int = Field(default=3, ge=1, le=64)
+    sigmoid_tanh_method: Literal["reciprocal", "chebyshev"] = "reciprocal"
+    sigmoid_tanh_terms: int = Field(default=32, ge=2, le=128)
+    log_iterations: int = Field(default=2, ge=1, le=64)
+    log_exp_iterations: int = Field(default=8, ge=1, le=64)
+    log_order: int = Field(default=8, ge=1, le=64)
+
+
 class ProtocolConfig(_Section):
     precision_bits: int = Field(default=16, ge=8, le=24)
+    functions: FunctionsConfig = FunctionsConfig()
+
+
+class DealerConfig(_Section):
+    """Address of the trusted dealer process (randomness: dealer)."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
 
 
 class TimeoutConfig(_Section):
-    connect_s: float = Field(default=60.0, gt=0)  # all parties must have joined by then
-    op_s: float = Field(default=60.0, gt=0)  # bound on any single communication step
-    run_s: float = Field(default=1800.0, gt=0)  # bound on the whole run
+    connect_s: float = Field(default=60.0, gt=0)  # every party (and the dealer) must have joined by then
+    op_s: float = Field(default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
+    run_s: float = Field(default=1800.0, gt=0)  # bound on the whole run (launcher)
 
 
 class Config(_Section):
@@ -80,7 +107,8 @@ class Config(_Section):
     parties: tuple[PartyConfig, ...]
     model: ModelConfig
     batch_size: int = Field(default=64, ge=1)
-    randomness: Literal["local"] = "local"
+    randomness: Literal["local", "dealer"] = "local"
+    dealer: DealerConfig | None = None
     protocol: ProtocolConfig = ProtocolConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
     run_dir: Path = Path("runs")
@@ -104,8 +132,10 @@ class Config(_Section):
             problems.append(f"parties: address {host}:{port} is used by more than one party")
         for role, key, label in (("model_owner", "weights", "model owner"), ("data_owner", "data", "data owner")):
             owners = [i for i, p in enumerate(self.parties) if role in p.roles]
-            if len(owners) != 1:
+            if role == "model_owner" and len(owners) != 1:
                 problems.append(f"parties: expected exactly one party with role {role}, found {len(owners)}")
+            if role == "data_owner" and not owners:
+                problems.append("parties: expected at least one party with role data_owner, found 0")
             for i, p in enumerate(self.parties):
                 has = getattr(p, key) is not None
                 if i in owners and not has:
@@ -114,6 +144,20 @@ class Config(_Section):
                     problems.append(f"parties[{i}].{key}: only the {label} may provide {key}")
         if not any("output" in p.roles for p in self.parties):
             problems.append("parties: expected at least one party with role output")
+        else:
+            overseers = [p for p in self.parties if "output" in p.roles and "data_owner" not in p.roles]
+            for i, p in enumerate(self.parties):
+                if "data_owner" in p.roles and "output" not in p.roles and not overseers:
+                    problems.append(
+                        f"parties[{i}].roles: the outputs of data owner {p.name!r} would be revealed to nobody "
+                        "(give it role output, or add an output party that owns no data)"
+                    )
+        if self.randomness == "dealer" and self.dealer is None:
+            problems.append("dealer: required when randomness is 'dealer'")
+        if self.randomness == "local" and self.dealer is not None:
+            problems.append("dealer: only allowed when randomness is 'dealer'")
+        if self.dealer is not None and (self.dealer.host, self.dealer.port) in addresses:
+            problems.append(f"dealer: address {self.dealer.host}:{self.dealer.port} is also a party's address")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -137,8 +181,17 @@ class Config(_Section):
         return self.with_role("model_owner")[0]
 
     @property
-    def data_owner(self) -> PartyConfig:
-        return self.with_role("data_owner")[0]
+    def data_owners(self) -> list[PartyConfig]:
+        return self.with_role("data_owner")
+
+    def receivers_of(self, data_owner: PartyConfig) -> list[PartyConfig]:
+        """Who may see the outputs of `data_owner`'s rows: itself if it has role output,
+        and every output party that owns no data (in rank order)."""
+        return [
+            p
+            for p in self.parties
+            if "output" in p.roles and (p.name == data_owner.name or "data_owner" not in p.roles)
+        ]
 
     @property
     def rendezvous(self) -> str:

@@ -7,35 +7,78 @@ the same public arguments (shapes, source ranks); only the owner's values matter
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import datetime
+import time
+from typing import Any, Iterator, Sequence
 
 import crypten
 import torch
 
 from smpc import compat
 from smpc.convert import Program
+from smpc.errors import PartyError
+
+
+def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: float) -> Any:
+    """Wait until every party has checked in at the first party's TCP store.
+
+    Returns the store (gloo then rendezvouses on it). Raises PartyError naming the
+    parties that did not show up within `timeout_s`.
+    """
+    from torch.distributed import TCPStore
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        store = TCPStore(
+            host, port, len(names), is_master=rank == 0,
+            timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False,
+        )
+    except Exception as exc:  # torch raises several types for refused/unreachable stores
+        if rank == 0:
+            raise PartyError(f"{names[0]}: cannot listen on {host}:{port}: {str(exc).splitlines()[0]}") from None
+        raise PartyError(
+            f"party {names[0]} (the rendezvous at {host}:{port}) did not answer within timeouts.connect_s = {timeout_s:g} s"
+        ) from None
+    store.set(f"smpc/present/{rank}", names[rank])
+    while True:
+        missing = [name for r, name in enumerate(names) if not store.check([f"smpc/present/{r}"])]
+        if not missing:
+            return store
+        if time.monotonic() > deadline:
+            who = ", ".join(missing)
+            raise PartyError(f"part{'ies' if len(missing) > 1 else 'y'} {who} did not join within timeouts.connect_s = {timeout_s:g} s")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
 def joined(
     rank: int,
-    world_size: int,
-    rendezvous: str,
+    names: Sequence[str],
+    host: str,
+    port: int,
     connect_timeout_s: float = 60.0,
-    op_timeout_s: float = 60.0,
+    op_timeout_s: float = 30.0,
     precision_bits: int = 16,
+    provider: str = "TFP",
+    functions: dict[str, Any] | None = None,
 ) -> Iterator[None]:
     """Join the parties for the duration of the block, and always leave.
 
     Args:
-        rank: this party's rank.
-        world_size: number of computing parties.
-        rendezvous: ``tcp://host:port`` of the first party.
+        rank: this party's rank (its index in `names`).
+        names: every party's name, in rank order.
+        host, port: the first party's address (its TCP store is the rendezvous).
         connect_timeout_s: bound on waiting for every party to join.
         op_timeout_s: bound on every later communication step.
         precision_bits: fixed-point precision (all parties must agree).
+        provider: CrypTen tuple provider name ("TFP" = local, or the dealer's).
+        functions: CrypTen approximation settings.
     """
-    compat.init_communicator(rank, world_size, rendezvous, connect_timeout_s, op_timeout_s, precision_bits)
+    store = roll_call(rank, names, host, port, connect_timeout_s)
+    compat.init_communicator(
+        rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, precision_bits,
+        store=store, provider=provider, functions=functions,
+    )
     try:
         yield
     finally:
@@ -93,3 +136,13 @@ def communication_stats() -> dict[str, float]:
     """Rounds and bytes this party has sent, as counted by CrypTen (8 bytes per element)."""
     stats = crypten.communicator.get().get_communication_stats()
     return {"rounds": int(stats["rounds"]), "bytes_sent": int(stats["bytes"]), "comm_time_s": float(stats["time"])}
+
+
+def barrier() -> None:
+    """Wait until every party reaches this point."""
+    crypten.communicator.get().barrier()
+
+
+def all_gather_int64(values: torch.Tensor) -> list[torch.Tensor]:
+    """Every party's int64 vector of the same shape, in rank order."""
+    return crypten.communicator.get().all_gather(values.long())

@@ -29,7 +29,8 @@ def _child(fn, rank, world_size, port, args, results) -> None:
         torch.set_num_threads(1)
         from smpc import session
 
-        with session.joined(rank, world_size, f"tcp://127.0.0.1:{port}", 30, 30):
+        names = [f"p{r}" for r in range(world_size)]
+        with session.joined(rank, names, "127.0.0.1", port, 30, 30):
             value = fn(rank, world_size, *args)
         # plain pickle bytes: the queue's own pickler would pass tensors through shared
         # memory that vanishes when this process exits

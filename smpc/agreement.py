@@ -1,0 +1,62 @@
+"""Start-up agreement: every party (and the dealer) must run the same computation.
+
+Each side digests the settings that must match, field by field; the parties exchange
+the digests over the joined group (an int64 vector, no pickle) and stop together,
+naming the first field that differs. Values themselves are never exchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from smpc.config import Config
+from smpc.convert import Program
+from smpc.errors import PartyError
+
+
+def fields(config: Config, program: Program) -> dict[str, str]:
+    """The settings all parties must share, each as a short hex digest, in a fixed order.
+
+    Per-party local details (file paths, run directory) are not included.
+    """
+    values = {
+        "parties": [(p.name, p.host, p.port, sorted(p.roles)) for p in config.parties],
+        "model.architecture": program.architecture_fingerprint(),
+        "model.input_shape": list(config.model.input_shape),
+        "batch_size": config.batch_size,
+        "randomness": [config.randomness, None if config.dealer is None else [config.dealer.host, config.dealer.port]],
+        "protocol.precision_bits": config.protocol.precision_bits,
+        "protocol.functions": config.protocol.functions.model_dump(),
+    }
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in values.items()}
+
+
+def first_difference(mine: dict[str, str], theirs: dict[str, str]) -> str | None:
+    """The first field whose digest differs (or is missing), else None."""
+    for key in mine:
+        if theirs.get(key) != mine[key]:
+            return key
+    extra = sorted(set(theirs) - set(mine))
+    return extra[0] if extra else None
+
+
+def check_parties(config: Config, mine: dict[str, str]) -> None:
+    """Compare digests with every other party; all raise together on a mismatch.
+
+    Must be called by every party right after joining, before anything is shared.
+    """
+    from smpc import session
+
+    vector = torch.tensor([int(d, 16) - (1 << 63) for d in mine.values()], dtype=torch.long)
+    everyone = session.all_gather_int64(vector)
+    keys = list(mine)
+    for rank, theirs in enumerate(everyone):
+        for i, key in enumerate(keys):
+            if int(theirs[i]) != int(everyone[0][i]):
+                raise PartyError(
+                    f"agreement check failed: {key} differs between {config.parties[0].name} "
+                    f"and {config.parties[rank].name} (compare their configs)"
+                )

@@ -1,0 +1,239 @@
+"""smpc's trusted dealer: supplies every party's correlated randomness, ahead of time.
+
+`smpc dealer CONFIG` runs it (the launcher starts it too). It builds the model's
+architecture (never weights), accepts one connection per party, checks their settings
+match its own, and gives each party a fresh PRG seed. Offline phase: it runs the
+model once on shapes only (no values, no parties) to trace every tuple CrypTen will
+request, and computes party 0's corrections for the first batch before the parties
+start; the following batches are generated while the parties compute. It never
+sees inputs, weights or outputs, and nothing it receives is unpickled or looked up by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import socket
+import sys
+import time
+from typing import Any
+
+import torch
+
+from smpc import agreement, compat, randomness, runfiles, wire, zoo
+from smpc.config import Config, load_config
+from smpc.convert import Program, convert
+from smpc.errors import PartyError, SmpcError
+from smpc.execute import run_program
+from smpc.provider import PROVIDER_NAME, TracingProvider
+
+
+class ShapeCommunicator:
+    """A stand-in for CrypTen's communicator that moves no data: every collective
+    returns a tensor of the right shape. CrypTen's protocols do not branch on
+    values, so a run over it requests exactly the tuples a real run requests."""
+
+    def __init__(self, world_size: int, rank: int = 0) -> None:
+        self.world_size, self.rank = world_size, rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def all_reduce(self, input, op=None, batched=False):
+        return [t.clone() for t in input] if batched else input.clone()
+
+    def reduce(self, input, dst, op=None, batched=False):
+        return self.all_reduce(input, batched=batched)
+
+    def broadcast(self, input, src, group=None, batched=False):
+        return input
+
+    def all_gather(self, tensor):
+        return [tensor.clone() for _ in range(self.world_size)]
+
+    def gather(self, tensor, dst):
+        return self.all_gather(tensor)
+
+    def scatter(self, scatter_list, src, size=None, async_op=False):
+        return scatter_list[self.rank].clone() if src == self.rank else torch.zeros(size, dtype=torch.long)
+
+    def send(self, tensor, dst):
+        return None
+
+    def recv(self, tensor, src=None):
+        return tensor
+
+    def barrier(self):
+        return None
+
+
+def _shape_run(config: Config, program: Program, provider: TracingProvider) -> None:
+    # The same sequence of secret operations as a party's batch, on zeros.
+    import crypten
+
+    crypten_generators = crypten.generators
+    for key in ("prev", "next", "local", "global"):
+        crypten_generators[key][torch.device("cpu")] = randomness.seeded(secrets.randbits(62))
+    owner = config.rank_of(config.model_owner.name)
+    with compat.substitute_communicator(ShapeCommunicator(len(config.parties))):
+        compat.register_provider(PROVIDER_NAME, provider)
+        params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
+        x = crypten.cryptensor(torch.zeros(program.input_shape), src=0)
+        run_program(program, params, x)
+
+
+def _accept_parties(config: Config, listener: socket.socket, expected: dict[str, str]) -> dict[int, socket.socket]:
+    conns: dict[int, socket.socket] = {}
+    deadline = time.monotonic() + config.timeouts.connect_s
+    while len(conns) < len(config.parties):
+        listener.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            conn, address = listener.accept()
+        except socket.timeout:
+            missing = [p.name for r, p in enumerate(config.parties) if r not in conns]
+            raise PartyError(
+                f"dealer: part{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} did not connect "
+                f"within timeouts.connect_s = {config.timeouts.connect_s:g} s"
+            ) from None
+        conn.settimeout(config.timeouts.op_s)
+        try:
+            hello = wire.expect(conn, wire.Kind.HELLO, limit=1 << 16).json()
+            name, rank = str(hello.get("party")), hello.get("rank")
+            if name not in config.names or config.rank_of(name) != rank or rank in conns:
+                raise PartyError(f"dealer: unexpected party {name!r} (rank {rank}) from {address[0]}")
+            field = agreement.first_difference(expected, {str(k): str(v) for k, v in dict(hello.get("agreement", {})).items()})
+            if field is not None:
+                raise PartyError(f"agreement check failed: {field} differs between the dealer and {name} (compare their configs)")
+        except (PartyError, wire.WireError, OSError) as exc:
+            try:
+                wire.send_json(conn, wire.Kind.ERROR, {"message": str(exc)})
+            except OSError:
+                pass
+            conn.close()
+            raise PartyError(str(exc)) from None
+        print(f"party {name} connected from {address[0]}", flush=True)
+        conns[rank] = conn
+    return conns
+
+
+def serve(config: Config) -> dict[str, Any]:
+    """Run the dealer for one joint inference described by `config`.
+
+    Returns:
+        A summary: offline seconds (trace + first batch), batches and bytes sent.
+    """
+    torch.set_num_threads(1)
+    program = convert(zoo.build(config.model.architecture), torch.zeros(config.batch_size, *config.model.input_shape))
+    expected = agreement.fields(config, program)
+    compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump())
+    try:
+        listener = socket.create_server((config.dealer.host, config.dealer.port))
+    except OSError as exc:
+        raise PartyError(f"dealer: cannot listen on {config.dealer.host}:{config.dealer.port}: {exc.strerror}") from None
+    with listener:
+        conns = _accept_parties(config, listener, expected)
+    try:
+        seeds = [secrets.randbits(62) for _ in config.parties]
+        for rank, conn in conns.items():
+            wire.send(conn, wire.Kind.SEED, torch.tensor([seeds[rank]], dtype=torch.long))
+        for rank in [r for r in conns if r != 0]:
+            conns.pop(rank).close()  # only party 0 hears from the dealer again
+        party0 = conns[0]
+        batches = int(wire.expect(party0, wire.Kind.NEXT, limit=1 << 16).json()["batches"])
+        generators = [randomness.seeded(s) for s in seeds]
+        sent = 0
+
+        def emit(tag: bytes, tensor: torch.Tensor) -> None:
+            nonlocal sent
+            sent += wire.send(party0, wire.Kind.MATERIAL, tensor, tag)
+
+        started = time.perf_counter()
+        tracer = TracingProvider(generators, emit)
+        _shape_run(config, program, tracer)  # batch 0: trace and generate in one pass
+        offline_s = time.perf_counter() - started
+        wire.send_json(party0, wire.Kind.READY, {"batch": 0, "seconds": offline_s})
+        print(f"offline phase: {len(tracer.requests)} requests per batch traced and batch 0 generated in {offline_s:.2f} s", flush=True)
+        for batch in range(1, batches):
+            t = time.perf_counter()
+            for kind, args, kwargs in tracer.requests:
+                emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, generators, args, kwargs))
+            wire.send_json(party0, wire.Kind.READY, {"batch": batch, "seconds": time.perf_counter() - t})
+        wire.send_json(party0, wire.Kind.BYE, {})
+        party0.settimeout(config.timeouts.run_s)
+        wire.expect(party0, wire.Kind.BYE, limit=1 << 16)
+        return {"offline_s": offline_s, "batches": batches, "requests_per_batch": len(tracer.requests), "bytes_sent": sent}
+    except (wire.WireError, OSError) as exc:
+        raise PartyError(f"dealer: connection to party {config.parties[0].name} lost: {exc}") from None
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, socket.socket | None]:
+    """At a party: check in with the dealer (retrying until timeouts.connect_s).
+
+    Returns:
+        The seed this party shares with the dealer, and (at party 0 only) the open
+        connection on which the dealer's material will arrive.
+    """
+    address = (config.dealer.host, config.dealer.port)
+    deadline = time.monotonic() + config.timeouts.connect_s
+    while True:
+        try:
+            sock = socket.create_connection(address, timeout=config.timeouts.op_s)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise PartyError(
+                    f"the dealer at {address[0]}:{address[1]} did not answer within timeouts.connect_s = "
+                    f"{config.timeouts.connect_s:g} s"
+                ) from None
+            time.sleep(0.2)
+    name = config.parties[rank].name
+    try:
+        wire.send_json(sock, wire.Kind.HELLO, {"party": name, "rank": rank, "agreement": fields})
+        sock.settimeout(config.timeouts.connect_s)  # the dealer answers once everyone is there
+        seed = int(wire.expect(sock, wire.Kind.SEED, limit=64).tensor[0])
+        sock.settimeout(config.timeouts.op_s)
+    except (wire.WireError, OSError) as exc:
+        sock.close()
+        raise PartyError(f"dealer refused {name}: {exc}") from None
+    if rank != 0:
+        sock.close()
+        return seed, None
+    return seed, sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`smpc dealer CONFIG`: serve one run; exit non-zero with one error line on failure."""
+    parser = argparse.ArgumentParser(prog="smpc dealer", description="Run the trusted dealer of CONFIG.")
+    parser.add_argument("config")
+    args = parser.parse_args(argv)
+    config = None
+    try:
+        config = load_config(args.config)
+        if config.dealer is None:
+            raise PartyError(f"{config.source}: randomness is 'local': this config has no dealer")
+        summary = serve(config)
+    except SmpcError as exc:
+        runfiles.record_error(config, "dealer", str(exc))
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as exc:  # a bug: report it, and stop
+        import traceback
+
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        runfiles.record_error(config, "dealer", message)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 1
+    print(f"done: {json.dumps(summary)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""CrypTen tuple providers backed by smpc's trusted dealer.
+
+`PartyProvider` runs inside each party: shares come from the seed it shares with the
+dealer; party 0 also takes the dealer's corrections, prepared ahead of time and read
+from a background stream. `TracingProvider` runs inside the dealer: it records each
+request of a shape-only run and emits the correction for it.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import torch
+from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+from crypten.mpc.provider.provider import TupleProvider
+
+from smpc import randomness, wire
+from smpc.errors import PartyError
+
+PROVIDER_NAME = "SMPC_DEALER"
+
+
+class _DealerTuples(TupleProvider):
+    """The five CrypTen provider calls, in terms of `_shares(kind, args, kwargs)`."""
+
+    def _shares(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):
+        a, b, c = self._shares("additive", (torch.Size(size0), torch.Size(size1), op), kwargs)
+        return tuple(ArithmeticSharedTensor.from_shares(t, precision=0) for t in (a, b, c))
+
+    def square(self, size, device=None):
+        r, r2 = self._shares("square", (torch.Size(size),), {})
+        return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(r2, precision=0)
+
+    def generate_binary_triple(self, size0, size1, device=None):
+        a, b, c = self._shares("binary", (torch.Size(size0), torch.Size(size1)), {})
+        return tuple(BinarySharedTensor.from_shares(t) for t in (a, b, c))
+
+    def wrap_rng(self, size, device=None):
+        r, theta = self._shares("wraps", (torch.Size(size),), {})
+        return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(theta, precision=0)
+
+    def B2A_rng(self, size, device=None):
+        bit_b, bit_a = self._shares("B2A", (torch.Size(size),), {})
+        return ArithmeticSharedTensor.from_shares(bit_a, precision=0), BinarySharedTensor.from_shares(bit_b)
+
+
+class MaterialStream:
+    """Party 0's receiver: reads the dealer's corrections in a background thread,
+    one batch at a time, at most `ahead` batches in memory."""
+
+    def __init__(self, sock: socket.socket, timeout_s: float, ahead: int = 2) -> None:
+        self._sock = sock
+        self._timeout_s = timeout_s
+        self._batches: queue.Queue = queue.Queue(maxsize=ahead)
+        self._current: list[tuple[bytes, torch.Tensor]] = []
+        self._position = 0
+        self.wait_s = 0.0  # time the online phase spent waiting for material
+        self.bytes_received = 0
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _receive(self) -> None:
+        items: list[tuple[bytes, torch.Tensor]] = []
+        try:
+            while True:
+                msg = wire.recv(self._sock)
+                self.bytes_received += msg.tensor.numel() * msg.tensor.element_size()
+                if msg.kind == wire.Kind.MATERIAL:
+                    items.append((msg.tag, msg.tensor))
+                elif msg.kind == wire.Kind.READY:
+                    self._batches.put(items)
+                    items = []
+                elif msg.kind == wire.Kind.BYE:
+                    return
+                else:
+                    raise wire.WireError(msg.json().get("message", f"unexpected {msg.kind.name}"))
+        except (wire.WireError, OSError) as exc:
+            self._batches.put(exc)
+
+    def next_batch(self) -> None:
+        """Switch to the next batch's corrections (waits at most the op timeout)."""
+        started = time.perf_counter()
+        try:
+            item = self._batches.get(timeout=self._timeout_s)
+        except queue.Empty:
+            raise PartyError(f"dealer sent no material within timeouts.op_s = {self._timeout_s:g} s") from None
+        self.wait_s += time.perf_counter() - started
+        if isinstance(item, Exception):
+            raise PartyError(f"dealer connection lost: {item}")
+        self._current, self._position = item, 0
+
+    def take(self, tag: bytes) -> torch.Tensor:
+        if self._position >= len(self._current):
+            raise PartyError("dealer material exhausted: the dealer traced a different computation")
+        got_tag, tensor = self._current[self._position]
+        if got_tag != tag:
+            raise PartyError(f"dealer material #{self._position} is for another request: the dealer traced a different computation")
+        self._position += 1
+        return tensor
+
+
+class PartyProvider(_DealerTuples):
+    """Inside a party: own shares from the seed shared with the dealer; party 0 adds corrections."""
+
+    NAME = PROVIDER_NAME
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.party_rank = -1
+        self.generator: torch.Generator | None = None
+        self.stream: MaterialStream | None = None
+
+    def bind(self, rank: int, seed: int, stream: MaterialStream | None) -> None:
+        self.party_rank, self.generator, self.stream = rank, randomness.seeded(seed), stream
+
+    def _shares(self, kind, args, kwargs):
+        if self.generator is None:
+            raise PartyError("the dealer provider is not connected")
+        shares = randomness.draw(kind, self.generator, self.party_rank, args, kwargs)
+        if self.party_rank == 0:
+            shares.append(self.stream.take(randomness.request_tag(kind, args, kwargs)))
+        return shares
+
+
+class TracingProvider(_DealerTuples):
+    """Inside the dealer: records requests of a shape-only run and emits their corrections.
+    The run itself gets zero tensors: only shapes matter to it."""
+
+    NAME = PROVIDER_NAME
+
+    def __init__(self, generators: list[torch.Generator], emit: Callable[[bytes, torch.Tensor], None]) -> None:
+        super().__init__()
+        self.generators = generators
+        self.emit = emit
+        self.requests: list[tuple[str, tuple, dict[str, Any]]] = []
+
+    def _shares(self, kind, args, kwargs):
+        self.requests.append((kind, args, kwargs))
+        self.emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, self.generators, args, kwargs))
+        return [torch.zeros(size, dtype=torch.long) for size, _ in randomness.spec(kind, args, kwargs)]

@@ -1,0 +1,110 @@
+"""Correlated randomness from a trusted dealer: what each party draws, what the dealer corrects.
+
+The dealer shares one PRG seed with each party. For every request (a Beaver triple,
+a square pair, a binary triple, wrap counts, B2A bits), party i draws its shares from
+its own seed; the dealer, holding all seeds, draws the same values, reconstructs the
+secret (e.g. a and b), computes the derived value (c = a op b), and sends party 0
+alone the correction that makes the shares add up. Parties 1..n-1 never talk to the
+dealer online; party 0 only reads corrections prepared in advance.
+
+Both sides call `draw` with the same arguments, so their PRG streams stay in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
+from crypten.common.util import count_wraps
+
+# The products a Beaver triple can be for (CrypTen's beaver protocol asserts the same set).
+PRODUCTS = {
+    "mul": torch.mul,
+    "matmul": torch.matmul,
+    "conv1d": torch.conv1d,
+    "conv2d": torch.conv2d,
+    "conv_transpose1d": torch.conv_transpose1d,
+    "conv_transpose2d": torch.conv_transpose2d,
+}
+KINDS = ("additive", "square", "binary", "wraps", "B2A")
+
+
+def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> torch.Size:
+    """Shape of `a op b`, computed on meta tensors (no arithmetic)."""
+    a = torch.empty(size0, device="meta")
+    b = torch.empty(size1, device="meta")
+    return PRODUCTS[op](a, b, **kwargs).shape
+
+
+def request_tag(kind: str, args: tuple, kwargs: dict[str, Any]) -> bytes:
+    """16-byte digest naming a request, so party 0 can check it uses the right correction."""
+    text = f"{kind}|{[tuple(a) if isinstance(a, torch.Size) else a for a in args]}|{sorted(kwargs.items())}"
+    return hashlib.sha256(text.encode()).digest()[:16]
+
+
+def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Size, int]]:
+    """Shapes and bit lengths of one request's shares, in draw order (64 = ring element)."""
+    if kind == "additive":
+        size0, size1, op = args
+        return [(size0, 64), (size1, 64), (product_size(op, size0, size1, kwargs), 64)]
+    if kind in ("square", "wraps"):
+        return [(args[0], 64), (args[0], 64)]
+    if kind == "binary":
+        size0, size1 = args
+        return [(size0, 64), (size1, 64), (torch.broadcast_shapes(size0, size1), 64)]
+    if kind == "B2A":
+        return [(args[0], 1), (args[0], 64)]
+    raise ValueError(f"unknown request kind {kind!r}")
+
+
+def draw(kind: str, generator: torch.Generator, rank: int, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The shares party `rank` draws for one request, in order; party 0 omits the last
+    one (its value comes from the dealer's correction)."""
+    wanted = spec(kind, args, kwargs)
+    if rank == 0:
+        wanted = wanted[:-1]
+    return [
+        generate_random_ring_element(size, generator=generator)
+        if bits == 64
+        else generate_kbit_random_tensor(size, bitlength=bits, generator=generator)
+        for size, bits in wanted
+    ]
+
+
+def correction(kind: str, generators: list[torch.Generator], args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+    """At the dealer: draw every party's shares and return party 0's missing share."""
+    shares = [draw(kind, g, rank, args, kwargs) for rank, g in enumerate(generators)]
+    others = shares[1:]
+    if kind == "additive":
+        a = sum(s[0] for s in shares)
+        b = sum(s[1] for s in shares)
+        return PRODUCTS[args[2]](a, b, **kwargs) - sum(s[2] for s in others)
+    if kind == "square":
+        r = sum(s[0] for s in shares)
+        return r * r - sum(s[1] for s in others)
+    if kind == "binary":
+        a = _xor_all([s[0] for s in shares])
+        b = _xor_all([s[1] for s in shares])
+        return (a & b) ^ _xor_all([s[2] for s in others])
+    if kind == "wraps":
+        return count_wraps([s[0] for s in shares]) - sum(s[1] for s in others)
+    if kind == "B2A":
+        bit = _xor_all([s[0] for s in shares])
+        return bit - sum(s[1] for s in others)
+    raise ValueError(f"unknown request kind {kind!r}")
+
+
+def _xor_all(tensors: list[torch.Tensor]) -> torch.Tensor:
+    out = tensors[0].clone()
+    for t in tensors[1:]:
+        out ^= t
+    return out
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator on `seed` (the seed a party shares with the dealer)."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed)
+    return g

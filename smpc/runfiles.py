@@ -1,0 +1,49 @@
+"""Where a run's files live in run_dir, and how they are written (atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from smpc.config import Config
+
+
+def result_path(config: Config, name: str) -> Path:
+    """Party `name`'s result summary (JSON)."""
+    return config.run_dir / f"{name}.result.json"
+
+
+def error_path(config: Config, name: str) -> Path:
+    """Why process `name` (a party or "dealer") failed (JSON: party, message, time)."""
+    return config.run_dir / f"{name}.error.json"
+
+
+def output_path(config: Config, name: str) -> Path:
+    """The outputs revealed to receiver `name` (safetensors)."""
+    return config.run_dir / f"{name}.output.safetensors"
+
+
+def log_path(config: Config, name: str) -> Path:
+    """Process `name`'s console output, as relayed by the launcher."""
+    return config.run_dir / f"{name}.log"
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write JSON atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def record_error(config: Config | None, name: str, message: str) -> None:
+    """Leave `message` where the launcher looks for process `name`'s failure reason."""
+    if config is None:
+        return
+    try:
+        write_json(error_path(config, name), {"party": name, "message": message, "time": time.time()})
+    except OSError:
+        pass

@@ -1,0 +1,145 @@
+"""The one wire format for smpc's own connections (dealer <-> parties).
+
+A message is a fixed header then raw bytes:
+
+    magic "SMPC" | version u8 | kind u8 | dtype u8 | ndim u8 | tag 16 bytes | length u64 | shape: ndim x u64
+
+followed by `length` bytes: a tensor's raw little-endian data (JSON control messages
+are UTF-8 bytes sent as a uint8 tensor). Kinds and dtypes come from explicit tables;
+the header is checked (magic, version, kind, dtype, ndim, length == shape x itemsize,
+length <= the receiver's limit) before anything is allocated. No pickle.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+MAGIC = b"SMPC"
+VERSION = 1
+MAX_NDIM = 8
+DEFAULT_LIMIT = 1 << 31  # bytes in one message
+_HEADER = struct.Struct("<4sBBBB16sQ")
+_NO_TAG = bytes(16)
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1  # party -> dealer: JSON {party, rank, agreement}
+    SEED = 2  # dealer -> party: int64 [1], the seed this party shares with the dealer
+    NEXT = 3  # party 0 -> dealer: JSON {batches}
+    MATERIAL = 4  # dealer -> party 0: one correction tensor, tagged with its request digest
+    READY = 5  # dealer -> party 0: JSON {batch, seconds}: a batch's material is complete
+    ERROR = 6  # either way: JSON {message}
+    BYE = 7  # either way: JSON {}
+
+
+_DTYPES = {1: torch.int64, 2: torch.float32, 3: torch.uint8}
+_DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
+
+
+class WireError(Exception):
+    """A malformed or unexpected message, or a closed connection."""
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: Kind
+    tensor: torch.Tensor
+    tag: bytes = _NO_TAG
+
+    def json(self) -> dict[str, Any]:
+        """Decode a control message's JSON body."""
+        try:
+            value = json.loads(self.tensor.numpy().tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WireError(f"{self.kind.name}: body is not JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise WireError(f"{self.kind.name}: body is not a JSON object")
+        return value
+
+
+def encode(kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> bytes:
+    """Serialize one message (header + raw tensor bytes)."""
+    if tensor.dtype not in _DTYPE_CODES:
+        raise WireError(f"dtype {tensor.dtype} cannot be sent")
+    if tensor.dim() > MAX_NDIM or len(tag) != 16:
+        raise WireError("too many dimensions or a bad tag")
+    array = tensor.detach().contiguous().cpu().numpy()
+    data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    shape = struct.pack(f"<{tensor.dim()}Q", *tensor.shape)
+    return _HEADER.pack(MAGIC, VERSION, int(kind), _DTYPE_CODES[tensor.dtype], tensor.dim(), tag, len(data)) + shape + data
+
+
+def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
+    """A JSON object as the uint8 tensor that carries it."""
+    return torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+
+
+def send(sock: socket.socket, kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> int:
+    """Send one message; returns the bytes written."""
+    data = encode(kind, tensor, tag)
+    sock.sendall(data)
+    return len(data)
+
+
+def send_json(sock: socket.socket, kind: Kind, obj: dict[str, Any]) -> int:
+    return send(sock, kind, json_tensor(obj))
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise WireError("connection closed by peer")
+        got += k
+    return buf
+
+
+def decode_header(raw: bytes, limit: int = DEFAULT_LIMIT) -> tuple[Kind, torch.dtype, int, bytes, int]:
+    """Check a header; returns (kind, dtype, ndim, tag, length). Raises WireError."""
+    magic, version, kind, dtype, ndim, tag, length = _HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise WireError("not an smpc message (bad magic)")
+    if version != VERSION:
+        raise WireError(f"wire version {version}, expected {VERSION}")
+    if kind not in Kind._value2member_map_:
+        raise WireError(f"unknown message kind {kind}")
+    if dtype not in _DTYPES:
+        raise WireError(f"unknown dtype code {dtype}")
+    if ndim > MAX_NDIM:
+        raise WireError(f"{ndim} dimensions, at most {MAX_NDIM}")
+    if length > limit:
+        raise WireError(f"message of {length} bytes exceeds the limit of {limit}")
+    return Kind(kind), _DTYPES[dtype], ndim, tag, length
+
+
+def recv(sock: socket.socket, limit: int = DEFAULT_LIMIT) -> Message:
+    """Receive one message, validating the header before allocating the body."""
+    kind, dtype, ndim, tag, length = decode_header(bytes(_read_exact(sock, _HEADER.size)), limit)
+    shape = struct.unpack(f"<{ndim}Q", bytes(_read_exact(sock, 8 * ndim))) if ndim else ()
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if math.prod(shape) * itemsize != length:
+        raise WireError(f"{kind.name}: shape {list(shape)} does not match {length} bytes")
+    body = _read_exact(sock, length)
+    tensor = torch.frombuffer(body, dtype=dtype) if length else torch.empty(0, dtype=dtype)
+    return Message(kind, tensor.reshape(shape), tag)
+
+
+def expect(sock: socket.socket, kind: Kind, limit: int = DEFAULT_LIMIT) -> Message:
+    """Receive a message of `kind`; an ERROR from the peer becomes a WireError with its text."""
+    msg = recv(sock, limit)
+    if msg.kind == Kind.ERROR and kind != Kind.ERROR:
+        raise WireError(msg.json().get("message", "peer reported an error"))
+    if msg.kind != kind:
+        raise WireError(f"expected {kind.name}, got {msg.kind.name}")
+    return msg
