@@ -1,6 +1,7 @@
 """MPC vs plaintext inference time, with bytes and rounds per party, from one run.
 
-Each setting launches real party processes (2 parties, gloo, local randomness) via
+Each setting launches real party processes (2 parties, gloo, local randomness: the
+same for every row, so the ratios compare) via
 the launcher, and times the same model in plain PyTorch in this process (one
 thread, like each party). The machine is shared and noisy: read the ratios, and
 compare figures only within one run of this script.
@@ -11,17 +12,14 @@ compare figures only within one run of this script.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from launch import run
-from smpc import artifacts, zoo
+from common import launch_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +29,6 @@ SETTINGS = [
     ("lenet5 b=64", "lenet5", (1, 28, 28), 64, None),
     ("digits_cnn b=64", "digits_cnn", (1, 8, 8), 64, ROOT / "models" / "digits_cnn.safetensors"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plaintext_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
@@ -53,30 +45,7 @@ def plaintext_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int = 20
 
 
 def bench(label: str, architecture: str, shape: tuple, batch: int, weights: Path | None, batches: int, work: Path):
-    torch.manual_seed(0)
-    model = zoo.build(architecture)
-    if weights is None:
-        weights = work / f"{architecture}.safetensors"
-        artifacts.save_weights(model, weights)
-    else:
-        artifacts.load_weights(model, weights)
-    data = work / f"{label.replace(' ', '_')}.safetensors"
-    artifacts.save_data(data, torch.rand(batch * batches, *shape))
-    config = work / f"{label.replace(' ', '_')}.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "parties": [
-                    {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
-                    {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(weights)},
-                ],
-                "model": {"architecture": architecture, "input_shape": list(shape)},
-                "batch_size": batch,
-                "run_dir": str(work / "runs" / label.replace(" ", "_")),
-            }
-        )
-    )
-    report = run(config, echo=False)
+    report, model = launch_model(work, label, architecture, shape, batch, batches, weights=weights)
     mpc = report.online_s / batches
     plain = plaintext_seconds(model, torch.rand(batch, *shape))
     alice, bob = report.parties["alice"], report.parties["bob"]

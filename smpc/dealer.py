@@ -197,7 +197,10 @@ def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, soc
     try:
         wire.send_json(sock, wire.Kind.HELLO, {"party": name, "rank": rank, "agreement": fields})
         sock.settimeout(config.timeouts.connect_s)  # the dealer answers once everyone is there
-        seed = int(wire.expect(sock, wire.Kind.SEED, limit=64).tensor[0])
+        seed_msg = wire.expect(sock, wire.Kind.SEED, limit=1 << 16)
+        if seed_msg.tensor.dtype != torch.long or tuple(seed_msg.tensor.shape) != (1,):
+            raise wire.WireError(f"SEED: expected one int64, got {seed_msg.tensor.dtype} {list(seed_msg.tensor.shape)}")
+        seed = int(seed_msg.tensor[0])
         sock.settimeout(config.timeouts.op_s)
     except (wire.WireError, OSError) as exc:
         sock.close()

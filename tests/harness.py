@@ -8,12 +8,20 @@ its traceback, and one that dies without reporting counts as a failure.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import socket
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "models" / "digits_cnn.safetensors"
+DATA = ROOT / "data" / "digits-test.safetensors"
 
 
 def free_port() -> int:
@@ -82,3 +90,58 @@ def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: fl
             problems.append(f"parties {missing} did not finish within {timeout} s")
         raise AssertionError("\n".join(problems))
     return [pickle.loads(got[r][1]) for r in range(world_size)]
+
+
+def write_config(
+    tmp_path: Path,
+    samples: int = 100,
+    helpers: int = 0,
+    batch_size: int = 64,
+    dealer: bool = False,
+    data_owners: int = 1,
+    **overrides: Any,
+) -> Path:
+    """A digits config on free local ports: alice (data, output), bob (model),
+    `helpers` parties that only compute, and optionally more data owners (each with
+    role output) splitting the `samples` rows, and a dealer."""
+    from smpc import artifacts
+
+    full = artifacts.load_data(DATA, (1, 8, 8))
+    parties = []
+    bounds = [samples * i // data_owners for i in range(data_owners + 1)]
+    for i in range(data_owners):
+        data = tmp_path / f"data{i}.safetensors"
+        artifacts.save_data(data, full.inputs[bounds[i] : bounds[i + 1]], full.labels[bounds[i] : bounds[i + 1]])
+        name = "alice" if i == 0 else f"owner{i}"
+        parties.append({"name": name, "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)})
+    parties.insert(1, {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(WEIGHTS)})
+    for i in range(helpers):
+        parties.append({"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()})
+    doc: dict[str, Any] = {
+        "version": 1,
+        "parties": parties,
+        "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
+        "batch_size": batch_size,
+        "timeouts": {"connect_s": 60, "op_s": 30, "run_s": 300},
+        "run_dir": str(tmp_path / "run"),
+    }
+    if dealer:
+        doc["randomness"] = "dealer"
+        doc["dealer"] = {"host": "127.0.0.1", "port": free_port()}
+    doc.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (to prove nothing was left running)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

@@ -20,9 +20,9 @@ BASE = yaml.safe_load(SHIPPED.read_text())
 def test_shipped_config_loads_and_resolves_paths():
     config = load_config(SHIPPED)
     assert config.names == ["alice", "bob"]
-    assert config.model_owner.name == "bob" and config.data_owner.name == "alice"
+    assert config.model_owner.name == "bob" and [p.name for p in config.data_owners] == ["alice"]
     assert config.model_owner.weights == ROOT / "models" / "digits_cnn.safetensors"
-    assert config.data_owner.data == ROOT / "data" / "digits-test.safetensors"
+    assert config.data_owners[0].data == ROOT / "data" / "digits-test.safetensors"
     assert config.rendezvous == "tcp://127.0.0.1:29610"
     assert config.rank_of("bob") == 1
 
@@ -71,7 +71,50 @@ BAD = [
         "x.yaml: parties[1].name: expected a lower-case name (letters, digits, '-', '_'), got 'Bob Smith'",
     ),
     (_set(["parties", 1, "port"], 29610), "x.yaml: parties: address 127.0.0.1:29610 is used by more than one party"),
-    (_set(["randomness"], "dealer"), "x.yaml: randomness: expected 'local', got 'dealer'"),
+    (_drop(["dealer"]), "x.yaml: dealer: required when randomness is 'dealer'"),
+    (_set(["randomness"], "ttp"), "x.yaml: randomness: expected 'local' or 'dealer', got 'ttp'"),
+    (_set(["randomness"], "local"), "x.yaml: dealer: only allowed when randomness is 'dealer'"),
+    (
+        lambda d: d.update(randomness="dealer", dealer={"host": "127.0.0.1", "port": 29611}),
+        "x.yaml: dealer: address 127.0.0.1:29611 is also a party's address",
+    ),
+    (
+        lambda d: d.update(randomness="dealer", dealer={"host": "127.0.0.1"}),
+        "x.yaml: dealer.port: required key is missing",
+    ),
+    (
+        lambda d: d.update(randomness="dealer", dealer={"host": "127.0.0.1", "port": 1, "tls": True}),
+        "x.yaml: dealer.tls: unknown key",
+    ),
+    (
+        _set(["protocol", "functions"], {"exp_iterations": 0}),
+        "x.yaml: protocol.functions.exp_iterations: expected a value >= 1, got 0",
+    ),
+    (
+        _set(["protocol", "functions"], {"sigmoid_tanh_method": "magic"}),
+        "x.yaml: protocol.functions.sigmoid_tanh_method: expected 'reciprocal' or 'chebyshev', got 'magic'",
+    ),
+    (_set(["protocol", "functions"], {"exp_iters": 4}), "x.yaml: protocol.functions.exp_iters: unknown key"),
+    (_set(["parties", 1, "name"], "dealer"), "x.yaml: parties[1].name: 'dealer' is reserved for the dealer process"),
+    (
+        _set(["parties", 0, "roles"], ["data_owner"]),
+        "x.yaml: parties: expected at least one party with role output",
+    ),
+    (
+        lambda d: (d["parties"][0].__setitem__("roles", ["data_owner"]), d["parties"][1].__setitem__("roles", ["model_owner", "data_owner", "output"]), d["parties"][1].__setitem__("data", "b.safetensors")),
+        "x.yaml: parties[0].roles: the outputs of data owner 'alice' would be revealed to nobody "
+        "(give it role output, or add an output party that owns no data)",
+    ),
+    (
+        _set(["parties", 0, "roles"], ["output"]),
+        "x.yaml: parties: expected at least one party with role data_owner, found 0\n"
+        "x.yaml: parties[0].data: only the data owner may provide data",
+    ),
+    (
+        _set(["parties", 0, "roles"], ["model_owner", "data_owner", "output"]),
+        "x.yaml: parties: expected exactly one party with role model_owner, found 2\n"
+        "x.yaml: parties[0].weights: required for the model owner",
+    ),
     (_set(["model", "input_shape"], [1, 0, 8]), "x.yaml: model.input_shape: expected positive dimensions, got [1, 0, 8]"),
     (_set(["model", "input_shape"], []), "x.yaml: model.input_shape: expected a non-empty list, got []"),
     (lambda d: d.__setitem__("parties", d["parties"][:1]), "x.yaml: parties: expected at least 2 parties, got 1"),
@@ -82,10 +125,6 @@ BAD = [
     ),
     (_drop(["parties", 1, "weights"]), "x.yaml: parties[1].weights: required for the model owner"),
     (_set(["parties", 0, "weights"], "w.safetensors"), "x.yaml: parties[0].weights: only the model owner may provide weights"),
-    (
-        _set(["parties", 0, "roles"], ["data_owner"]),
-        "x.yaml: parties: expected at least one party with role output",
-    ),
     (_set(["protocol", "precision_bits"], 40), "x.yaml: protocol.precision_bits: expected a value <= 24, got 40"),
     (_set(["batch_size"], 0), "x.yaml: batch_size: expected a value >= 1, got 0"),
     (_set(["version"], 2), "x.yaml: version: expected 1, got 2"),
@@ -106,6 +145,14 @@ def test_bad_config_is_reported_exactly(mutate, expected):
     with pytest.raises(ConfigError) as err:
         parse_config(doc, "x.yaml")
     assert str(err.value) == expected
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path)
+    for party in config.parties:
+        for file in (party.weights, party.data):
+            assert file is None or file.is_file(), file
 
 
 def test_missing_config_file(tmp_path):

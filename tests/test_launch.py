@@ -4,64 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from harness import free_port
+from harness import processes_mentioning, write_config
 from launch import load_config, run
 from smpc import artifacts
-from smpc.errors import PartyError
 
-ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS = ROOT / "models" / "digits_cnn.safetensors"
-DATA = ROOT / "data" / "digits-test.safetensors"
 SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
-
-
-def write_config(tmp_path: Path, samples: int = 100, helpers: int = 0, batch_size: int = 64, **overrides) -> Path:
-    """A digits config with free ports; `helpers` extra parties only compute."""
-    data = tmp_path / "data.safetensors"
-    full = artifacts.load_data(DATA, (1, 8, 8))
-    artifacts.save_data(data, full.inputs[:samples], full.labels[:samples])
-    parties = [
-        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
-        {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(WEIGHTS)},
-    ]
-    for i in range(helpers):
-        parties.append({"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()})
-    doc = {
-        "version": 1,
-        "parties": parties,
-        "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
-        "batch_size": batch_size,
-        "timeouts": {"connect_s": 60, "op_s": 30, "run_s": 300},
-        "run_dir": str(tmp_path / "run"),
-    }
-    doc.update(overrides)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains `text` (to prove nothing was left running)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
@@ -130,24 +85,24 @@ def test_missing_weights_file_is_named(tmp_path):
 
 def test_missing_data_file_is_named(tmp_path):
     config = write_config(tmp_path)
-    (tmp_path / "data.safetensors").unlink()
+    (tmp_path / "data0.safetensors").unlink()
     result = _cli_error(config)
-    assert result.stderr.strip() == f"error: {tmp_path / 'data.safetensors'}: data file not found"
+    assert result.stderr.strip() == f"error: {tmp_path / 'data0.safetensors'}: data file not found"
 
 
 def test_data_of_the_wrong_shape_names_the_expected_shape(tmp_path):
     config = write_config(tmp_path)
-    artifacts.save_data(tmp_path / "data.safetensors", torch.zeros(5, 1, 9, 9))
+    artifacts.save_data(tmp_path / "data0.safetensors", torch.zeros(5, 1, 9, 9))
     result = _cli_error(config)
     assert result.stderr.strip() == (
-        f"error: {tmp_path / 'data.safetensors'}: inputs have shape [5, 1, 9, 9], expected [N, 1, 8, 8] "
+        f"error: {tmp_path / 'data0.safetensors'}: inputs have shape [5, 1, 9, 9], expected [N, 1, 8, 8] "
         "(model.input_shape is [1, 8, 8])"
     )
 
 
 def test_input_shape_the_model_cannot_take(tmp_path):
     config = write_config(tmp_path, model={"architecture": "digits_cnn", "input_shape": [1, 12, 12]})
-    artifacts.save_data(tmp_path / "data.safetensors", torch.zeros(5, 1, 12, 12))
+    artifacts.save_data(tmp_path / "data0.safetensors", torch.zeros(5, 1, 12, 12))
     result = _cli_error(config)
     assert result.stderr.startswith("error: the model cannot take an input of shape [64, 1, 12, 12]: ")
     assert result.stderr.count("\n") == 1
@@ -158,35 +113,3 @@ def test_party_program_rejects_an_unknown_party_name(tmp_path):
     result = subprocess.run(SMPC + ["party", str(config), "--name", "mallory"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {config}: no party named 'mallory' (parties: alice, bob)"
-
-
-def test_killed_party_stops_the_run_and_is_named_first(tmp_path):
-    # small batches so that the run is still going when the model owner is killed
-    config = load_config(write_config(tmp_path, samples=360, batch_size=4))
-    outcome: dict = {}
-
-    def launch_it():
-        try:
-            run(config, echo=False)
-        except PartyError as exc:
-            outcome["error"] = str(exc)
-        outcome["ended"] = time.monotonic()
-
-    thread = threading.Thread(target=launch_it)
-    thread.start()
-    deadline = time.monotonic() + 120
-    alice_log = tmp_path / "run" / "alice.log"
-    while time.monotonic() < deadline:  # wait until inference is under way
-        if alice_log.exists() and "batch" in alice_log.read_text():
-            break
-        time.sleep(0.2)
-    victims = [p for p in processes_mentioning(str(config.source)) if b"bob" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert victims, "bob was not running"
-    killed_at = time.monotonic()
-    os.kill(victims[0], signal.SIGKILL)
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    assert outcome["ended"] - killed_at < 30
-    first_line = outcome["error"].splitlines()[0]
-    assert first_line.startswith("party bob failed (signal SIGKILL)")
-    assert processes_mentioning(str(config.source)) == []
