@@ -94,8 +94,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         if stream is not None:  # party 0 asks for the material and waits for batch 0's
             wire.send_json(dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
             stream.start()
-            stream.next_batch()
-            stream.wait_s = 0.0
+            stream.wait_offline(len(batches))
         session.barrier()
         offline_s = time.perf_counter() - offline_start
 
@@ -105,8 +104,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
 
             batches = tqdm(batches, desc=f"{name}: private inference", unit="batch", file=sys.stdout, ncols=80)
         online_start = time.perf_counter()
-        for index, start in enumerate(batches):
-            if stream is not None and index > 0:
+        for start in batches:
+            if stream is not None:
                 stream.next_batch()
             rows = min(config.batch_size, samples - start)
             parts = _batch_rows(counts, start, rows)
@@ -128,7 +127,10 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         online_s = time.perf_counter() - online_start
         stats = session.communication_stats()
         if stream is not None:
-            wire.send_json(dealer_sock, wire.Kind.BYE, {})
+            try:  # all material has arrived: a dealer gone by now no longer matters
+                wire.send_json(dealer_sock, wire.Kind.BYE, {})
+            except OSError:
+                pass
             dealer_sock.close()
 
     record: dict[str, Any] = {

@@ -92,6 +92,9 @@ class DealerConfig(_Section):
 
     host: str
     port: int = Field(ge=1, le=65535)
+    # material prepared before the online phase starts, at most this much (party 0
+    # holds it in memory); later batches are generated while the parties compute
+    prefetch_mib: int = Field(default=1024, ge=1)
 
 
 class TimeoutConfig(_Section):

@@ -154,14 +154,21 @@ def serve(config: Config) -> dict[str, Any]:
         started = time.perf_counter()
         tracer = TracingProvider(generators, emit)
         _shape_run(config, program, tracer)  # batch 0: trace and generate in one pass
-        offline_s = time.perf_counter() - started
-        wire.send_json(party0, wire.Kind.READY, {"batch": 0, "seconds": offline_s})
-        print(f"offline phase: {len(tracer.requests)} requests per batch traced and batch 0 generated in {offline_s:.2f} s", flush=True)
+        per_batch = max(1, sent)
+        prefetch = max(1, min(batches, config.dealer.prefetch_mib * 2**20 // per_batch))
+        wire.send_json(party0, wire.Kind.READY, {"batch": 0, "prefetch": prefetch})
         for batch in range(1, batches):
-            t = time.perf_counter()
+            if batch == prefetch:
+                offline_s = time.perf_counter() - started
+                print(f"offline phase: {len(tracer.requests)} requests per batch, {prefetch} of {batches} batches "
+                      f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s", flush=True)
             for kind, args, kwargs in tracer.requests:
                 emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, generators, args, kwargs))
-            wire.send_json(party0, wire.Kind.READY, {"batch": batch, "seconds": time.perf_counter() - t})
+            wire.send_json(party0, wire.Kind.READY, {"batch": batch})
+        if batches <= prefetch:
+            offline_s = time.perf_counter() - started
+            print(f"offline phase: {len(tracer.requests)} requests per batch, all {batches} batches "
+                  f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s", flush=True)
         wire.send_json(party0, wire.Kind.BYE, {})
         party0.settimeout(config.timeouts.run_s)
         wire.expect(party0, wire.Kind.BYE, limit=1 << 16)

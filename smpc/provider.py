@@ -8,7 +8,6 @@ request of a shape-only run and emits the correction for it.
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 import time
@@ -52,13 +51,20 @@ class _DealerTuples(TupleProvider):
 
 
 class MaterialStream:
-    """Party 0's receiver: reads the dealer's corrections in a background thread,
-    one batch at a time, at most `ahead` batches in memory."""
+    """Party 0's receiver: reads the dealer's corrections in a background thread.
 
-    def __init__(self, sock: socket.socket, timeout_s: float, ahead: int = 2) -> None:
+    The dealer says (with batch 0) how many batches to hold in advance; the offline
+    phase waits until that many have arrived, and the receiver never holds more
+    (the dealer then blocks on the connection until party 0 has used one).
+    """
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
         self._sock = sock
         self._timeout_s = timeout_s
-        self._batches: queue.Queue = queue.Queue(maxsize=ahead)
+        self._ready: list[list[tuple[bytes, torch.Tensor]] | Exception] = []
+        self._limit = 1
+        self._announced = 0  # batches the dealer prepares ahead (0 until batch 0 arrives)
+        self._cond = threading.Condition()
         self._current: list[tuple[bytes, torch.Tensor]] = []
         self._position = 0
         self.wait_s = 0.0  # time the online phase spent waiting for material
@@ -77,22 +83,43 @@ class MaterialStream:
                 if msg.kind == wire.Kind.MATERIAL:
                     items.append((msg.tag, msg.tensor))
                 elif msg.kind == wire.Kind.READY:
-                    self._batches.put(items)
+                    info = msg.json()
+                    with self._cond:
+                        if "prefetch" in info:
+                            self._limit = self._announced = max(1, int(info["prefetch"]))
+                        self._ready.append(items)
+                        self._cond.notify_all()
+                        while len(self._ready) >= self._limit:
+                            self._cond.wait()
                     items = []
                 elif msg.kind == wire.Kind.BYE:
                     return
                 else:
                     raise wire.WireError(msg.json().get("message", f"unexpected {msg.kind.name}"))
-        except (wire.WireError, OSError) as exc:
-            self._batches.put(exc)
+        except (wire.WireError, OSError, ValueError) as exc:
+            with self._cond:
+                self._ready.append(exc)
+                self._limit = 1 << 30
+                self._cond.notify_all()
+
+    def wait_offline(self, batches: int) -> None:
+        """Block until the batches the dealer prepares in advance have all arrived."""
+        def arrived() -> bool:
+            failed = any(isinstance(b, Exception) for b in self._ready)
+            return failed or (self._announced and len(self._ready) >= min(batches, self._announced))
+
+        with self._cond:
+            if not self._cond.wait_for(arrived, timeout=self._timeout_s * max(1, self._announced or 1) + 60):
+                raise PartyError(f"dealer sent no material within timeouts.op_s = {self._timeout_s:g} s")
 
     def next_batch(self) -> None:
         """Switch to the next batch's corrections (waits at most the op timeout)."""
         started = time.perf_counter()
-        try:
-            item = self._batches.get(timeout=self._timeout_s)
-        except queue.Empty:
-            raise PartyError(f"dealer sent no material within timeouts.op_s = {self._timeout_s:g} s") from None
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready, timeout=self._timeout_s):
+                raise PartyError(f"dealer sent no material within timeouts.op_s = {self._timeout_s:g} s")
+            item = self._ready.pop(0)
+            self._cond.notify_all()
         self.wait_s += time.perf_counter() - started
         if isinstance(item, Exception):
             raise PartyError(f"dealer connection lost: {item}")

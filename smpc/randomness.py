@@ -12,6 +12,7 @@ Both sides call `draw` with the same arguments, so their PRG streams stay in ste
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -33,15 +34,28 @@ KINDS = ("additive", "square", "binary", "wraps", "B2A")
 
 def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> torch.Size:
     """Shape of `a op b`, computed on meta tensors (no arithmetic)."""
+    return _product_size(op, tuple(size0), tuple(size1), _hashable(kwargs))
+
+
+@functools.lru_cache(maxsize=4096)  # every batch repeats the same requests
+def _product_size(op: str, size0: tuple, size1: tuple, kwargs: tuple) -> torch.Size:
     a = torch.empty(size0, device="meta")
     b = torch.empty(size1, device="meta")
-    return PRODUCTS[op](a, b, **kwargs).shape
+    return PRODUCTS[op](a, b, **dict(kwargs)).shape
 
 
 def request_tag(kind: str, args: tuple, kwargs: dict[str, Any]) -> bytes:
     """16-byte digest naming a request, so party 0 can check it uses the right correction."""
-    text = f"{kind}|{[tuple(a) if isinstance(a, torch.Size) else a for a in args]}|{sorted(kwargs.items())}"
-    return hashlib.sha256(text.encode()).digest()[:16]
+    return _tag(kind, tuple(tuple(a) if isinstance(a, torch.Size) else a for a in args), _hashable(kwargs))
+
+
+def _hashable(kwargs: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(kind: str, args: tuple, kwargs: tuple) -> bytes:
+    return hashlib.sha256(f"{kind}|{args}|{kwargs}".encode()).digest()[:16]
 
 
 def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Size, int]]:
