@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/inference_overhead.py
+	$(PY) benchmarks/randomness_sources.py
 
 clean:
 	rm -rf $(VENV) runs
