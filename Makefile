@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/inference_overhead.py
 	$(PY) benchmarks/randomness_sources.py
+	$(PY) benchmarks/transport_overhead.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from launch import Report, run
-from smpc import artifacts, zoo
+from smpc import artifacts, keys, zoo
 
 
 def free_port() -> int:
@@ -29,10 +29,12 @@ def launch_model(
     parties: int = 2,
     randomness: str = "local",
     weights: Path | None = None,
+    transport: str = "gloo",
 ) -> tuple[Report, torch.nn.Module]:
     """Run `batches` batches of random inputs through `architecture` with real party
     processes: alice (data, output), bob (model), then helpers. Random weights
-    (seed 0) unless `weights` is given. Returns the report and the plaintext model."""
+    (seed 0) unless `weights` is given; with transport "tls", fresh consortium keys.
+    Returns the report and the plaintext model."""
     torch.manual_seed(0)
     model = zoo.build(architecture)
     if weights is None:
@@ -57,6 +59,14 @@ def launch_model(
     }
     if randomness == "dealer":
         doc["dealer"] = {"host": "127.0.0.1", "port": free_port()}
+    doc["transport"] = transport
+    if transport == "tls":
+        certs = work / "keys"
+        if not (certs / "ca.pem").exists():
+            keys.create_ca(certs)
+            for member in members + [{"name": "dealer"}]:
+                keys.issue(certs, member["name"])
+        doc["tls"] = {"ca": str(certs / "ca.pem"), "certs": str(certs)}
     config = work / f"{slug}.yaml"
     config.write_text(yaml.safe_dump(doc))
     return run(config, echo=False), model

@@ -13,10 +13,10 @@ import torch
 
 from launch.processes import Child, supervise
 from smpc import artifacts, zoo
-from smpc.runfiles import error_path, log_path, output_path, result_path, write_json
+from smpc.runfiles import audit_path, error_path, log_path, output_path, result_path, write_json
 from smpc.config import Config, load_config
 from smpc.convert import convert
-from smpc.errors import PartyError
+from smpc.errors import ArtifactError, PartyError
 
 
 @dataclass
@@ -67,6 +67,11 @@ def preflight(config: Config) -> None:
     artifacts.load_weights(model, config.model_owner.weights)
     for owner in config.data_owners:
         artifacts.load_data(owner.data, config.model.input_shape)
+    if config.effective_transport == "tls":
+        for name in config.names + (["dealer"] if config.dealer is not None else []):
+            for path in config.tls_files(name):
+                if not path.is_file():
+                    raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
     convert(model, torch.zeros(config.batch_size, *config.model.input_shape))
 
 
@@ -94,7 +99,7 @@ def run(config: Config | str | Path, report_path: str | Path | None = None, echo
     config.run_dir.mkdir(parents=True, exist_ok=True)
     processes = (["dealer"] if config.dealer is not None else []) + config.names
     for name in processes:
-        for stale in (result_path(config, name), error_path(config, name), output_path(config, name)):
+        for stale in (result_path(config, name), error_path(config, name), output_path(config, name), audit_path(config, name)):
             stale.unlink(missing_ok=True)
 
     children = [

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from smpc import agreement, artifacts, compat, dealer, ops, runfiles, session, wire, zoo
+from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import convert
 from smpc.errors import SmpcError
@@ -64,6 +65,16 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     program = convert(model, torch.zeros(batch_shape))
     del model  # from here on the weights exist only as shares
     fields = agreement.fields(config, program)
+    audit = AuditLog(runfiles.audit_path(config, name), name)
+    audit.record(
+        "start", rank=rank, roles=list(me.roles), transport=config.effective_transport, randomness=config.randomness,
+        architecture=program.architecture_fingerprint(),
+        weights_sha256=artifacts.file_digest(me.weights) if rank == owner else None,
+    )
+
+    def connection_event(line: str) -> None:
+        print(line, flush=True)
+        audit.record("refused" if line.startswith("refused") else "peer", message=line)
 
     started = time.perf_counter()
     stream = None
@@ -75,11 +86,13 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         party_provider.bind(rank, seed, stream)
         compat.register_provider(PROVIDER_NAME, party_provider)
         provider_name = PROVIDER_NAME
-    first = config.parties[0]
+    if config.effective_transport == "gloo" and config.multi_host:
+        print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
     with session.joined(
-        rank, config.names, first.host, first.port,
+        rank, config.names, [(p.host, p.port) for p in config.parties],
         config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
         provider_name, config.protocol.functions.model_dump(),
+        tls=config.tls_files(name) if config.effective_transport == "tls" else None, log=connection_event,
     ):
         agreement.check_parties(config, fields)
         joined_s = time.perf_counter() - started
@@ -120,7 +133,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             offset = 0
             for d, _, n in parts:  # each data owner's rows go to its receivers only
                 receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]
-                revealed = session.reveal(out[offset : offset + n], receivers)
+                revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
+                audit.record("reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers])
                 if revealed is not None:
                     mine.append(revealed)
                 offset += n
@@ -188,4 +202,6 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(config: Config | None, name: str, message: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     runfiles.record_error(config, name, message)
+    if config is not None and name in config.names:
+        AuditLog(runfiles.audit_path(config, name), name).record("failure", message=message)
     return code

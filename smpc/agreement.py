@@ -28,6 +28,7 @@ def fields(config: Config, program: Program) -> dict[str, str]:
         "model.input_shape": list(config.model.input_shape),
         "batch_size": config.batch_size,
         "randomness": [config.randomness, None if config.dealer is None else [config.dealer.host, config.dealer.port]],
+        "transport": config.effective_transport,
         "protocol.precision_bits": config.protocol.precision_bits,
         "protocol.functions": config.protocol.functions.model_dump(),
     }

@@ -21,6 +21,17 @@ def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path}: not a readable safetensors {what} file ({exc})") from None
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (the model fingerprint in audit logs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load a safetensors state dict into `model`, requiring exactly its keys and shapes.
 

@@ -10,6 +10,7 @@ commands:
   launch CONFIG [--report FILE]   run every party of CONFIG on this machine
   party CONFIG --name NAME        run exactly one party (one per host)
   dealer CONFIG                   run the trusted dealer of CONFIG (randomness: dealer)
+  keys init|show|rotate DIR ...   consortium CA and per-party keys and certificates
 """
 
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from parties.program import main as party_main
 
         return party_main(rest)
+    if command == "keys":
+        from smpc.keys import main as keys_main
+
+        return keys_main(rest)
     if command == "dealer":
         from smpc.dealer import main as dealer_main
 

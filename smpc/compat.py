@@ -149,6 +149,37 @@ def substitute_communicator(communicator: Any) -> Iterator[None]:
         comm.get = original
 
 
+def install_communicator(communicator: Any) -> None:
+    """Make `communicator` CrypTen's communicator for this process, then seed CrypTen's
+    generators through it (the same exchange crypten.init performs over gloo).
+
+    CrypTen can only build its own gloo communicator; every module reaches the
+    communicator through crypten.communicator.get() at call time.
+    """
+    apply()
+    import crypten
+    import crypten.communicator as comm
+
+    global _installed
+    _installed = (comm.get, comm.is_initialized)
+    comm.get = lambda: communicator
+    comm.is_initialized = lambda: True
+    crypten._setup_prng()
+
+
+def uninstall_communicator() -> None:
+    """Undo install_communicator."""
+    global _installed
+    import crypten.communicator as comm
+
+    if _installed is not None:
+        comm.get, comm.is_initialized = _installed
+        _installed = None
+
+
+_installed: Any = None
+
+
 def init_communicator(
     rank: int,
     world_size: int,

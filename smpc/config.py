@@ -97,6 +97,14 @@ class DealerConfig(_Section):
     prefetch_mib: int = Field(default=1024, ge=1)
 
 
+class TlsConfig(_Section):
+    """Consortium keys for transport: tls. Party X presents `certs`/X.pem with its
+    private key `certs`/X.key (only X's own key needs to exist on X's host)."""
+
+    ca: Path
+    certs: Path
+
+
 class TimeoutConfig(_Section):
     connect_s: float = Field(default=60.0, gt=0)  # every party (and the dealer) must have joined by then
     op_s: float = Field(default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
@@ -112,6 +120,10 @@ class Config(_Section):
     batch_size: int = Field(default=64, ge=1)
     randomness: Literal["local", "dealer"] = "local"
     dealer: DealerConfig | None = None
+    # gloo: plaintext, for one trusted host; tls: mutually authenticated TLS 1.3.
+    # Unset: tls when the parties are on different hosts, else gloo.
+    transport: Literal["gloo", "tls"] | None = None
+    tls: TlsConfig | None = None
     protocol: ProtocolConfig = ProtocolConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
     run_dir: Path = Path("runs")
@@ -161,6 +173,8 @@ class Config(_Section):
             problems.append("dealer: only allowed when randomness is 'dealer'")
         if self.dealer is not None and (self.dealer.host, self.dealer.port) in addresses:
             problems.append(f"dealer: address {self.dealer.host}:{self.dealer.port} is also a party's address")
+        if self.effective_transport == "tls" and self.tls is None:
+            problems.append("tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -195,6 +209,20 @@ class Config(_Section):
             for p in self.parties
             if "output" in p.roles and (p.name == data_owner.name or "data_owner" not in p.roles)
         ]
+
+    @property
+    def multi_host(self) -> bool:
+        """True when the parties (or the dealer) are not all on one host."""
+        hosts = {p.host for p in self.parties} | ({self.dealer.host} if self.dealer else set())
+        return len(hosts) > 1
+
+    @property
+    def effective_transport(self) -> str:
+        return self.transport or ("tls" if self.multi_host else "gloo")
+
+    def tls_files(self, name: str) -> tuple[Path, Path, Path]:
+        """(CA certificate, NAME's certificate, NAME's private key)."""
+        return self.tls.ca, self.tls.certs / f"{name}.pem", self.tls.certs / f"{name}.key"
 
     @property
     def rendezvous(self) -> str:
@@ -276,7 +304,10 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
     parties = tuple(p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data)}) for p in config.parties)
-    return config.model_copy(update={"parties": parties, "run_dir": resolve(config.run_dir), "source": Path(source)})
+    tls = None if config.tls is None else TlsConfig(ca=resolve(config.tls.ca), certs=resolve(config.tls.certs))
+    return config.model_copy(
+        update={"parties": parties, "run_dir": resolve(config.run_dir), "tls": tls, "source": Path(source)}
+    )
 
 
 def load_config(path: str | Path) -> Config:

@@ -15,6 +15,7 @@ import argparse
 import json
 import secrets
 import socket
+import ssl
 import sys
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from smpc import agreement, compat, randomness, runfiles, wire, zoo
+from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program, convert
 from smpc.errors import PartyError, SmpcError
@@ -86,7 +88,16 @@ def _shape_run(config: Config, program: Program, provider: TracingProvider) -> N
         run_program(program, params, x)
 
 
+def _tls_contexts(config: Config, name: str):
+    from smpc import transport
+
+    ca, cert, key = config.tls_files(name)
+    return transport.server_context(ca, cert, key), transport.client_context(ca, cert, key)
+
+
 def _accept_parties(config: Config, listener: socket.socket, expected: dict[str, str]) -> dict[int, socket.socket]:
+    # over TLS a party must also prove, by its certificate, the name it claims
+    server_ctx = _tls_contexts(config, "dealer")[0] if config.effective_transport == "tls" else None
     conns: dict[int, socket.socket] = {}
     deadline = time.monotonic() + config.timeouts.connect_s
     while len(conns) < len(config.parties):
@@ -100,9 +111,28 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
                 f"within timeouts.connect_s = {config.timeouts.connect_s:g} s"
             ) from None
         conn.settimeout(config.timeouts.op_s)
+        proven = None
+        if server_ctx is not None:
+            try:
+                conn = server_ctx.wrap_socket(conn, server_side=True)
+                from smpc.transport import peer_name
+
+                proven = peer_name(conn)
+            except (ssl.SSLError, OSError) as exc:
+                print(f"refused a connection from {address[0]}: {exc}", flush=True)
+                AuditLog(runfiles.audit_path(config, "dealer"), "dealer").record("refused", address=address[0], reason=str(exc))
+                conn.close()
+                continue
         try:
             hello = wire.expect(conn, wire.Kind.HELLO, limit=1 << 16).json()
             name, rank = str(hello.get("party")), hello.get("rank")
+            if proven is not None and proven != name:
+                print(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {name!r}", flush=True)
+                AuditLog(runfiles.audit_path(config, "dealer"), "dealer").record(
+                    "refused", address=address[0], reason=f"certificate of {proven!r}, claims {name!r}"
+                )
+                conn.close()
+                continue
             if name not in config.names or config.rank_of(name) != rank or rank in conns:
                 raise PartyError(f"dealer: unexpected party {name!r} (rank {rank}) from {address[0]}")
             field = agreement.first_difference(expected, {str(k): str(v) for k, v in dict(hello.get("agreement", {})).items()})
@@ -116,6 +146,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             conn.close()
             raise PartyError(str(exc)) from None
         print(f"party {name} connected from {address[0]}", flush=True)
+        AuditLog(runfiles.audit_path(config, "dealer"), "dealer").record("peer", party=name, address=address[0], tls=proven is not None)
         conns[rank] = conn
     return conns
 
@@ -189,10 +220,16 @@ def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, soc
     """
     address = (config.dealer.host, config.dealer.port)
     deadline = time.monotonic() + config.timeouts.connect_s
+    name = config.parties[rank].name
+    client_ctx = _tls_contexts(config, name)[1] if config.effective_transport == "tls" else None
     while True:
         try:
             sock = socket.create_connection(address, timeout=config.timeouts.op_s)
+            if client_ctx is not None:
+                sock = client_ctx.wrap_socket(sock, server_hostname="dealer")
             break
+        except ssl.SSLCertVerificationError as exc:
+            raise PartyError(f"{address[0]}:{address[1]} is not the dealer: {exc.verify_message}") from None
         except OSError:
             if time.monotonic() > deadline:
                 raise PartyError(
@@ -200,7 +237,6 @@ def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, soc
                     f"{config.timeouts.connect_s:g} s"
                 ) from None
             time.sleep(0.2)
-    name = config.parties[rank].name
     try:
         wire.send_json(sock, wire.Kind.HELLO, {"party": name, "rank": rank, "agreement": fields})
         sock.settimeout(config.timeouts.connect_s)  # the dealer answers once everyone is there

@@ -31,6 +31,11 @@ def log_path(config: Config, name: str) -> Path:
     return config.run_dir / f"{name}.log"
 
 
+def audit_path(config: Config, name: str) -> Path:
+    """Process `name`'s audit log (JSON lines)."""
+    return config.run_dir / f"{name}.audit.jsonl"
+
+
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write JSON atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import crypten
 import torch
@@ -54,35 +55,58 @@ def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: 
 def joined(
     rank: int,
     names: Sequence[str],
-    host: str,
-    port: int,
+    addresses: Sequence[tuple[str, int]],
     connect_timeout_s: float = 60.0,
     op_timeout_s: float = 30.0,
     precision_bits: int = 16,
     provider: str = "TFP",
     functions: dict[str, Any] | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """Join the parties for the duration of the block, and always leave.
 
     Args:
         rank: this party's rank (its index in `names`).
         names: every party's name, in rank order.
-        host, port: the first party's address (its TCP store is the rendezvous).
+        addresses: every party's (host, port); over gloo only the first is used
+            (its TCP store is the rendezvous).
         connect_timeout_s: bound on waiting for every party to join.
         op_timeout_s: bound on every later communication step.
         precision_bits: fixed-point precision (all parties must agree).
         provider: CrypTen tuple provider name ("TFP" = local, or the dealer's).
         functions: CrypTen approximation settings.
+        tls: (CA, own certificate, own key) to talk over mutually authenticated TLS
+            instead of gloo.
+        log: where TLS connection events go (accepted and refused peers).
     """
-    store = roll_call(rank, names, host, port, connect_timeout_s)
-    compat.init_communicator(
-        rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, precision_bits,
-        store=store, provider=provider, functions=functions,
+    if tls is None:
+        host, port = addresses[0]
+        store = roll_call(rank, names, host, port, connect_timeout_s)
+        compat.init_communicator(
+            rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, precision_bits,
+            store=store, provider=provider, functions=functions,
+        )
+        try:
+            yield
+        finally:
+            compat.shutdown_communicator()
+        return
+    from smpc import transport
+
+    ca, cert, key = tls
+    peers = transport.connect_mesh(
+        rank, names, addresses, transport.server_context(ca, cert, key), transport.client_context(ca, cert, key),
+        connect_timeout_s, op_timeout_s, log=log or (lambda line: print(line, flush=True)),
     )
+    communicator = transport.TlsCommunicator(rank, names, peers)
+    compat.configure(precision_bits, provider, functions)
     try:
+        compat.install_communicator(communicator)
         yield
     finally:
-        compat.shutdown_communicator()
+        communicator.close()
+        compat.uninstall_communicator()
 
 
 def rank() -> int:
@@ -122,8 +146,24 @@ def share_input(values: torch.Tensor | None, shape: torch.Size, owner: int) -> c
     return crypten.cryptensor(torch.zeros(shape), src=owner)
 
 
-def reveal(value: crypten.CrypTensor, receivers: list[int]) -> torch.Tensor | None:
-    """Open `value` to each receiver only; returns the plaintext there, None elsewhere."""
+def reveal(value: crypten.CrypTensor, receivers: list[int], entitled: Sequence[int] | None = None) -> torch.Tensor | None:
+    """Open `value` to each receiver only; returns the plaintext there, None elsewhere.
+
+    With `entitled` (the ranks this party's config allows for these rows), the parties
+    first compare what each of them was asked to reveal: if any party's request differs,
+    or names a rank that is not entitled, every party refuses and nothing is opened.
+    """
+    if entitled is not None:
+        request = torch.full((crypten.communicator.get().get_world_size(),), -1, dtype=torch.long)
+        request[: len(receivers)] = torch.tensor(receivers, dtype=torch.long)
+        for r, theirs in enumerate(all_gather_int64(request)):
+            asked = [int(v) for v in theirs if v >= 0]
+            refused = [d for d in asked if d not in entitled]
+            if refused or asked != list(receivers):
+                raise PartyError(
+                    f"refused to reveal: party at rank {r} asked to reveal to rank(s) {asked}; "
+                    f"entitled here: {sorted(entitled)}"
+                )
     mine = None
     for dst in receivers:
         opened = value.get_plain_text(dst=dst)

@@ -38,6 +38,7 @@ class Kind(enum.IntEnum):
     READY = 5  # dealer -> party 0: JSON {batch, seconds}: a batch's material is complete
     ERROR = 6  # either way: JSON {message}
     BYE = 7  # either way: JSON {}
+    DATA = 8  # party <-> party (TLS transport): one tensor of a CrypTen collective
 
 
 _DTYPES = {1: torch.int64, 2: torch.float32, 3: torch.uint8}
@@ -65,16 +66,22 @@ class Message:
         return value
 
 
-def encode(kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> bytes:
-    """Serialize one message (header + raw tensor bytes)."""
+def _frame(kind: Kind, tensor: torch.Tensor, tag: bytes) -> tuple[bytes, memoryview]:
     if tensor.dtype not in _DTYPE_CODES:
         raise WireError(f"dtype {tensor.dtype} cannot be sent")
     if tensor.dim() > MAX_NDIM or len(tag) != 16:
         raise WireError("too many dimensions or a bad tag")
-    array = tensor.detach().contiguous().cpu().numpy()
-    data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    array = tensor.detach().contiguous().cpu().numpy().reshape(-1)
+    data = memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False)).cast("B")
     shape = struct.pack(f"<{tensor.dim()}Q", *tensor.shape)
-    return _HEADER.pack(MAGIC, VERSION, int(kind), _DTYPE_CODES[tensor.dtype], tensor.dim(), tag, len(data)) + shape + data
+    header = _HEADER.pack(MAGIC, VERSION, int(kind), _DTYPE_CODES[tensor.dtype], tensor.dim(), tag, len(data))
+    return header + shape, data
+
+
+def encode(kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> bytes:
+    """Serialize one message (header + raw tensor bytes)."""
+    head, data = _frame(kind, tensor, tag)
+    return head + bytes(data)
 
 
 def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
@@ -84,9 +91,11 @@ def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
 
 def send(sock: socket.socket, kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> int:
     """Send one message; returns the bytes written."""
-    data = encode(kind, tensor, tag)
-    sock.sendall(data)
-    return len(data)
+    head, data = _frame(kind, tensor, tag)
+    sock.sendall(head)
+    if len(data):
+        sock.sendall(data)  # straight from the tensor's memory, no extra copy
+    return len(head) + len(data)
 
 
 def send_json(sock: socket.socket, kind: Kind, obj: dict[str, Any]) -> int:

@@ -30,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child(fn, rank, world_size, port, args, results) -> None:
+def _child(fn, rank, world_size, ports, args, results, tls_dir) -> None:
     try:
         import torch
 
@@ -38,7 +38,8 @@ def _child(fn, rank, world_size, port, args, results) -> None:
         from smpc import session
 
         names = [f"p{r}" for r in range(world_size)]
-        with session.joined(rank, names, "127.0.0.1", port, 30, 30):
+        tls = None if tls_dir is None else (tls_dir / "ca.pem", tls_dir / f"p{rank}.pem", tls_dir / f"p{rank}.key")
+        with session.joined(rank, names, [("127.0.0.1", p) for p in ports], 30, 30, tls=tls):
             value = fn(rank, world_size, *args)
         # plain pickle bytes: the queue's own pickler would pass tensors through shared
         # memory that vanishes when this process exits
@@ -47,16 +48,17 @@ def _child(fn, rank, world_size, port, args, results) -> None:
         results.put((rank, "error", traceback.format_exc()))
 
 
-def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 120) -> list[Any]:
-    """Call fn(rank, world_size, *args) in each of `world_size` joined parties.
+def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 120, tls_dir: Path | None = None) -> list[Any]:
+    """Call fn(rank, world_size, *args) in each of `world_size` joined parties
+    (named p0, p1, ...), over gloo, or over TLS with the keys in `tls_dir`.
 
     Returns the per-rank return values; raises AssertionError with every party's
     traceback (or its exit code, if it died without reporting) on any failure.
     """
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = free_port()
-    procs = [ctx.Process(target=_child, args=(fn, r, world_size, port, args, results)) for r in range(world_size)]
+    ports = [free_port() for _ in range(world_size)]
+    procs = [ctx.Process(target=_child, args=(fn, r, world_size, ports, args, results, tls_dir)) for r in range(world_size)]
     for p in procs:
         p.start()
     got: dict[int, tuple[str, Any]] = {}

@@ -125,6 +125,16 @@ BAD = [
     ),
     (_drop(["parties", 1, "weights"]), "x.yaml: parties[1].weights: required for the model owner"),
     (_set(["parties", 0, "weights"], "w.safetensors"), "x.yaml: parties[0].weights: only the model owner may provide weights"),
+    (_set(["transport"], "tls"), "x.yaml: tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)"),
+    (_set(["transport"], "ssl"), "x.yaml: transport: expected 'gloo' or 'tls', got 'ssl'"),
+    (
+        lambda d: d.update(transport="tls", tls={"ca": "ca.pem", "certs": "keys", "key": "x"}),
+        "x.yaml: tls.key: unknown key",
+    ),
+    (
+        _set(["parties", 1, "host"], "10.0.0.2"),
+        "x.yaml: tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)",
+    ),
     (_set(["protocol", "precision_bits"], 40), "x.yaml: protocol.precision_bits: expected a value <= 24, got 40"),
     (_set(["batch_size"], 0), "x.yaml: batch_size: expected a value >= 1, got 0"),
     (_set(["version"], 2), "x.yaml: version: expected 1, got 2"),
@@ -153,6 +163,19 @@ def test_every_shipped_config_is_valid(path):
     for party in config.parties:
         for file in (party.weights, party.data):
             assert file is None or file.is_file(), file
+
+
+def test_transport_defaults_to_tls_across_hosts_and_gloo_on_one():
+    doc = copy.deepcopy(BASE)
+    assert parse_config(doc, "x.yaml").effective_transport == "gloo"
+    doc["parties"][1]["host"] = "10.0.0.2"
+    doc["tls"] = {"ca": "keys/ca.pem", "certs": "keys"}
+    config = parse_config(doc, "x.yaml")
+    assert config.effective_transport == "tls"
+    ca, cert, key = config.tls_files("bob")
+    assert (cert.name, key.name, ca.name) == ("bob.pem", "bob.key", "ca.pem")
+    doc["transport"] = "gloo"  # an explicit opt-in stays gloo (the parties warn)
+    assert parse_config(doc, "x.yaml").effective_transport == "gloo"
 
 
 def test_missing_config_file(tmp_path):

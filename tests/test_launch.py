@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from harness import processes_mentioning, write_config
+from harness import WEIGHTS, processes_mentioning, write_config
 from launch import load_config, run
 from smpc import artifacts
 
@@ -42,6 +42,14 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
     assert (run_dir / "alice.output.safetensors").exists()
     assert not (run_dir / "bob.output.safetensors").exists()
     assert (run_dir / "alice.log").read_text() and (run_dir / "bob.log").read_text()
+    # audit logs: the model fingerprint at the owner, and every reveal with its receiver
+    from smpc.artifacts import file_digest
+
+    audit = {name: [json.loads(line) for line in (run_dir / f"{name}.audit.jsonl").read_text().splitlines()] for name in ("alice", "bob")}
+    assert audit["bob"][0]["event"] == "start" and audit["bob"][0]["weights_sha256"] == file_digest(WEIGHTS)
+    assert audit["alice"][0]["weights_sha256"] is None  # alice never had the weights
+    reveals = [e for e in audit["alice"] if e["event"] == "reveal"]
+    assert sum(e["rows"] for e in reveals) == 100 and all(e["to"] == ["alice"] for e in reveals)
 
 
 def test_api_three_parties_with_a_helper(tmp_path):

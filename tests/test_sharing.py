@@ -50,3 +50,24 @@ def test_three_parties_shares_sum_to_the_weights():
         assert torch.equal(total, encoded)
         for helper in views[:2]:
             assert not torch.equal(helper["shares"][name], encoded)
+
+
+def _reveal_to_self(rank: int, world_size: int) -> str:
+    """Party 1 deviates: it asks for the output itself. Party 0 follows the config
+    (only rank 0 is entitled). Both must refuse before anything is opened."""
+    from smpc import session
+    from smpc.errors import PartyError
+
+    x = session.share_input(torch.ones(3) if rank == 0 else None, torch.Size((3,)), 0)
+    wanted = [0] if rank == 0 else [1]
+    try:
+        session.reveal(x, wanted, entitled=[0])
+    except PartyError as exc:
+        return str(exc)
+    return "revealed"
+
+
+def test_a_reveal_to_a_party_that_is_not_entitled_is_refused_by_the_others():
+    honest, deviant = run_parties(_reveal_to_self, 2, timeout=120)
+    assert honest == "refused to reveal: party at rank 1 asked to reveal to rank(s) [1]; entitled here: [0]"
+    assert deviant.startswith("refused to reveal: ")  # and it got nothing either

@@ -1,0 +1,352 @@
+"""CrypTen's communication over mutually authenticated TLS 1.3, in place of gloo.
+
+Every pair of parties shares one TLS connection: the higher rank connects to the lower
+one's config address. Both present certificates from the consortium CA, and a
+connection is kept only if the peer's certificate names the party it claims to be, at
+the rank the config gives it (the client checks the server's name; the server checks
+the client's certificate against its HELLO). Unknown or mismatched peers are refused
+and logged. Messages use smpc's wire format (no pickle); a reader thread per peer
+queues incoming tensors, so sends never wait on the other side's reads. Bytes and
+rounds are counted per peer.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from crypten.communicator.communicator import Communicator
+
+from smpc import wire
+from smpc.errors import PartyError
+
+
+def server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.3 server side: our certificate, and a client certificate from the CA is required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.3 client side: our certificate; the server's must come from the CA and name the peer."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    ctx.check_hostname = True
+    return ctx
+
+
+def peer_name(sock: ssl.SSLSocket) -> str:
+    """The common name of the peer's (verified) certificate."""
+    cert = sock.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return ""
+
+
+class Peer:
+    """One authenticated connection: a reader thread queues what arrives."""
+
+    def __init__(self, name: str, sock: socket.socket, timeout_s: float) -> None:
+        self.name, self.sock, self.timeout_s = name, sock, timeout_s
+        self.inbox: queue.Queue = queue.Queue()
+        self.send_lock = threading.Lock()
+        self.bytes_sent = 0
+        self.messages_sent = 0
+        sock.settimeout(None)  # the reader blocks; waits are bounded in recv()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = wire.recv(self.sock)
+                if msg.kind != wire.Kind.DATA:
+                    raise wire.WireError(f"expected DATA, got {msg.kind.name}")
+                self.inbox.put(msg.tensor)
+        except (wire.WireError, OSError, ValueError) as exc:
+            self.inbox.put(exc)
+
+    def send(self, tensor: torch.Tensor) -> None:
+        with self.send_lock:
+            self.bytes_sent += wire.send(self.sock, wire.Kind.DATA, tensor)
+            self.messages_sent += 1
+
+    def recv(self) -> torch.Tensor:
+        try:
+            item = self.inbox.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise PartyError(f"party {self.name} sent nothing within timeouts.op_s = {self.timeout_s:g} s") from None
+        if isinstance(item, Exception):
+            self.inbox.put(item)  # every later receive fails the same way
+            raise PartyError(f"connection to party {self.name} lost: {item}")
+        return item
+
+
+class _Done:
+    def wait(self) -> None:
+        return None
+
+
+class _Receive:
+    def __init__(self, fill: Callable[[], None]) -> None:
+        self._fill = fill
+
+    def wait(self) -> None:
+        self._fill()
+
+
+_COMBINE = {"SUM": torch.add, "BXOR": torch.bitwise_xor}
+
+
+def _combine_name(op: Any) -> str:
+    name = str(getattr(op, "name", op)).split(".")[-1].upper()
+    if name not in _COMBINE:
+        raise ValueError(f"reduction {op} is not supported over TLS")
+    return name
+
+
+class TlsCommunicator(Communicator):
+    """CrypTen's Communicator interface over authenticated TLS connections."""
+
+    def __init__(self, rank: int, names: Sequence[str], peers: dict[int, Peer]) -> None:
+        self.rank, self.names, self.peers = rank, list(names), peers
+        self._name = names[rank]
+        self.reset_communication_stats()
+
+    # identity
+    def get_world_size(self) -> int:
+        return len(self.names)
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_name(self) -> str:
+        return self._name
+
+    def set_name(self, name: str) -> None:
+        self._name = name
+
+    # stats: real bytes on the wire (headers included), one round per collective call
+    def reset_communication_stats(self) -> None:
+        self.comm_rounds, self.comm_bytes, self.comm_time = 0, 0, 0.0
+        for peer in getattr(self, "peers", {}).values():
+            peer.bytes_sent = peer.messages_sent = 0
+
+    def get_communication_stats(self) -> dict[str, Any]:
+        self.comm_bytes = sum(p.bytes_sent for p in self.peers.values())
+        return {"rounds": self.comm_rounds, "bytes": self.comm_bytes, "time": self.comm_time}
+
+    def bytes_per_peer(self) -> dict[str, int]:
+        return {p.name: p.bytes_sent for p in self.peers.values()}
+
+    def _round(self, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.comm_rounds += 1
+            self.comm_time += time.perf_counter() - started
+
+    def _others(self) -> list[int]:
+        return [r for r in range(len(self.names)) if r != self.rank]
+
+    # point to point
+    def send(self, tensor, dst):
+        self._round(lambda: self.peers[dst].send(tensor))
+
+    def recv(self, tensor, src=None):
+        return self._round(lambda: tensor.copy_(self.peers[src].recv()))
+
+    def isend(self, tensor, dst):
+        self.peers[dst].send(tensor)
+        return _Done()
+
+    def irecv(self, tensor, src=None):
+        return _Receive(lambda: tensor.copy_(self.peers[src].recv()))
+
+    # collectives: everyone sends first (readers absorb it), then receives
+    def broadcast(self, input, src, group=None, batched=False):
+        tensors = input if batched else [input]
+
+        def run():
+            if self.rank == src:
+                for r in self._others():
+                    for t in tensors:
+                        self.peers[r].send(t)
+            else:
+                for t in tensors:
+                    t.copy_(self.peers[src].recv())
+            return input
+
+        return self._round(run)
+
+    def _reduce(self, input, op, batched, to: list[int]) -> Any:
+        tensors = input if batched else [input]
+        combine = _COMBINE[_combine_name(op)]
+        results = [t.clone() for t in tensors]
+        if self.rank not in to:
+            for r in to:
+                for t in tensors:
+                    self.peers[r].send(t)
+            return None
+        for r in to:
+            if r != self.rank:
+                for t in tensors:
+                    self.peers[r].send(t)
+        for r in self._others():
+            for i in range(len(results)):
+                results[i] = combine(results[i], self.peers[r].recv())
+        return results if batched else results[0]
+
+    def all_reduce(self, input, op=torch.distributed.ReduceOp.SUM, batched=False):
+        return self._round(lambda: self._reduce(input, op, batched, list(range(len(self.names)))))
+
+    def reduce(self, input, dst, op=torch.distributed.ReduceOp.SUM, batched=False):
+        return self._round(lambda: self._reduce(input, op, batched, [dst]))
+
+    def all_gather(self, tensor):
+        def run():
+            for r in self._others():
+                self.peers[r].send(tensor)
+            return [tensor.clone() if r == self.rank else self.peers[r].recv() for r in range(len(self.names))]
+
+        return self._round(run)
+
+    def gather(self, tensor, dst):
+        def run():
+            if self.rank != dst:
+                self.peers[dst].send(tensor)
+                return [None]
+            return [tensor.clone() if r == self.rank else self.peers[r].recv() for r in range(len(self.names))]
+
+        return self._round(run)
+
+    def scatter(self, scatter_list, src, size=None, device=None):
+        def run():
+            if self.rank == src:
+                for r in self._others():
+                    self.peers[r].send(scatter_list[r])
+                return scatter_list[self.rank].clone()
+            return self.peers[src].recv()
+
+        return self._round(run)
+
+    def barrier(self):
+        self.all_reduce(torch.zeros(1, dtype=torch.long))
+
+    # objects would need pickle: never over the network
+    def send_obj(self, obj, dst, group=None):
+        raise RuntimeError("smpc does not send pickled objects between parties")
+
+    recv_obj = broadcast_obj = send_obj
+
+    def close(self) -> None:
+        for peer in self.peers.values():
+            try:
+                peer.sock.close()
+            except OSError:
+                pass
+
+
+def connect_mesh(
+    rank: int,
+    names: Sequence[str],
+    addresses: Sequence[tuple[str, int]],
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    connect_timeout_s: float,
+    op_timeout_s: float,
+    log: Callable[[str], None] = print,
+) -> dict[int, Peer]:
+    """Open an authenticated connection to every other party.
+
+    Lower ranks listen at their config address, higher ranks connect. Returns the
+    peers by rank; raises PartyError naming the parties missing after the timeout.
+    """
+    deadline = time.monotonic() + connect_timeout_s
+    peers: dict[int, Peer] = {}
+    lock = threading.Lock()
+    failure: list[str] = []
+    expect_from = [r for r in range(len(names)) if r > rank]
+
+    def accept_all(listener: socket.socket) -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                if all(r in peers for r in expect_from):
+                    return
+            listener.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+            try:
+                raw, address = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                raw.settimeout(max(1.0, deadline - time.monotonic()))
+                tls = server_ctx.wrap_socket(raw, server_side=True)
+                hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
+                claimed, claimed_rank, proven = str(hello.get("party")), hello.get("rank"), peer_name(tls)
+                if claimed_rank not in expect_from or names[claimed_rank] != claimed or proven != claimed:
+                    log(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
+                    tls.close()
+                    continue
+                log(f"peer {claimed} connected from {address[0]} (certificate verified)")
+                with lock:
+                    peers[claimed_rank] = Peer(claimed, tls, op_timeout_s)
+            except (ssl.SSLError, wire.WireError, OSError, ValueError) as exc:
+                log(f"refused a connection from {address[0]}: {exc}")
+                raw.close()
+
+    listener = None
+    acceptor = None
+    if expect_from:
+        host, port = addresses[rank]
+        try:
+            listener = socket.create_server((host, port))
+        except OSError as exc:
+            raise PartyError(f"{names[rank]}: cannot listen on {host}:{port}: {exc.strerror}") from None
+        acceptor = threading.Thread(target=accept_all, args=(listener,), daemon=True)
+        acceptor.start()
+    try:
+        for r in range(rank):
+            host, port = addresses[r]
+            while True:
+                try:
+                    raw = socket.create_connection((host, port), timeout=max(0.5, deadline - time.monotonic()))
+                    tls = client_ctx.wrap_socket(raw, server_hostname=names[r])
+                    wire.send_json(tls, wire.Kind.HELLO, {"party": names[rank], "rank": rank})
+                    log(f"connected to peer {names[r]} at {host}:{port} (certificate verified)")
+                    peers[r] = Peer(names[r], tls, op_timeout_s)
+                    break
+                except ssl.SSLCertVerificationError as exc:
+                    raise PartyError(f"{host}:{port} is not party {names[r]}: {exc.verify_message}") from None
+                except (OSError, ssl.SSLError):
+                    if time.monotonic() > deadline:
+                        failure.append(names[r])
+                        break
+                    time.sleep(0.2)
+        if acceptor is not None:
+            acceptor.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
+    finally:
+        if listener is not None:
+            listener.close()
+    missing = [names[r] for r in range(len(names)) if r != rank and r not in peers]
+    if missing:
+        for peer in peers.values():
+            peer.sock.close()
+        who = ", ".join(missing)
+        raise PartyError(f"part{'ies' if len(missing) > 1 else 'y'} {who} did not join within timeouts.connect_s = {connect_timeout_s:g} s")
+    return peers

@@ -1,0 +1,153 @@
+"""Keys and the mutually authenticated TLS transport: real certificates, real sockets."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness import free_port, run_parties
+from smpc import keys, transport
+from smpc.errors import PartyError
+from test_ops_mpc import evaluate_all_cases
+
+SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("keys")
+    keys.create_ca(directory)
+    for name in ("p0", "p1", "p2", "alice", "bob", "dealer"):
+        keys.issue(directory, name)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def outsiders(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("other-ca")
+    keys.create_ca(directory)
+    keys.issue(directory, "p1")  # the right name, from the wrong CA
+    return directory
+
+
+def test_keys_cli_creates_private_keys_0600_and_never_prints_them(tmp_path):
+    result = subprocess.run(SMPC + ["keys", "init", str(tmp_path / "k"), "alice", "bob"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in ("ca", "alice", "bob"):
+        mode = stat.S_IMODE((tmp_path / "k" / f"{name}.key").stat().st_mode)
+        assert mode == 0o600, f"{name}.key has mode {oct(mode)}"
+        assert (tmp_path / "k" / f"{name}.pem").exists()
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+    assert [line.split()[1] for line in result.stdout.splitlines()] == ["alice", "bob", "smpc"]
+    old = (tmp_path / "k" / "bob.pem").read_bytes(), (tmp_path / "k" / "bob.key").read_bytes()
+    rotated = subprocess.run(SMPC + ["keys", "rotate", str(tmp_path / "k"), "bob"], capture_output=True, text=True, timeout=60)
+    assert rotated.returncode == 0
+    assert (tmp_path / "k" / "bob.pem").read_bytes() != old[0] and (tmp_path / "k" / "bob.key").read_bytes() != old[1]
+    assert stat.S_IMODE((tmp_path / "k" / "bob.key").stat().st_mode) == 0o600
+    again = subprocess.run(SMPC + ["keys", "init", str(tmp_path / "k"), "carol"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "a CA exists already" in again.stderr
+
+
+def test_ops_over_tls_match_plaintext_and_reveal_to_one_party(consortium):
+    names = ["conv2d", "maxpool2d", "softmax"]
+    for world_size in (2, 3):
+        results = run_parties(evaluate_all_cases, world_size, names, tls_dir=consortium, timeout=180)
+        for name in names:
+            assert results[0][name] < 0.02, name
+            assert all(r[name] is None for r in results[1:])
+
+
+def _listen_for_p1(consortium: Path, port: int, log: list[str]) -> dict:
+    outcome: dict = {}
+
+    def serve():
+        ca, cert, key = consortium / "ca.pem", consortium / "p0.pem", consortium / "p0.key"
+        try:
+            transport.connect_mesh(
+                0, ["p0", "p1"], [("127.0.0.1", port), ("127.0.0.1", free_port())],
+                transport.server_context(ca, cert, key), transport.client_context(ca, cert, key),
+                connect_timeout_s=4, op_timeout_s=4, log=log.append,
+            )
+            outcome["result"] = "joined"
+        except PartyError as exc:
+            outcome["result"] = str(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    outcome["thread"] = thread
+    return outcome
+
+
+def _intrude(port: int, ctx, claim: str) -> None:
+    import socket
+    import time
+
+    from smpc import wire
+
+    for _ in range(50):
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=2)
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        tls = ctx.wrap_socket(raw, server_hostname="p0")
+        wire.send_json(tls, wire.Kind.HELLO, {"party": claim, "rank": 1})
+        tls.recv(1)  # the server closes on us
+    except (OSError, Exception):
+        pass
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("intruder", ["wrong CA", "no certificate", "another party's certificate"])
+def test_outsiders_cannot_join(consortium, outsiders, intruder):
+    import ssl
+
+    port = free_port()
+    log: list[str] = []
+    outcome = _listen_for_p1(consortium, port, log)
+    if intruder == "wrong CA":
+        ctx = transport.client_context(consortium / "ca.pem", outsiders / "p1.pem", outsiders / "p1.key")
+    elif intruder == "no certificate":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(consortium / "ca.pem")
+    else:  # alice's genuine certificate, claiming to be p1
+        ctx = transport.client_context(consortium / "ca.pem", consortium / "alice.pem", consortium / "alice.key")
+    _intrude(port, ctx, "p1")
+    outcome["thread"].join(timeout=30)
+    assert outcome["result"] == "party p1 did not join within timeouts.connect_s = 4 s"
+    assert any(line.startswith("refused a connection from 127.0.0.1") for line in log), log
+    if intruder == "another party's certificate":
+        assert "certificate of 'alice', claims 'p1'" in " ".join(log)
+
+
+def test_a_party_answering_with_the_wrong_certificate_is_not_trusted(consortium):
+    # p1 connects to p0's address, but whoever listens there proves to be "bob"
+    import socket
+    import ssl
+
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    server = transport.server_context(consortium / "ca.pem", consortium / "bob.pem", consortium / "bob.key")
+
+    def fake_p0():
+        conn, _ = listener.accept()
+        try:
+            server.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            pass
+
+    threading.Thread(target=fake_p0, daemon=True).start()
+    ca, cert, key = consortium / "ca.pem", consortium / "p1.pem", consortium / "p1.key"
+    with pytest.raises(PartyError, match=r"^127\.0\.0\.1:\d+ is not party p0: Hostname mismatch"):
+        transport.connect_mesh(
+            1, ["p0", "p1"], [("127.0.0.1", port), ("127.0.0.1", free_port())],
+            transport.server_context(ca, cert, key), transport.client_context(ca, cert, key), 5, 5, log=lambda s: None,
+        )
+    listener.close()
