@@ -62,6 +62,9 @@ class Peer:
 
     def __init__(self, name: str, sock: socket.socket, timeout_s: float) -> None:
         self.name, self.sock, self.timeout_s = name, sock, timeout_s
+        # CrypTen's rounds are many small messages: without this, Nagle's algorithm
+        # and delayed ACKs add tens of milliseconds to each one
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.inbox: queue.Queue = queue.Queue()
         self.send_lock = threading.Lock()
         self.bytes_sent = 0

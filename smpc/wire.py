@@ -92,8 +92,10 @@ def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
 def send(sock: socket.socket, kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> int:
     """Send one message; returns the bytes written."""
     head, data = _frame(kind, tensor, tag)
-    sock.sendall(head)
-    if len(data):
+    if len(data) <= 65536:  # small: one write (one TLS record, one segment)
+        sock.sendall(head + bytes(data))
+    else:
+        sock.sendall(head)
         sock.sendall(data)  # straight from the tensor's memory, no extra copy
     return len(head) + len(data)
 
