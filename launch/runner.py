@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from launch.processes import Child, supervise
-from smpc import artifacts, zoo
+from smpc import artifacts, model_dir, zoo
 from smpc.runfiles import audit_path, error_path, log_path, output_path, result_path, write_json
 from smpc.config import Config, load_config
 from smpc.convert import convert
@@ -64,7 +64,7 @@ class Report:
 def preflight(config: Config) -> None:
     """Check every party's files and that the model converts, before starting anyone."""
     model = zoo.build(config.model.architecture)
-    artifacts.load_weights(model, config.model_owner.weights)
+    model_dir.load_owner_weights(model, config.model_owner.weights, config.model)
     for owner in config.data_owners:
         artifacts.load_data(owner.data, config.model.input_shape)
     if config.effective_transport == "tls":
@@ -146,7 +146,7 @@ def _failure_message(config: Config, outcome) -> str:
 def _evaluate(config: Config, records: dict[str, dict[str, Any]], wall_s: float) -> Report:
     # Each data owner's rows as its receiver saw them, checked against plain PyTorch.
     model = zoo.build(config.model.architecture)
-    artifacts.load_weights(model, config.model_owner.weights)
+    model_dir.load_owner_weights(model, config.model_owner.weights, config.model)
     model.eval()
     seen, plain, labels = [], [], []
     offset = 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, ops, runfiles, session, wire, zoo
+from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, session, wire, zoo
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import convert
@@ -58,8 +58,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     torch.manual_seed(rank)
 
     model = zoo.build(config.model.architecture)
-    if rank == owner:
-        artifacts.load_weights(model, me.weights)
+    if rank == owner:  # verified first when signed: a tampered model stops everything here
+        model_dir.load_owner_weights(model, me.weights, config.model)
     dataset = artifacts.load_data(me.data, config.model.input_shape) if rank in data_ranks else None
     batch_shape = torch.Size((config.batch_size, *config.model.input_shape))
     program = convert(model, torch.zeros(batch_shape))
@@ -69,7 +69,9 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     audit.record(
         "start", rank=rank, roles=list(me.roles), transport=config.effective_transport, randomness=config.randomness,
         architecture=program.architecture_fingerprint(),
-        weights_sha256=artifacts.file_digest(me.weights) if rank == owner else None,
+        weights_sha256=artifacts.file_digest(me.weights if me.weights.is_file() else me.weights / model_dir.WEIGHTS)
+        if rank == owner
+        else None,
     )
 
     def connection_event(line: str) -> None:

@@ -11,6 +11,7 @@ commands:
   party CONFIG --name NAME        run exactly one party (one per host)
   dealer CONFIG                   run the trusted dealer of CONFIG (randomness: dealer)
   keys init|show|rotate DIR ...   consortium CA and per-party keys and certificates
+  model pack|sign|verify ...      signed model directories
 """
 
 
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from parties.program import main as party_main
 
         return party_main(rest)
+    if command == "model":
+        from smpc.model_dir import main as model_main
+
+        return model_main(rest)
     if command == "keys":
         from smpc.keys import main as keys_main
 

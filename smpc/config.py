@@ -56,6 +56,9 @@ class ModelConfig(_Section):
 
     architecture: str
     input_shape: tuple[int, ...] = Field(min_length=1)
+    # the model owner's signing public key: its weights must then be a model directory
+    # signed with the matching private key (smpc model pack + sign), checked before loading
+    public_key: Path | None = None
 
     @field_validator("input_shape")
     @classmethod
@@ -305,8 +308,9 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
 
     parties = tuple(p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data)}) for p in config.parties)
     tls = None if config.tls is None else TlsConfig(ca=resolve(config.tls.ca), certs=resolve(config.tls.certs))
+    model = config.model.model_copy(update={"public_key": resolve(config.model.public_key)})
     return config.model_copy(
-        update={"parties": parties, "run_dir": resolve(config.run_dir), "tls": tls, "source": Path(source)}
+        update={"parties": parties, "run_dir": resolve(config.run_dir), "tls": tls, "model": model, "source": Path(source)}
     )
 
 

@@ -92,6 +92,11 @@ def issue(directory: Path, name: str) -> None:
     )
     _write_private(directory / f"{name}.key", key)
     _write_public(directory / f"{name}.pem", cert)
+    # the bare public key, for checking what NAME signs (e.g. `smpc model verify`)
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    tmp = directory / f"{name}.pub.tmp"
+    tmp.write_bytes(pub)
+    os.replace(tmp, directory / f"{name}.pub")
 
 
 def describe(directory: Path) -> list[str]:

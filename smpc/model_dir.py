@@ -1,0 +1,176 @@
+"""Signed model directories: `smpc model pack | sign | verify`.
+
+A model directory holds `weights.safetensors` and `manifest.json` (format, version,
+architecture, input shape, tensor shapes). `sign` signs the whole directory with the
+model owner's elliptic-curve key using the OpenSSF model-signing standard (the
+`model-signing` package; the signature, a Sigstore bundle, is `model.sig` inside the
+directory), so anyone can also check it with `model_signing verify key`. Before a
+party loads a model directory it verifies the signature against the owner's public key
+named in the config: a changed byte, an added, removed or swapped file, a wrong key or
+a stale signature refuses the model before anything is computed. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smpc import artifacts, zoo
+from smpc.errors import ArtifactError, SmpcError
+
+FORMAT = "smpc-model"
+VERSION = 1
+WEIGHTS = "weights.safetensors"
+MANIFEST = "manifest.json"
+SIGNATURE = "model.sig"
+
+
+def _hashing():
+    from model_signing import hashing
+
+    # git files are not special here: an added .gitignore is tampering like any file
+    return hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
+
+
+def pack(architecture: str, weights: Path, input_shape: tuple[int, ...], out: Path) -> None:
+    """Write a model directory from an architecture and its weights.
+
+    Args:
+        architecture: zoo name or ``module:factory``.
+        weights: a safetensors state dict, or a ``.pt`` state dict (loaded with weights_only=True).
+        input_shape: one sample's shape.
+        out: the directory to create (must not exist yet).
+    """
+    model = zoo.build(architecture)
+    if weights.suffix == ".pt":
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ArtifactError(f"{weights}: not a loadable state dict ({exc})") from None
+        model.load_state_dict(state)
+    else:
+        artifacts.load_weights(model, weights)
+    try:
+        model.eval()(torch.zeros(1, *input_shape))
+    except Exception as exc:
+        raise ArtifactError(f"{architecture}: cannot take an input of shape {list(input_shape)}: {exc}") from None
+    if out.exists():
+        raise ArtifactError(f"{out}: already exists")
+    out.mkdir(parents=True)
+    artifacts.save_weights(model, out / WEIGHTS)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture,
+        "input_shape": list(input_shape),
+        "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def sign(directory: Path, private_key: Path) -> Path:
+    """Sign the directory with an EC private key (PEM); returns the signature's path."""
+    from model_signing import signing
+
+    if not (directory / MANIFEST).is_file():
+        raise ArtifactError(f"{directory}: not a model directory (no {MANIFEST}; run `smpc model pack`)")
+    try:
+        signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(_hashing()).sign(
+            directory, directory / SIGNATURE
+        )
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{directory}: cannot sign with {private_key}: {exc}") from None
+    return directory / SIGNATURE
+
+
+def verify(directory: Path, public_key: Path) -> dict[str, Any]:
+    """Check the directory's signature against the owner's public key; returns the manifest.
+
+    Raises ArtifactError naming the directory and what failed.
+    """
+    from model_signing import verifying
+
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: model directory not found")
+    if not (directory / SIGNATURE).is_file():
+        raise ArtifactError(f"{directory}: not signed (no {SIGNATURE})")
+    if not public_key.is_file():
+        raise ArtifactError(f"{public_key}: public key not found")
+    try:
+        verifying.Config().use_elliptic_key_verifier(public_key=public_key).set_hashing_config(_hashing()).verify(
+            directory, directory / SIGNATURE
+        )
+    except Exception as exc:  # the library raises ValueError and others for every kind of mismatch
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ArtifactError(f"{directory}: signature verification failed: {reason}") from None
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{directory / MANIFEST}: not JSON ({exc})") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise ArtifactError(f"{directory / MANIFEST}: expected format {FORMAT} version {VERSION}")
+    return manifest
+
+
+def load_verified(model: torch.nn.Module, directory: Path, public_key: Path, architecture: str, input_shape: tuple[int, ...]) -> None:
+    """Verify, check the manifest against the config, then load the weights into `model`."""
+    manifest = verify(directory, public_key)
+    if manifest.get("architecture") != architecture or tuple(manifest.get("input_shape", ())) != tuple(input_shape):
+        raise ArtifactError(
+            f"{directory}: signed for architecture {manifest.get('architecture')!r} with input shape "
+            f"{manifest.get('input_shape')}, the config says {architecture!r} with {list(input_shape)}"
+        )
+    artifacts.load_weights(model, directory / WEIGHTS)
+
+
+def load_owner_weights(model: torch.nn.Module, weights: Path, config_model: Any) -> None:
+    """The model owner's load: a signed directory, verified against model.public_key,
+    or (only when no public key is configured) a plain safetensors file."""
+    public_key = config_model.public_key
+    if weights.is_dir():
+        if public_key is None:
+            raise ArtifactError(f"{weights}: a model directory must be verified: set model.public_key in the config")
+        load_verified(model, weights, public_key, config_model.architecture, config_model.input_shape)
+    elif public_key is not None:
+        raise ArtifactError(
+            f"{weights}: model.public_key is set, so the weights must be a signed model directory "
+            "(smpc model pack, then smpc model sign)"
+        )
+    else:
+        artifacts.load_weights(model, weights)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`smpc model pack|sign|verify`."""
+    parser = argparse.ArgumentParser(prog="smpc model", description="Model directories: pack, sign, verify.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="architecture + weights -> a model directory")
+    p.add_argument("architecture")
+    p.add_argument("--weights", type=Path, required=True, help="safetensors (or .pt state dict) file")
+    p.add_argument("--input-shape", type=int, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
+    s.add_argument("directory", type=Path)
+    s.add_argument("--key", type=Path, required=True)
+    v = sub.add_parser("verify", help="check a model directory's signature")
+    v.add_argument("directory", type=Path)
+    v.add_argument("--public-key", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "pack":
+            pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
+            print(f"packed {args.out}")
+        elif args.command == "sign":
+            print(f"signed: {sign(args.directory, args.key)}")
+        else:
+            manifest = verify(args.directory, args.public_key)
+            print(f"verified: {args.directory} ({manifest['architecture']}, input {manifest['input_shape']})")
+    except SmpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
