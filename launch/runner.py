@@ -13,7 +13,7 @@ import torch
 
 from launch.processes import Child, supervise
 from smpc import artifacts, model_dir, zoo
-from smpc.runfiles import audit_path, error_path, log_path, output_path, result_path, write_json
+from smpc.runfiles import audit_path, error_path, load_outputs, log_path, output_path, result_path, write_json
 from smpc.config import Config, load_config
 from smpc.convert import convert
 from smpc.errors import ArtifactError, PartyError
@@ -153,7 +153,7 @@ def _evaluate(config: Config, records: dict[str, dict[str, Any]], wall_s: float)
     for owner in config.data_owners:
         data = artifacts.load_data(owner.data, config.model.input_shape)
         receiver = config.receivers_of(owner)[0]
-        revealed = artifacts.load_outputs(output_path(config, receiver.name))
+        revealed = load_outputs(config, receiver.name)
         if receiver.name != owner.name:  # a receiver that owns no data holds every row
             revealed = revealed[offset : offset + len(data.inputs)]
         offset += len(data.inputs)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, session, wire, zoo
+from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, sealed, session, wire, zoo
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import convert
@@ -61,6 +61,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     if rank == owner:  # verified first when signed: a tampered model stops everything here
         model_dir.load_owner_weights(model, me.weights, config.model)
     dataset = artifacts.load_data(me.data, config.model.input_shape) if rank in data_ranks else None
+    if me.storage_key is not None:
+        sealed.load_key(me.storage_key)  # a missing or exposed key fails now, not after the run
     batch_shape = torch.Size((config.batch_size, *config.model.input_shape))
     program = convert(model, torch.zeros(batch_shape))
     del model  # from here on the weights exist only as shares
@@ -164,7 +166,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         record["dealer_bytes_received"] = stream.bytes_received
     if mine:
         outputs = torch.cat(mine)
-        artifacts.save_outputs(runfiles.output_path(config, name), outputs)
+        record["output_file"] = str(runfiles.save_outputs(config, name, outputs))
         record["output_rows"] = len(outputs)
         if dataset is not None and dataset.labels is not None and len(outputs) == len(dataset.labels):
             record["accuracy_mpc"] = float((outputs.argmax(1) == dataset.labels).float().mean())

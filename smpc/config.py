@@ -33,6 +33,8 @@ class PartyConfig(_Section):
     roles: tuple[Role, ...] = ()
     weights: Path | None = None  # model owner only: safetensors file of the weights
     data: Path | None = None  # data owner only: safetensors file with `inputs` (and `labels`)
+    # AES-256 key (32 bytes, mode 0600) that seals what this party keeps on disk
+    storage_key: Path | None = None
 
     @field_validator("name")
     @classmethod
@@ -306,7 +308,10 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
-    parties = tuple(p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data)}) for p in config.parties)
+    parties = tuple(
+        p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data), "storage_key": resolve(p.storage_key)})
+        for p in config.parties
+    )
     tls = None if config.tls is None else TlsConfig(ca=resolve(config.tls.ca), certs=resolve(config.tls.certs))
     model = config.model.model_copy(update={"public_key": resolve(config.model.public_key)})
     return config.model_copy(

@@ -97,6 +97,11 @@ def issue(directory: Path, name: str) -> None:
     tmp = directory / f"{name}.pub.tmp"
     tmp.write_bytes(pub)
     os.replace(tmp, directory / f"{name}.pub")
+    storage = directory / f"{name}.storage"
+    if not storage.exists():  # the AES key that seals NAME's files at rest; kept on rotation
+        from smpc.sealed import create_key
+
+        create_key(storage)
 
 
 def describe(directory: Path) -> list[str]:

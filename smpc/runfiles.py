@@ -22,8 +22,35 @@ def error_path(config: Config, name: str) -> Path:
 
 
 def output_path(config: Config, name: str) -> Path:
-    """The outputs revealed to receiver `name` (safetensors)."""
-    return config.run_dir / f"{name}.output.safetensors"
+    """The outputs revealed to receiver `name`: safetensors, or sealed (AES-256-GCM)
+    when the party has a storage key."""
+    sealed_ = config.parties[config.rank_of(name)].storage_key is not None
+    return config.run_dir / f"{name}.output.{'sealed' if sealed_ else 'safetensors'}"
+
+
+def save_outputs(config: Config, name: str, outputs: Any) -> Path:
+    """Write receiver `name`'s revealed outputs, sealed under its storage key if it has one."""
+    from smpc import artifacts, sealed
+
+    path = output_path(config, name)
+    key_file = config.parties[config.rank_of(name)].storage_key
+    if key_file is None:
+        artifacts.save_outputs(path, outputs)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sealed.seal(path, {"outputs": outputs}, sealed.load_key(key_file), {"party": name, "kind": "outputs", "rows": len(outputs)})
+    return path
+
+
+def load_outputs(config: Config, name: str) -> Any:
+    """Read back what save_outputs wrote (needs the party's storage key if sealed)."""
+    from smpc import artifacts, sealed
+
+    path = output_path(config, name)
+    key_file = config.parties[config.rank_of(name)].storage_key
+    if key_file is None:
+        return artifacts.load_outputs(path)
+    return sealed.unseal(path, sealed.load_key(key_file))[0]["outputs"]
 
 
 def log_path(config: Config, name: str) -> Path:

@@ -1,0 +1,100 @@
+"""Encryption at rest: sealed files round-trip, and refuse wrong keys and any alteration."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+from smpc import sealed
+from smpc.errors import ArtifactError
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "alice.storage"
+    sealed.create_key(path)
+    return path
+
+
+def _sealed(tmp_path, key_file):
+    path = tmp_path / "shares.sealed"
+    tensors = {"a": torch.arange(6, dtype=torch.long).view(2, 3) - 2**62, "b": torch.rand(4)}
+    sealed.seal(path, tensors, sealed.load_key(key_file), {"party": "alice", "kind": "outputs"})
+    return path, tensors
+
+
+def test_round_trip_and_file_modes(tmp_path, key_file):
+    path, tensors = _sealed(tmp_path, key_file)
+    got, meta = sealed.unseal(path, sealed.load_key(key_file))
+    assert meta == {"party": "alice", "kind": "outputs"}
+    assert all(torch.equal(got[k], tensors[k]) for k in tensors)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert b"alice" in path.read_bytes() and tensors["a"].numpy().tobytes() not in path.read_bytes()
+
+
+def test_wrong_key(tmp_path, key_file):
+    path, _ = _sealed(tmp_path, key_file)
+    other = tmp_path / "bob.storage"
+    sealed.create_key(other)
+    with pytest.raises(ArtifactError, match="cannot decrypt: wrong key, or the file was altered"):
+        sealed.unseal(path, sealed.load_key(other))
+
+
+@pytest.mark.parametrize("where", ["metadata", "nonce", "ciphertext", "tag"])
+def test_any_altered_byte_is_refused(tmp_path, key_file, where):
+    path, _ = _sealed(tmp_path, key_file)
+    data = bytearray(path.read_bytes())
+    meta_len = int.from_bytes(data[9:13], "little")
+    offset = {"metadata": 13 + 2, "nonce": 13 + meta_len + 3, "ciphertext": 13 + meta_len + 12 + 5, "tag": len(data) - 1}[where]
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="cannot decrypt: wrong key, or the file was altered"):
+        sealed.unseal(path, sealed.load_key(key_file))
+
+
+def test_truncated_and_foreign_files(tmp_path, key_file):
+    path, _ = _sealed(tmp_path, key_file)
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ArtifactError, match="truncated sealed file"):
+        sealed.unseal(path, sealed.load_key(key_file))
+    path.write_bytes(b"\x80\x04 a pickle")
+    with pytest.raises(ArtifactError, match="not a sealed smpc file"):
+        sealed.unseal(path, sealed.load_key(key_file))
+
+
+def test_key_files_are_checked(tmp_path, key_file):
+    os.chmod(key_file, 0o644)
+    with pytest.raises(ArtifactError, match=r"accessible to other users \(chmod 600 it\)"):
+        sealed.load_key(key_file)
+    short = tmp_path / "short.key"
+    short.write_bytes(b"123")
+    os.chmod(short, 0o600)
+    with pytest.raises(ArtifactError, match="must be 32 bytes, found 3"):
+        sealed.load_key(short)
+    with pytest.raises(FileExistsError):
+        sealed.create_key(key_file)  # never overwrites a key
+
+
+def test_a_receiver_with_a_storage_key_keeps_its_outputs_sealed(tmp_path):
+    from harness import write_config
+    from launch import load_config, run
+    from smpc.runfiles import output_path
+
+    sealed.create_key(tmp_path / "alice.storage")
+    sealed.create_key(tmp_path / "bob.storage")
+    config_path = write_config(tmp_path, samples=20, batch_size=10)
+    text = config_path.read_text().replace("roles:\n  - data_owner\n  - output\n", f"roles:\n  - data_owner\n  - output\n  storage_key: {tmp_path / 'alice.storage'}\n", 1)
+    config_path.write_text(text)
+    config = load_config(config_path)
+    assert config.parties[0].storage_key == tmp_path / "alice.storage"
+    report = run(config, echo=False)
+    assert report.agreement >= 0.99  # the launcher read them back with alice's key
+    path = output_path(config, "alice")
+    assert path.name == "alice.output.sealed" and not (tmp_path / "run" / "alice.output.safetensors").exists()
+    outputs, meta = sealed.unseal(path, sealed.load_key(tmp_path / "alice.storage"))
+    assert outputs["outputs"].shape == (20, 10) and meta == {"party": "alice", "kind": "outputs", "rows": 20}
+    with pytest.raises(ArtifactError, match="wrong key"):
+        sealed.unseal(path, sealed.load_key(tmp_path / "bob.storage"))
