@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, sealed, session, wire, zoo
+from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, sealed, session, share_cache, wire, zoo
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import convert
@@ -71,9 +71,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     audit.record(
         "start", rank=rank, roles=list(me.roles), transport=config.effective_transport, randomness=config.randomness,
         architecture=program.architecture_fingerprint(),
-        weights_sha256=artifacts.file_digest(me.weights if me.weights.is_file() else me.weights / model_dir.WEIGHTS)
-        if rank == owner
-        else None,
+        weights_sha256=share_cache.weights_digest(me.weights, model_dir.WEIGHTS) if rank == owner else None,
     )
 
     def connection_event(line: str) -> None:
@@ -105,7 +103,13 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         ]
         samples = sum(counts)
         batches = range(0, samples, config.batch_size)
-        params = session.share_parameters(program, owner)
+        if config.share_cache:
+            params = share_cache.load_or_share(
+                program, runfiles.shares_path(config, name), me.storage_key, config.names, owner,
+                share_cache.weights_digest(me.weights, model_dir.WEIGHTS) if rank == owner else None, audit.record,
+            )
+        else:
+            params = session.share_parameters(program, owner)
 
         offline_start = time.perf_counter()
         if stream is not None:  # party 0 asks for the material and waits for batch 0's

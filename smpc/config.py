@@ -132,6 +132,8 @@ class Config(_Section):
     protocol: ProtocolConfig = ProtocolConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
     run_dir: Path = Path("runs")
+    # keep each party's shares of the model sealed in run_dir and reuse them next run
+    share_cache: bool = False
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
     @field_validator("parties")
@@ -178,6 +180,10 @@ class Config(_Section):
             problems.append("dealer: only allowed when randomness is 'dealer'")
         if self.dealer is not None and (self.dealer.host, self.dealer.port) in addresses:
             problems.append(f"dealer: address {self.dealer.host}:{self.dealer.port} is also a party's address")
+        if self.share_cache:
+            for i, p in enumerate(self.parties):
+                if p.storage_key is None:
+                    problems.append(f"parties[{i}].storage_key: required when share_cache is true (the shares are sealed)")
         if self.effective_transport == "tls" and self.tls is None:
             problems.append("tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)")
         if problems:

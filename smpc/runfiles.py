@@ -53,6 +53,11 @@ def load_outputs(config: Config, name: str) -> Any:
     return sealed.unseal(path, sealed.load_key(key_file))[0]["outputs"]
 
 
+def shares_path(config: Config, name: str) -> Path:
+    """Party `name`'s sealed shares of the model (share_cache)."""
+    return config.run_dir / f"{name}.shares.sealed"
+
+
 def log_path(config: Config, name: str) -> Path:
     """Process `name`'s console output, as relayed by the launcher."""
     return config.run_dir / f"{name}.log"

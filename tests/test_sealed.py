@@ -98,3 +98,47 @@ def test_a_receiver_with_a_storage_key_keeps_its_outputs_sealed(tmp_path):
     assert outputs["outputs"].shape == (20, 10) and meta == {"party": "alice", "kind": "outputs", "rows": 20}
     with pytest.raises(ArtifactError, match="wrong key"):
         sealed.unseal(path, sealed.load_key(tmp_path / "bob.storage"))
+
+
+def test_shares_are_kept_sealed_and_reused_across_runs(tmp_path):
+    import json
+
+    from harness import WEIGHTS, write_config
+    from launch import load_config, run
+    from smpc import artifacts, zoo
+
+    for name in ("alice", "bob"):
+        sealed.create_key(tmp_path / f"{name}.storage")
+    config_path = write_config(tmp_path, samples=20, batch_size=10, share_cache=True)
+    doc = config_path.read_text()
+    doc = doc.replace("  - data_owner\n  - output\n", f"  - data_owner\n  - output\n  storage_key: {tmp_path / 'alice.storage'}\n", 1)
+    doc = doc.replace("  - model_owner\n", f"  - model_owner\n  storage_key: {tmp_path / 'bob.storage'}\n", 1)
+    config_path.write_text(doc)
+
+    def events(name):
+        lines = (tmp_path / "run" / f"{name}.audit.jsonl").read_text().splitlines()
+        return [json.loads(line)["event"] for line in lines]
+
+    first = run(load_config(config_path), echo=False)
+    assert "shares_sealed" in events("alice") and "shares_sealed" in events("bob")
+    second = run(load_config(config_path), echo=False)
+    assert "shares_reused" in events("alice") and "shares_reused" in events("bob")
+    assert second.agreement >= 0.99 and abs(second.max_abs_error - first.max_abs_error) < 0.05
+
+    # new weights at the owner: the old shares no longer fit, and are replaced
+    torch.manual_seed(11)
+    artifacts.save_weights(zoo.build("digits_cnn"), tmp_path / "new.safetensors")
+    config_path.write_text(config_path.read_text().replace(str(WEIGHTS), str(tmp_path / "new.safetensors")))
+    third = run(load_config(config_path), echo=False)
+    assert "shares_sealed" in events("bob") and "shares_reused" not in events("bob")
+    assert third.agreement >= 0.99
+
+    # an altered cache file is an error, not a silent re-share
+    shares = tmp_path / "run" / "bob.shares.sealed"
+    data = bytearray(shares.read_bytes())
+    data[-5] ^= 1
+    shares.write_bytes(bytes(data))
+    from smpc.errors import PartyError
+
+    with pytest.raises(PartyError, match=r"party bob failed \(exit code 2\): .*bob\.shares\.sealed: cannot decrypt"):
+        run(load_config(config_path), echo=False)
