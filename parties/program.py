@@ -67,11 +67,11 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     program = convert(model, torch.zeros(batch_shape))
     del model  # from here on the weights exist only as shares
     fields = agreement.fields(config, program)
+    weights_sha256 = share_cache.weights_digest(me.weights, model_dir.WEIGHTS) if rank == owner else None
     audit = AuditLog(runfiles.audit_path(config, name), name)
     audit.record(
         "start", rank=rank, roles=list(me.roles), transport=config.effective_transport, randomness=config.randomness,
-        architecture=program.architecture_fingerprint(),
-        weights_sha256=share_cache.weights_digest(me.weights, model_dir.WEIGHTS) if rank == owner else None,
+        architecture=program.architecture_fingerprint(), weights_sha256=weights_sha256,
     )
 
     def connection_event(line: str) -> None:
@@ -79,24 +79,22 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         audit.record("refused" if line.startswith("refused") else "peer", message=line)
 
     started = time.perf_counter()
-    stream = None
-    provider_name = "TFP"
-    if config.randomness == "dealer":
-        seed, dealer_sock = dealer.connect(config, rank, fields)
-        stream = MaterialStream(dealer_sock, config.timeouts.op_s) if dealer_sock is not None else None
-        party_provider = PartyProvider()
-        party_provider.bind(rank, seed, stream)
-        compat.register_provider(PROVIDER_NAME, party_provider)
-        provider_name = PROVIDER_NAME
     if config.effective_transport == "gloo" and config.multi_host:
         print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
     with session.joined(
         rank, config.names, [(p.host, p.port) for p in config.parties],
         config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
-        provider_name, config.protocol.functions.model_dump(),
+        PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
         tls=config.tls_files(name) if config.effective_transport == "tls" else None, log=connection_event,
     ):
         agreement.check_parties(config, fields)
+        stream = None
+        if config.randomness == "dealer":  # after the parties agree, before any tuple is used
+            seed, dealer_sock = dealer.connect(config, rank, fields)
+            stream = MaterialStream(dealer_sock, config.timeouts.op_s, config.timeouts.run_s) if dealer_sock else None
+            party_provider = PartyProvider()
+            party_provider.bind(rank, seed, stream)
+            compat.register_provider(PROVIDER_NAME, party_provider)
         joined_s = time.perf_counter() - started
         counts = [
             session.broadcast_int(None if dataset is None else len(dataset.inputs), r) for r in data_ranks
@@ -106,7 +104,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         if config.share_cache:
             params = share_cache.load_or_share(
                 program, runfiles.shares_path(config, name), me.storage_key, config.names, owner,
-                share_cache.weights_digest(me.weights, model_dir.WEIGHTS) if rank == owner else None, audit.record,
+                weights_sha256, audit.record,
             )
         else:
             params = session.share_parameters(program, owner)

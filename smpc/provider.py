@@ -58,9 +58,10 @@ class MaterialStream:
     (the dealer then blocks on the connection until party 0 has used one).
     """
 
-    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket, timeout_s: float, offline_timeout_s: float) -> None:
         self._sock = sock
         self._timeout_s = timeout_s
+        self._offline_timeout_s = offline_timeout_s
         self._ready: list[list[tuple[bytes, torch.Tensor]] | Exception] = []
         self._limit = 1
         self._announced = 0  # batches the dealer prepares ahead (0 until batch 0 arrives)
@@ -109,8 +110,8 @@ class MaterialStream:
             return failed or (self._announced and len(self._ready) >= min(batches, self._announced))
 
         with self._cond:
-            if not self._cond.wait_for(arrived, timeout=self._timeout_s * max(1, self._announced or 1) + 60):
-                raise PartyError(f"dealer sent no material within timeouts.op_s = {self._timeout_s:g} s")
+            if not self._cond.wait_for(arrived, timeout=self._offline_timeout_s):
+                raise PartyError(f"the dealer's offline phase did not finish within {self._offline_timeout_s:g} s")
 
     def next_batch(self) -> None:
         """Switch to the next batch's corrections (waits at most the op timeout)."""

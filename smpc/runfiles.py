@@ -24,8 +24,12 @@ def error_path(config: Config, name: str) -> Path:
 def output_path(config: Config, name: str) -> Path:
     """The outputs revealed to receiver `name`: safetensors, or sealed (AES-256-GCM)
     when the party has a storage key."""
-    sealed_ = config.parties[config.rank_of(name)].storage_key is not None
-    return config.run_dir / f"{name}.output.{'sealed' if sealed_ else 'safetensors'}"
+    return config.run_dir / f"{name}.output.{'sealed' if _storage_key(config, name) else 'safetensors'}"
+
+
+def _storage_key(config: Config, name: str) -> Path | None:
+    # the dealer is no party: it has no storage key and receives no outputs
+    return next((p.storage_key for p in config.parties if p.name == name), None)
 
 
 def save_outputs(config: Config, name: str, outputs: Any) -> Path:
@@ -33,7 +37,7 @@ def save_outputs(config: Config, name: str, outputs: Any) -> Path:
     from smpc import artifacts, sealed
 
     path = output_path(config, name)
-    key_file = config.parties[config.rank_of(name)].storage_key
+    key_file = _storage_key(config, name)
     if key_file is None:
         artifacts.save_outputs(path, outputs)
     else:
@@ -47,7 +51,7 @@ def load_outputs(config: Config, name: str) -> Any:
     from smpc import artifacts, sealed
 
     path = output_path(config, name)
-    key_file = config.parties[config.rank_of(name)].storage_key
+    key_file = _storage_key(config, name)
     if key_file is None:
         return artifacts.load_outputs(path)
     return sealed.unseal(path, sealed.load_key(key_file))[0]["outputs"]

@@ -173,7 +173,8 @@ def reveal(value: crypten.CrypTensor, receivers: list[int], entitled: Sequence[i
 
 
 def communication_stats() -> dict[str, float]:
-    """Rounds and bytes this party has sent, as counted by CrypTen (8 bytes per element)."""
+    """Rounds and bytes this party has sent: CrypTen's estimate over gloo (8 bytes per
+    element), the bytes really written to the sockets over TLS."""
     stats = crypten.communicator.get().get_communication_stats()
     return {"rounds": int(stats["rounds"]), "bytes_sent": int(stats["bytes"]), "comm_time_s": float(stats["time"])}
 

@@ -126,15 +126,21 @@ def test_dealer_refuses_a_party_whose_settings_differ(tmp_path):
     write_config(tmp_path, samples=8, batch_size=8, dealer=True, timeouts={"connect_s": 20, "op_s": 10, "run_s": 60})
     base = tmp_path / "config.yaml"
     other = _variant(tmp_path, "other.yaml", **{"protocol": {"precision_bits": 20}})
-    procs = {"dealer": _start("dealer", str(base)), "alice": _start("party", str(other), "--name", "alice")}
+    # the parties agree among themselves (both use `other`); the dealer does not
+    procs = {
+        "dealer": _start("dealer", str(base)),
+        "alice": _start("party", str(other), "--name", "alice"),
+        "bob": _start("party", str(other), "--name", "bob"),
+    }
     try:
         results = {name: p.communicate(timeout=90) for name, p in procs.items()}
     finally:
         for p in procs.values():
             p.kill()
     assert procs["dealer"].returncode == 2 and procs["alice"].returncode == 2
-    assert "agreement check failed: protocol.precision_bits differs between the dealer and alice" in results["dealer"][1]
-    assert "dealer refused alice: agreement check failed: protocol.precision_bits" in results["alice"][1]
+    assert "agreement check failed: protocol.precision_bits differs between the dealer and" in results["dealer"][1]
+    refused = [n for n in ("alice", "bob") if "agreement check failed: protocol.precision_bits differs between the dealer" in results[n][1]]
+    assert refused, results
 
 
 def test_parties_whose_settings_differ_stop_together(tmp_path):

@@ -46,6 +46,8 @@ def _kill_during_inference(tmp_path: Path, victim: str, rng: random.Random) -> N
             outcome["error"] = "the run succeeded"
         except PartyError as exc:
             outcome["error"] = str(exc)
+        except Exception as exc:  # e.g. a preflight error: fail fast, with its reason
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
         outcome["ended"] = time.monotonic()
 
     thread = threading.Thread(target=launch_it)
@@ -53,6 +55,7 @@ def _kill_during_inference(tmp_path: Path, victim: str, rng: random.Random) -> N
     log = config.run_dir / "alice.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (log.exists() and "batch/s" in log.read_text()):
+        assert "ended" not in outcome, outcome.get("error")  # the run ended before the kill
         time.sleep(0.1)  # inference is under way once the progress bar shows a rate
     time.sleep(rng.uniform(0.0, 2.0))
     os.kill(_pid_of(config.source, victim), signal.SIGKILL)
@@ -102,11 +105,11 @@ def test_a_missing_first_party_is_named_by_the_others(tmp_path):
 def test_a_dealer_that_never_comes_is_named(tmp_path):
     config = write_config(tmp_path, dealer=True, timeouts={"connect_s": 3, "op_s": 5, "run_s": 60})
     dealer = load_config(config).dealer
-    result = _run_alone(["party", str(config), "--name", "alice"])
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"error: the dealer at {dealer.host}:{dealer.port} did not answer within timeouts.connect_s = 3 s"
-    )
+    procs = [subprocess.Popen(SMPC + ["party", str(config), "--name", n], stderr=subprocess.PIPE, text=True) for n in ("alice", "bob")]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    for p, err in zip(procs, errors):
+        assert p.returncode == 2
+        assert err.strip() == f"error: the dealer at {dealer.host}:{dealer.port} did not answer within timeouts.connect_s = 3 s"
 
 
 def test_dealer_names_the_parties_that_never_connect(tmp_path):

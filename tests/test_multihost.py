@@ -85,6 +85,8 @@ while time.monotonic() < end:
     except (OSError, wire.WireError) as exc:
         print(f"mallory: refused ({type(exc).__name__})")
     break
+else:
+    print("mallory: never reached alice")
 """
 
 
@@ -126,7 +128,7 @@ def test_joint_inference_across_network_namespaces_over_tls(tmp_path, hosts):
         "mallory": in_ns("mallory", "-c", MALLORY, str(certs / "ca.pem"), str(foreign / "bob.pem"), str(foreign / "bob.key"), hosts["alice"][1], "29600"),
     }
     procs["dealer"] = in_ns("dealer", "-m", "smpc.dealer", str(config))
-    time.sleep(4)  # mallory knocks as soon as alice listens, before the real bob starts
+    time.sleep(8)  # alice listens at once; mallory knocks before the real bob even starts
     procs["bob"] = in_ns("bob", "-m", "parties", str(config), "--name", "bob", "--no-progress")
     procs["carol"] = in_ns("carol", "-m", "parties", str(config), "--name", "carol", "--no-progress")
     try:
