@@ -146,6 +146,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                 offset += n
         online_s = time.perf_counter() - online_start
         stats = session.communication_stats()
+        per_peer = session.bytes_per_peer()
         if stream is not None:
             try:  # all material has arrived: a dealer gone by now no longer matters
                 wire.send_json(dealer_sock, wire.Kind.BYE, {})
@@ -163,6 +164,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         "wall_s": round(time.perf_counter() - started, 4),
         **stats,
     }
+    if per_peer is not None:
+        record["bytes_per_peer"] = per_peer
     if stream is not None:
         record["dealer_wait_s"] = round(stream.wait_s, 4)
         record["dealer_bytes_received"] = stream.bytes_received

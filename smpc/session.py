@@ -179,6 +179,12 @@ def communication_stats() -> dict[str, float]:
     return {"rounds": int(stats["rounds"]), "bytes_sent": int(stats["bytes"]), "comm_time_s": float(stats["time"])}
 
 
+def bytes_per_peer() -> dict[str, int] | None:
+    """Bytes sent to each peer by name (TLS transport), None over gloo (it does not say)."""
+    communicator = crypten.communicator.get()
+    return communicator.bytes_per_peer() if hasattr(communicator, "bytes_per_peer") else None
+
+
 def barrier() -> None:
     """Wait until every party reaches this point."""
     crypten.communicator.get().barrier()

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import free_port, run_parties
 from smpc import keys, transport
@@ -51,6 +52,22 @@ def test_keys_cli_creates_private_keys_0600_and_never_prints_them(tmp_path):
     assert stat.S_IMODE((tmp_path / "k" / "bob.key").stat().st_mode) == 0o600
     again = subprocess.run(SMPC + ["keys", "init", str(tmp_path / "k"), "carol"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "a CA exists already" in again.stderr
+
+
+def _per_peer(rank: int, world_size: int) -> dict:
+    from smpc import session
+
+    x = session.share_input(torch.ones(1000) if rank == 0 else None, torch.Size((1000,)), 0)
+    session.reveal(x * x, [0])
+    return session.bytes_per_peer()
+
+
+def test_bytes_are_counted_per_peer(consortium):
+    counts = run_parties(_per_peer, 3, tls_dir=consortium, timeout=120)
+    assert set(counts[0]) == {"p1", "p2"} and set(counts[1]) == {"p0", "p2"}
+    # the reveal goes to p0 only: p1 and p2 send their 1000-element shares to p0
+    assert counts[1]["p0"] > 8000 and counts[2]["p0"] > 8000
+    assert counts[1]["p0"] > counts[1]["p2"]
 
 
 def test_ops_over_tls_match_plaintext_and_reveal_to_one_party(consortium):
