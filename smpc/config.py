@@ -235,12 +235,6 @@ class Config(_Section):
         """(CA certificate, NAME's certificate, NAME's private key)."""
         return self.tls.ca, self.tls.certs / f"{name}.pem", self.tls.certs / f"{name}.key"
 
-    @property
-    def rendezvous(self) -> str:
-        """torch.distributed init method: a TCP store at the first party's address."""
-        first = self.parties[0]
-        return f"tcp://{first.host}:{first.port}"
-
 
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""

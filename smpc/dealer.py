@@ -98,6 +98,7 @@ def _tls_contexts(config: Config, name: str):
 def _accept_parties(config: Config, listener: socket.socket, expected: dict[str, str]) -> dict[int, socket.socket]:
     # over TLS a party must also prove, by its certificate, the name it claims
     server_ctx = _tls_contexts(config, "dealer")[0] if config.effective_transport == "tls" else None
+    audit = AuditLog(runfiles.audit_path(config, "dealer"), "dealer")
     conns: dict[int, socket.socket] = {}
     deadline = time.monotonic() + config.timeouts.connect_s
     while len(conns) < len(config.parties):
@@ -120,7 +121,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
                 proven = peer_name(conn)
             except (ssl.SSLError, OSError) as exc:
                 print(f"refused a connection from {address[0]}: {exc}", flush=True)
-                AuditLog(runfiles.audit_path(config, "dealer"), "dealer").record("refused", address=address[0], reason=str(exc))
+                audit.record("refused", address=address[0], reason=str(exc))
                 conn.close()
                 continue
         try:
@@ -128,7 +129,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             name, rank = str(hello.get("party")), hello.get("rank")
             if proven is not None and proven != name:
                 print(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {name!r}", flush=True)
-                AuditLog(runfiles.audit_path(config, "dealer"), "dealer").record(
+                audit.record(
                     "refused", address=address[0], reason=f"certificate of {proven!r}, claims {name!r}"
                 )
                 conn.close()
@@ -146,7 +147,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             conn.close()
             raise PartyError(str(exc)) from None
         print(f"party {name} connected from {address[0]}", flush=True)
-        AuditLog(runfiles.audit_path(config, "dealer"), "dealer").record("peer", party=name, address=address[0], tls=proven is not None)
+        audit.record("peer", party=name, address=address[0], tls=proven is not None)
         conns[rank] = conn
     return conns
 

@@ -23,7 +23,7 @@ def test_shipped_config_loads_and_resolves_paths():
     assert config.model_owner.name == "bob" and [p.name for p in config.data_owners] == ["alice"]
     assert config.model_owner.weights == ROOT / "models" / "digits_cnn.safetensors"
     assert config.data_owners[0].data == ROOT / "data" / "digits-test.safetensors"
-    assert config.rendezvous == "tcp://127.0.0.1:29610"
+    assert [(p.host, p.port) for p in config.parties] == [("127.0.0.1", 29610), ("127.0.0.1", 29611)]
     assert config.rank_of("bob") == 1
 
 
