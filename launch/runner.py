@@ -61,8 +61,10 @@ class Report:
         return "\n".join(lines)
 
 
-def preflight(config: Config) -> None:
-    """Check every party's files and that the model converts, before starting anyone."""
+def preflight(config: Config) -> torch.nn.Module:
+    """Check every party's files and that the model converts, before starting anyone.
+
+    Returns the owner's model (verified and loaded), kept for the plaintext reference."""
     model = zoo.build(config.model.architecture)
     model_dir.load_owner_weights(model, config.model_owner.weights, config.model)
     for owner in config.data_owners:
@@ -73,6 +75,7 @@ def preflight(config: Config) -> None:
                 if not path.is_file():
                     raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
     convert(model, torch.zeros(config.batch_size, *config.model.input_shape))
+    return model
 
 
 def run(config: Config | str | Path, report_path: str | Path | None = None, echo: bool = True) -> Report:
@@ -89,7 +92,7 @@ def run(config: Config | str | Path, report_path: str | Path | None = None, echo
     """
     if not isinstance(config, Config):
         config = load_config(config)
-    preflight(config)
+    model = preflight(config)
     if config.randomness == "local":
         print(
             "warning: randomness is 'local' (CrypTen's TFP): every party can derive the Beaver triples, "
@@ -119,7 +122,7 @@ def run(config: Config | str | Path, report_path: str | Path | None = None, echo
         raise PartyError(_failure_message(config, outcome))
 
     records = {name: json.loads(result_path(config, name).read_text()) for name in config.names}
-    report = _evaluate(config, records, wall_s)
+    report = _evaluate(config, model, records, wall_s)
     if report_path is not None:
         write_json(Path(report_path), json.loads(report.to_json()))
     return report
@@ -143,10 +146,8 @@ def _failure_message(config: Config, outcome) -> str:
     return "\n".join(lines)
 
 
-def _evaluate(config: Config, records: dict[str, dict[str, Any]], wall_s: float) -> Report:
+def _evaluate(config: Config, model: torch.nn.Module, records: dict[str, dict[str, Any]], wall_s: float) -> Report:
     # Each data owner's rows as its receiver saw them, checked against plain PyTorch.
-    model = zoo.build(config.model.architecture)
-    model_dir.load_owner_weights(model, config.model_owner.weights, config.model)
     model.eval()
     seen, plain, labels = [], [], []
     offset = 0

@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import time
-import traceback
 from typing import Any
 
 import torch
@@ -21,7 +20,6 @@ from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles,
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import convert
-from smpc.errors import SmpcError
 from smpc.execute import run_program
 from smpc.provider import PROVIDER_NAME, MaterialStream, PartyProvider
 
@@ -67,7 +65,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     program = convert(model, torch.zeros(batch_shape))
     del model  # from here on the weights exist only as shares
     fields = agreement.fields(config, program)
-    weights_sha256 = share_cache.weights_digest(me.weights, model_dir.WEIGHTS) if rank == owner else None
+    weights_sha256 = artifacts.file_digest(model_dir.weights_file(me.weights)) if rank == owner else None
     audit = AuditLog(runfiles.audit_path(config, name), name)
     audit.record(
         "start", rank=rank, roles=list(me.roles), transport=config.effective_transport, randomness=config.randomness,
@@ -195,22 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         config.rank_of(args.name)
         record = run_party(config, args.name, progress=not args.no_progress)
-    except SmpcError as exc:
-        return _fail(config, args.name, str(exc), code=2)
-    except Exception as exc:  # a peer vanished, gloo gave up, a bug: report, don't hang
-        traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return _fail(config, args.name, f"{type(exc).__name__}: {first}", code=1)
+    except Exception as exc:
+        # an unknown --name gets no error file: there is no such process to report on
+        known = config is not None and args.name in config.names
+        return runfiles.fail(config if known else None, args.name, exc)
     summary = {k: record[k] for k in ("samples", "online_s", "bytes_sent", "rounds")}
     if "accuracy_mpc" in record:
         summary["accuracy_mpc"] = round(record["accuracy_mpc"], 4)
     print(f"done: {json.dumps(summary)}", flush=True)
     return 0
 
-
-def _fail(config: Config | None, name: str, message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    runfiles.record_error(config, name, message)
-    if config is not None and name in config.names:
-        AuditLog(runfiles.audit_path(config, name), name).record("failure", message=message)
-    return code

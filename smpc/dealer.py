@@ -26,7 +26,7 @@ from smpc import agreement, compat, randomness, runfiles, wire, zoo
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program, convert
-from smpc.errors import PartyError, SmpcError
+from smpc.errors import PartyError, no_show
 from smpc.execute import run_program
 from smpc.provider import PROVIDER_NAME, TracingProvider
 
@@ -107,10 +107,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             conn, address = listener.accept()
         except socket.timeout:
             missing = [p.name for r, p in enumerate(config.parties) if r not in conns]
-            raise PartyError(
-                f"dealer: part{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} did not connect "
-                f"within timeouts.connect_s = {config.timeouts.connect_s:g} s"
-            ) from None
+            raise PartyError(f"dealer: {no_show(missing, 'did not connect', config.timeouts.connect_s)}") from None
         conn.settimeout(config.timeouts.op_s)
         proven = None
         if server_ctx is not None:
@@ -266,18 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.dealer is None:
             raise PartyError(f"{config.source}: randomness is 'local': this config has no dealer")
         summary = serve(config)
-    except SmpcError as exc:
-        runfiles.record_error(config, "dealer", str(exc))
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except Exception as exc:  # a bug: report it, and stop
-        import traceback
-
-        traceback.print_exc()
-        message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-        runfiles.record_error(config, "dealer", message)
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        return 1
+    except Exception as exc:
+        return runfiles.fail(config, "dealer", exc)
     print(f"done: {json.dumps(summary)}", flush=True)
     return 0
 

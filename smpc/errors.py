@@ -23,3 +23,9 @@ class UnsupportedOpError(ConversionError):
 
 class PartyError(SmpcError):
     """A party process failed, or the run as a whole did not finish."""
+
+
+def no_show(missing: list[str], verb: str, timeout_s: float) -> PartyError:
+    """`party bob did not join within timeouts.connect_s = 60 s` (plural when several)."""
+    who = f"part{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}"
+    return PartyError(f"{who} {verb} within timeouts.connect_s = {timeout_s:g} s")

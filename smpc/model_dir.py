@@ -128,6 +128,11 @@ def load_verified(model: torch.nn.Module, directory: Path, public_key: Path, arc
     artifacts.load_weights(model, directory / WEIGHTS)
 
 
+def weights_file(weights: Path) -> Path:
+    """The safetensors file behind a `weights:` entry (a file, or a model directory)."""
+    return weights / WEIGHTS if weights.is_dir() else weights
+
+
 def load_owner_weights(model: torch.nn.Module, weights: Path, config_model: Any) -> None:
     """The model owner's load: a signed directory, verified against model.public_key,
     or (only when no public key is configured) a plain safetensors file."""

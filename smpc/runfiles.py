@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,11 +81,25 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def record_error(config: Config | None, name: str, message: str) -> None:
-    """Leave `message` where the launcher looks for process `name`'s failure reason."""
-    if config is None:
-        return
-    try:
-        write_json(error_path(config, name), {"party": name, "message": message, "time": time.time()})
-    except OSError:
-        pass
+def fail(config: Config | None, name: str, exc: BaseException) -> int:
+    """How a party or the dealer process ends on an exception: one `error:` line, the
+    error file the launcher reads, an audit entry; returns the exit code (2 for a user
+    mistake, 1 for anything else, whose traceback is printed for the log)."""
+    from smpc.audit import AuditLog
+    from smpc.errors import SmpcError
+
+    if isinstance(exc, SmpcError):
+        message, code = str(exc), 2
+    else:  # a peer vanished, a library gave up, a bug: report it, do not hang
+        import traceback
+
+        traceback.print_exception(exc)
+        message, code = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", 1
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if config is not None:
+        try:
+            write_json(error_path(config, name), {"party": name, "message": message, "time": time.time()})
+        except OSError:
+            pass
+        AuditLog(audit_path(config, name), name).record("failure", message=message)
+    return code

@@ -17,7 +17,7 @@ import torch
 
 from smpc import compat
 from smpc.convert import Program
-from smpc.errors import PartyError
+from smpc.errors import PartyError, no_show
 
 
 def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: float) -> Any:
@@ -46,8 +46,7 @@ def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: 
         if not missing:
             return store
         if time.monotonic() > deadline:
-            who = ", ".join(missing)
-            raise PartyError(f"part{'ies' if len(missing) > 1 else 'y'} {who} did not join within timeouts.connect_s = {timeout_s:g} s")
+            raise no_show(missing, "did not join", timeout_s)
         time.sleep(0.1)
 
 

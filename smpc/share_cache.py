@@ -16,7 +16,7 @@ from typing import Any, Callable
 import crypten
 import torch
 
-from smpc import artifacts, sealed, session
+from smpc import sealed, session
 from smpc.convert import Program
 
 
@@ -55,10 +55,4 @@ def load_or_share(
     sealed.seal(path, {name: value._tensor.share for name, value in params.items()}, key, meta)
     record("shares_sealed", set_id=new_id)
     return params
-
-
-def weights_digest(weights: Path, model_dir_weights: str) -> str:
-    """Digest of the owner's weights file (inside a model directory if it is one)."""
-    return artifacts.file_digest(weights / model_dir_weights if weights.is_dir() else weights)
-
 

@@ -24,7 +24,7 @@ import torch
 from crypten.communicator.communicator import Communicator
 
 from smpc import wire
-from smpc.errors import PartyError
+from smpc.errors import PartyError, no_show
 
 
 def server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -350,6 +350,5 @@ def connect_mesh(
     if missing:
         for peer in peers.values():
             peer.sock.close()
-        who = ", ".join(missing)
-        raise PartyError(f"part{'ies' if len(missing) > 1 else 'y'} {who} did not join within timeouts.connect_s = {connect_timeout_s:g} s")
+        raise no_show(missing, "did not join", connect_timeout_s)
     return peers

@@ -78,11 +78,6 @@ def _frame(kind: Kind, tensor: torch.Tensor, tag: bytes) -> tuple[bytes, memoryv
     return header + shape, data
 
 
-def encode(kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> bytes:
-    """Serialize one message (header + raw tensor bytes)."""
-    head, data = _frame(kind, tensor, tag)
-    return head + bytes(data)
-
 
 def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
     """A JSON object as the uint8 tensor that carries it."""

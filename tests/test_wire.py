@@ -82,5 +82,6 @@ def test_closed_connection():
 
 
 def test_unsupported_dtype_is_not_sent():
-    with pytest.raises(wire.WireError, match="cannot be sent"):
-        wire.encode(wire.Kind.MATERIAL, torch.zeros(2, dtype=torch.float64))
+    a, b = _pair()
+    with a, b, pytest.raises(wire.WireError, match="cannot be sent"):
+        wire.send(a, wire.Kind.MATERIAL, torch.zeros(2, dtype=torch.float64))
