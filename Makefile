@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.smpc-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench study clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/randomness_sources.py
 	$(PY) benchmarks/transport_overhead.py
 
+# a study of a few cells (about 3 minutes): tables and plots in bench-results/quick
+study: $(STAMP)
+	$(VENV)/bin/smpc bench configs/studies/quick.yaml --out bench-results/quick --force
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs bench-results

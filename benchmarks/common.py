@@ -1,8 +1,7 @@
-"""Shared by the benchmark scripts: configs on free local ports, one launch each."""
+"""Shared by the benchmark scripts: one launch of a model on free local ports."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +9,8 @@ import torch
 import yaml
 
 from launch import Report, run
-from smpc import artifacts, keys, zoo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from launch.bench import consortium, consortium_keys, free_port
+from smpc import artifacts, zoo
 
 
 def launch_model(
@@ -38,20 +32,15 @@ def launch_model(
     torch.manual_seed(0)
     model = zoo.build(architecture)
     if weights is None:
-        weights = work / f"{architecture}.safetensors"
+        weights = work / f"{architecture}.weights.safetensors"
         artifacts.save_weights(model, weights)
     else:
         artifacts.load_weights(model, weights)
     slug = label.replace(" ", "_").replace("=", "")
-    data = work / f"{slug}.safetensors"
+    data = work / f"{slug}.data.safetensors"
     artifacts.save_data(data, torch.rand(batch * batches, *input_shape, generator=torch.Generator().manual_seed(1)))
-    members: list[dict[str, Any]] = [
-        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
-        {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(weights)},
-    ]
-    members += [{"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()} for i in range(parties - 2)]
     doc: dict[str, Any] = {
-        "parties": members,
+        "parties": consortium(parties, data, weights),
         "model": {"architecture": architecture, "input_shape": list(input_shape)},
         "batch_size": batch,
         "randomness": randomness,
@@ -61,12 +50,8 @@ def launch_model(
         doc["dealer"] = {"host": "127.0.0.1", "port": free_port()}
     doc["transport"] = transport
     if transport == "tls":
-        certs = work / "keys"
-        if not (certs / "ca.pem").exists():
-            keys.create_ca(certs)
-            for member in members + [{"name": "dealer"}]:
-                keys.issue(certs, member["name"])
-        doc["tls"] = {"ca": str(certs / "ca.pem"), "certs": str(certs)}
+        consortium_keys(work / "keys", parties)
+        doc["tls"] = {"ca": str(work / "keys" / "ca.pem"), "certs": str(work / "keys")}
     config = work / f"{slug}.yaml"
     config.write_text(yaml.safe_dump(doc))
     return run(config, echo=False), model

@@ -14,16 +14,9 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
-import socket
 import time
 import traceback
 from typing import Any
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _join(rank: int, world_size: int, port: int, timeout_s: float) -> None:
@@ -109,7 +102,9 @@ def run_upstream_ttp(world_size: int, batch: int, batches: int = 2, timeout_s: f
     """
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = _free_port()
+    from launch.bench import free_port
+
+    port = free_port()
     procs = [
         ctx.Process(target=_child, args=(r, world_size, port, batch, batches, timeout_s, results), daemon=True)
         for r in range(world_size + 1)  # the last one is the TTP server

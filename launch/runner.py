@@ -22,6 +22,8 @@ from smpc.errors import ArtifactError, PartyError
 @dataclass
 class Report:
     """What a run measured. Accuracy fields are None when the data has no labels.
+    `parties` holds, per party: bytes_sent, rounds, peak_rss_mib, and layers (bytes,
+    rounds and seconds per model layer, input sharing, output reveal and setup).
 
     The plaintext reference (accuracy_plain, agreement, max_abs_error) is computed by
     the launcher, which in a one-machine simulation can read both the weights and the
@@ -57,7 +59,10 @@ class Report:
             f" randomness: {self.randomness})",
         ]
         for name, p in self.parties.items():
-            lines.append(f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds")
+            lines.append(
+                f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds,"
+                f" peak memory {p['peak_rss_mib']:.0f} MiB"
+            )
         return "\n".join(lines)
 
 
@@ -78,13 +83,17 @@ def preflight(config: Config) -> torch.nn.Module:
     return model
 
 
-def run(config: Config | str | Path, report_path: str | Path | None = None, echo: bool = True) -> Report:
+def run(
+    config: Config | str | Path, report_path: str | Path | None = None, echo: bool = True, warn_local: bool = True
+) -> Report:
     """Run every party of `config` as its own process on this machine.
 
     Args:
         config: a Config loaded from a file, or the path of the YAML file.
         report_path: where to also write the report as JSON.
         echo: relay party output to the console, prefixed with the party name.
+        warn_local: warn on stderr that randomness "local" is a simulation (callers
+            that launch many runs say it once themselves).
 
     Returns:
         The Report. Raises ConfigError/ArtifactError/ConversionError before anything
@@ -93,7 +102,7 @@ def run(config: Config | str | Path, report_path: str | Path | None = None, echo
     if not isinstance(config, Config):
         config = load_config(config)
     model = preflight(config)
-    if config.randomness == "local":
+    if config.randomness == "local" and warn_local:
         print(
             "warning: randomness is 'local' (CrypTen's TFP): every party can derive the Beaver triples, "
             "so this run is a simulation, not secure; use randomness: dealer for a trusted dealer",
@@ -129,16 +138,25 @@ def run(config: Config | str | Path, report_path: str | Path | None = None, echo
 
 
 def _failure_message(config: Config, outcome) -> str:
-    def reason(child: Child) -> str:
+    reports = {}
+    for child in outcome.failed:
         path = error_path(config, child.name)
-        said = json.loads(path.read_text())["message"] if path.exists() else "no error report (died without one)"
+        reports[child.name] = json.loads(path.read_text()) if path.exists() else None
+
+    def reason(child: Child) -> str:
+        said = reports[child.name]["message"] if reports[child.name] else "no error report (died without one)"
         return f"party {child.name} failed ({child.describe_exit()}): {said}"
 
-    if outcome.timed_out and not outcome.failed:
+    failed = list(outcome.failed)  # in the order they ended
+    if all(reports.values()):
+        # a party that refuses leaves the session before it exits, and its peers fail
+        # the moment it leaves: when each says when its failure happened, the earliest is the root cause
+        failed.sort(key=lambda c: reports[c.name]["time"])
+    if outcome.timed_out and not failed:
         lines = [f"{config.source}: run did not finish within timeouts.run_s = {config.timeouts.run_s:g} s"]
     else:
-        lines = [reason(outcome.failed[0])]
-        lines += [f"  then {reason(c)}" for c in outcome.failed[1:]]
+        lines = [reason(failed[0])]
+        lines += [f"  then {reason(c)}" for c in failed[1:]]
     stopped = [c.name for c in outcome.children if c.stopped_by_us]
     if stopped:
         lines.append(f"  stopped by the launcher: {', '.join(stopped)}")
@@ -174,6 +192,8 @@ def _evaluate(config: Config, model: torch.nn.Module, records: dict[str, dict[st
         online_s=max(r["online_s"] for r in records.values()),
         offline_s=max(r["offline_s"] for r in records.values()),
         randomness=config.randomness,
-        parties={n: {"bytes_sent": r["bytes_sent"], "rounds": r["rounds"]} for n, r in records.items()},
+        parties={
+            n: {k: r[k] for k in ("bytes_sent", "rounds", "peak_rss_mib", "layers")} for n, r in records.items()
+        },
         config=str(config.source),
     )

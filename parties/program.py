@@ -21,6 +21,7 @@ from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import convert
 from smpc.execute import run_program
+from smpc.meter import LayerMeter, peak_rss_mib
 from smpc.provider import PROVIDER_NAME, MaterialStream, PartyProvider
 
 
@@ -85,6 +86,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
         tls=config.tls_files(name) if config.effective_transport == "tls" else None, log=connection_event,
     ):
+        meter = LayerMeter()  # counts from the session start: every byte sent gets a label
         agreement.check_parties(config, fields)
         stream = None
         if config.randomness == "dealer":  # after the parties agree, before any tuple is used
@@ -120,6 +122,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             from tqdm import tqdm
 
             batches = tqdm(batches, desc=f"{name}: private inference", unit="batch", file=sys.stdout, ncols=80)
+        meter.charge("<setup>")  # agreement, sharing the weights, the offline phase
         online_start = time.perf_counter()
         for start in batches:
             if stream is not None:
@@ -133,7 +136,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             if rows < config.batch_size:  # pad the last batch to the converted shape
                 pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *config.model.input_shape)))
             x = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
-            out = run_program(program, params, x)
+            meter.charge("<input sharing>")
+            out = run_program(program, params, x, meter)
             offset = 0
             for d, _, n in parts:  # each data owner's rows go to its receivers only
                 receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]
@@ -142,6 +146,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                 if revealed is not None:
                     mine.append(revealed)
                 offset += n
+            meter.charge("<output reveal>")
         online_s = time.perf_counter() - online_start
         stats = session.communication_stats()
         per_peer = session.bytes_per_peer()
@@ -161,6 +166,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         "online_s": round(online_s, 4),
         "wall_s": round(time.perf_counter() - started, 4),
         **stats,
+        "peak_rss_mib": peak_rss_mib(),
+        "layers": meter.layers(),
     }
     if per_peer is not None:
         record["bytes_per_peer"] = per_peer

@@ -12,6 +12,7 @@ commands:
   dealer CONFIG                   run the trusted dealer of CONFIG (randomness: dealer)
   keys init|show|rotate DIR ...   consortium CA and per-party keys and certificates
   model pack|sign|verify ...      signed model directories
+  bench STUDY [--out DIR]         measure a study (a matrix of settings): tables and plots
 """
 
 
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from smpc.keys import main as keys_main
 
         return keys_main(rest)
+    if command == "bench":
+        from launch.bench import main as bench_main
+
+        return bench_main(rest)
     if command == "dealer":
         from smpc.dealer import main as dealer_main
 

@@ -280,6 +280,41 @@ def _message(err: dict[str, Any]) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}"
 
 
+def validation_error(exc: ValidationError, source: str | Path) -> ConfigError:
+    """One line per problem, each naming `source` and the key path (shared by every
+    YAML schema of the project)."""
+    lines = []
+    for err in exc.errors():
+        where = _loc(err["loc"])
+        if err["type"] == "value_error" and not where:
+            lines.extend(f"{source}: {line}" for line in str(err["ctx"]["error"]).splitlines())
+        else:
+            lines.append(f"{source}: {where}: {_message(err)}")
+    return ConfigError("\n".join(lines))
+
+
+def validate_document(schema: type[BaseModel], data: Any, source: str | Path) -> Any:
+    """`data` (a parsed YAML document) as an instance of `schema`, or a ConfigError with
+    one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, source) from None
+
+
+def resolver(source: str | Path) -> Any:
+    """A function resolving relative paths against `source`'s folder (the working
+    directory for in-memory documents)."""
+    base = Path(source).resolve().parent if str(source) != "<memory>" else Path.cwd()
+
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    return resolve
+
+
 def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
     """Validate a parsed YAML document; relative paths resolve against `source`'s folder.
 
@@ -290,24 +325,8 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
     Returns:
         The frozen Config; raises ConfigError listing every problem, one per line.
     """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = _loc(err["loc"])
-            if err["type"] == "value_error" and not where:
-                lines.extend(f"{source}: {line}" for line in str(err["ctx"]["error"]).splitlines())
-            else:
-                lines.append(f"{source}: {where}: {_message(err)}")
-        raise ConfigError("\n".join(lines)) from None
-    base = Path(source).resolve().parent if str(source) != "<memory>" else Path.cwd()
-
-    def resolve(p: Path | None) -> Path | None:
-        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
-
+    config = validate_document(Config, data, source)
+    resolve = resolver(source)
     parties = tuple(
         p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data), "storage_key": resolve(p.storage_key)})
         for p in config.parties
@@ -319,6 +338,24 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
     )
 
 
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Read a YAML file with safe_load; a missing or malformed file is one ConfigError line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file (safe_load only).
 
@@ -328,18 +365,4 @@ def load_config(path: str | Path) -> Config:
     Returns:
         The frozen Config; raises ConfigError with one line per problem.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from None
-    return parse_config(data, path)
+    return parse_config(read_yaml(path), Path(path))

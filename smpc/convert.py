@@ -65,6 +65,13 @@ def module_path(node: torch.fx.Node) -> str:
     return path or "<model>"
 
 
+def layer_label(node: torch.fx.Node) -> str:
+    """The module that issued `node` with its class, e.g. 'features.0 Conv2d'."""
+    stack = node.meta.get("nn_module_stack") or {}
+    kind = str(list(stack.values())[-1][1]).rsplit(".", 1)[-1].rstrip("'>") if stack else ""
+    return f"{module_path(node)} {kind}".strip()
+
+
 def convert(model: torch.nn.Module, example_input: torch.Tensor) -> Program:
     """Capture `model` for one input shape and prepare it for secret-shared execution.
 

@@ -1,5 +1,7 @@
 """Typed errors. Each carries one line meant for the user; no traceback is shown for them."""
 
+import time
+
 
 class SmpcError(Exception):
     """Base class: a problem the user can act on, described in one line."""
@@ -29,3 +31,15 @@ def no_show(missing: list[str], verb: str, timeout_s: float) -> PartyError:
     """`party bob did not join within timeouts.connect_s = 60 s` (plural when several)."""
     who = f"part{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}"
     return PartyError(f"{who} {verb} within timeouts.connect_s = {timeout_s:g} s")
+
+
+def mark_failure(exc: BaseException) -> None:
+    """Note when `exc` happened (once), before this party leaves the session: its peers
+    fail as soon as it leaves, so the launcher needs this time to name the root cause."""
+    if not hasattr(exc, "smpc_failed_at"):
+        exc.smpc_failed_at = time.time()
+
+
+def failed_at(exc: BaseException) -> float:
+    """When `exc` happened: the time mark_failure noted, else now."""
+    return getattr(exc, "smpc_failed_at", time.time())

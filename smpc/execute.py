@@ -6,17 +6,20 @@ from typing import Any
 
 import torch
 
-from smpc.convert import Program
+from smpc.convert import Program, layer_label
+from smpc.meter import LayerMeter
 from smpc.ops import OPS
 
 
-def run_program(program: Program, params: dict[str, Any], x: Any) -> Any:
+def run_program(program: Program, params: dict[str, Any], x: Any, meter: LayerMeter | None = None) -> Any:
     """Evaluate `program` on shares.
 
     Args:
         program: the converted model (identical at every party).
         params: secret parameters (CrypTensors) by placeholder name.
         x: the input, a CrypTensor of shape program.input_shape.
+        meter: if given, each node's communication and time are charged to the
+            module that issued it (its path and class).
 
     Returns:
         The output CrypTensor (still secret-shared).
@@ -39,6 +42,8 @@ def run_program(program: Program, params: dict[str, Any], x: Any) -> Any:
             # public calls (constants) run as the ATen op itself; the rest on shares
             fn = node.target if node.name in program.public_nodes else OPS[node.target]
             env[node] = fn(*value(node.args), **value(node.kwargs))
+            if meter is not None:
+                meter.charge(layer_label(node))
             # free intermediate shares as soon as their last reader has run
             for arg in node.all_input_nodes:
                 remaining[arg] -= 1

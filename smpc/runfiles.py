@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,7 @@ def fail(config: Config | None, name: str, exc: BaseException) -> int:
     error file the launcher reads, an audit entry; returns the exit code (2 for a user
     mistake, 1 for anything else, whose traceback is printed for the log)."""
     from smpc.audit import AuditLog
-    from smpc.errors import SmpcError
+    from smpc.errors import SmpcError, failed_at
 
     if isinstance(exc, SmpcError):
         message, code = str(exc), 2
@@ -98,7 +97,7 @@ def fail(config: Config | None, name: str, exc: BaseException) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     if config is not None:
         try:
-            write_json(error_path(config, name), {"party": name, "message": message, "time": time.time()})
+            write_json(error_path(config, name), {"party": name, "message": message, "time": failed_at(exc)})
         except OSError:
             pass
         AuditLog(audit_path(config, name), name).record("failure", message=message)

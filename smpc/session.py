@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import crypten
 import torch
 
-from smpc import compat
+from smpc import compat, errors
 from smpc.convert import Program
 from smpc.errors import PartyError, no_show
 
@@ -88,6 +88,9 @@ def joined(
         )
         try:
             yield
+        except BaseException as exc:
+            errors.mark_failure(exc)
+            raise
         finally:
             compat.shutdown_communicator()
         return
@@ -103,6 +106,9 @@ def joined(
     try:
         compat.install_communicator(communicator)
         yield
+    except BaseException as exc:
+        errors.mark_failure(exc)
+        raise
     finally:
         communicator.close()
         compat.uninstall_communicator()

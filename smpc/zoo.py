@@ -74,10 +74,83 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with batch norm and a shortcut."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 in its CIFAR layout (3x32x32 -> 10 logits): a 3x3 stem without max
+    pooling, four stages of two basic blocks (64, 128, 256, 512 channels)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        stages, in_channels = [], 64
+        for channels, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages.append(nn.Sequential(BasicBlock(in_channels, channels, stride), BasicBlock(channels, channels, 1)))
+            in_channels = channels
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class TransformerEncoder(nn.Module):
+    """A small transformer encoder classifier over already-embedded tokens
+    (32 x 128 -> 10 logits): 2 pre-norm layers, 2 heads, feed-forward 256, GELU,
+    mean pooling. Inputs are embeddings because a token lookup on secret ids is not
+    an operation MPC does cheaply; the data owner embeds its own tokens."""
+
+    def __init__(self, hidden: int = 128, heads: int = 2, layers: int = 2, seq: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(seq, hidden) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, dim_feedforward=2 * hidden, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(x + self.position)
+        return self.head(self.norm(x).mean(dim=1))
+
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "digits_cnn": DigitsCNN,
     "lenet5": LeNet5,
     "mlp": MLP,
+    "resnet18": ResNet18,
+    "transformer": TransformerEncoder,
+}
+
+# each zoo model's input, batch excluded (the transformer's is 32 tokens of width 128)
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "digits_cnn": (1, 8, 8),
+    "lenet5": (1, 28, 28),
+    "mlp": (1, 28, 28),
+    "resnet18": (3, 32, 32),
+    "transformer": (32, 128),
 }
 
 

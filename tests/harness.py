@@ -11,7 +11,6 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
-import socket
 import time
 import traceback
 from pathlib import Path
@@ -19,15 +18,11 @@ from typing import Any, Callable
 
 import yaml
 
+from launch.bench import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "models" / "digits_cnn.safetensors"
 DATA = ROOT / "data" / "digits-test.safetensors"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _child(fn, rank, world_size, ports, args, results, tls_dir) -> None:

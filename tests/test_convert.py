@@ -117,3 +117,21 @@ def test_unknown_architecture_lists_the_zoo():
 
     with pytest.raises(ConfigError, match=r"^model\.architecture: unknown architecture 'resnet' \(known: digits_cnn, lenet5, mlp"):
         zoo.build("resnet")
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ARCHITECTURES))
+def test_every_zoo_model_converts_at_its_input_shape(name):
+    model = zoo.build(name)
+    shape = zoo.INPUT_SHAPES[name]
+    program = convert(model, torch.zeros(2, *shape))
+    assert program.output_shape == torch.Size((2, 10))
+    # batch norms are folded away; what is left runs on shares
+    assert not any("batch_norm" in str(n.target) for n in program.graph.nodes if n.op == "call_function")
+
+
+def test_layer_labels_name_module_and_class():
+    from smpc.convert import layer_label
+
+    program = convert(zoo.build("lenet5"), torch.zeros(1, 1, 28, 28))
+    labels = {layer_label(n) for n in program.graph.nodes if n.op == "call_function"}
+    assert {"features.0 Conv2d", "features.1 ReLU", "features.2 MaxPool2d", "classifier.5 Linear"} <= labels

@@ -1,0 +1,226 @@
+"""A study's tables, made from its records (results.jsonl) and nothing else:
+results.csv, report.md, and the plots (launch.plots)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CSV = "results.csv"
+MARKDOWN = "report.md"
+SETTINGS = ("model", "parties", "randomness", "transport", "precision_bits", "batch_size", "functions")
+_HEADINGS = {
+    "model": "model", "parties": "parties", "randomness": "randomness", "transport": "transport",
+    "precision_bits": "bits", "batch_size": "batch", "functions": "approximations",
+}
+STATS = ("online_s", "online_s_per_sample", "offline_s", "wall_s", "plain_s", "slowdown", "max_abs_error", "agreement",
+         "accuracy_mpc", "accuracy_plain")
+MIB = 2**20
+
+
+def read_records(out: Path) -> list[dict[str, Any]]:
+    """The records of the study in `out`, in cell order."""
+    lines = (out / "results.jsonl").read_text().splitlines()
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["cell"])
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a reader never sees half a report
+
+
+def varying(records: list[dict[str, Any]]) -> list[str]:
+    """The settings that differ between cells (the model is always shown)."""
+    return [k for k in SETTINGS if k == "model" or len({str(r["settings"][k]) for r in records}) > 1]
+
+
+def describe(record: dict[str, Any], keys: list[str]) -> str:
+    """A cell named by the settings in `keys`, e.g. 'lenet5 parties=3 dealer'."""
+    s = record["settings"]
+    parts = []
+    for k in keys:
+        if k == "model":
+            parts.append(str(s[k]))
+        elif k in ("randomness", "transport"):
+            parts.append(str(s[k]))
+        else:
+            parts.append(f"{_HEADINGS[k]}={s[k]}")
+    return " ".join(parts)
+
+
+# how each number is printed; the tests read the report back with the same precision
+def f_seconds(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def f_ms(v: float) -> str:
+    return f"{1000 * v:.2f}"
+
+
+def f_ratio(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f}"
+
+
+def f_mib(v: float) -> str:
+    return f"{v / MIB:.2f}"
+
+
+def f_error(v: float) -> str:
+    return f"{v:.2e}"
+
+
+def f_pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def one_line(record: dict[str, Any]) -> str:
+    """What the progress display prints when a cell finishes."""
+    head = f"cell {record['cell']:>3} {describe(record, list(SETTINGS))}"
+    if record["status"] != "ok":
+        return f"{head}: FAILED: {record['error'].splitlines()[0]}"
+    online = record["online_s"]
+    return (
+        f"{head}: online {f_seconds(online['median'])} s [{f_seconds(online['min'])}-{f_seconds(online['max'])}],"
+        f" agreement {f_pct(record['agreement']['min'])}, max err {f_error(record['max_abs_error']['max'])}"
+    )
+
+
+def _party_max(record: dict[str, Any], key: str) -> float:
+    return max(p[key] for p in record["parties"].values())
+
+
+def markdown(records: list[dict[str, Any]], title: str, description: str, plots: list[str]) -> str:
+    """The report: environment, one table row per cell, failures, bytes per layer, plots."""
+    ok = [r for r in records if r["status"] == "ok"]
+    failed = [r for r in records if r["status"] != "ok"]
+    shown = varying(records)
+    fixed = [k for k in SETTINGS if k not in shown]
+    env = records[0]["env"]
+    first = records[0]
+    lines = [f"# Study: {title}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [
+        f"{len(ok)} of {len(records)} cells measured; each cell: {first['warmup']} warm-up run(s), then"
+        f" {first['repetitions']} measured runs, each a fresh launch of every party process. Times are the median"
+        " of the measured runs [min-max]; agreement is the worst run, max |error| the worst run.",
+        "",
+        f"Machine: {env['cpu']}, {env['cpu_count']} CPUs; one thread per party and for the plain model."
+        f" Python {env['python']}, torch {env['torch']}, CrypTen {env['crypten']}, smpc {env['smpc']}"
+        + (f" (commit {env['smpc_commit'][:12]}{', modified' if env['smpc_modified'] else ''})" if env["smpc_commit"] else "")
+        + ".",
+        "",
+    ]
+    if fixed:
+        lines += ["Same in every cell: " + ", ".join(f"{_HEADINGS[k]} {first['settings'][k]}" for k in fixed) + ".", ""]
+    if ok:
+        heads = ["cell"] + [_HEADINGS[k] for k in shown] + [
+            "samples", "online s", "ms/sample", "offline s", "plain ms", "slowdown", "MiB/party", "rounds",
+            "peak MiB", "max abs error", "agreement", "accuracy MPC", "accuracy plain",
+        ]
+        lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for r in ok:
+            online = r["online_s"]
+            acc = r["accuracy_mpc"]
+            acc_plain = r["accuracy_plain"]
+            row = [str(r["cell"])] + [str(r["settings"][k]) for k in shown] + [
+                str(r["samples"]),
+                f"{f_seconds(online['median'])} [{f_seconds(online['min'])}-{f_seconds(online['max'])}]",
+                f_ms(r["online_s_per_sample"]["median"]),
+                f_seconds(r["offline_s"]["median"]),
+                f_ms(r["plain_s"]["median"]),
+                f_ratio(r["slowdown"]["median"] if r["slowdown"] else None),
+                f_mib(_party_max(r, "bytes_sent")),
+                str(int(_party_max(r, "rounds"))),
+                f"{max(p['peak_rss_mib']['max'] for p in r['parties'].values()):.0f}",
+                f_error(r["max_abs_error"]["max"]),
+                f_pct(r["agreement"]["min"]),
+                f_pct(acc["median"] if acc else None),
+                f_pct(acc_plain["median"] if acc_plain else None),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+        lines += [
+            "",
+            "MiB/party and rounds: the most any one party sent (over gloo, CrypTen's count of 8 bytes per"
+            " element; over TLS, bytes written to the sockets). Peak MiB: the largest peak resident memory of any"
+            " party process. Slowdown: online time over the plain PyTorch time of the same batches.",
+            "",
+        ]
+    if failed:
+        lines += ["## Failed cells", "", "| cell | settings | error |", "|---|---|---|"]
+        for r in failed:
+            error = r["error"].splitlines()[0].replace("|", "\\|")
+            lines.append(f"| {r['cell']} | {describe(r, list(SETTINGS))} | {error} |")
+        lines += ["", "Each failed cell's logs are in its `cells/NNN/run/` folder.", ""]
+    seen_models = set()
+    layer_blocks = []
+    for r in ok:
+        if r["settings"]["model"] in seen_models:
+            continue
+        seen_models.add(r["settings"]["model"])
+        party, layers = next(iter(r["layers"].items()))
+        total = sum(layer["bytes_sent"] for layer in layers) or 1
+        top = sorted(layers, key=lambda layer: -layer["bytes_sent"])[:12]
+        layer_blocks += [
+            f"### {r['settings']['model']} (cell {r['cell']}, party {party}, all batches of the median run)",
+            "",
+            "| layer | MiB | share | rounds | s |",
+            "|---|---|---|---|---|",
+        ]
+        layer_blocks += [
+            f"| {layer['layer']} | {f_mib(layer['bytes_sent'])} | {100 * layer['bytes_sent'] / total:.1f}% |"
+            f" {layer['rounds']} | {f_seconds(layer['seconds'])} |"
+            for layer in top
+        ]
+        if len(layers) > len(top):
+            layer_blocks.append(f"| ({len(layers) - len(top)} more) | | | | |")
+        layer_blocks.append("")
+    if layer_blocks:
+        lines += ["## Communication per layer", "", *layer_blocks]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def csv_text(records: list[dict[str, Any]]) -> str:
+    """One row per cell: settings, status, median/min/max of every metric, per party
+    bytes/rounds/peak memory, error."""
+    parties: list[str] = []
+    for r in records:
+        parties += [n for n in r.get("parties", {}) if n not in parties]
+    heads = ["cell", "status", *SETTINGS, "architecture", "trained_weights", "real_data", "samples", "batches"]
+    heads += [f"{k}_{s}" for k in STATS for s in ("median", "min", "max")]
+    heads += [f"{p}_{k}" for p in parties for k in ("bytes_sent", "rounds", "peak_rss_mib")]
+    heads += ["error"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(heads)
+    for r in records:
+        s = r["settings"]
+        row: list[Any] = [r["cell"], r["status"], *(s[k] for k in SETTINGS), s["architecture"], s["trained_weights"],
+                          s["real_data"], r.get("samples", ""), r.get("batches", "")]
+        for k in STATS:
+            value = r.get(k)
+            row += [value[x] if value else "" for x in ("median", "min", "max")]
+        for p in parties:
+            got = r.get("parties", {}).get(p)
+            row += [got["bytes_sent"], got["rounds"], got["peak_rss_mib"]["max"]] if got else ["", "", ""]
+        row.append(r["error"] or "")
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def write_all(out: Path, study: Any) -> list[Path]:
+    """(Re)write results.csv, the plots and report.md in `out` from its results.jsonl."""
+    from launch import plots
+
+    records = read_records(out)
+    _write_text(out / CSV, csv_text(records))
+    pngs = plots.write_plots(records, out)
+    _write_text(out / MARKDOWN, markdown(records, study.name, study.description, [p.name for p in pngs]))
+    return [out / CSV, out / MARKDOWN, *pngs]
