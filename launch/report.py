@@ -42,14 +42,7 @@ def varying(records: list[dict[str, Any]]) -> list[str]:
 def describe(record: dict[str, Any], keys: list[str]) -> str:
     """A cell named by the settings in `keys`, e.g. 'lenet5 parties=3 dealer'."""
     s = record["settings"]
-    parts = []
-    for k in keys:
-        if k == "model":
-            parts.append(str(s[k]))
-        elif k in ("randomness", "transport"):
-            parts.append(str(s[k]))
-        else:
-            parts.append(f"{_HEADINGS[k]}={s[k]}")
+    parts = [str(s[k]) if k in ("model", "randomness", "transport") else f"{_HEADINGS[k]}={s[k]}" for k in keys]
     return " ".join(parts)
 
 

@@ -78,6 +78,13 @@ def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return values
 
 
+def _within(values: tuple[int, ...], lo: int, hi: int | None, what: str) -> tuple[int, ...]:
+    for n in values:
+        if n < lo or (hi is not None and n > hi):
+            raise ValueError(f"expected {what} {lo}..{hi}, got {n}" if hi else f"expected {what} >= {lo}, got {n}")
+    return _distinct(values)
+
+
 class Matrix(_Section):
     """The axes of the study; every combination is one cell."""
 
@@ -109,26 +116,17 @@ class Matrix(_Section):
     @field_validator("parties")
     @classmethod
     def _parties_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for n in v:
-            if not 2 <= n <= 8:
-                raise ValueError(f"expected party counts 2..8, got {n}")
-        return _distinct(v)
+        return _within(v, 2, 8, "party counts")
 
     @field_validator("precision_bits")
     @classmethod
     def _bits_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for n in v:
-            if not 8 <= n <= 24:
-                raise ValueError(f"expected precision bits 8..24, got {n}")
-        return _distinct(v)
+        return _within(v, 8, 24, "precision bits")
 
     @field_validator("batch_size")
     @classmethod
     def _batch_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for n in v:
-            if n < 1:
-                raise ValueError(f"expected batch sizes >= 1, got {n}")
-        return _distinct(v)
+        return _within(v, 1, None, "batch sizes")
 
     @field_validator("randomness", "transport", "functions")
     @classmethod

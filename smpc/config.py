@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -280,7 +280,7 @@ def _message(err: dict[str, Any]) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}"
 
 
-def validation_error(exc: ValidationError, source: str | Path) -> ConfigError:
+def _validation_error(exc: ValidationError, source: str | Path) -> ConfigError:
     """One line per problem, each naming `source` and the key path (shared by every
     YAML schema of the project)."""
     lines = []
@@ -301,10 +301,10 @@ def validate_document(schema: type[BaseModel], data: Any, source: str | Path) ->
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, source) from None
+        raise _validation_error(exc, source) from None
 
 
-def resolver(source: str | Path) -> Any:
+def resolver(source: str | Path) -> Callable[[Path | None], Path | None]:
     """A function resolving relative paths against `source`'s folder (the working
     directory for in-memory documents)."""
     base = Path(source).resolve().parent if str(source) != "<memory>" else Path.cwd()
