@@ -37,7 +37,10 @@ def mark_failure(exc: BaseException) -> None:
     """Note when `exc` happened (once), before this party leaves the session: its peers
     fail as soon as it leaves, so the launcher needs this time to name the root cause."""
     if not hasattr(exc, "smpc_failed_at"):
-        exc.smpc_failed_at = time.time()
+        try:
+            exc.smpc_failed_at = time.time()
+        except AttributeError:  # an exception type without attributes: its time is when it is reported
+            pass
 
 
 def failed_at(exc: BaseException) -> float:
