@@ -294,7 +294,7 @@ def run_study(study: Study, out: Path, progress: bool = True, force: bool = Fals
     try:
         for cell in cells:
             bar.set_description(f"cell {cell.index + 1}/{len(cells)}")
-            bar.set_postfix_str(cell.describe())
+            bar.set_postfix_str(report_module.describe({"settings": cell.settings()}, list(report_module.SETTINGS)))
             cell_dir = out / "cells" / f"{cell.index:03d}"
             cell_dir.mkdir(parents=True, exist_ok=True)
             done_before = bar.n

@@ -204,12 +204,6 @@ class Cell:
             "functions_settings": self.functions.model_dump(),
         }
 
-    def describe(self) -> str:
-        return (
-            f"{self.model.name} p={self.parties} {self.randomness} {self.transport} bits={self.precision_bits}"
-            f" b={self.batch_size} fn={self.functions_label}"
-        )
-
 
 def parse_study(data: Any, source: str | Path = "<memory>") -> Study:
     """Validate a parsed study document; raises ConfigError naming file and key per problem."""
