@@ -65,7 +65,7 @@ def _party(rank: int, world_size: int, port: int, batch: int, batches: int, time
         start = time.perf_counter()  # online phase only, as in parties/program.py
         for data in inputs:
             x = session.share_input(data if rank == 0 else None, shape, 0)
-            outputs.append(session.reveal(execute.run_program(program, params, x), [0]))
+            outputs.append(session.reveal(execute.run_program(program, params, x)[0], [0]))
         online_s = time.perf_counter() - start
     finally:
         crypten.uninit()  # at party 0 this also stops the TTP server

@@ -137,7 +137,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                 pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *config.model.input_shape)))
             x = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
             meter.charge("<input sharing>")
-            out = run_program(program, params, x, meter)
+            out = run_program(program, params, x, meter)[0]
             offset = 0
             for d, _, n in parts:  # each data owner's rows go to its receivers only
                 receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]

@@ -119,6 +119,55 @@ def apply() -> None:
     _applied = True
 
 
+def weighted_bits(bits: Any, weights: Any, dim: int = -1) -> Any:
+    """sum_k bits[..., k, ...] * weights[k] along `dim`, as a fixed-point CrypTensor, exactly.
+
+    `bits` is a comparison result (0/1 held at scale 1, as CrypTen's `_ltz` leaves it);
+    each weight is rounded to the fixed-point grid. CrypTen would encode public weights
+    with the bits' scale of 1 (rounding them to integers), or re-encode the bits and
+    truncate every product; scaling the integer shares by the integer weights is exact.
+    """
+    import crypten
+    import torch
+    from crypten.mpc import MPCTensor
+
+    if bits.encoder.scale != 1:
+        raise ValueError("weighted_bits expects comparison results (scale 1)")
+    precision = crypten.cfg.encoder.precision_bits
+    w = torch.round(torch.as_tensor(weights, dtype=torch.float64) * 2**precision).long()
+    shape = [1] * bits.dim()
+    shape[dim] = -1
+    share = (bits.share * w.view(shape)).sum(dim)
+    return MPCTensor.from_shares(share, precision=precision)
+
+
+def to_fixed_point(x: Any) -> Any:
+    """A comparison result (0/1 at scale 1) at the default fixed-point scale, exactly.
+
+    CrypTen encodes a public operand with the scale of the shared one, so a scale-1 bit
+    times 0.5 would silently round 0.5 to 0; values leaving smpc's own protocols are
+    brought to the common scale first.
+    """
+    import crypten
+    from crypten.encoder import FixedPointEncoder
+
+    if x.encoder.scale == 2**crypten.cfg.encoder.precision_bits:
+        return x
+    out = x.clone()
+    out._tensor.encode_(FixedPointEncoder())
+    return out
+
+
+def times_integers(x: Any, factors: Any) -> Any:
+    """x * factors for public integer factors (broadcast), exactly: CrypTen's `mul` would
+    encode the integers as fixed point and truncate the product again."""
+    import torch
+
+    out = x.clone()
+    out._tensor.share = out._tensor.share * torch.as_tensor(factors, dtype=torch.long)
+    return out
+
+
 def register_provider(name: str, provider: Any) -> None:
     """Make `provider` selectable as crypten.cfg.mpc.provider = name.
 

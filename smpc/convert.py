@@ -27,34 +27,108 @@ _BATCH_NORM = aten._native_batch_norm_legit_no_training.default
 _FOLDABLE = {aten.conv1d.default, aten.conv2d.default, aten.linear.default}
 
 
+# graph nodes that only check metadata at trace time; they have no value on shares
+_ASSERTIONS = {
+    aten._assert_tensor_metadata.default,
+    aten._assert_async.msg,
+    aten._assert_scalar.default,
+    aten.sym_constrain_range_for_size.default,
+}
+# constants beyond this magnitude cannot be encoded in the ring (2^63 / 2^16 / 2^31 for a
+# product): the large negatives of attention masks (float32's lowest, -inf) become MASK_VALUE
+_HUGE = 1.0e9
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as the data owner shares it.
+
+    Attributes:
+        name: the graph placeholder (the model's argument name, e.g. ``input_ids``).
+        shape: the full shape the model takes, batch first.
+        kind: ``float`` (fixed point), ``ids`` (integer ids used only for embedding
+            lookups: shared as one-hot rows of width `depth`), or ``binary`` (integer or
+            boolean 0/1 values such as an attention mask).
+        depth: the number of distinct ids (the embedding's rows), for ``ids``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str = "float"
+    depth: int = 0
+
+    @property
+    def share_shape(self) -> tuple[int, ...]:
+        """Shape of the secret-shared tensor (one-hot rows for ids)."""
+        return self.shape + (self.depth,) if self.kind == "ids" else self.shape
+
+    def encode(self, values: torch.Tensor, where: str = "input") -> torch.Tensor:
+        """The float tensor a data owner shares for `values`; ConversionError naming the
+        input when the values do not fit (ids outside the vocabulary, a mask not 0/1)."""
+        if tuple(values.shape) != self.shape:
+            raise ConversionError(f"{where} {self.name}: expected shape {list(self.shape)}, got {list(values.shape)}")
+        if self.kind == "float":
+            return values.float()
+        if values.is_floating_point() and not torch.equal(values, values.round()):
+            raise ConversionError(f"{where} {self.name}: expected integers, got fractional values")
+        values = values.long()
+        if self.kind == "ids":
+            bad = (values < 0) | (values >= self.depth)
+            if bad.any():
+                raise ConversionError(
+                    f"{where} {self.name}: id {int(values[bad][0])} is outside the vocabulary 0..{self.depth - 1}"
+                )
+            return torch.nn.functional.one_hot(values, self.depth).float()
+        if ((values != 0) & (values != 1)).any():
+            raise ConversionError(f"{where} {self.name}: expected 0/1 values (a mask), got {int(values.max())}")
+        return values.float()
+
+
 @dataclass
 class Program:
     """A model ready to run on shares.
 
     Attributes:
-        graph: functional ATen graph; placeholders are parameters, constants, the input.
+        graph: functional ATen graph; placeholders are parameters, constants, the inputs.
+            Every call reads a secret value (calls on public values alone are computed
+            at conversion and become constants).
         secret: parameter tensors by placeholder name, to be shared by the model owner.
         public: constant tensors that are part of the architecture, by placeholder name.
-        input_name: placeholder name of the model input.
-        input_shape: full input shape, batch included.
-        output_shape: shape of the single output tensor.
-        public_nodes: names of call nodes that read no secret value; they run as the
-            plain ATen op (e.g. building a constant), so they need no entry in OPS.
+        inputs: the model inputs, in call order.
+        outputs: (name, shape) of each output tensor, in the order the graph returns them;
+            names are the fields of a ModelOutput (or dict), else ``output`` / ``output_i``.
+        out_spec: how to rebuild the model's own output structure (in-process only).
     """
 
     graph: torch.fx.Graph
     secret: dict[str, torch.Tensor]
     public: dict[str, torch.Tensor]
-    input_name: str
-    input_shape: torch.Size
-    output_shape: torch.Size
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[tuple[str, tuple[int, ...]], ...]
+    out_spec: Any = None
     public_nodes: frozenset[str] = frozenset()
 
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    @property
+    def input_shape(self) -> torch.Size:
+        return torch.Size(self.inputs[0].shape)
+
+    @property
+    def output_shape(self) -> torch.Size:
+        return torch.Size(self.outputs[0][1])
+
     def architecture_fingerprint(self) -> str:
-        """SHA-256 over the graph and parameter shapes (never over parameter values)."""
+        """SHA-256 over the graph, inputs, outputs and parameter shapes (never values)."""
         h = hashlib.sha256(str(self.graph).encode())
+        h.update(repr((self.inputs, self.outputs)).encode())
         for name in sorted(self.secret):
             h.update(f"{name}:{tuple(self.secret[name].shape)}".encode())
+        for name in sorted(self.public):
+            h.update(f"{name}:{tuple(self.public[name].shape)}:".encode())
+            h.update(self.public[name].contiguous().numpy().tobytes())
         return h.hexdigest()
 
 
@@ -72,28 +146,35 @@ def layer_label(node: torch.fx.Node) -> str:
     return f"{module_path(node)} {kind}".strip()
 
 
-def convert(model: torch.nn.Module, example_input: torch.Tensor) -> Program:
-    """Capture `model` for one input shape and prepare it for secret-shared execution.
+def convert(model: torch.nn.Module, example_inputs: Any, example_kwargs: dict[str, Any] | None = None) -> Program:
+    """Capture `model` for one set of input shapes and prepare it for secret-shared execution.
 
     Args:
-        model: a PyTorch module; it is put in eval mode.
-        example_input: a tensor with the exact input shape (batch included).
+        model: a PyTorch module (a Hugging Face model included); it is put in eval mode.
+        example_inputs: a tensor, or a tuple of tensors, with the exact shapes (batch included).
+        example_kwargs: tensors passed by keyword (e.g. ``attention_mask``).
 
     Returns:
-        The Program; raises UnsupportedOpError naming the module path and the op, or
-        ConversionError when the model cannot take an input of this shape.
+        The Program; raises UnsupportedOpError listing every operation that cannot run on
+        shares (each with its module path), or ConversionError when the model cannot take
+        inputs of these shapes.
     """
     model.eval()
-    shape = tuple(example_input.shape)
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    kwargs = dict(example_kwargs or {})
+    shapes = [list(a.shape) for a in args if isinstance(a, torch.Tensor)] + [
+        list(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)
+    ]
     try:
         # export logs the failing op's traceback itself; the user gets one line instead
         logging.disable(logging.CRITICAL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exported = torch.export.export(model, (example_input,)).run_decompositions({})
+            exported = torch.export.export(model, args, kwargs).run_decompositions({})
     except Exception as exc:  # export reports shape errors as many exception types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"the model cannot take an input of shape {list(shape)}: {reason}") from None
+        shown = shapes[0] if len(shapes) == 1 else shapes
+        raise ConversionError(f"the model cannot take an input of shape {shown}: {reason}") from None
     finally:
         logging.disable(logging.NOTSET)
 
@@ -107,63 +188,171 @@ def convert(model: torch.nn.Module, example_input: torch.Tensor) -> Program:
             value = exported.state_dict.get(spec.target)
             if value is None:
                 value = exported.constants[spec.target]
-            secret[name] = value.detach().clone()
+            # weights and persistent float buffers (BatchNorm statistics) are the owner's
+            # secret; non-persistent or integer buffers (position ids, rotary frequencies)
+            # are part of the architecture
+            persistent = spec.kind == InputKind.PARAMETER or getattr(spec, "persistent", True)
+            if value.is_floating_point() and persistent:
+                secret[name] = value.detach().clone()
+            else:
+                public[name] = value.detach().clone()
         elif spec.kind == InputKind.CONSTANT_TENSOR:
             public[name] = exported.constants[spec.target].detach().clone()
         elif spec.kind == InputKind.USER_INPUT:
             input_names.append(name)
         else:
             raise ConversionError(f"unsupported model input kind {spec.kind.name}")
-    if len(input_names) != 1:
-        raise ConversionError(f"the model must take exactly one tensor input, it takes {len(input_names)}")
+    if not input_names:
+        raise ConversionError("the model takes no tensor input")
 
-    outputs = list(graph.output_node().args[0])
-    if len(outputs) != 1 or not isinstance(outputs[0], torch.fx.Node):
-        raise ConversionError(f"the model must return exactly one tensor, it returns {len(outputs)} values")
-    output_shape = outputs[0].meta["val"].shape
-
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in _ASSERTIONS and not node.users:
+            graph.erase_node(node)
     _fold_batch_norms(graph, secret)
-    public_nodes = _public_nodes(graph, set(secret) | set(input_names))
-    _check_supported(graph, public_nodes)
+    placeholders = {n.name: n for n in graph.nodes if n.op == "placeholder"}
+    problems: list[str] = []
+    inputs = tuple(_input_spec(placeholders[name], problems) for name in input_names)
+    _fold_public(graph, public, set(secret) | set(input_names))
+    problems += _unsupported(graph)
+    if problems:
+        raise UnsupportedOpError("\n".join(dict.fromkeys(problems)))
+
+    out_nodes = list(graph.output_node().args[0])
+    if not out_nodes or not all(isinstance(n, torch.fx.Node) for n in out_nodes):
+        raise ConversionError("every model output must be a tensor computed from the inputs or weights")
+    out_spec = exported.module_call_graph[0].signature.out_spec
+    names = _output_names(out_spec, len(out_nodes))
+    outputs = tuple((name, tuple(n.meta["val"].shape)) for name, n in zip(names, out_nodes))
     # drop what the graph no longer reads (e.g. num_batches_tracked, folded statistics)
     for node in list(graph.nodes):
         if node.op == "placeholder" and not node.users and node.name not in input_names:
             secret.pop(node.name, None)
             public.pop(node.name, None)
             graph.erase_node(node)
-    for name, value in secret.items():
-        if not value.is_floating_point():
-            raise UnsupportedOpError(f"{name}: integer parameters cannot be secret-shared as fixed point")
-    return Program(
-        graph, secret, public, input_names[0], torch.Size(shape), torch.Size(output_shape), frozenset(public_nodes)
-    )
+    return Program(graph, secret, public, inputs, outputs, out_spec)
 
 
-def _public_nodes(graph: torch.fx.Graph, secret_placeholders: set[str]) -> set[str]:
-    # a call is public when nothing it reads depends on a parameter or the input
+# shape-only steps between an ids input and its embedding lookups; on the one-hot rows
+# they act on every dimension but the trailing one-hot axis
+_ID_STEPS = {
+    aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default,
+    aten.unsqueeze.default, aten.slice.Tensor, aten.select.int,
+    aten.clone.default, aten.alias.default, aten._to_copy.default, aten.contiguous.default,
+}
+
+
+def _input_spec(node: torch.fx.Node, problems: list[str]) -> InputSpec:
+    value = node.meta["val"]
+    shape = tuple(value.shape)
+    if value.is_floating_point():
+        return InputSpec(node.name, shape)
+    steps, lookups, others = [], [], set()
+    frontier = [node]
+    while frontier:
+        current = frontier.pop()
+        for user in current.users:
+            if user.target is aten.embedding.default and user.args[1] is current:
+                lookups.append(user)
+            elif user.target in _ID_STEPS and user.args[0] is current:
+                steps.append(user)
+                frontier.append(user)
+            else:
+                others.add(_op_name(user.target))
+    if not lookups:
+        return InputSpec(node.name, shape, "binary")
+    if others:
+        problems.append(
+            f"{node.name}: integer ids used by {', '.join(sorted(others))} besides embedding lookups are not supported"
+        )
+    depth = max(int(u.args[0].meta["val"].shape[0]) for u in lookups)
+    for step in steps:  # the one-hot axis rides along at the end
+        args = list(step.args)
+        if step.target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default):
+            args[1] = list(args[1]) + [depth]
+        elif step.target in (aten.unsqueeze.default, aten.slice.Tensor, aten.select.int):
+            dim = args[1] if len(args) > 1 else 0
+            if dim < 0:
+                args = args + [0] * (2 - len(args))
+                args[1] = dim - 1
+        step.args = tuple(args)
+    return InputSpec(node.name, shape, "ids", depth)
+
+
+def _output_names(spec: Any, count: int) -> list[str]:
+    context = getattr(spec, "context", None)
+    if isinstance(context, (list, tuple)) and len(context) == count and all(isinstance(c, str) for c in context):
+        return list(context)
+    if count == 1:
+        return ["output"]
+    return [f"output_{i}" for i in range(count)]
+
+
+def _fold_public(graph: torch.fx.Graph, public: dict[str, torch.Tensor], secret_placeholders: set[str]) -> None:
+    # Calls that read nothing secret (position ids, causal masks, rotary tables) are
+    # computed here once; the values a secret call reads become public constants.
+    # Huge constants (float32's lowest, -inf in attention masks) become MASK_VALUE.
     secret: set[torch.fx.Node] = set()
-    public = set()
+    values: dict[torch.fx.Node, Any] = {}
     for node in graph.nodes:
         if node.op == "placeholder":
             if node.name in secret_placeholders:
                 secret.add(node)
+            else:
+                values[node] = public[node.name]
         elif node.op == "call_function":
             if any(arg in secret for arg in node.all_input_nodes):
                 secret.add(node)
+                node.args = torch.fx.node.map_aggregate(node.args, _bounded_scalar)
+                node.kwargs = torch.fx.node.map_aggregate(node.kwargs, _bounded_scalar)
             else:
-                public.add(node.name)
-    return public
+                args = torch.fx.map_arg(node.args, lambda n: values[n])
+                kwargs = torch.fx.map_arg(node.kwargs, lambda n: values[n])
+                values[node] = node.target(*args, **kwargs)
+    first = _first_non_placeholder(graph)
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node in secret:
+            continue
+        readers = [u for u in node.users if u in secret or u.op == "output"]
+        if readers:
+            name = f"const_{node.name}"
+            public[name] = _bounded_tensor(values[node])
+            with graph.inserting_before(first):
+                constant = graph.placeholder(name)
+            constant.meta = dict(node.meta)
+            for reader in readers:
+                reader.replace_input_with(node, constant)
+    for node in reversed(list(graph.nodes)):
+        if node.op == "call_function" and node not in secret and not node.users:
+            graph.erase_node(node)
 
 
-def _check_supported(graph: torch.fx.Graph, public_nodes: set[str]) -> None:
+def _bounded_scalar(value: Any) -> Any:
+    if isinstance(value, float) and not abs(value) < _HUGE:
+        return float(ops.MASK_VALUE) if value < 0 else -float(ops.MASK_VALUE)
+    return value
+
+
+def _bounded_tensor(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().clone().contiguous()
+        if value.is_floating_point():
+            value = torch.where(value >= _HUGE, -ops.MASK_VALUE, torch.where(value <= -_HUGE, ops.MASK_VALUE, value))
+        return value
+    return value
+
+
+def _unsupported(graph: torch.fx.Graph) -> list[str]:
+    problems = []
     for node in graph.nodes:
-        if node.op != "call_function" or node.name in public_nodes:
+        if node.op != "call_function":
             continue
         if node.target not in ops.OPS:
-            raise UnsupportedOpError(f"{module_path(node)}: {_op_name(node.target)} is not supported")
+            problems.append(f"{module_path(node)}: {_op_name(node.target)} is not supported")
+            continue
         reason = ops.unsupported_reason(node.target, node.args, node.kwargs)
         if reason:
-            raise UnsupportedOpError(f"{module_path(node)}: {_op_name(node.target)}: {reason}")
+            problems.append(f"{module_path(node)}: {_op_name(node.target)}: {reason}")
+    return problems
 
 
 def _op_name(target: Any) -> str:
@@ -219,6 +408,7 @@ def _fold_batch_norms(graph: torch.fx.Graph, secret: dict[str, torch.Tensor]) ->
             with graph.inserting_before(bn):
                 result = graph.call_function(ops.channel_affine, (x, scale_node, shift_node))
             result.meta = dict(bn.meta)
+            result.meta["val"] = bn.meta["val"][0]  # the normalized output, not the statistics
         for getter in getters:
             getter.replace_all_uses_with(result)
             graph.erase_node(getter)

@@ -84,8 +84,8 @@ def _shape_run(config: Config, program: Program, provider: TracingProvider) -> N
     with compat.substitute_communicator(ShapeCommunicator(len(config.parties))):
         compat.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
-        x = crypten.cryptensor(torch.zeros(program.input_shape), src=0)
-        run_program(program, params, x)
+        inputs = {spec.name: crypten.cryptensor(torch.zeros(spec.share_shape), src=0) for spec in program.inputs}
+        run_program(program, params, inputs)
 
 
 def _tls_contexts(config: Config, name: str):

@@ -11,19 +11,22 @@ from smpc.meter import LayerMeter
 from smpc.ops import OPS
 
 
-def run_program(program: Program, params: dict[str, Any], x: Any, meter: LayerMeter | None = None) -> Any:
-    """Evaluate `program` on shares.
+def run_program(program: Program, params: dict[str, Any], inputs: Any, meter: LayerMeter | None = None) -> list[Any]:
+    """Evaluate `program` on shares (or, for checking a conversion, on plain tensors).
 
     Args:
         program: the converted model (identical at every party).
         params: secret parameters (CrypTensors) by placeholder name.
-        x: the input, a CrypTensor of shape program.input_shape.
+        inputs: the inputs by name (CrypTensors of each InputSpec's share_shape), or the
+            one input of a single-input model.
         meter: if given, each node's communication and time are charged to the
             module that issued it (its path and class).
 
     Returns:
-        The output CrypTensor (still secret-shared).
+        The outputs (still secret-shared), in the order of program.outputs.
     """
+    if not isinstance(inputs, dict):
+        inputs = {program.inputs[0].name: inputs}
     env: dict[torch.fx.Node, Any] = {}
     remaining = {node: len(node.users) for node in program.graph.nodes}
 
@@ -32,8 +35,8 @@ def run_program(program: Program, params: dict[str, Any], x: Any, meter: LayerMe
 
     for node in program.graph.nodes:
         if node.op == "placeholder":
-            if node.name == program.input_name:
-                env[node] = x
+            if node.name in inputs:
+                env[node] = inputs[node.name]
             elif node.name in params:
                 env[node] = params[node.name]
             else:
@@ -50,5 +53,5 @@ def run_program(program: Program, params: dict[str, Any], x: Any, meter: LayerMe
                 if remaining[arg] == 0 and arg.op != "placeholder":
                     env.pop(arg, None)
         elif node.op == "output":
-            return value(node.args[0])[0]
+            return list(value(node.args[0]))
     raise RuntimeError("graph has no output node")

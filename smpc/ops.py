@@ -15,6 +15,9 @@ from typing import Any, Callable, Sequence
 import crypten
 import torch
 
+from smpc import compat
+from smpc.protocols import approx
+
 aten = torch.ops.aten
 
 
@@ -66,7 +69,7 @@ def mul(a: Any, b: Any) -> Any:
 
 def div(a: Any, b: Any) -> Any:
     if is_secret(b):
-        return mul(a, b.reciprocal())
+        return mul(a, approx.reciprocal(b))
     return a / b if not is_secret(a) else a.div(b)
 
 
@@ -135,12 +138,17 @@ def sum_(x, dims=None, keepdim=False, dtype=None):
 # ---- non-linear functions ------------------------------------------------------
 
 
-def _unary(name: str) -> Callable:
-    def run(x: Any, *args: Any) -> Any:
-        return getattr(x, name)(*args) if is_secret(x) else getattr(torch, name)(x, *args)
+def _unary(name: str, secret_fn: Callable) -> Callable:
+    # the approximation on shares, the torch function on public values
+    def run(x: Any) -> Any:
+        return secret_fn(x) if is_secret(x) else getattr(torch, name)(x)
 
     run.__name__ = name
     return run
+
+
+def relu(x):
+    return x.relu() if is_secret(x) else torch.relu(x)
 
 
 def hardtanh(x, min_val=-1.0, max_val=1.0):
@@ -152,37 +160,52 @@ def hardtanh(x, min_val=-1.0, max_val=1.0):
 def gelu(x, approximate="none"):
     if not is_secret(x):
         return torch.nn.functional.gelu(x, approximate=approximate)
-    # The tanh form of GELU for both variants: CrypTen's erf is a Taylor series that
-    # diverges for |x| > 2, while its tanh stays bounded (error vs exact GELU < 1e-3).
-    inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
-    return x * (inner.tanh() + 1) * 0.5
+    return approx.gelu(x, approximate)
 
 
 def silu(x):
-    return x * x.sigmoid() if is_secret(x) else torch.nn.functional.silu(x)
+    return approx.silu(x) if is_secret(x) else torch.nn.functional.silu(x)
 
 
 def softmax(x, dim, half_to_float=False):
-    return x.softmax(dim) if is_secret(x) else torch.softmax(x, dim)
+    return approx.softmax(x, dim) if is_secret(x) else torch.softmax(x, dim)
 
 
 def log_softmax(x, dim, half_to_float=False):
-    return x.log_softmax(dim) if is_secret(x) else torch.log_softmax(x, dim)
+    return approx.log_softmax(x, dim) if is_secret(x) else torch.log_softmax(x, dim)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
     if not is_secret(x):
         return torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
     dims = list(range(x.dim() - len(normalized_shape), x.dim()))
-    centered = x - _reduce("mean", x, dims, True)
-    var = _reduce("mean", centered * centered, dims, True)
-    # CrypTen's default 3 Newton steps for 1/sqrt are accurate only for variances in
-    # ~[0.1, 100]; 5 steps widen that to ~[0.01, 100] for a few more rounds.
-    with crypten.cfg.temp_override({"functions.sqrt_nr_iters": max(5, crypten.cfg.functions.sqrt_nr_iters)}):
-        out = centered * (var + eps).inv_sqrt()
+    out = approx.normalize(x, dims, eps, center=True)
     if weight is not None:
         out = mul(out, weight)
     return out if bias is None else add(out, bias)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    if not is_secret(x):
+        return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
+    dims = list(range(x.dim() - len(normalized_shape), x.dim()))
+    out = approx.normalize(x, dims, torch.finfo(torch.float32).eps if eps is None else eps, center=False)
+    return out if weight is None else mul(out, weight)
+
+
+def pow_(x, exponent):
+    if not is_secret(x):
+        return torch.pow(x, exponent)
+    if exponent == 0.5:
+        return approx.sqrt(x)
+    if exponent == -0.5:
+        return approx.inv_sqrt(x)
+    if exponent == -1:
+        return approx.reciprocal(x)
+    out = x
+    for _ in range(int(exponent) - 1):  # small integer powers (unsupported_reason checks)
+        out = out * x
+    return out
 
 
 def max_pool2d(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
@@ -229,10 +252,34 @@ def adaptive_avg_pool2d(x, output_size):
     return pool(x) if not is_secret(x) else _public_linear_pool(x, pool)
 
 
+# Scores of masked positions: a finite value the ring holds (float32's lowest, which
+# Hugging Face models add, is far outside it); the softmax's exp is exactly 0 below -16.
+MASK_VALUE = -1.0e4
+
+
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    if enable_gqa and k.size(-3) != q.size(-3):  # grouped-query attention: share each k/v head
+        groups = q.size(-3) // k.size(-3)
+        k = _repeat_heads(k, groups)
+        v = _repeat_heads(v, groups)
     scores = matmul(q, k.transpose(-2, -1)) * scale
+    if is_causal:
+        n, m = q.size(-2), k.size(-2)
+        attn_mask = torch.ones(n, m, dtype=torch.bool).tril()
+    if attn_mask is not None:
+        if is_secret(attn_mask):  # an additive float mask built from a secret padding mask
+            scores = add(scores, attn_mask)
+        elif attn_mask.dtype == torch.bool:
+            scores = add(scores, torch.where(attn_mask, 0.0, MASK_VALUE))
+        else:
+            scores = add(scores, attn_mask.clamp(min=MASK_VALUE))
     return matmul(softmax(scores, -1), v)
+
+
+def _repeat_heads(x, groups):
+    b, h, s, d = x.shape
+    return x.unsqueeze(2).expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
 
 
 # ---- shape and data movement -----------------------------------------------------
@@ -337,6 +384,190 @@ def dropout(x, p=0.5, train=False):
     return x
 
 
+# ---- lookups, masks and selections -------------------------------------------------
+
+
+def _as_float(v: Any) -> Any:
+    # public booleans and integers take part in arithmetic as 0/1 (or integer) floats
+    return v.float() if isinstance(v, torch.Tensor) and not v.is_floating_point() else v
+
+
+def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    """A lookup: public indices select rows of the (secret) table; secret ids arrive as
+    one-hot rows (convert.InputSpec), and the lookup is their product with the table."""
+    if is_secret(indices) or indices.is_floating_point():
+        return matmul(indices, weight)
+    return weight[indices]
+
+
+def to_copy(x, dtype=None, **kwargs):
+    # on shares a dtype change is no change: float stays fixed point, and the only
+    # integer or boolean secrets are 0/1 masks and one-hot ids (convert.InputSpec)
+    if is_secret(x):
+        return x
+    return x.to(dtype) if dtype is not None else x.clone()
+
+
+def index(x, indices):
+    key = tuple(slice(None) if i is None else i for i in indices)
+    return x[key]
+
+
+def logical_and(a, b):
+    if not is_secret(a) and not is_secret(b):
+        return torch.logical_and(a, b)
+    return mul(_as_float(a), _as_float(b))
+
+
+def logical_or(a, b):
+    if not is_secret(a) and not is_secret(b):
+        return torch.logical_or(a, b)
+    a, b = _as_float(a), _as_float(b)
+    return sub(add(a, b), mul(a, b))
+
+
+def logical_not(x):
+    return torch.logical_not(x) if not is_secret(x) else -x + 1
+
+
+def where(condition, a, b):
+    """a where condition else b: b + condition * (a - b); a public 0/1 condition selects
+    exactly (integer products, no truncation)."""
+    if not any(is_secret(v) for v in (condition, a, b)):
+        return torch.where(condition, a, b)
+    if not is_secret(condition):
+        keep = condition.bool()
+        out = None
+        for part, mask in ((a, keep), (b, ~keep)):
+            if is_secret(part):
+                term = compat.times_integers(part.expand(*torch.broadcast_shapes(part.shape, mask.shape)), mask.long())
+            else:
+                term = torch.where(mask, torch.as_tensor(part, dtype=torch.float32), 0.0)
+            out = term if out is None else add(out, term)
+        return out
+    a, b = _as_float(a), _as_float(b)
+    return add(b, mul(condition, sub(a, b)))
+
+
+def masked_fill(x, mask, value):
+    return where(mask, torch.as_tensor(float(value)), x)
+
+
+def _compare(name: str) -> Callable:
+    # comparisons on shares give 0/1 shares (CrypTen's binary circuits)
+    def run(a, b):
+        if not is_secret(a) and not is_secret(b):
+            return getattr(torch, name)(a, b)
+        if is_secret(a):
+            return compat.to_fixed_point(getattr(a, name)(b))
+        flipped = {"lt": "gt", "gt": "lt", "le": "ge", "ge": "le", "eq": "eq", "ne": "ne"}[name]
+        return compat.to_fixed_point(getattr(b, flipped)(a))
+
+    run.__name__ = name
+    return run
+
+
+def gather(x, dim, idx, sparse_grad=False):
+    return x.gather(dim, idx) if is_secret(x) else torch.gather(x, dim, idx)
+
+
+def index_select(x, dim, idx):
+    return x.index_select(dim, idx) if is_secret(x) else torch.index_select(x, dim, idx)
+
+
+def cumsum(x, dim, dtype=None):
+    return x.cumsum(dim) if is_secret(x) else torch.cumsum(x, dim)
+
+
+def tril(x, diagonal=0):
+    if not is_secret(x):
+        return torch.tril(x, diagonal)
+    keep = torch.ones(x.shape[-2:], dtype=torch.long).tril(diagonal)
+    return compat.times_integers(x, keep)
+
+
+def triu(x, diagonal=0):
+    if not is_secret(x):
+        return torch.triu(x, diagonal)
+    keep = torch.ones(x.shape[-2:], dtype=torch.long).triu(diagonal)
+    return compat.times_integers(x, keep)
+
+
+def amax(x, dim=(), keepdim=False):
+    if not is_secret(x):
+        return torch.amax(x, dim, keepdim)
+    dims = sorted((d % x.dim() for d in ([dim] if isinstance(dim, int) else (dim or range(x.dim())))), reverse=True)
+    for d in dims:
+        x = x.max(dim=d, keepdim=keepdim)[0]
+    return x
+
+
+def amin(x, dim=(), keepdim=False):
+    return -amax(-x, dim, keepdim) if is_secret(x) else torch.amin(x, dim, keepdim)
+
+
+def max_dim(x, dim, keepdim=False):
+    if not is_secret(x):
+        return torch.max(x, dim, keepdim)
+    values, onehot = x.max(dim=dim, keepdim=True)
+    onehot = compat.to_fixed_point(onehot)
+    positions = torch.arange(x.size(dim), dtype=torch.float32).view([-1 if d == dim % x.dim() else 1 for d in range(x.dim())])
+    indices = (onehot * positions).sum(dim, keepdim=True)
+    if not keepdim:
+        values, indices = values.squeeze(dim), indices.squeeze(dim)
+    return values, indices
+
+
+def argmax(x, dim=None, keepdim=False):
+    if not is_secret(x):
+        return torch.argmax(x, dim, keepdim)
+    if dim is None:
+        return max_dim(x.reshape(-1), 0)[1]
+    return max_dim(x, dim, keepdim)[1]
+
+
+def abs_(x):
+    return approx.split_sign(x)[2] if is_secret(x) else torch.abs(x)
+
+
+def clamp(x, min=None, max=None):
+    if not is_secret(x):
+        return torch.clamp(x, min, max)
+    if min is not None and max is not None:
+        return x.hardtanh(min, max)
+    if min is not None:
+        return (x - min).relu() + min
+    return -((-x + max).relu()) + max
+
+
+def addmm(bias, a, b, beta=1, alpha=1):
+    out = matmul(a, b)
+    if alpha != 1:
+        out = out * alpha
+    return add(out, bias if beta == 1 else bias * beta)
+
+
+def baddbmm(bias, a, b, beta=1, alpha=1):
+    return addmm(bias, a, b, beta, alpha)
+
+
+def log(x):
+    return x.log() if is_secret(x) else torch.log(x)
+
+
+def flip(x, dims):
+    return x.flip(dims) if is_secret(x) else torch.flip(x, dims)
+
+
+def new_like(fill: float) -> Callable:
+    # tensors of a secret's shape but of public values (shape is public)
+    def run(x, size=None, *args, **kwargs):
+        shape = x.shape if size is None else size
+        return torch.full(tuple(shape), fill)
+
+    return run
+
+
 # Target -> implementation. The keys are the only operations a model may use.
 OPS: dict[Any, Callable] = {
     aten.add.Tensor: add,
@@ -360,9 +591,15 @@ OPS: dict[Any, Callable] = {
     aten.mean.default: mean,
     aten.sum.dim_IntList: sum_,
     aten.sum.default: sum_,
-    aten.relu.default: _unary("relu"),
-    aten.sigmoid.default: _unary("sigmoid"),
-    aten.tanh.default: _unary("tanh"),
+    aten.relu.default: relu,
+    aten.sigmoid.default: _unary("sigmoid", approx.sigmoid),
+    aten.tanh.default: _unary("tanh", approx.tanh),
+    aten.exp.default: _unary("exp", approx.exp),
+    aten.reciprocal.default: _unary("reciprocal", approx.reciprocal),
+    aten.rsqrt.default: _unary("rsqrt", approx.inv_sqrt),
+    aten.sqrt.default: _unary("sqrt", approx.sqrt),
+    aten.pow.Tensor_Scalar: pow_,
+    aten.rms_norm.default: rms_norm,
     aten.hardtanh.default: hardtanh,
     aten.gelu.default: gelu,
     aten.silu.default: silu,
@@ -405,6 +642,53 @@ OPS: dict[Any, Callable] = {
     aten.lift_fresh_copy.default: identity,
     aten.clone.default: clone,
     aten.dropout.default: dropout,
+    aten.embedding.default: embedding,
+    aten._to_copy.default: to_copy,
+    aten.index.Tensor: index,
+    aten.__and__.Tensor: logical_and,
+    aten.bitwise_and.Tensor: logical_and,
+    aten.logical_and.default: logical_and,
+    aten.__or__.Tensor: logical_or,
+    aten.bitwise_or.Tensor: logical_or,
+    aten.logical_or.default: logical_or,
+    aten.logical_not.default: logical_not,
+    aten.bitwise_not.default: logical_not,
+    aten.where.self: where,
+    aten.where.ScalarOther: lambda c, a, b: where(c, a, torch.tensor(float(b))),
+    aten.where.ScalarSelf: lambda c, a, b: where(c, torch.tensor(float(a)), b),
+    aten.where.Scalar: lambda c, a, b: where(c, torch.tensor(float(a)), torch.tensor(float(b))),
+    aten.masked_fill.Scalar: masked_fill,
+    aten.lt.Scalar: _compare("lt"),
+    aten.lt.Tensor: _compare("lt"),
+    aten.le.Scalar: _compare("le"),
+    aten.le.Tensor: _compare("le"),
+    aten.gt.Scalar: _compare("gt"),
+    aten.gt.Tensor: _compare("gt"),
+    aten.ge.Scalar: _compare("ge"),
+    aten.ge.Tensor: _compare("ge"),
+    aten.eq.Scalar: _compare("eq"),
+    aten.eq.Tensor: _compare("eq"),
+    aten.ne.Scalar: _compare("ne"),
+    aten.ne.Tensor: _compare("ne"),
+    aten.gather.default: gather,
+    aten.index_select.default: index_select,
+    aten.cumsum.default: cumsum,
+    aten.tril.default: tril,
+    aten.triu.default: triu,
+    aten.amax.default: amax,
+    aten.amin.default: amin,
+    aten.max.dim: max_dim,
+    aten.argmax.default: argmax,
+    aten.abs.default: abs_,
+    aten.clamp.default: clamp,
+    aten.addmm.default: addmm,
+    aten.baddbmm.default: baddbmm,
+    aten.log.default: log,
+    aten.flip.default: flip,
+    aten.new_ones.default: new_like(1.0),
+    aten.new_zeros.default: new_like(0.0),
+    aten.ones_like.default: new_like(1.0),
+    aten.zeros_like.default: new_like(0.0),
     operator.getitem: operator.getitem,
 }
 
@@ -413,11 +697,10 @@ def unsupported_reason(target: Any, args: tuple, kwargs: dict) -> str | None:
     """Why a call that is in OPS still cannot run on shares (None when it can)."""
     if target is aten.dropout.default and (args[2:3] or [kwargs.get("train", False)])[0]:
         return "dropout in training mode is not supported (call model.eval())"
-    if target is aten.scaled_dot_product_attention.default:
-        mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
-        causal = args[5] if len(args) > 5 else kwargs.get("is_causal", False)
-        if mask is not None or causal:
-            return "attention masks are not supported"
+    if target is aten.pow.Tensor_Scalar:
+        exponent = args[1]
+        if exponent not in (0.5, -0.5, -1) and not (float(exponent).is_integer() and 1 <= exponent <= 8):
+            return f"exponent {exponent!r} is not supported (0.5, -0.5, -1 or an integer 1..8)"
     if target is aten.pad.default:
         mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
         if mode != "constant":

@@ -99,6 +99,34 @@ class ShapeOps(nn.Module):
         return z.reshape(2, -1)[:, ::2]
 
 
+class MaskedAttention(nn.Module):
+    """Attention with a causal boolean mask (scaled_dot_product_attention with attn_mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        mask = torch.triu(torch.ones(x.size(1), x.size(1), dtype=torch.bool), 1)
+        return self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+
+class CausalSDPA(nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True)
+
+
+class Scaled(nn.Module):
+    """A function on inputs scaled far outside randn's range, as real checkpoints produce."""
+
+    def __init__(self, fn: Callable, scale: float, shift: float = 0.0) -> None:
+        super().__init__()
+        self.fn, self.scale, self.shift = fn, scale, shift
+
+    def forward(self, x):
+        return self.fn(x * self.scale + self.shift)
+
+
 def _bn_stats(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -138,6 +166,19 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], float]] = {
     "residual_add": (Residual, (4, 6), LINEAR_TOL),
     "elementwise_mul": (ElementwiseMul, (4, 6), LINEAR_TOL),
     "matmul_bmm": (SecretMatmul, (2, 3, 6), APPROX_TOL),
+    "gelu_wide": (lambda: Scaled(nn.functional.gelu, 40.0), (4, 64), APPROX_TOL),
+    "gelu_tanh_wide": (lambda: Scaled(lambda x: nn.functional.gelu(x, approximate="tanh"), 40.0), (4, 64), APPROX_TOL),
+    "silu_wide": (lambda: Scaled(nn.functional.silu, 30.0), (4, 64), APPROX_TOL),
+    "exp": (lambda: Scaled(torch.exp, 1.5, -2.0), (4, 8), 0.05),
+    "rsqrt": (lambda: Scaled(lambda x: torch.rsqrt(x * x + 0.01), 10.0), (4, 8), APPROX_TOL),
+    "divide_by_secret": (lambda: Scaled(lambda x: 1.0 / (x * x + 0.5), 3.0), (4, 8), APPROX_TOL),
+    "rms_norm": (lambda: nn.RMSNorm(8, eps=1e-6), (4, 8), APPROX_TOL),
+    "layer_norm_wide_variance": (lambda: Scaled(nn.LayerNorm(16), 300.0, 5.0), (4, 16), APPROX_TOL),
+    "layer_norm_tiny_variance": (lambda: Scaled(nn.LayerNorm(16, eps=1e-12), 0.02, 1.0), (4, 16), APPROX_TOL),
+    "compare_where": (lambda: Lambda(lambda x: (x > 0.3).float() * 0.5 + torch.where(x < 0, x, 0.25 * x)), (4, 8), LINEAR_TOL),
+    "max_argmax": (lambda: Lambda(lambda x: x.max(dim=1).values + x.argmax(dim=1).float() * 0.5), (4, 8), LINEAR_TOL),
+    "masked_attention": (MaskedAttention, (2, 5, 8), APPROX_TOL),
+    "causal_sdpa": (CausalSDPA, (2, 2, 5, 4), APPROX_TOL),
     "transformer_encoder_layer": (
         lambda: nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True),
         (2, 5, 16),

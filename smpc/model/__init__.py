@@ -1,0 +1,1 @@
+"""What a model becomes: a converted program that travels as data."""

@@ -1,0 +1,281 @@
+"""Non-linear functions on shares, accurate over the ranges real models produce.
+
+CrypTen's own approximations hold only near zero: its exp, (1 + x/2^n)^(2^n), amplifies
+the input's rounding 2^n-fold and overflows for large |x|; its tanh-based GELU overflows
+the ring above about 19; its inverse square root converges for inputs in about
+[0.1, 100] only. The functions here bound every intermediate value instead:
+
+- **GELU, SiLU, tanh, sigmoid** split off the sign with one comparison and write the
+  function as ReLU (or sign) minus a correction d(|x|) that vanishes beyond a few units,
+  the decomposition SIGMA uses (Gupta et al., "SIGMA: Secure GPT Inference with Function
+  Secret Sharing", PoPETs 2024); d is a piecewise polynomial (as PUMA's GELU: Dong et
+  al., "PUMA: Secure Inference of LLaMA-7B in Five Minutes", 2023), each piece in a
+  local variable |w| <= 1 so no power leaves the ring. Segments come from a second,
+  batched comparison; a segment's polynomial is multiplied by its 0/1 indicator, so a
+  piece evaluated far outside its segment (wrapped, meaningless) contributes exactly 0.
+- **exp** clips its input to [-16, 12] (below -16 the result is 0, as PUMA and
+  BumbleBee zero e^x for x < -14), evaluates e^(x/32) by a polynomial and squares five
+  times (rounding amplified 32-fold, not 256-fold).
+- **softmax** subtracts the row maximum, so its exp needs only [-16, 0] (masked scores,
+  mapped to -10^4 by the converter, come out exactly 0), then one reciprocal.
+- **reciprocal, inverse square root, LayerNorm, RMSNorm** first find the input's binary
+  magnitude with one batched comparison against powers of two, scale it into [1, 2)
+  (or [1, 4)), and run Newton-Raphson from a linear start that converges there
+  (normalization before Newton iteration: Catrina and Saxena, "Secure Computation With
+  Fixed-Point Numbers", FC 2010; SPU's rsqrt and SIGMA's LayerNorm do the same). LayerNorm
+  is invariant to scaling its row, so it scales the centered row itself by the selected
+  power of two and needs the inverse square root on [0.2, 5] only: variances from 1e-4
+  to 1e7 keep the full 16-bit precision.
+
+Comparison results are 0/1 shares at scale 1 (as CrypTen's `_ltz` leaves them):
+multiplying by them needs no truncation, and `compat.weighted_bits` combines them with
+public weights exactly. The worst error of each function over its whole input range is
+measured by tests/test_approx.py and listed in README.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import crypten
+import torch
+
+from smpc import compat
+from smpc.protocols.tables import TABLES
+
+# past these magnitudes the functions are constant to below one unit at 16 bits
+EXP_LOW, EXP_HIGH = -16.0, 12.0
+# (above e^12 a product of two shares wraps the ring with probability |value| / 2^32 in
+# CrypTen's two-party truncation: 4e-5 at e^12, 7% at e^19.5)
+# LayerNorm / RMSNorm: binary magnitudes of the row variance told apart (2^-14 .. 2^24)
+NORM_LEVELS = range(-14, 25)
+NORM_NR_ITERS = 5
+RECIPROCAL_NR_ITERS = 3
+
+
+def _repeat_last(x: Any, k: int) -> Any:
+    # materialized copies along a new last axis (broadcast views cannot be truncated in place)
+    return x.unsqueeze(-1).repeat(*([1] * x.dim()), k)
+
+
+def less_than(x: Any, thresholds: Sequence[float]) -> Any:
+    """Bits [x < t] for every threshold t, stacked on a new last axis: one comparison
+    of the whole batch (the rounds of one, the bytes of len(thresholds))."""
+    return (_repeat_last(x, len(thresholds)) - torch.tensor(thresholds, dtype=torch.float32)).lt(0)
+
+
+def split_sign(x: Any) -> tuple[Any, Any, Any]:
+    """(bits [x < 0], ReLU(x), |x|) with one comparison and one exact product."""
+    negative = x.lt(0)
+    xn = x * negative
+    relu = x - xn
+    return negative, relu, relu - xn
+
+
+def powers(w: Any, degree: int) -> list[Any]:
+    """[w, w^2, ..., w^degree] in ceil(log2(degree)) rounds of batched products."""
+    p = {1: w}
+    k = 1
+    while k < degree:
+        top = min(2 * k, degree)
+        lows = list(range(1, top - k + 1))
+        products = crypten.stack([p[k]] * len(lows)) * crypten.stack([p[j] for j in lows])
+        for i, j in enumerate(lows):
+            p[k + j] = products[i]
+        k = top
+    return [p[i] for i in range(1, degree + 1)]
+
+
+def _segments_value(u: Any, name: str) -> Any:
+    # every segment's polynomial at u, on a last axis of segments: [..., S]
+    table = TABLES[name]
+    points, coefficients = table["points"], table["coefficients"]
+    centers = torch.tensor([(a + b) / 2 for a, b in zip(points[:-1], points[1:])])
+    inverse_half = torch.tensor([2 / (b - a) for a, b in zip(points[:-1], points[1:])])
+    w = (_repeat_last(u, len(centers)) - centers) * inverse_half
+    coeffs = torch.tensor(coefficients, dtype=torch.float64).t()  # [degree + 1, S]
+    value = None
+    for k, pw in enumerate(powers(w, coeffs.shape[0] - 1), start=1):
+        term = pw * coeffs[k].float()
+        value = term if value is None else value + term
+    return value + coeffs[0].float()
+
+
+def polynomial(u: Any, name: str) -> Any:
+    """The single-segment function `name` of TABLES at u (u inside its segment)."""
+    return _segments_value(u, name).squeeze(-1)
+
+
+def piecewise(u: Any, name: str) -> Any:
+    """The piecewise function `name` of TABLES at u >= 0; 0 past its last point."""
+    points = TABLES[name]["points"]
+    value = _segments_value(u, name)
+    below = less_than(u, points[1:])  # [u < b_s] for each segment's right end
+    if below.size(-1) == 1:
+        indicator = below
+    else:  # u in [a_s, b_s) = [u < b_s] - [u < a_s], and u >= 0 = a_0
+        indicator = crypten.cat([below[..., :1], below[..., 1:] - below[..., :-1]], dim=-1)
+    return (indicator * value).sum(-1)
+
+
+def gelu(x: Any, approximate: str = "none") -> Any:
+    """GELU(x) = ReLU(x) - d(|x|); d from the erf form or the tanh form."""
+    _, relu, magnitude = split_sign(x)
+    return relu - piecewise(magnitude, "gelu_tanh" if approximate == "tanh" else "gelu_erf")
+
+
+def silu(x: Any) -> Any:
+    """SiLU(x) = x * sigmoid(x) = ReLU(x) - |x| sigmoid(-|x|)."""
+    _, relu, magnitude = split_sign(x)
+    return relu - piecewise(magnitude, "silu")
+
+
+def tanh(x: Any) -> Any:
+    """tanh(x) = sign(x) (1 - d(|x|))."""
+    negative, _, magnitude = split_sign(x)
+    t = 1 - piecewise(magnitude, "tanh")
+    return t - (t * negative) * 2
+
+
+def sigmoid(x: Any) -> Any:
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2."""
+    return tanh(x * 0.5) * 0.5 + 0.5
+
+
+def exp(x: Any) -> Any:
+    """e^x for x <= 12 (0 below -16); inputs above 12 give e^12."""
+    bits = crypten.stack([x - EXP_LOW, -x + EXP_HIGH]).lt(0)  # [x < -16], [x > 12]
+    low, high = bits[0], bits[1]
+    clipped = crypten.stack([x, x - EXP_HIGH]) * bits
+    z = (x - clipped[0] - clipped[1]) * (1.0 / 32)
+    r = polynomial(z, "exp32")
+    for _ in range(5):
+        r = r * r
+    return r - r * low
+
+
+def exp_nonpositive(y: Any) -> Any:
+    """e^y for y <= 0 (the softmax after subtracting the maximum); 0 below -16."""
+    low = y.lt(EXP_LOW)
+    z = (y - y * low) * (1.0 / 16)
+    r = polynomial(z, "exp16")
+    for _ in range(4):
+        r = r * r
+    return r - r * low
+
+
+def _levels(x: Any, exponents: Sequence[int], base: int) -> Any:
+    # one-hot of x's level: level i when base^e_i <= x < base^e_(i+1) (first and last open)
+    above = 1 - less_than(x, [float(base) ** e for e in exponents[1:]])  # [x >= base^e_i], i >= 1
+    if above.size(-1) == 0:
+        return None
+    first = 1 - above[..., :1]
+    middle = above[..., :-1] - above[..., 1:]
+    return crypten.cat([first, middle, above[..., -1:]], dim=-1)
+
+
+def _reduce(x: Any, onehot: Any, exponents: Sequence[int], base: int) -> Any:
+    # x / base^e for x's level e: each scaled copy exactly or by one truncation, then the
+    # level's copy picked by the one-hot (an exact product with 0/1 bits)
+    copies = _repeat_last(x, len(exponents))
+    up = [base ** (-e) if e < 0 else 1 for e in exponents]
+    down = [base**e if e > 0 else 1 for e in exponents]
+    copies = compat.times_integers(copies, up)
+    if any(d > 1 for d in down):
+        copies = copies.div(torch.tensor(down, dtype=torch.long))
+    return (onehot * copies).sum(-1)
+
+
+def _newton_reciprocal(m: Any) -> Any:
+    # 1/m for m in [1, 2): start 24/17 - 8/17 m (relative error <= 1/17), quadratic steps
+    y = m * (-8 / 17) + 24 / 17
+    for _ in range(RECIPROCAL_NR_ITERS):
+        y = y * (-(m * y) + 2)
+    return y
+
+
+def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS) -> Any:
+    # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- y (3 - m y^2) / 2
+    y = m * -0.225 + 1.4
+    for _ in range(iterations):
+        y = y * (-(m * (y * y)) + 3) * 0.5
+    return y
+
+
+def reciprocal_positive(x: Any, low: int = -16, high: int = 24) -> Any:
+    """1/x for x in [2^low, 2^high)."""
+    exponents = list(range(low, high))
+    onehot = _levels(x, exponents, 2)
+    m = _reduce(x, onehot, exponents, 2)
+    return _newton_reciprocal(m) * compat.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+
+
+def reciprocal(x: Any) -> Any:
+    """1/x for 2^-16 <= |x| < 2^24, either sign."""
+    negative, _, magnitude = split_sign(x)
+    r = reciprocal_positive(magnitude)
+    return r - (r * negative) * 2
+
+
+def inv_sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
+    """1/sqrt(x) for x in [4^low, 4^high)."""
+    exponents = list(range(low, high))
+    onehot = _levels(x, exponents, 4)
+    m = _reduce(x, onehot, exponents, 4)
+    return _newton_inv_sqrt(m) * compat.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+
+
+def sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
+    """sqrt(x) for x in [4^low, 4^high) (0 gives about 0)."""
+    exponents = list(range(low, high))
+    onehot = _levels(x, exponents, 4)
+    m = _reduce(x, onehot, exponents, 4)
+    root = m * _newton_inv_sqrt(m)
+    return root * compat.weighted_bits(onehot, [2.0**e for e in exponents])
+
+
+def _mean(x: Any, dims: Sequence[int]) -> Any:
+    count = 1
+    for d in sorted(dims, reverse=True):
+        count *= x.size(d)
+        x = x.sum(d, keepdim=True)
+    return x * (1.0 / count)
+
+
+def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
+    """(x - mean) / sqrt(var + eps) over `dims` (LayerNorm; RMSNorm when center=False).
+
+    The row is first scaled by 2^(-l/2) for the binary magnitude 2^l of its variance
+    (a scale LayerNorm ignores), so the variance that is inverted lies in about [1, 2).
+    """
+    c = x - _mean(x, dims) if center else x
+    coarse = _mean(c * c, dims)
+    exponents = list(NORM_LEVELS)
+    onehot = _levels(coarse, exponents, 2)
+    scales = [2.0 ** (-e / 2) for e in exponents]
+    # the scale as encoded (rounded to the grid), so that eps is scaled by exactly its square
+    encoded = [round(s * 2**crypten.cfg.encoder.precision_bits) / 2**crypten.cfg.encoder.precision_bits for s in scales]
+    scale = compat.weighted_bits(onehot, encoded)
+    scaled = c * scale
+    m = _mean(scaled * scaled, dims)
+    if eps * max(encoded) ** 2 * 2**crypten.cfg.encoder.precision_bits >= 0.5:
+        m = m + compat.weighted_bits(onehot, [eps * s * s for s in encoded])
+    return scaled * _newton_inv_sqrt(m)
+
+
+def softmax(x: Any, dim: int) -> Any:
+    """softmax along `dim`: max subtraction, exp on [-16, 0], one positive reciprocal."""
+    dim = dim % x.dim()
+    top = x.max(dim=dim, keepdim=True)[0]
+    e = exp_nonpositive(x - top)
+    total = e.sum(dim, keepdim=True)  # in [1, n]: the maximum contributes e^0
+    levels = max(1, math.ceil(math.log2(x.size(dim) + 1)))
+    return e * reciprocal_positive(total, 0, levels + 1)
+
+
+def log_softmax(x: Any, dim: int) -> Any:
+    """log softmax along `dim` (CrypTen's log on the sum, after max subtraction)."""
+    dim = dim % x.dim()
+    y = x - x.max(dim=dim, keepdim=True)[0]
+    return y - exp_nonpositive(y).sum(dim, keepdim=True).log()

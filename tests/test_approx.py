@@ -1,0 +1,96 @@
+"""Every approximation of smpc.protocols.approx swept over the whole range it covers,
+edge values included, on shares in two real party processes; the worst error of each
+is the figure README's range table shows (`python tests/test_approx.py` prints it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from approx_cases import SWEEPS, layer_norm_rows, softmax_rows
+from harness import run_parties
+
+
+def _evaluate(rank: int, world_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    import crypten
+
+    from smpc.protocols import approx
+
+    functions = {
+        "gelu (erf)": approx.gelu,
+        "gelu (tanh)": lambda x: approx.gelu(x, "tanh"),
+        "gelu near 0": approx.gelu,
+        "silu": approx.silu,
+        "tanh": approx.tanh,
+        "sigmoid": approx.sigmoid,
+        "exp": approx.exp,
+        "reciprocal": approx.reciprocal,
+        "inv_sqrt": approx.inv_sqrt,
+        "sqrt": approx.sqrt,
+        "layer_norm": lambda x: approx.normalize(x, [1], 1e-5, center=True),
+        "rms_norm": lambda x: approx.normalize(x, [1], 1e-6, center=False),
+        "softmax": lambda x: approx.softmax(x, 1),
+    }
+    inputs = {name: build() for name, (build, *_rest) in SWEEPS.items()}
+    inputs.update(layer_norm=layer_norm_rows(), rms_norm=layer_norm_rows(), softmax=softmax_rows())
+    return {name: (x, functions[name](crypten.cryptensor(x, src=0)).get_plain_text()) for name, x in inputs.items()}
+
+
+def _exact(name: str, x: torch.Tensor) -> torch.Tensor:
+    x = torch.trunc(x.double() * 2**16) / 2**16  # the input as CrypTen encodes it
+    if name == "layer_norm":
+        return torch.nn.functional.layer_norm(x, (x.size(1),), eps=1e-5)
+    if name == "rms_norm":
+        return torch.nn.functional.rms_norm(x, (x.size(1),), eps=1e-6)
+    if name == "softmax":
+        return torch.softmax(x, 1)
+    return SWEEPS[name][1](x)
+
+
+def worst_errors(results: dict) -> dict[str, float]:
+    """Worst error per function (relative ones as in approx_cases.SWEEPS)."""
+    out = {}
+    for name, (x, got) in results.items():
+        exact = _exact(name, x)
+        err = (got.double() - exact).abs()
+        if name in SWEEPS and SWEEPS[name][2] == "relative":
+            err = err / exact.abs().clamp_min(0.01)
+        out[name] = float(err.max())
+    return out
+
+
+TOLERANCES = {name: spec[3] for name, spec in SWEEPS.items()} | {"layer_norm": 3e-3, "rms_norm": 3e-3, "softmax": 5e-4}
+
+
+@pytest.fixture(scope="module")
+def errors() -> dict[str, float]:
+    return worst_errors(run_parties(_evaluate, 2, timeout=600)[0])
+
+
+@pytest.mark.parametrize("name", sorted(TOLERANCES))
+def test_approximation_holds_over_its_whole_range(errors, name):
+    assert errors[name] <= TOLERANCES[name], f"{name}: worst error {errors[name]:.3g} > {TOLERANCES[name]}"
+
+
+def test_committed_tables_are_the_fit_of_their_definitions():
+    from smpc.protocols import fit, tables
+
+    namespace: dict = {}
+    exec(fit.render(), namespace)
+    for name, table in tables.TABLES.items():
+        fresh = namespace["TABLES"][name]
+        assert table["points"] == fresh["points"]
+        for mine, theirs in zip(table["coefficients"], fresh["coefficients"]):
+            assert max(abs(a - b) for a, b in zip(mine, theirs)) < 1e-9, name
+
+
+if __name__ == "__main__":  # the README table
+    found = worst_errors(run_parties(_evaluate, 2, timeout=600)[0])
+    ranges = {name: spec[4] for name, spec in SWEEPS.items()}
+    ranges |= {"layer_norm": "row variance 1e-4 .. 1e6", "rms_norm": "row mean square 1e-4 .. 1e6",
+               "softmax": "scores × 0.1 .. 20, rows masked with -1e4"}
+    print("| function | input range swept | worst error |")
+    print("|---|---|---|")
+    for name, err in found.items():
+        kind = SWEEPS[name][2] if name in SWEEPS else "absolute"
+        print(f"| {name} | {ranges[name]} | {err:.1e} ({kind}) |")
