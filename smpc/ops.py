@@ -440,7 +440,7 @@ def where(condition, a, b):
         out = None
         for part, mask in ((a, keep), (b, ~keep)):
             if is_secret(part):
-                term = compat.times_integers(part.expand(*torch.broadcast_shapes(part.shape, mask.shape)), mask.long())
+                term = compat.times_integers(part, mask.long())  # broadcasts like torch
             else:
                 term = torch.where(mask, torch.as_tensor(part, dtype=torch.float32), 0.0)
             out = term if out is None else add(out, term)
