@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.smpc-installed
 
-.PHONY: demo test bench study clean
+.PHONY: demo text-demo test bench study clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/smpc launch configs/local-2pc.yaml --report runs/demo-report.json
+
+# a BERT classifier on text, private end to end (tokenizer at alice, secret one-hot ids)
+text-demo: $(STAMP)
+	$(PY) models/text_demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

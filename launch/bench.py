@@ -74,6 +74,8 @@ def run_config(
         "randomness": cell.randomness,
         "transport": cell.transport,
         "protocol": {"precision_bits": cell.precision_bits, "functions": cell.functions.model_dump()},
+        # a study measures fidelity (error, agreement) rather than gating on it
+        "fidelity": {"min_cosine": None},
         "timeouts": study.timeouts.model_dump(),
         "run_dir": str(run_dir),
     }

@@ -12,11 +12,13 @@ from typing import Any
 import torch
 
 from launch.processes import Child, supervise
-from smpc import artifacts, model_dir, zoo
-from smpc.runfiles import audit_path, error_path, load_outputs, log_path, output_path, result_path, write_json
+from smpc import artifacts
 from smpc.config import Config, load_config
-from smpc.convert import convert
-from smpc.errors import ArtifactError, PartyError
+from smpc.convert import Program
+from smpc.errors import ArtifactError, FidelityError, PartyError
+from smpc.execute import run_program
+from smpc.model import pack, ranges
+from smpc.runfiles import audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
 
 
 @dataclass
@@ -41,6 +43,9 @@ class Report:
     randomness: str
     parties: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: str = ""
+    # per output: the worst cosine to plaintext over its rows (unmasked tokens) and max |error|
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)
+    fidelity: str = "ok"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -58,6 +63,8 @@ class Report:
             f"wall time          {self.wall_s:.2f} s (offline {self.offline_s:.2f} s, online {self.online_s:.2f} s;"
             f" randomness: {self.randomness})",
         ]
+        for name, o in self.outputs.items():
+            lines.append(f"output {name:<12} worst cosine to plaintext {o['min_cosine']:.6f}, max |error| {o['max_abs_error']:.6f}")
         for name, p in self.parties.items():
             lines.append(
                 f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds,"
@@ -66,21 +73,19 @@ class Report:
         return "\n".join(lines)
 
 
-def preflight(config: Config) -> torch.nn.Module:
+def preflight(config: Config) -> Program:
     """Check every party's files and that the model converts, before starting anyone.
 
-    Returns the owner's model (verified and loaded), kept for the plaintext reference."""
-    model = zoo.build(config.model.architecture)
-    model_dir.load_owner_weights(model, config.model_owner.weights, config.model)
+    Returns the program with the owner's weights (verified), kept for the plaintext reference."""
+    program = pack.build_program(config, config.model_owner.weights)
     for owner in config.data_owners:
-        artifacts.load_data(owner.data, config.model.input_shape)
+        pack.load_rows(config, program, owner.data)
     if config.effective_transport == "tls":
         for name in config.names + (["dealer"] if config.dealer is not None else []):
             for path in config.tls_files(name):
                 if not path.is_file():
                     raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
-    convert(model, torch.zeros(config.batch_size, *config.model.input_shape))
-    return model
+    return program
 
 
 def run(
@@ -101,7 +106,7 @@ def run(
     """
     if not isinstance(config, Config):
         config = load_config(config)
-    model = preflight(config)
+    program = preflight(config)
     if config.randomness == "local" and warn_local:
         print(
             "warning: randomness is 'local' (CrypTen's TFP): every party can derive the Beaver triples, "
@@ -131,9 +136,13 @@ def run(
         raise PartyError(_failure_message(config, outcome))
 
     records = {name: json.loads(result_path(config, name).read_text()) for name in config.names}
-    report = _evaluate(config, model, records, wall_s)
+    report, failures, batches = _evaluate(config, program, records, wall_s)
+    if failures:
+        report.fidelity = f"fidelity check failed: {'; '.join(failures)}; {ranges.likely_cause(program, batches[:4])}"
     if report_path is not None:
         write_json(Path(report_path), json.loads(report.to_json()))
+    if failures:
+        raise FidelityError(report.fidelity)
     return report
 
 
@@ -164,30 +173,92 @@ def _failure_message(config: Config, outcome) -> str:
     return "\n".join(lines)
 
 
-def _evaluate(config: Config, model: torch.nn.Module, records: dict[str, dict[str, Any]], wall_s: float) -> Report:
-    # Each data owner's rows as its receiver saw them, checked against plain PyTorch.
-    model.eval()
-    seen, plain, labels = [], [], []
+def _plain_batches(config: Config, program: Program, rows: artifacts.InputData) -> list[dict[str, torch.Tensor]]:
+    # the inputs as the parties share them (one-hot ids, 0/1 masks), padded to full batches
+    out = []
+    for start in range(0, rows.rows, config.batch_size):
+        feeds = {}
+        for spec in program.inputs:
+            part = spec.encode(rows.inputs[spec.name][start : start + config.batch_size])
+            pad = config.batch_size - len(part)
+            feeds[spec.name] = torch.cat([part, torch.zeros(pad, *part.shape[1:])]) if pad else part
+        out.append(feeds)
+    return out
+
+
+def _row_mask(program: Program, rows: artifacts.InputData, output: torch.Tensor) -> torch.Tensor:
+    # rows (tokens) that carry meaning: a 0/1 input of the output's leading shape masks the rest
+    for spec in program.inputs:
+        value = rows.inputs[spec.name]
+        if spec.kind == "binary" and output.dim() >= 3 and tuple(value.shape) == tuple(output.shape[:-1]):
+            return value.bool()
+    return torch.ones(output.shape[:-1] if output.dim() > 1 else output.shape, dtype=torch.bool)
+
+
+def _cosines(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    # per row (the last axis); two rows that are both ~0 agree
+    if got.dim() == 1:
+        got, want = got.unsqueeze(-1), want.unsqueeze(-1)
+    got, want = got.double(), want.double()
+    norms = got.norm(dim=-1) * want.norm(dim=-1)
+    cos = (got * want).sum(-1) / norms.clamp_min(1e-12)
+    return torch.where((got.norm(dim=-1) < 1e-4) & (want.norm(dim=-1) < 1e-4), torch.ones_like(cos), cos)
+
+
+def _evaluate(
+    config: Config, program: Program, records: dict[str, dict[str, Any]], wall_s: float
+) -> tuple[Report, list[str], list[dict[str, torch.Tensor]]]:
+    # Each data owner's rows as its receiver saw them, checked against the same program
+    # run in plain PyTorch with the owner's weights.
+    names = [name for name, _ in program.outputs]
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    plain: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    masks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    labels, all_batches = [], []
     offset = 0
     for owner in config.data_owners:
-        data = artifacts.load_data(owner.data, config.model.input_shape)
+        rows = pack.load_rows(config, program, owner.data)
         receiver = config.receivers_of(owner)[0]
-        revealed = load_outputs(config, receiver.name)
-        if receiver.name != owner.name:  # a receiver that owns no data holds every row
-            revealed = revealed[offset : offset + len(data.inputs)]
-        offset += len(data.inputs)
+        fields = load_output_fields(config, receiver.name)
+        if config.model.program is None:
+            fields = {names[0]: fields["outputs"]}
+        batches = _plain_batches(config, program, rows)
+        all_batches += batches
         with torch.no_grad():
-            plain.append(torch.cat([model(data.inputs[i : i + 256]) for i in range(0, len(data.inputs), 256)]))
-        seen.append(revealed)
-        labels.append(data.labels)
-    logits, reference = torch.cat(seen), torch.cat(plain)
-    known = None if any(lab is None for lab in labels) else torch.cat(labels)
-    return Report(
+            results = [run_program(program, program.secret, feeds) for feeds in batches]
+        for i, name in enumerate(names):
+            revealed = fields[name]
+            if receiver.name != owner.name:  # a receiver that owns no data holds every row
+                revealed = revealed[offset : offset + rows.rows]
+            reference = torch.cat([r[i] for r in results])[: rows.rows]
+            seen[name].append(revealed)
+            plain[name].append(reference)
+            masks[name].append(_row_mask(program, rows, reference))
+        offset += rows.rows
+        labels.append(rows.labels)
+    per_output, failures = {}, []
+    fidelity = config.fidelity
+    for name in names:
+        got, want, keep = torch.cat(seen[name]), torch.cat(plain[name]), torch.cat(masks[name])
+        cos = float(_cosines(got, want)[keep].min())
+        err = float((got - want).abs()[keep].max())
+        per_output[name] = {"min_cosine": round(cos, 7), "max_abs_error": err}
+        if fidelity.min_cosine is not None and not cos >= fidelity.min_cosine:
+            failures.append(f"output {name}: worst cosine to plaintext {cos:.4g} < fidelity.min_cosine {fidelity.min_cosine:g}")
+        if fidelity.max_abs_error is not None and not err <= fidelity.max_abs_error:
+            failures.append(f"output {name}: max |error| {err:.4g} > fidelity.max_abs_error {fidelity.max_abs_error:g}")
+    logits, reference = torch.cat(seen[names[0]]), torch.cat(plain[names[0]])
+    keep = torch.cat(masks[names[0]])
+    agreement = float((logits.argmax(-1) == reference.argmax(-1))[keep].float().mean()) if logits.dim() > 1 else 1.0
+    if fidelity.min_agreement is not None and agreement < fidelity.min_agreement:
+        failures.append(f"output {names[0]}: top-1 agreement {agreement:.2%} < fidelity.min_agreement {fidelity.min_agreement:.2%}")
+    known = None if any(lab is None for lab in labels) or logits.dim() != 2 else torch.cat(labels)
+    report = Report(
         samples=len(reference),
         accuracy_mpc=None if known is None else float((logits.argmax(1) == known).float().mean()),
         accuracy_plain=None if known is None else float((reference.argmax(1) == known).float().mean()),
-        agreement=float((logits.argmax(1) == reference.argmax(1)).float().mean()),
-        max_abs_error=float((logits - reference).abs().max()),
+        agreement=agreement,
+        max_abs_error=float((logits - reference).abs()[keep].max()),
         wall_s=round(wall_s, 3),
         online_s=max(r["online_s"] for r in records.values()),
         offline_s=max(r["offline_s"] for r in records.values()),
@@ -196,4 +267,7 @@ def _evaluate(config: Config, model: torch.nn.Module, records: dict[str, dict[st
             n: {k: r[k] for k in ("bytes_sent", "rounds", "peak_rss_mib", "layers")} for n, r in records.items()
         },
         config=str(config.source),
+        outputs=per_output,
+        fidelity="ok",
     )
+    return report, failures, all_batches

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, sealed, session, share_cache, wire, zoo
+from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, sealed, session, share_cache, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
-from smpc.convert import convert
 from smpc.execute import run_program
 from smpc.meter import LayerMeter, peak_rss_mib
+from smpc.model import pack
 from smpc.provider import PROVIDER_NAME, MaterialStream, PartyProvider
 
 
@@ -56,15 +56,11 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     torch.set_num_threads(1)
     torch.manual_seed(rank)
 
-    model = zoo.build(config.model.architecture)
-    if rank == owner:  # verified first when signed: a tampered model stops everything here
-        model_dir.load_owner_weights(model, me.weights, config.model)
-    dataset = artifacts.load_data(me.data, config.model.input_shape) if rank in data_ranks else None
+    # the owner's weights are verified first when signed: a tampered model stops everything here
+    program = pack.build_program(config, me.weights if rank == owner else None)
+    dataset = pack.load_rows(config, program, me.data) if rank in data_ranks else None
     if me.storage_key is not None:
         sealed.load_key(me.storage_key)  # a missing or exposed key fails now, not after the run
-    batch_shape = torch.Size((config.batch_size, *config.model.input_shape))
-    program = convert(model, torch.zeros(batch_shape))
-    del model  # from here on the weights exist only as shares
     fields = agreement.fields(config, program)
     weights_sha256 = artifacts.file_digest(model_dir.weights_file(me.weights)) if rank == owner else None
     audit = AuditLog(runfiles.audit_path(config, name), name)
@@ -96,9 +92,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             party_provider.bind(rank, seed, stream)
             compat.register_provider(PROVIDER_NAME, party_provider)
         joined_s = time.perf_counter() - started
-        counts = [
-            session.broadcast_int(None if dataset is None else len(dataset.inputs), r) for r in data_ranks
-        ]
+        counts = [session.broadcast_int(None if dataset is None else dataset.rows, r) for r in data_ranks]
         samples = sum(counts)
         batches = range(0, samples, config.batch_size)
         if config.share_cache:
@@ -117,7 +111,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         session.barrier()
         offline_s = time.perf_counter() - offline_start
 
-        mine: list[torch.Tensor] = []  # outputs revealed to this party, in global row order
+        # outputs revealed to this party, per output, in global row order
+        mine: dict[str, list[torch.Tensor]] = {output: [] for output, _ in program.outputs}
         if progress and rank == data_ranks[0]:
             from tqdm import tqdm
 
@@ -129,22 +124,27 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                 stream.next_batch()
             rows = min(config.batch_size, samples - start)
             parts = _batch_rows(counts, start, rows)
-            pieces = []
-            for d, first_row, n in parts:
-                values = dataset.inputs[first_row : first_row + n] if rank == data_ranks[d] else None
-                pieces.append(session.share_input(values, torch.Size((n, *config.model.input_shape)), data_ranks[d]))
-            if rows < config.batch_size:  # pad the last batch to the converted shape
-                pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *config.model.input_shape)))
-            x = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
+            x = {}
+            for spec in program.inputs:
+                pieces = []
+                for d, first_row, n in parts:
+                    values = None
+                    if rank == data_ranks[d]:
+                        values = spec.encode(dataset.inputs[spec.name][first_row : first_row + n], str(me.data))
+                    pieces.append(session.share_input(values, torch.Size((n, *spec.share_shape[1:])), data_ranks[d]))
+                if rows < config.batch_size:  # pad the last batch to the converted shape
+                    pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *spec.share_shape[1:])))
+                x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
             meter.charge("<input sharing>")
-            out = run_program(program, params, x, meter)[0]
+            outputs = run_program(program, params, x, meter)
             offset = 0
             for d, _, n in parts:  # each data owner's rows go to its receivers only
                 receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]
-                revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
+                for (output_name, _), out in zip(program.outputs, outputs):
+                    revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
+                    if revealed is not None:
+                        mine[output_name].append(revealed)
                 audit.record("reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers])
-                if revealed is not None:
-                    mine.append(revealed)
                 offset += n
             meter.charge("<output reveal>")
         online_s = time.perf_counter() - online_start
@@ -174,12 +174,15 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     if stream is not None:
         record["dealer_wait_s"] = round(stream.wait_s, 4)
         record["dealer_bytes_received"] = stream.bytes_received
-    if mine:
-        outputs = torch.cat(mine)
-        record["output_file"] = str(runfiles.save_outputs(config, name, outputs))
-        record["output_rows"] = len(outputs)
-        if dataset is not None and dataset.labels is not None and len(outputs) == len(dataset.labels):
-            record["accuracy_mpc"] = float((outputs.argmax(1) == dataset.labels).float().mean())
+    if any(mine.values()):
+        by_output = {k: torch.cat(v) for k, v in mine.items()}
+        first = next(iter(by_output.values()))
+        # a zoo model's single output keeps its historical name; a packed program's outputs keep theirs
+        saved = by_output if config.model.program is not None else first
+        record["output_file"] = str(runfiles.save_outputs(config, name, saved))
+        record["output_rows"] = len(first)
+        if dataset is not None and dataset.labels is not None and len(first) == len(dataset.labels) and first.dim() == 2:
+            record["accuracy_mpc"] = float((first.argmax(1) == dataset.labels).float().mean())
     runfiles.write_json(runfiles.result_path(config, name), record)
     return record
 

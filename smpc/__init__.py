@@ -9,3 +9,17 @@ _os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
 from smpc import compat as _compat  # noqa: E402  (after the log level: it imports torch)
 
 _compat.apply()
+
+
+def __getattr__(name: str):
+    # the two entry points for a developer, imported on first use (they pull in the
+    # converter and, for simulate, the launcher that supervises the party processes)
+    if name == "pack":
+        from smpc.model.pack import pack
+
+        return pack
+    if name == "simulate":
+        from launch.simulate import simulate
+
+        return simulate
+    raise AttributeError(f"module 'smpc' has no attribute {name!r}")

@@ -25,7 +25,7 @@ def fields(config: Config, program: Program) -> dict[str, str]:
     values = {
         "parties": [(p.name, p.host, p.port, sorted(p.roles)) for p in config.parties],
         "model.architecture": program.architecture_fingerprint(),
-        "model.input_shape": list(config.model.input_shape),
+        "model.input_shape": [[s.name, list(s.shape), s.kind, s.depth] for s in program.inputs],
         "batch_size": config.batch_size,
         "randomness": [config.randomness, None if config.dealer is None else [config.dealer.host, config.dealer.port]],
         "transport": config.effective_transport,

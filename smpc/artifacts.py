@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from smpc.errors import ArtifactError
+
+
+def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; one ArtifactError line when it is missing or damaged."""
+    return _read(path, what)
 
 
 def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -89,6 +95,60 @@ def load_data(path: Path, input_shape: tuple[int, ...]) -> Dataset:
     return Dataset(inputs.float(), None if labels is None else labels.long())
 
 
+@dataclass(frozen=True)
+class InputData:
+    """A data owner's rows for a packed program: each model input by name (raw values:
+    floats, integer ids, 0/1 masks), N rows each, and optional integer labels."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor | None
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+
+def load_inputs(path: Path, specs: Any) -> InputData:
+    """Read a data file for a program's inputs: one tensor per input name (a single float
+    input may also be called `inputs`), each [N, *that input's shape without the batch].
+
+    Args:
+        path: safetensors file.
+        specs: the program's InputSpecs.
+    """
+    tensors = _read(path, "data")
+    if len(specs) == 1 and specs[0].name not in tensors and "inputs" in tensors:
+        tensors[specs[0].name] = tensors.pop("inputs")
+    missing = [s.name for s in specs if s.name not in tensors]
+    if missing:
+        raise ArtifactError(f"{path}: expected a tensor for each model input {[s.name for s in specs]}, missing {missing}")
+    inputs, rows = {}, None
+    for spec in specs:
+        value = tensors[spec.name]
+        sample = tuple(spec.shape[1:])
+        if value.dim() != len(sample) + 1 or tuple(value.shape[1:]) != sample or value.shape[0] == 0:
+            raise ArtifactError(
+                f"{path}: {spec.name} has shape {list(value.shape)}, expected [N, {', '.join(map(str, sample))}]"
+            )
+        if rows is not None and value.shape[0] != rows:
+            raise ArtifactError(f"{path}: {spec.name} has {value.shape[0]} rows, the other inputs {rows}")
+        rows = value.shape[0]
+        inputs[spec.name] = value
+    labels = tensors.get("labels")
+    if labels is not None and tuple(labels.shape) != (rows,):
+        raise ArtifactError(f"{path}: labels have shape {list(labels.shape)}, expected [{rows}]")
+    return InputData(inputs, None if labels is None else labels.long())
+
+
+def save_inputs(path: Path, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None = None) -> None:
+    """Write a data file in the format load_inputs reads."""
+    tensors = {k: v.contiguous() for k, v in inputs.items()}
+    if labels is not None:
+        tensors["labels"] = labels.long().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+
+
 def save_data(path: Path, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> None:
     """Write a data file in the format load_data reads."""
     tensors = {"inputs": inputs.float().contiguous()}
@@ -98,10 +158,17 @@ def save_data(path: Path, inputs: torch.Tensor, labels: torch.Tensor | None = No
     save_file(tensors, str(path))
 
 
-def save_outputs(path: Path, outputs: torch.Tensor) -> None:
-    """Write revealed outputs (one row per sample) as safetensors."""
+def save_outputs(path: Path, outputs: torch.Tensor | dict[str, torch.Tensor]) -> None:
+    """Write revealed outputs (one row per sample) as safetensors: one tensor `outputs`,
+    or one tensor per output name of a packed program."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"outputs": outputs.contiguous()}, str(path))
+    fields = outputs if isinstance(outputs, dict) else {"outputs": outputs}
+    save_file({k: v.contiguous() for k, v in fields.items()}, str(path))
+
+
+def load_output_fields(path: Path) -> dict[str, torch.Tensor]:
+    """Every output tensor save_outputs wrote, by name."""
+    return _read(path, "outputs")
 
 
 def load_outputs(path: Path) -> torch.Tensor:

@@ -54,20 +54,45 @@ class PartyConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The architecture every party builds; the weights come from the model owner."""
+    """The computation every party builds; the weights come from the model owner.
 
-    architecture: str
-    input_shape: tuple[int, ...] = Field(min_length=1)
+    Either `architecture` (a zoo name or ``module:factory``, built by every party, with
+    `input_shape`) or `program` (a packed model directory: the converted graph as data,
+    so no party needs the model's code)."""
+
+    architecture: str | None = None
+    input_shape: tuple[int, ...] | None = Field(default=None, min_length=1)
+    program: Path | None = None
     # the model owner's signing public key: its weights must then be a model directory
     # signed with the matching private key (smpc model pack + sign), checked before loading
     public_key: Path | None = None
 
     @field_validator("input_shape")
     @classmethod
-    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(d < 1 for d in v):
+    def _positive(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and any(d < 1 for d in v):
             raise ValueError(f"expected positive dimensions, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.architecture is None) == (self.program is None):
+            raise ValueError("expected exactly one of architecture or program (a packed model directory)")
+        if self.architecture is not None and self.input_shape is None:
+            raise ValueError("input_shape is required with architecture")
+        if self.program is not None and self.input_shape is not None:
+            raise ValueError("input_shape is not allowed with program (the program holds its input shapes)")
+        return self
+
+
+class FidelityConfig(_Section):
+    """Where plaintext can be compared (the launcher, smpc.simulate), the least fidelity
+    a run must reach; below it the run fails naming the output, the figure and the
+    likely op. null switches a check off."""
+
+    min_cosine: float | None = Field(default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
+    max_abs_error: float | None = Field(default=None, gt=0)
+    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)  # top-1 of the first output
 
 
 class FunctionsConfig(_Section):
@@ -130,6 +155,7 @@ class Config(_Section):
     transport: Literal["gloo", "tls"] | None = None
     tls: TlsConfig | None = None
     protocol: ProtocolConfig = ProtocolConfig()
+    fidelity: FidelityConfig = FidelityConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
     run_dir: Path = Path("runs")
     # keep each party's shares of the model sealed in run_dir and reuse them next run
@@ -332,7 +358,9 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
         for p in config.parties
     )
     tls = None if config.tls is None else TlsConfig(ca=resolve(config.tls.ca), certs=resolve(config.tls.certs))
-    model = config.model.model_copy(update={"public_key": resolve(config.model.public_key)})
+    model = config.model.model_copy(
+        update={"public_key": resolve(config.model.public_key), "program": resolve(config.model.program)}
+    )
     return config.model_copy(
         update={"parties": parties, "run_dir": resolve(config.run_dir), "tls": tls, "model": model, "source": Path(source)}
     )

@@ -62,25 +62,34 @@ class InputSpec:
         """Shape of the secret-shared tensor (one-hot rows for ids)."""
         return self.shape + (self.depth,) if self.kind == "ids" else self.shape
 
-    def encode(self, values: torch.Tensor, where: str = "input") -> torch.Tensor:
-        """The float tensor a data owner shares for `values`; ConversionError naming the
-        input when the values do not fit (ids outside the vocabulary, a mask not 0/1)."""
-        if tuple(values.shape) != self.shape:
-            raise ConversionError(f"{where} {self.name}: expected shape {list(self.shape)}, got {list(values.shape)}")
+    def check(self, values: torch.Tensor, where: str = "input") -> None:
+        """ConversionError naming the input when `values` (any number of rows) do not fit:
+        ids outside the vocabulary, a mask that is not 0/1, fractional integers."""
+        if tuple(values.shape[1:]) != self.shape[1:]:
+            raise ConversionError(
+                f"{where}: {self.name}: expected rows of shape {list(self.shape[1:])}, got {list(values.shape[1:])}"
+            )
         if self.kind == "float":
-            return values.float()
+            return
         if values.is_floating_point() and not torch.equal(values, values.round()):
-            raise ConversionError(f"{where} {self.name}: expected integers, got fractional values")
+            raise ConversionError(f"{where}: {self.name}: expected integers, got fractional values")
         values = values.long()
         if self.kind == "ids":
             bad = (values < 0) | (values >= self.depth)
             if bad.any():
                 raise ConversionError(
-                    f"{where} {self.name}: id {int(values[bad][0])} is outside the vocabulary 0..{self.depth - 1}"
+                    f"{where}: {self.name}: id {int(values[bad][0])} is outside the vocabulary 0..{self.depth - 1}"
                 )
-            return torch.nn.functional.one_hot(values, self.depth).float()
-        if ((values != 0) & (values != 1)).any():
-            raise ConversionError(f"{where} {self.name}: expected 0/1 values (a mask), got {int(values.max())}")
+        elif ((values != 0) & (values != 1)).any():
+            bad = values[(values != 0) & (values != 1)]
+            raise ConversionError(f"{where}: {self.name}: expected 0/1 values (a mask), got {int(bad[0])}")
+
+    def encode(self, values: torch.Tensor, where: str = "input") -> torch.Tensor:
+        """The float tensor a data owner shares for `values` (rows of this input): one-hot
+        rows for ids, 0/1 floats for a mask; checked first (see `check`)."""
+        self.check(values, where)
+        if self.kind == "ids":
+            return torch.nn.functional.one_hot(values.long(), self.depth).float()
         return values.float()
 
 

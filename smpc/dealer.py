@@ -22,12 +22,13 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, compat, randomness, runfiles, wire, zoo
+from smpc import agreement, compat, randomness, runfiles, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
-from smpc.convert import Program, convert
+from smpc.convert import Program
 from smpc.errors import PartyError, no_show
 from smpc.execute import run_program
+from smpc.model import pack
 from smpc.provider import PROVIDER_NAME, TracingProvider
 
 
@@ -156,7 +157,7 @@ def serve(config: Config) -> dict[str, Any]:
         A summary: offline seconds (trace + first batch), batches and bytes sent.
     """
     torch.set_num_threads(1)
-    program = convert(zoo.build(config.model.architecture), torch.zeros(config.batch_size, *config.model.input_shape))
+    program = pack.build_program(config)  # the architecture only: never any weights
     expected = agreement.fields(config, program)
     compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump())
     try:

@@ -27,6 +27,10 @@ class PartyError(SmpcError):
     """A party process failed, or the run as a whole did not finish."""
 
 
+class FidelityError(SmpcError):
+    """A run's outputs are further from plaintext than the config's fidelity thresholds."""
+
+
 def no_show(missing: list[str], verb: str, timeout_s: float) -> PartyError:
     """`party bob did not join within timeouts.connect_s = 60 s` (plural when several)."""
     who = f"part{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -11,7 +11,13 @@ from smpc.meter import LayerMeter
 from smpc.ops import OPS
 
 
-def run_program(program: Program, params: dict[str, Any], inputs: Any, meter: LayerMeter | None = None) -> list[Any]:
+def run_program(
+    program: Program,
+    params: dict[str, Any],
+    inputs: Any,
+    meter: LayerMeter | None = None,
+    observe: Callable[[torch.fx.Node, tuple, Any], None] | None = None,
+) -> list[Any]:
     """Evaluate `program` on shares (or, for checking a conversion, on plain tensors).
 
     Args:
@@ -21,6 +27,8 @@ def run_program(program: Program, params: dict[str, Any], inputs: Any, meter: La
             one input of a single-input model.
         meter: if given, each node's communication and time are charged to the
             module that issued it (its path and class).
+        observe: if given, called with each call node, its argument values and its result
+            (the range checks of a plaintext run use it).
 
     Returns:
         The outputs (still secret-shared), in the order of program.outputs.
@@ -44,7 +52,10 @@ def run_program(program: Program, params: dict[str, Any], inputs: Any, meter: La
         elif node.op == "call_function":
             # public calls (constants) run as the ATen op itself; the rest on shares
             fn = node.target if node.name in program.public_nodes else OPS[node.target]
-            env[node] = fn(*value(node.args), **value(node.kwargs))
+            args = value(node.args)
+            env[node] = fn(*args, **value(node.kwargs))
+            if observe is not None:
+                observe(node, args, env[node])
             if meter is not None:
                 meter.charge(layer_label(node))
             # free intermediate shares as soon as their last reader has run

@@ -150,14 +150,37 @@ def load_owner_weights(model: torch.nn.Module, weights: Path, config_model: Any)
         artifacts.load_weights(model, weights)
 
 
+def _pack_command(args: argparse.Namespace) -> None:
+    from smpc.model import huggingface
+    from smpc.model import pack as packing
+
+    source = Path(args.architecture)
+    if source.is_dir():  # a Hugging Face save_pretrained folder: its converted program
+        if args.weights is not None or args.input_shape is not None:
+            raise ArtifactError(f"{source}: --weights and --input-shape are for zoo architectures, not a directory")
+        if args.batch < 1 or args.seq_len < 1:
+            raise ArtifactError(f"--batch and --seq-len: expected positive integers, got {args.batch} and {args.seq_len}")
+        model = huggingface.load_pretrained(source)
+        example, kwargs = huggingface.example_inputs(model, args.batch, args.seq_len)
+        packing.pack(model, example, args.out, kwargs)
+        return
+    if args.weights is None or args.input_shape is None:
+        raise ArtifactError(f"{args.architecture}: --weights and --input-shape are required for an architecture")
+    pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`smpc model pack|sign|verify`."""
     parser = argparse.ArgumentParser(prog="smpc model", description="Model directories: pack, sign, verify.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="architecture + weights -> a model directory")
-    p.add_argument("architecture")
-    p.add_argument("--weights", type=Path, required=True, help="safetensors (or .pt state dict) file")
-    p.add_argument("--input-shape", type=int, nargs="+", required=True)
+    p = sub.add_parser(
+        "pack", help="architecture + weights, or a save_pretrained directory -> a model directory"
+    )
+    p.add_argument("architecture", help="a zoo name or module:factory, or a local save_pretrained directory")
+    p.add_argument("--weights", type=Path, help="safetensors (or .pt state dict) file (architecture only)")
+    p.add_argument("--input-shape", type=int, nargs="+", help="one sample's shape (architecture only)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the packed program (save_pretrained)")
+    p.add_argument("--seq-len", type=int, default=16, help="tokens per sequence (save_pretrained text models)")
     p.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
     s.add_argument("directory", type=Path)
@@ -168,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "pack":
-            pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
+            _pack_command(args)
             print(f"packed {args.out}")
         elif args.command == "sign":
             print(f"signed: {sign(args.directory, args.key)}")

@@ -42,7 +42,9 @@ def save_outputs(config: Config, name: str, outputs: Any) -> Path:
         artifacts.save_outputs(path, outputs)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sealed.seal(path, {"outputs": outputs}, sealed.load_key(key_file), {"party": name, "kind": "outputs", "rows": len(outputs)})
+        fields = outputs if isinstance(outputs, dict) else {"outputs": outputs}
+        rows = len(next(iter(fields.values())))
+        sealed.seal(path, fields, sealed.load_key(key_file), {"party": name, "kind": "outputs", "rows": rows})
     return path
 
 
@@ -55,6 +57,17 @@ def load_outputs(config: Config, name: str) -> Any:
     if key_file is None:
         return artifacts.load_outputs(path)
     return sealed.unseal(path, sealed.load_key(key_file))[0]["outputs"]
+
+
+def load_output_fields(config: Config, name: str) -> dict[str, Any]:
+    """Every output tensor receiver `name` was revealed, by output name."""
+    from smpc import artifacts, sealed
+
+    path = output_path(config, name)
+    key_file = _storage_key(config, name)
+    if key_file is None:
+        return artifacts.load_output_fields(path)
+    return sealed.unseal(path, sealed.load_key(key_file))[0]
 
 
 def shares_path(config: Config, name: str) -> Path:

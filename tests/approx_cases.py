@@ -3,7 +3,6 @@ is meant to cover, with its edge values, and the exact function to compare with.
 
 from __future__ import annotations
 
-import math
 
 import torch
 

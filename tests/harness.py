@@ -142,3 +142,26 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def write_program_config(tmp_path: Path, model_dir: Path, data: Path, batch_size: int, dealer: bool = False, **overrides: Any) -> Path:
+    """A config for a packed model directory: alice (data, output) and bob (model), on
+    free local ports."""
+    doc: dict[str, Any] = {
+        "version": 1,
+        "parties": [
+            {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
+            {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(model_dir)},
+        ],
+        "model": {"program": str(model_dir)},
+        "batch_size": batch_size,
+        "timeouts": {"connect_s": 60, "op_s": 30, "run_s": 300},
+        "run_dir": str(tmp_path / "run"),
+    }
+    if dealer:
+        doc["randomness"] = "dealer"
+        doc["dealer"] = {"host": "127.0.0.1", "port": free_port()}
+    doc.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -55,7 +55,12 @@ BAD = [
     (_set(["parties", 0, "rolez"], []), "x.yaml: parties[0].rolez: unknown key"),
     (_set(["model", "inputshape"], [1]), "x.yaml: model.inputshape: unknown key"),
     (_drop(["parties", 0, "host"]), "x.yaml: parties[0].host: required key is missing"),
-    (_drop(["model", "architecture"]), "x.yaml: model.architecture: required key is missing"),
+    (_drop(["model", "architecture"]), "x.yaml: model: expected exactly one of architecture or program (a packed model directory)"),
+    (_set(["model", "program"], "models/x"), "x.yaml: model: expected exactly one of architecture or program (a packed model directory)"),
+    (_drop(["model", "input_shape"]), "x.yaml: model: input_shape is required with architecture"),
+    (lambda d: (d["model"].pop("architecture"), d["model"].__setitem__("program", "m")),
+     "x.yaml: model: input_shape is not allowed with program (the program holds its input shapes)"),
+    (lambda d: d.__setitem__("fidelity", {"min_cosine": 2}), "x.yaml: fidelity.min_cosine: expected a value <= 1.0, got 2"),
     (_drop(["model"]), "x.yaml: model: required key is missing"),
     (
         _set(["parties", 0, "roles"], ["data_owner", "boss"]),

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from hf_cases import ARCHITECTURES, build
+from hf_cases import build
 from op_cases import make_case
 from smpc.convert import convert
 from smpc.errors import ArtifactError

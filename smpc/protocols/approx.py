@@ -146,7 +146,7 @@ def sigmoid(x: Any) -> Any:
 def exp(x: Any) -> Any:
     """e^x for x <= 12 (0 below -16); inputs above 12 give e^12."""
     bits = crypten.stack([x - EXP_LOW, -x + EXP_HIGH]).lt(0)  # [x < -16], [x > 12]
-    low, high = bits[0], bits[1]
+    low = bits[0]
     clipped = crypten.stack([x, x - EXP_HIGH]) * bits
     z = (x - clipped[0] - clipped[1]) * (1.0 / 32)
     r = polynomial(z, "exp32")

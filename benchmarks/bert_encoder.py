@@ -1,0 +1,76 @@
+"""A BERT-family encoder of a real sentence-embedding size, privately: 2 parties and the
+dealer through smpc.simulate, against plaintext PyTorch, ratios from one run.
+
+6 layers, hidden 384, 12 heads, intermediate 1536, vocabulary 30522 (random weights,
+scaled as real checkpoints are: word embeddings x0.05, feed-forward weights x60), on
+padded batches of random token ids. Each setting is one simulate call: every row is one
+batch, so the online time is that of one batch.
+
+    .venv/bin/python benchmarks/bert_encoder.py [--settings 16x1 64x1 16x8 64x8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def build_model() -> torch.nn.Module:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+        max_position_embeddings=512, attn_implementation="eager",
+    )).eval()
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.mul_(0.05)
+        for layer in model.encoder.layer:
+            layer.intermediate.dense.weight.mul_(60)
+    return model
+
+
+def inputs(seq: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seq * 100 + batch)
+    ids = torch.randint(1000, 30522, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    for row in range(1, batch, 2):  # every other sentence padded to 3/4 of its length
+        mask[row, 3 * seq // 4 :] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def plain_seconds(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    torch.set_num_threads(1)  # as each party
+    with torch.no_grad():
+        model(ids, mask)  # warm-up
+        start = time.perf_counter()
+        model(ids, mask)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    import smpc
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", default=["16x1", "64x1", "16x8", "64x8"], help="SEQxBATCH")
+    args = parser.parse_args()
+    model = build_model()
+    print(f"{'seq':>4} {'batch':>5} {'online s/sent':>13} {'plain s/sent':>12} {'MPC/plain':>9} "
+          f"{'MiB/party':>9} {'rounds':>6} {'peak MiB':>8} {'cosine':>9}")
+    for setting in args.settings:
+        seq, batch = (int(v) for v in setting.split("x"))
+        ids, mask = inputs(seq, batch)
+        result = smpc.simulate(model, (ids, mask), parties=2, randomness="dealer", timeout_s=3600)
+        plain = plain_seconds(model, ids, mask) / batch
+        online = result.online_s / batch
+        mib = max(result.bytes_sent.values()) / 2**20
+        peak = max(p["peak_rss_mib"] for p in result.report.parties.values())
+        print(f"{seq:>4} {batch:>5} {online:>13.3f} {plain:>12.5f} {online / plain:>9.0f} {mib:>9.1f} "
+              f"{max(result.rounds.values()):>6} {peak:>8.0f} {result.cosine:>9.6f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
