@@ -99,19 +99,17 @@ def build_program(config: Any, owner_weights: Path | None = None) -> Program:
                 f"{batch_size(program)}, got {config.batch_size}"
             )
         if owner_weights is not None:
-            if owner_weights.is_dir() and spec.public_key is not None:
+            if spec.public_key is not None and not owner_weights.is_dir():
+                raise ArtifactError(
+                    f"{owner_weights}: model.public_key is set, so the weights must be a signed model directory"
+                )
+            if spec.public_key is not None:  # verified before a single weight is read
                 manifest = model_dir.verify(owner_weights, spec.public_key)
                 if manifest.get("architecture") != PROGRAM_ARCHITECTURE:
                     raise ArtifactError(f"{owner_weights}: signed for architecture {manifest.get('architecture')!r}, not a packed program")
                 signed = program_format.load(owner_weights)
                 if signed.architecture_fingerprint() != program.architecture_fingerprint():
                     raise ArtifactError(f"{owner_weights}: the signed program differs from {spec.program}")
-            elif owner_weights.is_dir() and spec.public_key is None:
-                pass  # an unsigned packed directory: allowed only without model.public_key
-            elif spec.public_key is not None:
-                raise ArtifactError(
-                    f"{owner_weights}: model.public_key is set, so the weights must be a signed model directory"
-                )
             load_owner_secret(program, owner_weights)
         return program
     model = zoo.build(spec.architecture)
