@@ -114,10 +114,16 @@ def write_config(
     parties.insert(1, {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(WEIGHTS)})
     for i in range(helpers):
         parties.append({"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()})
+    model = {"architecture": "digits_cnn", "input_shape": [1, 8, 8]}
+    return _write(tmp_path, parties, model, batch_size, dealer, overrides)
+
+
+def _write(tmp_path: Path, parties: list, model: dict, batch_size: int, dealer: bool, overrides: dict) -> Path:
+    # the rest of a test config, on free local ports, written as tmp_path/config.yaml
     doc: dict[str, Any] = {
         "version": 1,
         "parties": parties,
-        "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
+        "model": model,
         "batch_size": batch_size,
         "timeouts": {"connect_s": 60, "op_s": 30, "run_s": 300},
         "run_dir": str(tmp_path / "run"),
@@ -147,21 +153,8 @@ def processes_mentioning(text: str) -> list[int]:
 def write_program_config(tmp_path: Path, model_dir: Path, data: Path, batch_size: int, dealer: bool = False, **overrides: Any) -> Path:
     """A config for a packed model directory: alice (data, output) and bob (model), on
     free local ports."""
-    doc: dict[str, Any] = {
-        "version": 1,
-        "parties": [
-            {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
-            {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(model_dir)},
-        ],
-        "model": {"program": str(model_dir)},
-        "batch_size": batch_size,
-        "timeouts": {"connect_s": 60, "op_s": 30, "run_s": 300},
-        "run_dir": str(tmp_path / "run"),
-    }
-    if dealer:
-        doc["randomness"] = "dealer"
-        doc["dealer"] = {"host": "127.0.0.1", "port": free_port()}
-    doc.update(overrides)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    parties = [
+        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
+        {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(model_dir)},
+    ]
+    return _write(tmp_path, parties, {"program": str(model_dir)}, batch_size, dealer, overrides)
