@@ -13,11 +13,6 @@ from safetensors.torch import load_file, save_file
 from smpc.errors import ArtifactError
 
 
-def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file; one ArtifactError line when it is missing or damaged."""
-    return _read(path, what)
-
-
 def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ArtifactError(f"{path}: {what} file not found")
@@ -45,18 +40,23 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         model: the architecture, built locally.
         path: the weights file.
     """
+    model.load_state_dict(read_fitting(path, model.state_dict(), "the architecture"))
+
+
+def read_fitting(path: Path, expected: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    """The weights in `path`, required to have exactly the keys and shapes of `expected`
+    (one ArtifactError line naming the file, and the key or the missing ones, otherwise)."""
     tensors = _read(path, "weights")
-    expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise ArtifactError(f"{path}: weights do not fit the architecture (missing: {missing[:5]}, unexpected: {extra[:5]})")
+        raise ArtifactError(f"{path}: weights do not fit {what} (missing: {missing[:5]}, unexpected: {extra[:5]})")
     for key, value in expected.items():
         if tensors[key].shape != value.shape:
             raise ArtifactError(
                 f"{path}: {key}: expected shape {list(value.shape)}, got {list(tensors[key].shape)}"
             )
-    model.load_state_dict(tensors)
+    return tensors
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

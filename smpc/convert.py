@@ -115,7 +115,6 @@ class Program:
     inputs: tuple[InputSpec, ...]
     outputs: tuple[tuple[str, tuple[int, ...]], ...]
     out_spec: Any = None
-    public_nodes: frozenset[str] = frozenset()
 
     @property
     def input_name(self) -> str:

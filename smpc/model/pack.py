@@ -66,25 +66,19 @@ def batch_size(program: Program) -> int:
 
 def load_owner_secret(program: Program, weights: Path) -> None:
     """Replace the program's zero placeholders by the owner's weights (exact names and shapes)."""
-    path = model_dir.weights_file(weights)
-    tensors = artifacts.read_tensors(path, "weights")
-    missing = sorted(set(program.secret) - set(tensors))
-    extra = sorted(set(tensors) - set(program.secret))
-    if missing or extra:
-        raise ArtifactError(f"{path}: weights do not fit the program (missing: {missing[:5]}, unexpected: {extra[:5]})")
-    for name, value in tensors.items():
-        if tuple(value.shape) != tuple(program.secret[name].shape):
-            raise ArtifactError(f"{path}: {name}: expected shape {list(program.secret[name].shape)}, got {list(value.shape)}")
-        program.secret[name] = value.float()
+    tensors = artifacts.read_fitting(model_dir.weights_file(weights), program.secret, "the program")
+    program.secret.update({name: value.float() for name, value in tensors.items()})
 
 
-def build_program(config: Any, owner_weights: Path | None = None) -> Program:
+def build_program(config: Any, owner_weights: Path | None = None, batch: int | None = None) -> Program:
     """The computation of `config`, as every party (and the dealer) builds it.
 
     Args:
         config: the run config (smpc.config.Config).
         owner_weights: the model owner's `weights` entry; None elsewhere (the parameters
             stay zero placeholders of the right shapes).
+        batch: the batch size to convert for (a service runs several); default
+            `config.batch_size`.
 
     Returns:
         The Program; a packed program comes from `model.program`, a zoo or
@@ -115,7 +109,7 @@ def build_program(config: Any, owner_weights: Path | None = None) -> Program:
     model = zoo.build(spec.architecture)
     if owner_weights is not None:  # verified first when signed: a tampered model stops everything here
         model_dir.load_owner_weights(model, owner_weights, spec)
-    return convert(model, torch.zeros(config.batch_size, *spec.input_shape))
+    return convert(model, torch.zeros(batch or config.batch_size, *spec.input_shape))
 
 
 def load_rows(config: Any, program: Program, path: Path) -> artifacts.InputData:
