@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.smpc-installed
 
-.PHONY: demo text-demo test bench study clean
+.PHONY: demo text-demo serve test bench study clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ demo: $(STAMP)
 # a BERT classifier on text, private end to end (tokenizer at alice, secret one-hot ids)
 text-demo: $(STAMP)
 	$(PY) models/text_demo.py
+
+# standing parties (alice, bob, the dealer) serving the digits CNN to client `analyst`;
+# the demo's keys are made on first use, in the git-ignored keys/ folder
+SERVE_KEYS := keys/serve-2pc
+serve: $(STAMP)
+	test -f $(SERVE_KEYS)/ca.pem || $(VENV)/bin/smpc keys init $(SERVE_KEYS) alice bob dealer analyst
+	exec $(VENV)/bin/smpc serve configs/serve-2pc.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

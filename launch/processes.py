@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 
 @dataclass
@@ -88,7 +88,29 @@ def _signal_group(child: Child, sig: int) -> None:
         pass
 
 
-def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, echo: bool = True) -> Outcome:
+def _start(child: Child, env: dict[str, str], echo: bool, lock: threading.Lock) -> None:
+    child.exit_code = child.ended_at = None
+    child.process = subprocess.Popen(
+        child.argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+    child.relay = threading.Thread(target=_relay, args=(child, child.process.stdout, echo, lock), daemon=True)
+    child.relay.start()
+    child.waiter = threading.Thread(target=child._wait, daemon=True)
+    child.waiter.start()
+
+
+def supervise(
+    children: list[Child],
+    deadline_s: float,
+    grace_s: float = 5.0,
+    echo: bool = True,
+    restart: Callable[[Child], bool] | None = None,
+) -> Outcome:
     """Run `children` to completion or first failure.
 
     Args:
@@ -96,6 +118,8 @@ def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, ec
         deadline_s: bound on the whole run; past it everything is stopped.
         grace_s: time between SIGTERM and SIGKILL when stopping the others.
         echo: relay output to the console with a `[name]` prefix.
+        restart: asked about each child that fails; True starts it again instead of
+            stopping the others (a service whose parties rejoin).
 
     Returns:
         The Outcome; the root cause is the first process to fail.
@@ -107,22 +131,18 @@ def supervise(children: list[Child], deadline_s: float, grace_s: float = 5.0, ec
         for child in children:
             child.log_path.parent.mkdir(parents=True, exist_ok=True)
             child.log_path.write_bytes(b"")
-            child.process = subprocess.Popen(
-                child.argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
-            child.relay = threading.Thread(target=_relay, args=(child, child.process.stdout, echo, lock), daemon=True)
-            child.relay.start()
-            child.waiter = threading.Thread(target=child._wait, daemon=True)
-            child.waiter.start()
+            _start(child, env, echo, lock)
         end = time.monotonic() + deadline_s
         while True:
             ended = [c for c in children if c.ended_at is not None]
-            if any(c.exit_code != 0 for c in ended) or len(ended) == len(children):
+            failed = [c for c in ended if c.exit_code != 0]
+            if failed and restart is not None and all(restart(c) for c in failed):
+                for child in failed:
+                    if child.relay is not None:
+                        child.relay.join(timeout=5)
+                    _start(child, env, echo, lock)
+                continue
+            if failed or len(ended) == len(children):
                 break
             if time.monotonic() > end:
                 timed_out = True

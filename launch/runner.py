@@ -15,7 +15,7 @@ from launch.processes import Child, supervise
 from smpc import artifacts
 from smpc.config import Config, load_config
 from smpc.convert import Program
-from smpc.errors import ArtifactError, FidelityError, PartyError
+from smpc.errors import ArtifactError, ConfigError, FidelityError, PartyError
 from smpc.execute import run_program
 from smpc.model import pack, ranges
 from smpc.runfiles import audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
@@ -77,6 +77,8 @@ def preflight(config: Config) -> Program:
     """Check every party's files and that the model converts, before starting anyone.
 
     Returns the program with the owner's weights (verified), kept for the plaintext reference."""
+    if config.serving is not None:
+        raise ConfigError(f"{config.source}: serving: this config describes a service: start it with `smpc serve`")
     program = pack.build_program(config, config.model_owner.weights)
     for owner in config.data_owners:
         pack.load_rows(config, program, owner.data)
@@ -133,7 +135,7 @@ def run(
     outcome = supervise(children, deadline_s=config.timeouts.run_s, echo=echo)
     wall_s = time.perf_counter() - started
     if outcome.failed or outcome.timed_out:
-        raise PartyError(_failure_message(config, outcome))
+        raise PartyError(failure_message(config, outcome))
 
     records = {name: json.loads(result_path(config, name).read_text()) for name in config.names}
     report, failures, batches = _evaluate(config, program, records, wall_s)
@@ -146,7 +148,8 @@ def run(
     return report
 
 
-def _failure_message(config: Config, outcome) -> str:
+def failure_message(config: Config, outcome) -> str:
+    """The root cause first (the earliest failure), then the others, and where the logs are."""
     reports = {}
     for child in outcome.failed:
         path = error_path(config, child.name)

@@ -1,9 +1,9 @@
-"""The party program: one organization's process in a joint inference.
+"""The party program of a one-off joint inference (`smpc party`, started by `smpc launch`).
 
-Order of work: read and check the local config and the party's own files, convert
-the model (so an unsupported model fails before anyone computes), join the other
-parties, share weights and inputs, run the forward pass on shares, reveal the
-output to the receivers only, and write this party's result file.
+The phases (prepare, join, agree, share the model, close) are `parties.party.Party`'s;
+what is particular to a one-off run is here: share the data owners' inputs batch by
+batch, run the forward pass on shares, reveal each owner's rows to its receivers only,
+and write this party's result file.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, model_dir, ops, runfiles, sealed, session, share_cache, wire
-from smpc.audit import AuditLog
+from parties.party import Party, elapsed
+from smpc import ops, runfiles, session, wire
 from smpc.config import Config, load_config
+from smpc.errors import ConfigError
 from smpc.execute import run_program
-from smpc.meter import LayerMeter, peak_rss_mib
+from smpc.meter import peak_rss_mib
 from smpc.model import pack
-from smpc.provider import PROVIDER_NAME, MaterialStream, PartyProvider
+from smpc.provider import MaterialStream
 
 
 def _batch_rows(counts: list[int], start: int, rows: int) -> list[tuple[int, int, int]]:
@@ -48,68 +49,37 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     Returns:
         This party's result record (also written to its result file).
     """
-    rank = config.rank_of(name)
-    me = config.parties[rank]
-    owner = config.rank_of(config.model_owner.name)
+    if config.serving is not None:
+        raise ConfigError(f"{config.source}: serving: this config describes a service: start it with `smpc serve`")
+    party = Party(config, name)
+    rank, me = party.rank, party.me
     data_owners = config.data_owners
     data_ranks = [config.rank_of(p.name) for p in data_owners]
-    torch.set_num_threads(1)
     torch.manual_seed(rank)
-
-    # the owner's weights are verified first when signed: a tampered model stops everything here
-    program = pack.build_program(config, me.weights if rank == owner else None)
+    party.prepare()
+    program = party.program
     dataset = pack.load_rows(config, program, me.data) if rank in data_ranks else None
-    if me.storage_key is not None:
-        sealed.load_key(me.storage_key)  # a missing or exposed key fails now, not after the run
-    fields = agreement.fields(config, program)
-    weights_sha256 = artifacts.file_digest(model_dir.weights_file(me.weights)) if rank == owner else None
-    audit = AuditLog(runfiles.audit_path(config, name), name)
-    audit.record(
-        "start", rank=rank, roles=list(me.roles), transport=config.effective_transport, randomness=config.randomness,
-        architecture=program.architecture_fingerprint(), weights_sha256=weights_sha256,
-    )
-
-    def connection_event(line: str) -> None:
-        print(line, flush=True)
-        audit.record("refused" if line.startswith("refused") else "peer", message=line)
 
     started = time.perf_counter()
-    if config.effective_transport == "gloo" and config.multi_host:
-        print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
-    with session.joined(
-        rank, config.names, [(p.host, p.port) for p in config.parties],
-        config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
-        PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
-        tls=config.tls_files(name) if config.effective_transport == "tls" else None, log=connection_event,
-    ):
-        meter = LayerMeter()  # counts from the session start: every byte sent gets a label
-        agreement.check_parties(config, fields)
+    with party.join():
+        party.agree()
         stream = None
-        if config.randomness == "dealer":  # after the parties agree, before any tuple is used
-            seed, dealer_sock = dealer.connect(config, rank, fields)
-            stream = MaterialStream(dealer_sock, config.timeouts.op_s, config.timeouts.run_s) if dealer_sock else None
-            party_provider = PartyProvider()
-            party_provider.bind(rank, seed, stream)
-            compat.register_provider(PROVIDER_NAME, party_provider)
-        joined_s = time.perf_counter() - started
+        if party.provider is not None:
+            stream = MaterialStream(party.dealer_sock, config.timeouts.op_s, config.timeouts.run_s) if rank == 0 else None
+            party.provider.bind(rank, party.dealer_seed, stream)
+        joined_s = elapsed(started)
         counts = [session.broadcast_int(None if dataset is None else dataset.rows, r) for r in data_ranks]
         samples = sum(counts)
         batches = range(0, samples, config.batch_size)
-        if config.share_cache:
-            params = share_cache.load_or_share(
-                program, runfiles.shares_path(config, name), me.storage_key, config.names, owner,
-                weights_sha256, audit.record,
-            )
-        else:
-            params = session.share_parameters(program, owner)
+        party.share_model()
 
         offline_start = time.perf_counter()
         if stream is not None:  # party 0 asks for the material and waits for batch 0's
-            wire.send_json(dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
+            wire.send_json(party.dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
             stream.start()
             stream.wait_offline(len(batches))
         session.barrier()
-        offline_s = time.perf_counter() - offline_start
+        offline_s = elapsed(offline_start)
 
         # outputs revealed to this party, per output, in global row order
         mine: dict[str, list[torch.Tensor]] = {output: [] for output, _ in program.outputs}
@@ -117,6 +87,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             from tqdm import tqdm
 
             batches = tqdm(batches, desc=f"{name}: private inference", unit="batch", file=sys.stdout, ncols=80)
+        meter = party.meter
         meter.charge("<setup>")  # agreement, sharing the weights, the offline phase
         online_start = time.perf_counter()
         for start in batches:
@@ -136,7 +107,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                     pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *spec.share_shape[1:])))
                 x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
             meter.charge("<input sharing>")
-            outputs = run_program(program, params, x, meter)
+            outputs = run_program(program, party.params, x, meter)
             offset = 0
             for d, _, n in parts:  # each data owner's rows go to its receivers only
                 receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]
@@ -144,33 +115,24 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                     revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
                     if revealed is not None:
                         mine[output_name].append(revealed)
-                audit.record("reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers])
+                party.audit.record("reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers])
                 offset += n
             meter.charge("<output reveal>")
-        online_s = time.perf_counter() - online_start
-        stats = session.communication_stats()
-        per_peer = session.bytes_per_peer()
-        if stream is not None:
-            try:  # all material has arrived: a dealer gone by now no longer matters
-                wire.send_json(dealer_sock, wire.Kind.BYE, {})
-            except OSError:
-                pass
-            dealer_sock.close()
+        online_s = elapsed(online_start)
+        stats = party.stats()
 
     record: dict[str, Any] = {
         "party": name,
         "rank": rank,
         "samples": samples,
-        "connect_s": round(joined_s, 4),
-        "offline_s": round(offline_s, 4),
-        "online_s": round(online_s, 4),
-        "wall_s": round(time.perf_counter() - started, 4),
+        "connect_s": joined_s,
+        "offline_s": offline_s,
+        "online_s": online_s,
+        "wall_s": elapsed(started),
         **stats,
         "peak_rss_mib": peak_rss_mib(),
         "layers": meter.layers(),
     }
-    if per_peer is not None:
-        record["bytes_per_peer"] = per_peer
     if stream is not None:
         record["dealer_wait_s"] = round(stream.wait_s, 4)
         record["dealer_bytes_received"] = stream.bytes_received

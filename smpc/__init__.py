@@ -12,8 +12,8 @@ _compat.apply()
 
 
 def __getattr__(name: str):
-    # the two entry points for a developer, imported on first use (they pull in the
-    # converter and, for simulate, the launcher that supervises the party processes)
+    # the entry points for a developer, imported on first use (they pull in the
+    # converter, the launcher that supervises the party processes, or the HTTP client)
     if name == "pack":
         from smpc.model.pack import pack
 
@@ -22,4 +22,8 @@ def __getattr__(name: str):
         from launch.simulate import simulate
 
         return simulate
+    if name == "Client":
+        from smpc.serve.client import Client
+
+        return Client
     raise AttributeError(f"module 'smpc' has no attribute {name!r}")

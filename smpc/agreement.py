@@ -14,7 +14,7 @@ import torch
 
 from smpc.config import Config
 from smpc.convert import Program
-from smpc.errors import PartyError
+from smpc.errors import AgreementError
 
 
 def fields(config: Config, program: Program) -> dict[str, str]:
@@ -31,6 +31,7 @@ def fields(config: Config, program: Program) -> dict[str, str]:
         "transport": config.effective_transport,
         "protocol.precision_bits": config.protocol.precision_bits,
         "protocol.functions": config.protocol.functions.model_dump(),
+        "serving": None if config.serving is None else config.serving.model_dump(mode="json"),
     }
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in values.items()}
 
@@ -57,7 +58,7 @@ def check_parties(config: Config, mine: dict[str, str]) -> None:
     for rank, theirs in enumerate(everyone):
         for i, key in enumerate(keys):
             if int(theirs[i]) != int(everyone[0][i]):
-                raise PartyError(
+                raise AgreementError(
                     f"agreement check failed: {key} differs between {config.parties[0].name} "
                     f"and {config.parties[rank].name} (compare their configs)"
                 )

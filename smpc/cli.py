@@ -10,7 +10,10 @@ commands:
   launch CONFIG [--report FILE]   run every party of CONFIG on this machine
   party CONFIG --name NAME        run exactly one party (one per host)
   dealer CONFIG                   run the trusted dealer of CONFIG (randomness: dealer)
-  keys init|show|rotate DIR ...   consortium CA and per-party keys and certificates
+  serve CONFIG [--name NAME]      standing parties answering clients (all here, or one party)
+  query CONFIG --client NAME --data FILE [--rows N] [--concurrency C] [--report FILE]
+                                  query a running service with the rows of a data file
+  keys init|add|show|rotate DIR ... consortium CA and per-party (and client) keys and certificates
   model pack|sign|verify ...      signed model directories
   bench STUDY [--out DIR]         measure a study (a matrix of settings): tables and plots
 """
@@ -43,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         from launch.bench import main as bench_main
 
         return bench_main(rest)
+    if command == "serve":
+        from launch.serve import main as serve_main
+
+        return serve_main(rest)
+    if command == "query":
+        from smpc.serve.query import main as query_main
+
+        return query_main(rest)
     if command == "dealer":
         from smpc.dealer import main as dealer_main
 

@@ -292,3 +292,24 @@ def shutdown_communicator() -> None:
     if crypten.is_initialized():
         crypten.uninit()
     _store = None
+
+
+def from_client_share(share: Any) -> Any:
+    """A CrypTensor from this party's share of a client's input: ring elements (int64)
+    at the fixed-point scale, split by the client (see smpc.serve.shares)."""
+    import crypten
+    from crypten.mpc import MPCTensor
+
+    return MPCTensor.from_shares(share, precision=crypten.cfg.encoder.precision_bits)
+
+
+def share_for_client(x: Any) -> Any:
+    """This party's share of `x` (int64, at the fixed-point scale) for the client alone
+    to add up. A fresh zero-sharing (CrypTen's pairwise PRZS, no communication) is added
+    first, so that the shares the client receives are uniform given their sum and say
+    nothing of how the output was computed."""
+    from crypten.mpc.primitives import ArithmeticSharedTensor
+
+    x = to_fixed_point(x)
+    zero = ArithmeticSharedTensor.PRZS(x.size(), device=x.device)
+    return x._tensor.share + zero.share

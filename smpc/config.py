@@ -20,6 +20,11 @@ Role = Literal["model_owner", "data_owner", "output"]
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
+def valid_name(name: str) -> bool:
+    """A party, client or model name: lower-case letters, digits, '-', '_' (it names files)."""
+    return bool(_NAME.match(name))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
@@ -35,6 +40,8 @@ class PartyConfig(_Section):
     data: Path | None = None  # data owner only: safetensors file with `inputs` (and `labels`)
     # AES-256 key (32 bytes, mode 0600) that seals what this party keeps on disk
     storage_key: Path | None = None
+    # serving only: the HTTPS port of this party's client API (Open Inference Protocol v2)
+    api_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("name")
     @classmethod
@@ -141,6 +148,50 @@ class TimeoutConfig(_Section):
     run_s: float = Field(default=1800.0, gt=0)  # bound on the whole run (launcher)
 
 
+class ServingConfig(_Section):
+    """Standing parties that answer authenticated clients (`smpc serve`). The clients
+    secret-share their own inputs and reconstruct the outputs: no party sees either."""
+
+    model_name: str = "model"  # the model's name in the client API: /v2/models/{model_name}
+    clients: tuple[str, ...] = Field(min_length=1)  # certificate names allowed to query it
+    max_batch: int = Field(default=16, ge=1, le=1024)  # most rows in one secret batch
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    pool: int = Field(default=2, ge=1, le=64)  # dealer batches kept ready per batch size
+    # a query the leader proposes must reach every party within this time, else it fails
+    arrival_s: float = Field(default=5.0, gt=0, le=600)
+    # the longest a query waits for its answer (504 after it); a query that reached only
+    # some parties is forgotten there by then
+    query_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # when a party or the dealer is gone: exit non-zero, or wait for it and join again
+    on_peer_loss: Literal["exit", "rejoin"] = "exit"
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"expected a lower-case name (letters, digits, '-', '_'), got {v!r}")
+        return v
+
+    @field_validator("clients")
+    @classmethod
+    def _clients_ok(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"expected lower-case client names (letters, digits, '-', '_'), got {name!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"clients are listed twice: {list(v)}")
+        return v
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The secret batch sizes a service runs: powers of two up to max_batch, and max_batch."""
+        sizes, b = [], 1
+        while b < self.max_batch:
+            sizes.append(b)
+            b *= 2
+        return (*sizes, self.max_batch)
+
+
 class Config(_Section):
     """A whole run: parties, model, inference settings."""
 
@@ -160,6 +211,7 @@ class Config(_Section):
     run_dir: Path = Path("runs")
     # keep each party's shares of the model sealed in run_dir and reuse them next run
     share_cache: bool = False
+    serving: ServingConfig | None = None
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
     @field_validator("parties")
@@ -178,11 +230,13 @@ class Config(_Section):
         addresses = [(p.host, p.port) for p in self.parties]
         for host, port in sorted({a for a in addresses if addresses.count(a) > 1}):
             problems.append(f"parties: address {host}:{port} is used by more than one party")
+        if self.serving is not None:
+            problems += self._serving_checks()
         for role, key, label in (("model_owner", "weights", "model owner"), ("data_owner", "data", "data owner")):
             owners = [i for i, p in enumerate(self.parties) if role in p.roles]
             if role == "model_owner" and len(owners) != 1:
                 problems.append(f"parties: expected exactly one party with role {role}, found {len(owners)}")
-            if role == "data_owner" and not owners:
+            if role == "data_owner" and not owners and self.serving is None:
                 problems.append("parties: expected at least one party with role data_owner, found 0")
             for i, p in enumerate(self.parties):
                 has = getattr(p, key) is not None
@@ -190,7 +244,9 @@ class Config(_Section):
                     problems.append(f"parties[{i}].{key}: required for the {label}")
                 if i not in owners and has:
                     problems.append(f"parties[{i}].{key}: only the {label} may provide {key}")
-        if not any("output" in p.roles for p in self.parties):
+        if self.serving is not None:
+            pass  # the clients own the inputs and receive the outputs
+        elif not any("output" in p.roles for p in self.parties):
             problems.append("parties: expected at least one party with role output")
         else:
             overseers = [p for p in self.parties if "output" in p.roles and "data_owner" not in p.roles]
@@ -212,9 +268,47 @@ class Config(_Section):
                     problems.append(f"parties[{i}].storage_key: required when share_cache is true (the shares are sealed)")
         if self.effective_transport == "tls" and self.tls is None:
             problems.append("tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)")
+        if self.serving is None:
+            for i, p in enumerate(self.parties):
+                if p.api_port is not None:
+                    problems.append(f"parties[{i}].api_port: only used with a serving section")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _serving_checks(self) -> list[str]:
+        problems = []
+        for i, p in enumerate(self.parties):
+            if p.api_port is None:
+                problems.append(f"parties[{i}].api_port: required with serving (the port of {p.name}'s client API)")
+            elif (p.host, p.api_port) in [(q.host, q.port) for q in self.parties] + (
+                [(self.dealer.host, self.dealer.port)] if self.dealer else []
+            ):
+                problems.append(f"parties[{i}].api_port: {p.host}:{p.api_port} is also a party's or the dealer's port")
+            for role in ("data_owner", "output"):
+                if role in p.roles:
+                    problems.append(
+                        f"parties[{i}].roles: {role} is not used with serving (the clients own the inputs and receive the outputs)"
+                    )
+        apis = [(p.host, p.api_port) for p in self.parties if p.api_port is not None]
+        for host, port in sorted({a for a in apis if apis.count(a) > 1}):
+            problems.append(f"parties: api address {host}:{port} is used by more than one party")
+        if self.effective_transport != "tls":
+            problems.append("transport: serving needs tls (clients authenticate with certificates from the consortium CA)")
+        if self.model.program is not None:
+            problems.append("model.program: serving runs a zoo or module:factory architecture (packed programs have one batch size)")
+        if self.share_cache:
+            problems.append("share_cache: not used with serving (the model is shared once, at start)")
+        return problems
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The batch sizes the model is converted for: a service's several, else batch_size."""
+        return self.serving.batch_sizes if self.serving is not None else (self.batch_size,)
+
+    def client_files(self, client: str) -> tuple[Path, Path, Path]:
+        """(CA certificate, the client's certificate, its private key) for the client API."""
+        return self.tls_files(client)
 
     def rank_of(self, name: str) -> int:
         """Rank (position in `parties`) of the party called `name`."""

@@ -15,8 +15,10 @@ import argparse
 import json
 import secrets
 import socket
+import signal
 import ssl
 import sys
+import threading
 import time
 from typing import Any
 
@@ -26,7 +28,7 @@ from smpc import agreement, compat, randomness, runfiles, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program
-from smpc.errors import PartyError, no_show
+from smpc.errors import AgreementError, PartyError, no_show
 from smpc.execute import run_program
 from smpc.model import pack
 from smpc.provider import PROVIDER_NAME, TracingProvider
@@ -136,14 +138,14 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
                 raise PartyError(f"dealer: unexpected party {name!r} (rank {rank}) from {address[0]}")
             field = agreement.first_difference(expected, {str(k): str(v) for k, v in dict(hello.get("agreement", {})).items()})
             if field is not None:
-                raise PartyError(f"agreement check failed: {field} differs between the dealer and {name} (compare their configs)")
+                raise AgreementError(f"agreement check failed: {field} differs between the dealer and {name} (compare their configs)")
         except (PartyError, wire.WireError, OSError) as exc:
             try:
                 wire.send_json(conn, wire.Kind.ERROR, {"message": str(exc)})
             except OSError:
                 pass
             conn.close()
-            raise PartyError(str(exc)) from None
+            raise (AgreementError if isinstance(exc, AgreementError) else PartyError)(str(exc)) from None
         print(f"party {name} connected from {address[0]}", flush=True)
         audit.record("peer", party=name, address=address[0], tls=proven is not None)
         conns[rank] = conn
@@ -151,15 +153,34 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
 
 
 def serve(config: Config) -> dict[str, Any]:
-    """Run the dealer for one joint inference described by `config`.
+    """Run the dealer for one joint inference described by `config`, or for a service
+    (a pool of batches of every size, refilled as party 0 uses them; with
+    `serving.on_peer_loss: rejoin` it waits for the parties to join again after a loss).
 
     Returns:
         A summary: offline seconds (trace + first batch), batches and bytes sent.
     """
     torch.set_num_threads(1)
-    program = pack.build_program(config)  # the architecture only: never any weights
+    program = pack.build_program(config, batch=config.batch_sizes[0])  # the architecture only: never any weights
     expected = agreement.fields(config, program)
     compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump())
+    rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
+    while True:
+        try:
+            return _session(config, program, expected)
+        except AgreementError:
+            raise
+        except PartyError as exc:
+            if _terminating.is_set():
+                return {"stopped": "on request"}
+            if not rejoin:
+                raise
+            print(f"{exc}; waiting for every party to join again", flush=True)
+            time.sleep(1.0)
+
+
+def _session(config: Config, program: Program, expected: dict[str, str]) -> dict[str, Any]:
+    # one session: every party checks in, gets its seed; then party 0 its material
     try:
         listener = socket.create_server((config.dealer.host, config.dealer.port))
     except OSError as exc:
@@ -173,6 +194,8 @@ def serve(config: Config) -> dict[str, Any]:
         for rank in [r for r in conns if r != 0]:
             conns.pop(rank).close()  # only party 0 hears from the dealer again
         party0 = conns[0]
+        if config.serving is not None:
+            return _serve_pool(config, party0, seeds)
         batches = int(wire.expect(party0, wire.Kind.NEXT, limit=1 << 16).json()["batches"])
         generators = [randomness.seeded(s) for s in seeds]
         sent = 0
@@ -208,6 +231,64 @@ def serve(config: Config) -> dict[str, Any]:
     finally:
         for conn in conns.values():
             conn.close()
+
+
+_terminating = threading.Event()
+
+
+def _serve_pool(config: Config, party0: socket.socket, seeds: list[int]) -> dict[str, Any]:
+    # A service: `pool` batches of every size ahead, then one more of a size each time
+    # party 0 uses one. Each batch has its own streams (randomness.batch_seed), so the
+    # parties can use the sizes in any order. Party 0 pings while idle; silence for
+    # three op timeouts means it is gone.
+    serving = config.serving
+    started = time.perf_counter()
+    sent = 0
+    requests: dict[int, list] = {}
+    made: dict[int, int] = {}
+
+    def emit(tag: bytes, tensor: torch.Tensor) -> None:
+        nonlocal sent
+        sent += wire.send(party0, wire.Kind.MATERIAL, tensor, tag)
+
+    def make(size: int) -> None:
+        index = made.get(size, 0)
+        generators = [randomness.seeded(randomness.batch_seed(s, size, index)) for s in seeds]
+        if size not in requests:  # the first batch of a size: trace and generate in one pass
+            tracer = TracingProvider(generators, emit)
+            _shape_run(config, pack.build_program(config, batch=size), tracer)
+            requests[size] = tracer.requests
+        else:
+            for kind, args, kwargs in requests[size]:
+                emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, generators, args, kwargs))
+        wire.send_json(party0, wire.Kind.READY, {"size": size, "index": index})
+        made[size] = index + 1
+
+    for size in serving.batch_sizes:
+        for _ in range(serving.pool):
+            make(size)
+    print(f"offline phase: a pool of {serving.pool} batches of each size {list(serving.batch_sizes)} "
+          f"({sent / 2**20:.1f} MiB) ready in {time.perf_counter() - started:.2f} s", flush=True)
+    party0.settimeout(3 * config.timeouts.op_s)
+    while True:
+        try:
+            msg = wire.recv(party0, limit=1 << 16)
+        except socket.timeout:
+            raise PartyError(f"dealer: party {config.parties[0].name} was silent for {3 * config.timeouts.op_s:g} s") from None
+        except (wire.WireError, OSError):
+            if _terminating.is_set():  # asked to stop: the parties are leaving too
+                break
+            raise
+        if msg.kind == wire.Kind.BYE:
+            break
+        if msg.kind == wire.Kind.NEXT:
+            size = int(msg.json().get("size", -1))
+            if size not in serving.batch_sizes:
+                raise PartyError(f"dealer: party {config.parties[0].name} asked for a batch of {size} rows")
+            make(size)
+        elif msg.kind != wire.Kind.PING:
+            raise PartyError(f"dealer: unexpected {msg.kind.name} from party {config.parties[0].name}")
+    return {"batches": sum(made.values()), "bytes_sent": sent, "batch_sizes": list(serving.batch_sizes)}
 
 
 def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, socket.socket | None]:
@@ -263,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if config.dealer is None:
             raise PartyError(f"{config.source}: randomness is 'local': this config has no dealer")
+        if config.serving is not None:  # a service drains: the dealer leaves when party 0 does
+            signal.signal(signal.SIGTERM, lambda *_: _terminating.set())
         summary = serve(config)
     except Exception as exc:
         return runfiles.fail(config, "dealer", exc)

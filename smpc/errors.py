@@ -27,6 +27,10 @@ class PartyError(SmpcError):
     """A party process failed, or the run as a whole did not finish."""
 
 
+class AgreementError(PartyError):
+    """The parties' (or the dealer's) settings differ: joining again cannot help."""
+
+
 class FidelityError(SmpcError):
     """A run's outputs are further from plaintext than the config's fidelity thresholds."""
 

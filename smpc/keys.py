@@ -1,6 +1,7 @@
 """Consortium keys: a CA, and one private key and certificate per party (and the dealer).
 
-`smpc keys init DIR NAME...` creates them, `smpc keys show DIR` lists the certificates,
+`smpc keys init DIR NAME...` creates them, `smpc keys add DIR NAME...` issues more from
+the same CA (a new client identity, say), `smpc keys show DIR` lists the certificates,
 `smpc keys rotate DIR NAME` replaces one party's key. A certificate's common name is
 the party's name in the config: that is the identity a TLS peer must prove. Private
 keys are written with mode 0600 and never printed or logged.
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     init = sub.add_parser("init", help="create a CA and a key and certificate for each NAME")
     init.add_argument("directory", type=Path)
     init.add_argument("names", nargs="+", help="party names as in the config (and 'dealer')")
+    add = sub.add_parser("add", help="a key and certificate from the existing CA for each new NAME (e.g. a client)")
+    add.add_argument("directory", type=Path)
+    add.add_argument("names", nargs="+")
     show = sub.add_parser("show", help="list the certificates (never the keys)")
     show.add_argument("directory", type=Path)
     rotate = sub.add_parser("rotate", help="replace NAME's key and certificate")
@@ -132,10 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("name")
     args = parser.parse_args(argv)
     try:
+        from smpc.config import valid_name
+
+        for name in getattr(args, "names", None) or [getattr(args, "name", None)] * (args.command == "rotate"):
+            if not valid_name(name):
+                raise SmpcError(f"{name!r}: expected a lower-case name (letters, digits, '-', '_'), as in the config")
         if args.command == "init":
             if (args.directory / f"{CA_NAME}.key").exists():
                 raise SmpcError(f"{args.directory}: a CA exists already (use `smpc keys rotate` for one party)")
             create_ca(args.directory)
+            for name in args.names:
+                issue(args.directory, name)
+        elif args.command == "add":
+            for name in args.names:
+                if (args.directory / f"{name}.pem").exists():
+                    raise SmpcError(f"{args.directory}: {name!r} has a certificate already (use `smpc keys rotate`)")
             for name in args.names:
                 issue(args.directory, name)
         elif args.command == "rotate":

@@ -136,6 +136,121 @@ class MaterialStream:
         return tensor
 
 
+class MaterialPool:
+    """Party 0's pool of a service's dealer material: batches of each size, prepared
+    ahead by the dealer and read in a background thread. Using one asks the dealer
+    for another of that size, so the pool refills as it is used; when it runs dry the
+    next batch waits (up to the op timeout), it does not fail. A background thread
+    pings the dealer so that it can tell an idle service from a vanished one.
+    """
+
+    PING_S = 2.0
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        self._sock = sock
+        self._timeout_s = timeout_s
+        self._ready: dict[int, list[tuple[int, list[tuple[bytes, torch.Tensor]]]]] = {}
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._failed: str | None = None
+        self._closed = threading.Event()
+        self._current: list[tuple[bytes, torch.Tensor]] = []
+        self._position = 0
+        self.wait_s = 0.0
+        self.bytes_received = 0
+        self._threads = [
+            threading.Thread(target=self._receive, daemon=True),
+            threading.Thread(target=self._ping, daemon=True),
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def _receive(self) -> None:
+        items: list[tuple[bytes, torch.Tensor]] = []
+        try:
+            while True:
+                msg = wire.recv(self._sock)
+                self.bytes_received += msg.tensor.numel() * msg.tensor.element_size()
+                if msg.kind == wire.Kind.MATERIAL:
+                    items.append((msg.tag, msg.tensor))
+                elif msg.kind == wire.Kind.READY:
+                    info = msg.json()
+                    with self._cond:
+                        self._ready.setdefault(int(info["size"]), []).append((int(info["index"]), items))
+                        self._cond.notify_all()
+                    items = []
+                else:
+                    raise wire.WireError(msg.json().get("message", f"unexpected {msg.kind.name}"))
+        except (wire.WireError, OSError, ValueError, KeyError) as exc:
+            with self._cond:
+                if not self._closed.is_set():
+                    self._failed = f"the dealer is gone ({exc})"
+                self._cond.notify_all()
+
+    def _ping(self) -> None:
+        while not self._closed.wait(self.PING_S):
+            try:
+                self._send(wire.Kind.PING, {})
+            except OSError:
+                return
+
+    def _send(self, kind: wire.Kind, body: dict[str, Any]) -> None:
+        with self._send_lock:
+            wire.send_json(self._sock, kind, body)
+
+    @property
+    def failed(self) -> str | None:
+        """Why the dealer cannot be used any more, or None."""
+        return self._failed
+
+    def level(self) -> dict[int, int]:
+        """Batches ready, by size."""
+        with self._cond:
+            return {size: len(batches) for size, batches in self._ready.items()}
+
+    def next_batch(self, size: int, index: int) -> None:
+        """Use the `index`-th batch of `size` rows (waits for it at most the op timeout),
+        and ask the dealer for one more of that size."""
+        started = time.perf_counter()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready.get(size) or self._failed, timeout=self._timeout_s):
+                raise PartyError(f"the dealer prepared no batch of {size} rows within timeouts.op_s = {self._timeout_s:g} s")
+            if self._failed:
+                raise PartyError(self._failed)
+            got, items = self._ready[size].pop(0)
+        self.wait_s += time.perf_counter() - started
+        if got != index:
+            raise PartyError(f"dealer material out of order: batch {got} of {size} rows, expected {index}")
+        self._current, self._position = items, 0
+        try:
+            self._send(wire.Kind.NEXT, {"size": size})
+        except OSError as exc:
+            raise PartyError(f"the dealer is gone ({exc})") from None
+
+    def take(self, tag: bytes) -> torch.Tensor:
+        if self._position >= len(self._current):
+            raise PartyError("dealer material exhausted: the dealer traced a different computation")
+        got_tag, tensor = self._current[self._position]
+        if got_tag != tag:
+            raise PartyError(f"dealer material #{self._position} is for another request: the dealer traced a different computation")
+        self._position += 1
+        return tensor
+
+    def stop(self) -> None:
+        """Stop pinging (the connection is about to be closed)."""
+        self._closed.set()
+
+    def bye(self) -> None:
+        """Stop pinging and tell the dealer this party is done."""
+        self._closed.set()
+        try:
+            self._send(wire.Kind.BYE, {})
+        except OSError:
+            pass
+
+
 class PartyProvider(_DealerTuples):
     """Inside a party: own shares from the seed shared with the dealer; party 0 adds corrections."""
 
@@ -147,8 +262,13 @@ class PartyProvider(_DealerTuples):
         self.generator: torch.Generator | None = None
         self.stream: MaterialStream | None = None
 
-    def bind(self, rank: int, seed: int, stream: MaterialStream | None) -> None:
+    def bind(self, rank: int, seed: int, stream: "MaterialStream | MaterialPool | None") -> None:
         self.party_rank, self.generator, self.stream = rank, randomness.seeded(seed), stream
+        self.seed = seed
+
+    def start_batch(self, size: int, index: int) -> None:
+        """A service's batch: draw from the stream of the `index`-th batch of `size` rows."""
+        self.generator = randomness.seeded(randomness.batch_seed(self.seed, size, index))
 
     def _shares(self, kind, args, kwargs):
         if self.generator is None:

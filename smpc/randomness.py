@@ -122,3 +122,11 @@ def seeded(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(seed)
     return g
+
+
+def batch_seed(seed: int, size: int, index: int) -> int:
+    """The seed of a service's `index`-th batch of `size` rows, derived from a party's
+    seed: the dealer prepares batches of several sizes ahead, in any order, and each
+    party's stream for a batch depends only on which batch it is."""
+    digest = hashlib.sha256(f"{seed}|{size}|{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2  # 62 bits, as the seeds themselves

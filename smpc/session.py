@@ -125,6 +125,11 @@ def broadcast_int(value: int | None, src: int) -> int:
     return int(crypten.communicator.get().broadcast(t, src).item())
 
 
+def broadcast_int64(values: torch.Tensor, src: int) -> torch.Tensor:
+    """A public int64 vector from party `src` to all (the others pass one of the same shape)."""
+    return crypten.communicator.get().broadcast(values.long(), src)
+
+
 def share_parameters(program: Program, owner: int) -> dict[str, crypten.CrypTensor]:
     """Secret-share the model owner's parameters; the others contribute only shapes.
 

@@ -84,7 +84,10 @@ class Peer:
 
     def send(self, tensor: torch.Tensor) -> None:
         with self.send_lock:
-            self.bytes_sent += wire.send(self.sock, wire.Kind.DATA, tensor)
+            try:
+                self.bytes_sent += wire.send(self.sock, wire.Kind.DATA, tensor)
+            except OSError as exc:  # a peer that vanished is named, as on the receiving side
+                raise PartyError(f"connection to party {self.name} lost: {exc}") from None
             self.messages_sent += 1
 
     def recv(self) -> torch.Tensor:

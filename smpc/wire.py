@@ -33,12 +33,13 @@ _NO_TAG = bytes(16)
 class Kind(enum.IntEnum):
     HELLO = 1  # party -> dealer: JSON {party, rank, agreement}
     SEED = 2  # dealer -> party: int64 [1], the seed this party shares with the dealer
-    NEXT = 3  # party 0 -> dealer: JSON {batches}
+    NEXT = 3  # party 0 -> dealer: JSON {batches} (one-off run), or {size} (service: refill one batch of that size)
     MATERIAL = 4  # dealer -> party 0: one correction tensor, tagged with its request digest
-    READY = 5  # dealer -> party 0: JSON {batch, seconds}: a batch's material is complete
+    READY = 5  # dealer -> party 0: JSON {batch[, prefetch]} (one-off run) or {size, index} (service): a batch's material is complete
     ERROR = 6  # either way: JSON {message}
     BYE = 7  # either way: JSON {}
     DATA = 8  # party <-> party (TLS transport): one tensor of a CrypTen collective
+    PING = 9  # party 0 -> dealer (service): JSON {}: still here while no batch is run
 
 
 _DTYPES = {1: torch.int64, 2: torch.float32, 3: torch.uint8}

@@ -158,3 +158,27 @@ def write_program_config(tmp_path: Path, model_dir: Path, data: Path, batch_size
         {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(model_dir)},
     ]
     return _write(tmp_path, parties, {"program": str(model_dir)}, batch_size, dealer, overrides)
+
+
+def write_serve_config(tmp_path: Path, clients: tuple[str, ...] = ("analyst",), dealer: bool = True, **serving: Any) -> Path:
+    """A service config for the digits CNN (alice a helper, bob the model owner) on free
+    local ports, with its consortium keys made in tmp_path/keys (CA, parties, dealer,
+    the clients and a stranger `eve` the config does not allow)."""
+    from smpc import keys
+
+    key_dir = tmp_path / "keys"
+    keys.create_ca(key_dir)
+    for name in ["alice", "bob", "dealer", *clients, "eve"]:
+        keys.issue(key_dir, name)
+    parties = [
+        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "api_port": free_port()},
+        {"name": "bob", "host": "127.0.0.1", "port": free_port(), "api_port": free_port(),
+         "roles": ["model_owner"], "weights": str(WEIGHTS)},
+    ]
+    model = {"architecture": "digits_cnn", "input_shape": [1, 8, 8]}
+    overrides = {
+        "transport": "tls",
+        "tls": {"ca": str(key_dir / "ca.pem"), "certs": str(key_dir)},
+        "serving": {"model_name": "digits", "clients": list(clients), "max_batch": 8, **serving},
+    }
+    return _write(tmp_path, parties, model, 64, dealer, overrides)

@@ -1,0 +1,109 @@
+"""`smpc serve CONFIG [--name NAME]`: standing parties that answer clients.
+
+With `--name`, this process is that one party (or `dealer`), as on its own host. Without
+it, every party and the dealer of CONFIG start on this machine, supervised as `smpc
+launch` does: when one fails the others are stopped and the root cause is printed;
+SIGTERM or Ctrl-C drains every party (the queries waiting are answered) and stops them
+all within `GRACE_S`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from launch.processes import Child, supervise
+from launch.runner import failure_message
+from smpc.config import Config, load_config
+from smpc.errors import ArtifactError, ConfigError, SmpcError
+from smpc.runfiles import error_path, log_path
+
+GRACE_S = 25.0  # between SIGTERM (drain) and SIGKILL
+MAX_RESTARTS = 10  # per process, with serving.on_peer_loss: rejoin
+
+
+def preflight(config: Config) -> None:
+    """Refuse before starting anything: no serving section, or missing TLS files."""
+    if config.serving is None:
+        raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
+    names = config.names + (["dealer"] if config.dealer is not None else [])
+    for name in names:
+        for path in config.tls_files(name):
+            if not path.is_file():
+                raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    # once: a second signal must not cut the drain short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def serve_all(config: Config, echo: bool = True) -> int:
+    """Run every process of `config`'s service on this machine until stopped; returns
+    the exit code (0 when drained on request)."""
+    preflight(config)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    names = (["dealer"] if config.dealer is not None else []) + config.names
+    for name in names:
+        error_path(config, name).unlink(missing_ok=True)
+    children = [
+        Child(
+            name=name,
+            argv=[sys.executable, "-m", "smpc.dealer", str(config.source)]
+            if name == "dealer"
+            else [sys.executable, "-m", "parties.service", str(config.source), "--name", name],
+            log_path=log_path(config, name),
+        )
+        for name in names
+    ]
+    restarts = {name: 0 for name in names}
+
+    def restart(child: Child) -> bool:
+        # with rejoin, the others wait for a process that failed: start it again
+        if config.serving.on_peer_loss != "rejoin" or restarts[child.name] >= MAX_RESTARTS:
+            return False
+        restarts[child.name] += 1
+        print(f"[serve] {child.name} ended ({child.describe_exit()}): starting it again "
+              f"({restarts[child.name]} of {MAX_RESTARTS})", flush=True)
+        return True
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    interrupted = False
+    try:
+        outcome = supervise(children, deadline_s=float("inf"), grace_s=GRACE_S, echo=echo, restart=restart)
+    except KeyboardInterrupt:  # supervise has drained and stopped every child by now
+        interrupted = True
+        outcome = None
+    if interrupted:
+        print("stopped: every party drained", flush=True)
+        return 0
+    if outcome.failed:
+        print(f"error: {failure_message(config, outcome)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smpc serve", description="Run the parties of CONFIG as a service.")
+    parser.add_argument("config", help="YAML config with a serving section")
+    parser.add_argument("--name", help="run only this party (or 'dealer'), as on its own host")
+    parser.add_argument("--quiet", action="store_true", help="do not relay the processes' output")
+    args = parser.parse_args(argv)
+    if args.name == "dealer":
+        from smpc.dealer import main as dealer_main
+
+        return dealer_main([args.config])
+    if args.name is not None:
+        from parties.service import main as service_main
+
+        return service_main([args.config, "--name", args.name])
+    try:
+        config = load_config(args.config)
+        return serve_all(config, echo=not args.quiet)
+    except SmpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,159 @@
+"""One organization's process, as an object with phases.
+
+Both a one-off joint inference (`smpc launch`, `smpc party`) and a standing service
+(`smpc serve`) walk the same phases:
+
+    prepare      check the local config and this party's own files, convert the model
+    join         connect to the other parties (a context: always leaves)
+    agree        compare settings with every party; check in with the dealer
+    share_model  secret-share the model owner's weights (once)
+    ...          run batches (parties.program) or serve queries (parties.service)
+    close        say goodbye to the dealer
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Any, Iterator
+
+import torch
+
+from smpc import agreement, artifacts, compat, dealer, model_dir, runfiles, sealed, session, share_cache, wire
+from smpc.audit import AuditLog
+from smpc.config import Config
+from smpc.convert import Program
+from smpc.meter import LayerMeter
+from smpc.model import pack
+from smpc.provider import PROVIDER_NAME, MaterialPool, PartyProvider
+
+
+class Party:
+    """One party of `config`, named `name`.
+
+    Args:
+        config: the validated configuration (the same file at every party).
+        name: which party this process is.
+    """
+
+    def __init__(self, config: Config, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.rank = config.rank_of(name)
+        self.me = config.parties[self.rank]
+        self.owner = config.rank_of(config.model_owner.name)
+        self.batch_sizes = config.batch_sizes
+        self.programs: dict[int, Program] = {}
+        self.params: dict[str, Any] = {}
+        self.provider: PartyProvider | None = None
+        self.dealer_sock: socket.socket | None = None
+        self.dealer_seed = 0
+        self.pool: MaterialPool | None = None  # a service's dealer material (party 0)
+        self.meter: LayerMeter | None = None
+        self.audit = AuditLog(runfiles.audit_path(config, name), name)
+        self.weights_sha256: str | None = None
+        self.fields: dict[str, str] = {}
+
+    @property
+    def is_owner(self) -> bool:
+        return self.rank == self.owner
+
+    @property
+    def program(self) -> Program:
+        """The program for the first batch size (the only one of a one-off run)."""
+        return self.programs[self.batch_sizes[0]]
+
+    def prepare(self) -> None:
+        """Check this party's files and convert the model, before anyone connects: a
+        tampered model or an unsupported op stops this party here."""
+        torch.set_num_threads(1)
+        weights = self.me.weights if self.is_owner else None
+        for b in self.batch_sizes:  # the owner's weights are verified first when signed
+            self.programs[b] = pack.build_program(self.config, weights, batch=b)
+        if self.me.storage_key is not None:
+            sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
+        self.fields = agreement.fields(self.config, self.program)
+        if self.is_owner:
+            self.weights_sha256 = artifacts.file_digest(model_dir.weights_file(self.me.weights))
+        self.audit.record(
+            "start", rank=self.rank, roles=list(self.me.roles), transport=self.config.effective_transport,
+            randomness=self.config.randomness, architecture=self.program.architecture_fingerprint(),
+            weights_sha256=self.weights_sha256,
+        )
+
+    def _connection_event(self, line: str) -> None:
+        print(line, flush=True)
+        self.audit.record("refused" if line.startswith("refused") else "peer", message=line)
+
+    @contextlib.contextmanager
+    def join(self) -> Iterator[None]:
+        """Be connected to every other party inside the block; always leave."""
+        config = self.config
+        if config.effective_transport == "gloo" and config.multi_host:
+            print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
+        with session.joined(
+            self.rank, config.names, [(p.host, p.port) for p in config.parties],
+            config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
+            PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
+            tls=config.tls_files(self.name) if config.effective_transport == "tls" else None,
+            log=self._connection_event,
+        ):
+            self.meter = LayerMeter()  # counts from the session start: every byte sent gets a label
+            try:
+                yield
+            except BaseException:
+                self.close(bye=False)  # the dealer must not take a failure for the end of the work
+                raise
+            self.close()
+
+    def agree(self) -> None:
+        """Compare settings with every party (all raise together on a mismatch), then,
+        with randomness: dealer, check in with the dealer and take this party's seed."""
+        agreement.check_parties(self.config, self.fields)
+        if self.config.randomness == "dealer":  # after the parties agree, before any tuple is used
+            self.dealer_seed, self.dealer_sock = dealer.connect(self.config, self.rank, self.fields)
+            self.provider = PartyProvider()
+            compat.register_provider(PROVIDER_NAME, self.provider)
+
+    def share_model(self) -> None:
+        """Secret-share the owner's weights (or reuse this party's sealed shares)."""
+        config = self.config
+        if config.share_cache:
+            self.params = share_cache.load_or_share(
+                self.program, runfiles.shares_path(config, self.name), self.me.storage_key, config.names,
+                self.owner, self.weights_sha256, self.audit.record,
+            )
+        else:
+            self.params = session.share_parameters(self.program, self.owner)
+
+    def close(self, bye: bool = True) -> None:
+        """Tell the dealer this party is done (a dealer gone by now no longer matters);
+        without `bye`, only hang up."""
+        if self.dealer_sock is not None:
+            if not bye:
+                if self.pool is not None:
+                    self.pool.stop()
+            elif self.pool is not None:
+                self.pool.bye()
+            else:
+                try:
+                    wire.send_json(self.dealer_sock, wire.Kind.BYE, {})
+                except OSError:
+                    pass
+            self.dealer_sock.close()
+            self.dealer_sock = None
+            self.pool = None
+
+    def stats(self) -> dict[str, Any]:
+        """Rounds and bytes this party has sent (and to whom, over TLS)."""
+        record: dict[str, Any] = dict(session.communication_stats())
+        per_peer = session.bytes_per_peer()
+        if per_peer is not None:
+            record["bytes_per_peer"] = per_peer
+        return record
+
+
+def elapsed(since: float) -> float:
+    """Seconds since `since` (a perf_counter reading), rounded for records."""
+    return round(time.perf_counter() - since, 4)
