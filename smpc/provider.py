@@ -144,11 +144,14 @@ class MaterialPool:
     pings the dealer so that it can tell an idle service from a vanished one.
     """
 
-    PING_S = 2.0
-
     def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        # the dealer may have nothing to send for hours (an idle service): reads block;
+        # a dealer that dies closes the connection, one that hangs is noticed by
+        # next_batch's bounded wait
+        sock.settimeout(None)
         self._sock = sock
         self._timeout_s = timeout_s
+        self._ping_s = min(2.0, timeout_s / 2)  # the dealer gives up after 3 op timeouts of silence
         self._ready: dict[int, list[tuple[int, list[tuple[bytes, torch.Tensor]]]]] = {}
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -190,7 +193,7 @@ class MaterialPool:
                 self._cond.notify_all()
 
     def _ping(self) -> None:
-        while not self._closed.wait(self.PING_S):
+        while not self._closed.wait(self._ping_s):
             try:
                 self._send(wire.Kind.PING, {})
             except OSError:

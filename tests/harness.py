@@ -180,5 +180,7 @@ def write_serve_config(tmp_path: Path, clients: tuple[str, ...] = ("analyst",), 
         "transport": "tls",
         "tls": {"ca": str(key_dir / "ca.pem"), "certs": str(key_dir)},
         "serving": {"model_name": "digits", "clients": list(clients), "max_batch": 8, **serving},
+        # short, so that the tests see an idle service outlive it
+        "timeouts": {"connect_s": 60, "op_s": 5, "run_s": 300},
     }
     return _write(tmp_path, parties, model, 64, dealer, overrides)

@@ -99,6 +99,13 @@ def test_answers_are_the_plaintext_model_s(service):
     assert float((one - want[0]).abs().max()) < 0.05
 
 
+def test_an_idle_service_outlives_its_timeouts(service):
+    path, process, client = service
+    time.sleep(3 * load_config(path).timeouts.op_s + 1)  # the dealer is silent all along
+    assert process.poll() is None
+    assert client.infer(torch.zeros(1, 8, 8)).shape == (10,)
+
+
 def test_concurrent_queries_share_batches(service):
     path, _, client = service
     data = artifacts.load_data(DATA, (1, 8, 8))
