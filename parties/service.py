@@ -159,6 +159,7 @@ class Service:
             print("draining: no new queries; answering those waiting", flush=True)
         if proposal.kind == batching.STOP:
             return False
+        self.metrics.deferred.inc(len(decision.deferred))
         for i in decision.different:
             self._fail(proposal.items[i], 400, "the parties received different queries under this id (rows differ)")
         for i in decision.missing:

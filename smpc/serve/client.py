@@ -169,7 +169,8 @@ class Client:
     async def ainfer(self, x: torch.Tensor) -> torch.Tensor:
         """`infer` for asyncio: many queries can be in flight from one client."""
         if self._async is None:
-            limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+            # a few connections per party: httpcore's pool scans every connection per request
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
             self._async = [httpx.AsyncClient(verify=self._context, timeout=self.timeout_s, limits=limits) for _ in self._parties]
 
         async def call(i: int, method: str, path: str, body: dict | None = None) -> httpx.Response:

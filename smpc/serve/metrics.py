@@ -29,6 +29,9 @@ class ServiceMetrics:
         self.rounds = Counter("smpc_rounds", "Communication rounds of this party computing batches", registry=r)
         self.query_bytes = Gauge("smpc_bytes_per_query", "Bytes sent per query in the last batch", registry=r)
         self.query_rounds = Gauge("smpc_rounds_per_query", "Rounds per query in the last batch", registry=r)
+        self.deferred = Counter(
+            "smpc_deferred", "Proposed queries put off to the next round: not every party held them yet", registry=r
+        )
         self.pool = Gauge("smpc_pool_batches", "Dealer batches ready, by batch size (party 0)", ["size"], registry=r)
         self.peers_up = Gauge("smpc_peers_up", "Other parties (and the dealer) connected", registry=r)
         self.ready = Gauge("smpc_ready", "1 when the service answers queries", registry=r)

@@ -32,25 +32,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def _run(client: Client, inputs: torch.Tensor, concurrency: int) -> tuple[list[torch.Tensor], list[float], float]:
+async def _run(config: Any, client: str, inputs: torch.Tensor, concurrency: int) -> tuple[list[torch.Tensor], list[float], float]:
+    # C clients, each with its own connections (one to each party), taking the next row
     answers: list[torch.Tensor | None] = [None] * len(inputs)
     latencies: list[float] = []
     next_row = 0
+    clients = [Client(config, client=client) for _ in range(concurrency)]
 
-    async def worker() -> None:
+    async def worker(c: Client) -> None:
         nonlocal next_row
         while next_row < len(inputs):
             i = next_row
             next_row += 1
             started = time.perf_counter()
-            answers[i] = await client.ainfer(inputs[i])
+            answers[i] = await c.ainfer(inputs[i])
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(c) for c in clients))
     finally:
-        await client.aclose()
+        for c in clients:
+            await c.aclose()
     return answers, latencies, time.perf_counter() - started
 
 
@@ -71,12 +74,12 @@ def query(config: str | Path, client: str, data: str | Path, rows: int | None = 
         inputs, labels = inputs[:rows], None if labels is None else labels[:rows]
     if concurrency < 1:
         raise SmpcError(f"--concurrency: expected at least 1, got {concurrency}")
-    answers, latencies, wall = asyncio.run(_run(c, inputs, concurrency))
+    answers, latencies, wall = asyncio.run(_run(c.config, client, inputs, concurrency))
     outputs = torch.stack(answers)
     report: dict[str, Any] = {
         "samples": len(inputs),
         "concurrency": concurrency,
-        "accuracy": None if labels is None else float((outputs.argmax(-1) == labels).float().mean()),
+        "accuracy": None if labels is None else round(float((outputs.argmax(-1) == labels).double().mean()), 4),
         "latency_ms": {
             "p50": round(1000 * percentile(latencies, 50), 2),
             "p90": round(1000 * percentile(latencies, 90), 2),
