@@ -151,15 +151,20 @@ def run(
 def failure_message(config: Config, outcome) -> str:
     """The root cause first (the earliest failure), then the others, and where the logs are."""
     reports = {}
-    for child in outcome.failed:
+    for child in outcome.children:
         path = error_path(config, child.name)
-        reports[child.name] = json.loads(path.read_text()) if path.exists() else None
+        # a party that failed by itself may still be leaving (its report written) when
+        # the launcher stops it because a peer that it took down exited first
+        if child in outcome.failed or (child.stopped_by_us and path.exists()):
+            reports[child.name] = json.loads(path.read_text()) if path.exists() else None
 
     def reason(child: Child) -> str:
         said = reports[child.name]["message"] if reports[child.name] else "no error report (died without one)"
-        return f"party {child.name} failed ({child.describe_exit()}): {said}"
+        how = "stopped by the launcher as it was leaving" if child.stopped_by_us else child.describe_exit()
+        return f"party {child.name} failed ({how}): {said}"
 
-    failed = list(outcome.failed)  # in the order they ended
+    # in the order they ended, then those stopped while leaving
+    failed = list(outcome.failed) + [c for c in outcome.children if c.stopped_by_us and c.name in reports]
     if all(reports.values()):
         # a party that refuses leaves the session before it exits, and its peers fail
         # the moment it leaves: when each says when its failure happened, the earliest is the root cause
