@@ -48,7 +48,7 @@ class Party:
         self.params: dict[str, Any] = {}
         self.provider: PartyProvider | None = None
         self.dealer_sock: socket.socket | None = None
-        self.dealer_seed = 0
+        self.dealer_seed = b""  # the key this party shares with the dealer
         self.pool: MaterialPool | None = None  # a service's dealer material (party 0)
         self.meter: LayerMeter | None = None
         self.audit = AuditLog(runfiles.audit_path(config, name), name)

@@ -23,6 +23,7 @@ from smpc.errors import ConfigError
 from smpc.execute import run_program
 from smpc.meter import peak_rss_mib
 from smpc.model import pack
+from smpc.protocols import csprng
 from smpc.provider import MaterialStream
 
 
@@ -55,7 +56,6 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     rank, me = party.rank, party.me
     data_owners = config.data_owners
     data_ranks = [config.rank_of(p.name) for p in data_owners]
-    torch.manual_seed(rank)
     party.prepare()
     program = party.program
     dataset = pack.load_rows(config, program, me.data) if rank in data_ranks else None
@@ -131,6 +131,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         "wall_s": elapsed(started),
         **stats,
         "peak_rss_mib": peak_rss_mib(),
+        "random_bytes": csprng.bytes_drawn(),
         "layers": meter.layers(),
     }
     if stream is not None:

@@ -116,7 +116,69 @@ def apply() -> None:
     # anyway): no smpc path needs them, and a pickle must never cross a party boundary.
     crypten.load = _refuse("crypten.load")
     crypten.load_from_party = _refuse("crypten.load_from_party")
+    _secure_randomness(crypten)
     _applied = True
+
+
+def _secure_randomness(crypten: types.ModuleType) -> None:
+    # CrypTen draws every share, mask and zero-sharing with torch.randint from
+    # torch.Generator (a Mersenne Twister: its whole state follows from 624 outputs),
+    # seeded with 64 bits. Its two helpers are imported by name into the modules that
+    # draw; each binding is replaced by smpc's AES-256-CTR generator, and the seed
+    # exchange (crypten._setup_prng, called by crypten.init and install_communicator)
+    # by one of 256-bit keys.
+    from crypten.common import rng
+    from crypten.mpc.primitives import arithmetic, binary
+    from crypten.mpc.provider import tfp_provider, ttp_provider
+
+    import torch
+
+    from smpc.protocols import csprng
+
+    for module in (rng, arithmetic, binary, tfp_provider, ttp_provider):
+        module.generate_random_ring_element = csprng.ring_element
+        module.generate_kbit_random_tensor = csprng.kbit_tensor
+    crypten._setup_prng = _setup_prng
+    cpu = torch.device("cpu")
+    for key in crypten.generators:  # until a session sets them up: private, fresh keys
+        crypten.generators[key][cpu] = csprng.AesCtrGenerator()
+
+
+def _setup_prng() -> None:
+    """CrypTen's four streams, keyed with 256 bits each: `next` (a key this party makes
+    and sends to the next party), `prev` (the key received from the previous party;
+    with `next`, the pairwise zero-sharings), `global` (party 0's key, broadcast) and
+    `local` (this party's alone). Keys travel as four int64 over the session's channel."""
+    import secrets
+
+    import crypten
+    import crypten.communicator as comm
+    import torch
+
+    from smpc.protocols import csprng
+
+    def as_tensor(key: bytes) -> torch.Tensor:
+        return torch.frombuffer(bytearray(key), dtype=torch.int64).clone()
+
+    def as_key(tensor: torch.Tensor) -> bytes:
+        return tensor.contiguous().numpy().tobytes()
+
+    communicator = comm.get()
+    world, rank = communicator.get_world_size(), communicator.get_rank()
+    next_key, local_key, global_key = (secrets.token_bytes(csprng.KEY_BYTES) for _ in range(3))
+    prev = torch.zeros(csprng.KEY_BYTES // 8, dtype=torch.int64)
+    if world >= 2:
+        sent = communicator.isend(as_tensor(next_key), (rank + 1) % world)
+        received = communicator.irecv(prev, src=(rank - 1) % world)
+        sent.wait()
+        received.wait()
+        prev_key = as_key(prev)
+    else:
+        prev_key = next_key
+    global_key = as_key(communicator.broadcast(as_tensor(global_key), 0))
+    cpu = torch.device("cpu")
+    for name, key in (("prev", prev_key), ("next", next_key), ("local", local_key), ("global", global_key)):
+        crypten.generators[name][cpu] = csprng.AesCtrGenerator(key)
 
 
 def weighted_bits(bits: Any, weights: Any, dim: int = -1) -> Any:

@@ -2,7 +2,7 @@
 
 `smpc dealer CONFIG` runs it (the launcher starts it too). It builds the model's
 architecture (never weights), accepts one connection per party, checks their settings
-match its own, and gives each party a fresh PRG seed. Offline phase: it runs the
+match its own, and gives each party a fresh 256-bit key (its AES-CTR stream). Offline phase: it runs the
 model once on shapes only (no values, no parties) to trace every tuple CrypTen will
 request, and computes party 0's corrections for the first batch before the parties
 start; the following batches are generated while the parties compute. It never
@@ -31,6 +31,7 @@ from smpc.convert import Program
 from smpc.errors import AgreementError, PartyError, no_show
 from smpc.execute import run_program
 from smpc.model import pack
+from smpc.protocols.csprng import KEY_BYTES, AesCtrGenerator
 from smpc.provider import PROVIDER_NAME, TracingProvider
 
 
@@ -81,8 +82,8 @@ def _shape_run(config: Config, program: Program, provider: TracingProvider) -> N
     import crypten
 
     crypten_generators = crypten.generators
-    for key in ("prev", "next", "local", "global"):
-        crypten_generators[key][torch.device("cpu")] = randomness.seeded(secrets.randbits(62))
+    for key in ("prev", "next", "local", "global"):  # fresh keys: these values are thrown away
+        crypten_generators[key][torch.device("cpu")] = AesCtrGenerator()
     owner = config.rank_of(config.model_owner.name)
     with compat.substitute_communicator(ShapeCommunicator(len(config.parties))):
         compat.register_provider(PROVIDER_NAME, provider)
@@ -188,9 +189,9 @@ def _session(config: Config, program: Program, expected: dict[str, str]) -> dict
     with listener:
         conns = _accept_parties(config, listener, expected)
     try:
-        seeds = [secrets.randbits(62) for _ in config.parties]
+        seeds = [secrets.token_bytes(KEY_BYTES) for _ in config.parties]
         for rank, conn in conns.items():
-            wire.send(conn, wire.Kind.SEED, torch.tensor([seeds[rank]], dtype=torch.long))
+            wire.send(conn, wire.Kind.SEED, torch.frombuffer(bytearray(seeds[rank]), dtype=torch.int64))
         for rank in [r for r in conns if r != 0]:
             conns.pop(rank).close()  # only party 0 hears from the dealer again
         party0 = conns[0]
@@ -236,7 +237,7 @@ def _session(config: Config, program: Program, expected: dict[str, str]) -> dict
 _terminating = threading.Event()
 
 
-def _serve_pool(config: Config, party0: socket.socket, seeds: list[int]) -> dict[str, Any]:
+def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> dict[str, Any]:
     # A service: `pool` batches of every size ahead, then one more of a size each time
     # party 0 uses one. Each batch has its own streams (randomness.batch_seed), so the
     # parties can use the sizes in any order. Party 0 pings while idle; silence for
@@ -291,7 +292,7 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[int]) -> dict
     return {"batches": sum(made.values()), "bytes_sent": sent, "batch_sizes": list(serving.batch_sizes)}
 
 
-def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, socket.socket | None]:
+def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[bytes, socket.socket | None]:
     """At a party: check in with the dealer (retrying until timeouts.connect_s).
 
     Returns:
@@ -321,9 +322,9 @@ def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[int, soc
         wire.send_json(sock, wire.Kind.HELLO, {"party": name, "rank": rank, "agreement": fields})
         sock.settimeout(config.timeouts.connect_s)  # the dealer answers once everyone is there
         seed_msg = wire.expect(sock, wire.Kind.SEED, limit=1 << 16)
-        if seed_msg.tensor.dtype != torch.long or tuple(seed_msg.tensor.shape) != (1,):
-            raise wire.WireError(f"SEED: expected one int64, got {seed_msg.tensor.dtype} {list(seed_msg.tensor.shape)}")
-        seed = int(seed_msg.tensor[0])
+        if seed_msg.tensor.dtype != torch.long or tuple(seed_msg.tensor.shape) != (KEY_BYTES // 8,):
+            raise wire.WireError(f"SEED: expected {KEY_BYTES // 8} int64 (a 256-bit key), got {seed_msg.tensor.dtype} {list(seed_msg.tensor.shape)}")
+        seed = seed_msg.tensor.numpy().tobytes()
         sock.settimeout(config.timeouts.op_s)
     except (wire.WireError, OSError) as exc:
         sock.close()

@@ -1,6 +1,6 @@
 """CrypTen tuple providers backed by smpc's trusted dealer.
 
-`PartyProvider` runs inside each party: shares come from the seed it shares with the
+`PartyProvider` runs inside each party: shares come from the key it shares with the
 dealer; party 0 also takes the dealer's corrections, prepared ahead of time and read
 from a background stream. `TracingProvider` runs inside the dealer: it records each
 request of a shape-only run and emits the correction for it.
@@ -19,6 +19,7 @@ from crypten.mpc.provider.provider import TupleProvider
 
 from smpc import randomness, wire
 from smpc.errors import PartyError
+from smpc.protocols.csprng import AesCtrGenerator
 
 PROVIDER_NAME = "SMPC_DEALER"
 
@@ -262,10 +263,10 @@ class PartyProvider(_DealerTuples):
     def __init__(self) -> None:
         super().__init__()
         self.party_rank = -1
-        self.generator: torch.Generator | None = None
+        self.generator: AesCtrGenerator | None = None
         self.stream: MaterialStream | None = None
 
-    def bind(self, rank: int, seed: int, stream: "MaterialStream | MaterialPool | None") -> None:
+    def bind(self, rank: int, seed: bytes, stream: "MaterialStream | MaterialPool | None") -> None:
         self.party_rank, self.generator, self.stream = rank, randomness.seeded(seed), stream
         self.seed = seed
 
@@ -288,7 +289,7 @@ class TracingProvider(_DealerTuples):
 
     NAME = PROVIDER_NAME
 
-    def __init__(self, generators: list[torch.Generator], emit: Callable[[bytes, torch.Tensor], None]) -> None:
+    def __init__(self, generators: list[AesCtrGenerator], emit: Callable[[bytes, torch.Tensor], None]) -> None:
         super().__init__()
         self.generators = generators
         self.emit = emit

@@ -1,6 +1,7 @@
 """Correlated randomness from a trusted dealer: what each party draws, what the dealer corrects.
 
-The dealer shares one PRG seed with each party. For every request (a Beaver triple,
+The dealer shares one 256-bit key with each party (an AES-256-CTR stream, see
+smpc.protocols.csprng). For every request (a Beaver triple,
 a square pair, a binary triple, wrap counts, B2A bits), party i draws its shares from
 its own seed; the dealer, holding all seeds, draws the same values, reconstructs the
 secret (e.g. a and b), computes the derived value (c = a op b), and sends party 0
@@ -17,8 +18,9 @@ import hashlib
 from typing import Any
 
 import torch
-from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
 from crypten.common.util import count_wraps
+
+from smpc.protocols.csprng import AesCtrGenerator, derive
 
 # The products a Beaver triple can be for (CrypTen's beaver protocol asserts the same set).
 PRODUCTS = {
@@ -73,21 +75,16 @@ def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Siz
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-def draw(kind: str, generator: torch.Generator, rank: int, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+def draw(kind: str, generator: AesCtrGenerator, rank: int, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
     """The shares party `rank` draws for one request, in order; party 0 omits the last
     one (its value comes from the dealer's correction)."""
     wanted = spec(kind, args, kwargs)
     if rank == 0:
         wanted = wanted[:-1]
-    return [
-        generate_random_ring_element(size, generator=generator)
-        if bits == 64
-        else generate_kbit_random_tensor(size, bitlength=bits, generator=generator)
-        for size, bits in wanted
-    ]
+    return [generator.ring(size) if bits == 64 else generator.bits(size, bits) for size, bits in wanted]
 
 
-def correction(kind: str, generators: list[torch.Generator], args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+def correction(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
     """At the dealer: draw every party's shares and return party 0's missing share."""
     shares = [draw(kind, g, rank, args, kwargs) for rank, g in enumerate(generators)]
     others = shares[1:]
@@ -117,16 +114,14 @@ def _xor_all(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def seeded(seed: int) -> torch.Generator:
-    """A CPU generator on `seed` (the seed a party shares with the dealer)."""
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g
+def seeded(seed: bytes | int) -> AesCtrGenerator:
+    """The stream of `seed`: the 256-bit key a party shares with the dealer (an int only
+    in tests)."""
+    return AesCtrGenerator().manual_seed(seed)
 
 
-def batch_seed(seed: int, size: int, index: int) -> int:
-    """The seed of a service's `index`-th batch of `size` rows, derived from a party's
-    seed: the dealer prepares batches of several sizes ahead, in any order, and each
+def batch_seed(seed: bytes, size: int, index: int) -> bytes:
+    """The key of a service's `index`-th batch of `size` rows, derived from a party's
+    key: the dealer prepares batches of several sizes ahead, in any order, and each
     party's stream for a batch depends only on which batch it is."""
-    digest = hashlib.sha256(f"{seed}|{size}|{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 2  # 62 bits, as the seeds themselves
+    return derive(seed, "batch", size, index)

@@ -32,7 +32,7 @@ _NO_TAG = bytes(16)
 
 class Kind(enum.IntEnum):
     HELLO = 1  # party -> dealer: JSON {party, rank, agreement}
-    SEED = 2  # dealer -> party: int64 [1], the seed this party shares with the dealer
+    SEED = 2  # dealer -> party: int64 [4], the 256-bit key this party shares with the dealer
     NEXT = 3  # party 0 -> dealer: JSON {batches} (one-off run), or {size} (service: refill one batch of that size)
     MATERIAL = 4  # dealer -> party 0: one correction tensor, tagged with its request digest
     READY = 5  # dealer -> party 0: JSON {batch[, prefetch]} (one-off run) or {size, index} (service): a batch's material is complete
