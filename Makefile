@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/inference_overhead.py
 	$(PY) benchmarks/randomness_sources.py
 	$(PY) benchmarks/transport_overhead.py
+	$(PY) benchmarks/generators.py
+	$(PY) benchmarks/serving.py
 
 # a study of a few cells (about 3 minutes): tables and plots in bench-results/quick
 study: $(STAMP)

@@ -20,6 +20,9 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32
+_CHUNK = 1 << 22  # bytes of keystream per call into OpenSSL
+_ZEROS = memoryview(bytes(_CHUNK))  # CTR mode: the keystream is the encryption of zeros
+_SPARE = 15  # update_into wants block size - 1 bytes of room after the output
 _drawn = 0  # bytes drawn in this process, by every generator (a run's figure)
 
 
@@ -60,16 +63,25 @@ class AesCtrGenerator:
 
     def random_bytes(self, n: int) -> bytes:
         """The next `n` bytes of the stream."""
+        out = np.empty(n + _SPARE, dtype=np.uint8)
+        self._fill(out, n)
+        return out[:n].tobytes()
+
+    def _fill(self, out: np.ndarray, n: int) -> None:
+        # the keystream straight into `out` (n bytes and _SPARE more): no copies
         global _drawn
         _drawn += n
-        return self._stream.update(bytes(n))
+        for start in range(0, n, _CHUNK):
+            k = min(_CHUNK, n - start)
+            self._stream.update_into(_ZEROS[:k], out[start : start + k + _SPARE])
 
     def ring(self, size: Any) -> torch.Tensor:
         """Uniform elements of the ring Z/2^64 as int64, of shape `size`."""
         shape = tuple(torch.Size(size))
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        values = np.frombuffer(self.random_bytes(8 * count), dtype=np.int64)
-        return torch.from_numpy(values.copy()).reshape(shape)
+        out = torch.empty(count + 2, dtype=torch.int64)  # 16 spare bytes for update_into
+        self._fill(out.numpy().view(np.uint8), 8 * count)
+        return out[:count].reshape(shape)
 
     def bits(self, size: Any, bitlength: int) -> torch.Tensor:
         """Uniform integers in [0, 2^bitlength) as int64 (1 <= bitlength <= 63)."""
