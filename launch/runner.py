@@ -121,16 +121,7 @@ def run(
         for stale in (result_path(config, name), error_path(config, name), output_path(config, name), audit_path(config, name)):
             stale.unlink(missing_ok=True)
 
-    children = [
-        Child(
-            name=name,
-            argv=[sys.executable, "-m", "smpc.dealer", str(config.source)]
-            if name == "dealer"
-            else [sys.executable, "-m", "parties", str(config.source), "--name", name],
-            log_path=log_path(config, name),
-        )
-        for name in processes
-    ]
+    children = processes_of(config, processes, "parties")
     started = time.perf_counter()
     outcome = supervise(children, deadline_s=config.timeouts.run_s, echo=echo)
     wall_s = time.perf_counter() - started
@@ -146,6 +137,21 @@ def run(
     if failures:
         raise FidelityError(report.fidelity)
     return report
+
+
+def processes_of(config: Config, names: list[str], party_module: str) -> list[Child]:
+    """The processes to supervise: the dealer, and each party run by `party_module`
+    (`parties` for a one-off run, `parties.service` for a service), logging to run_dir."""
+    return [
+        Child(
+            name=name,
+            argv=[sys.executable, "-m", "smpc.dealer", str(config.source)]
+            if name == "dealer"
+            else [sys.executable, "-m", party_module, str(config.source), "--name", name],
+            log_path=log_path(config, name),
+        )
+        for name in names
+    ]
 
 
 def failure_message(config: Config, outcome) -> str:

@@ -14,10 +14,10 @@ import signal
 import sys
 
 from launch.processes import Child, supervise
-from launch.runner import failure_message
+from launch.runner import failure_message, processes_of
 from smpc.config import Config, load_config
 from smpc.errors import ArtifactError, ConfigError, SmpcError
-from smpc.runfiles import error_path, log_path
+from smpc.runfiles import error_path
 
 GRACE_S = 25.0  # between SIGTERM (drain) and SIGKILL
 MAX_RESTARTS = 10  # per process, with serving.on_peer_loss: rejoin
@@ -49,16 +49,7 @@ def serve_all(config: Config, echo: bool = True) -> int:
     names = (["dealer"] if config.dealer is not None else []) + config.names
     for name in names:
         error_path(config, name).unlink(missing_ok=True)
-    children = [
-        Child(
-            name=name,
-            argv=[sys.executable, "-m", "smpc.dealer", str(config.source)]
-            if name == "dealer"
-            else [sys.executable, "-m", "parties.service", str(config.source), "--name", name],
-            log_path=log_path(config, name),
-        )
-        for name in names
-    ]
+    children = processes_of(config, names, "parties.service")
     restarts = {name: 0 for name in names}
 
     def restart(child: Child) -> bool:

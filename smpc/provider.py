@@ -51,30 +51,25 @@ class _DealerTuples(TupleProvider):
         return ArithmeticSharedTensor.from_shares(bit_a, precision=0), BinarySharedTensor.from_shares(bit_b)
 
 
-class MaterialStream:
-    """Party 0's receiver: reads the dealer's corrections in a background thread.
+class _MaterialReader:
+    """Party 0's side of the dealer's connection: a background thread reads batches of
+    corrections (MATERIAL messages, each closed by READY) and hands each batch to
+    `_arrived`; a lost connection goes to `_lost`. `take` serves the current batch,
+    in request order, each correction checked against the request's digest."""
 
-    The dealer says (with batch 0) how many batches to hold in advance; the offline
-    phase waits until that many have arrived, and the receiver never holds more
-    (the dealer then blocks on the connection until party 0 has used one).
-    """
-
-    def __init__(self, sock: socket.socket, timeout_s: float, offline_timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._timeout_s = timeout_s
-        self._offline_timeout_s = offline_timeout_s
-        self._ready: list[list[tuple[bytes, torch.Tensor]] | Exception] = []
-        self._limit = 1
-        self._announced = 0  # batches the dealer prepares ahead (0 until batch 0 arrives)
         self._cond = threading.Condition()
         self._current: list[tuple[bytes, torch.Tensor]] = []
         self._position = 0
         self.wait_s = 0.0  # time the online phase spent waiting for material
         self.bytes_received = 0
-        self._thread = threading.Thread(target=self._receive, daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def _arrived(self, info: dict[str, Any], items: list[tuple[bytes, torch.Tensor]]) -> None:
+        raise NotImplementedError
+
+    def _lost(self, exc: Exception) -> None:
+        raise NotImplementedError
 
     def _receive(self) -> None:
         items: list[tuple[bytes, torch.Tensor]] = []
@@ -85,24 +80,59 @@ class MaterialStream:
                 if msg.kind == wire.Kind.MATERIAL:
                     items.append((msg.tag, msg.tensor))
                 elif msg.kind == wire.Kind.READY:
-                    info = msg.json()
-                    with self._cond:
-                        if "prefetch" in info:
-                            self._limit = self._announced = max(1, int(info["prefetch"]))
-                        self._ready.append(items)
-                        self._cond.notify_all()
-                        while len(self._ready) >= self._limit:
-                            self._cond.wait()
+                    self._arrived(msg.json(), items)
                     items = []
                 elif msg.kind == wire.Kind.BYE:
                     return
                 else:
                     raise wire.WireError(msg.json().get("message", f"unexpected {msg.kind.name}"))
-        except (wire.WireError, OSError, ValueError) as exc:
-            with self._cond:
-                self._ready.append(exc)
-                self._limit = 1 << 30
-                self._cond.notify_all()
+        except (wire.WireError, OSError, ValueError, KeyError) as exc:
+            self._lost(exc)
+
+    def take(self, tag: bytes) -> torch.Tensor:
+        if self._position >= len(self._current):
+            raise PartyError("dealer material exhausted: the dealer traced a different computation")
+        got_tag, tensor = self._current[self._position]
+        if got_tag != tag:
+            raise PartyError(f"dealer material #{self._position} is for another request: the dealer traced a different computation")
+        self._position += 1
+        return tensor
+
+
+class MaterialStream(_MaterialReader):
+    """Party 0's receiver: reads the dealer's corrections in a background thread.
+
+    The dealer says (with batch 0) how many batches to hold in advance; the offline
+    phase waits until that many have arrived, and the receiver never holds more
+    (the dealer then blocks on the connection until party 0 has used one).
+    """
+
+    def __init__(self, sock: socket.socket, timeout_s: float, offline_timeout_s: float) -> None:
+        super().__init__(sock)
+        self._timeout_s = timeout_s
+        self._offline_timeout_s = offline_timeout_s
+        self._ready: list[list[tuple[bytes, torch.Tensor]] | Exception] = []
+        self._limit = 1
+        self._announced = 0  # batches the dealer prepares ahead (0 until batch 0 arrives)
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _arrived(self, info: dict[str, Any], items: list[tuple[bytes, torch.Tensor]]) -> None:
+        with self._cond:
+            if "prefetch" in info:
+                self._limit = self._announced = max(1, int(info["prefetch"]))
+            self._ready.append(items)
+            self._cond.notify_all()
+            while len(self._ready) >= self._limit:
+                self._cond.wait()
+
+    def _lost(self, exc: Exception) -> None:
+        with self._cond:
+            self._ready.append(exc)
+            self._limit = 1 << 30
+            self._cond.notify_all()
 
     def wait_offline(self, batches: int) -> None:
         """Block until the batches the dealer prepares in advance have all arrived."""
@@ -127,17 +157,9 @@ class MaterialStream:
             raise PartyError(f"dealer connection lost: {item}")
         self._current, self._position = item, 0
 
-    def take(self, tag: bytes) -> torch.Tensor:
-        if self._position >= len(self._current):
-            raise PartyError("dealer material exhausted: the dealer traced a different computation")
-        got_tag, tensor = self._current[self._position]
-        if got_tag != tag:
-            raise PartyError(f"dealer material #{self._position} is for another request: the dealer traced a different computation")
-        self._position += 1
-        return tensor
 
 
-class MaterialPool:
+class MaterialPool(_MaterialReader):
     """Party 0's pool of a service's dealer material: batches of each size, prepared
     ahead by the dealer and read in a background thread. Using one asks the dealer
     for another of that size, so the pool refills as it is used; when it runs dry the
@@ -150,18 +172,13 @@ class MaterialPool:
         # a dealer that dies closes the connection, one that hangs is noticed by
         # next_batch's bounded wait
         sock.settimeout(None)
-        self._sock = sock
+        super().__init__(sock)
         self._timeout_s = timeout_s
         self._ping_s = min(2.0, timeout_s / 2)  # the dealer gives up after 3 op timeouts of silence
         self._ready: dict[int, list[tuple[int, list[tuple[bytes, torch.Tensor]]]]] = {}
-        self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._failed: str | None = None
         self._closed = threading.Event()
-        self._current: list[tuple[bytes, torch.Tensor]] = []
-        self._position = 0
-        self.wait_s = 0.0
-        self.bytes_received = 0
         self._threads = [
             threading.Thread(target=self._receive, daemon=True),
             threading.Thread(target=self._ping, daemon=True),
@@ -171,27 +188,16 @@ class MaterialPool:
         for t in self._threads:
             t.start()
 
-    def _receive(self) -> None:
-        items: list[tuple[bytes, torch.Tensor]] = []
-        try:
-            while True:
-                msg = wire.recv(self._sock)
-                self.bytes_received += msg.tensor.numel() * msg.tensor.element_size()
-                if msg.kind == wire.Kind.MATERIAL:
-                    items.append((msg.tag, msg.tensor))
-                elif msg.kind == wire.Kind.READY:
-                    info = msg.json()
-                    with self._cond:
-                        self._ready.setdefault(int(info["size"]), []).append((int(info["index"]), items))
-                        self._cond.notify_all()
-                    items = []
-                else:
-                    raise wire.WireError(msg.json().get("message", f"unexpected {msg.kind.name}"))
-        except (wire.WireError, OSError, ValueError, KeyError) as exc:
-            with self._cond:
-                if not self._closed.is_set():
-                    self._failed = f"the dealer is gone ({exc})"
-                self._cond.notify_all()
+    def _arrived(self, info: dict[str, Any], items: list[tuple[bytes, torch.Tensor]]) -> None:
+        with self._cond:
+            self._ready.setdefault(int(info["size"]), []).append((int(info["index"]), items))
+            self._cond.notify_all()
+
+    def _lost(self, exc: Exception) -> None:
+        with self._cond:
+            if not self._closed.is_set():
+                self._failed = f"the dealer is gone ({exc})"
+            self._cond.notify_all()
 
     def _ping(self) -> None:
         while not self._closed.wait(self._ping_s):
@@ -233,14 +239,6 @@ class MaterialPool:
         except OSError as exc:
             raise PartyError(f"the dealer is gone ({exc})") from None
 
-    def take(self, tag: bytes) -> torch.Tensor:
-        if self._position >= len(self._current):
-            raise PartyError("dealer material exhausted: the dealer traced a different computation")
-        got_tag, tensor = self._current[self._position]
-        if got_tag != tag:
-            raise PartyError(f"dealer material #{self._position} is for another request: the dealer traced a different computation")
-        self._position += 1
-        return tensor
 
     def stop(self) -> None:
         """Stop pinging (the connection is about to be closed)."""
