@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator, model_validator,
+)
 
 from smpc.errors import ConfigError
 
@@ -34,14 +36,14 @@ class PartyConfig(_Section):
 
     name: str
     host: str
-    port: int = Field(ge=1, le=65535)
+    port: StrictInt = Field(ge=1, le=65535)
     roles: tuple[Role, ...] = ()
     weights: Path | None = None  # model owner only: safetensors file of the weights
     data: Path | None = None  # data owner only: safetensors file with `inputs` (and `labels`)
     # AES-256 key (32 bytes, mode 0600) that seals what this party keeps on disk
     storage_key: Path | None = None
     # serving only: the HTTPS port of this party's client API (Open Inference Protocol v2)
-    api_port: int | None = Field(default=None, ge=1, le=65535)
+    api_port: StrictInt | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("name")
     @classmethod
@@ -68,7 +70,7 @@ class ModelConfig(_Section):
     so no party needs the model's code)."""
 
     architecture: str | None = None
-    input_shape: tuple[int, ...] | None = Field(default=None, min_length=1)
+    input_shape: tuple[StrictInt, ...] | None = Field(default=None, min_length=1)
     program: Path | None = None
     # the model owner's signing public key: its weights must then be a model directory
     # signed with the matching private key (smpc model pack + sign), checked before loading
@@ -97,30 +99,30 @@ class FidelityConfig(_Section):
     a run must reach; below it the run fails naming the output, the figure and the
     likely op. null switches a check off."""
 
-    min_cosine: float | None = Field(default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
-    max_abs_error: float | None = Field(default=None, gt=0)
-    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)  # top-1 of the first output
+    min_cosine: StrictFloat | None = Field(default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
+    max_abs_error: StrictFloat | None = Field(default=None, gt=0)
+    min_agreement: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)  # top-1 of the first output
 
 
 class FunctionsConfig(_Section):
     """CrypTen's approximation settings (crypten.cfg.functions); defaults are CrypTen's."""
 
     max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade"] = "log_reduction"
-    exp_iterations: int = Field(default=8, ge=1, le=32)
+    exp_iterations: StrictInt = Field(default=8, ge=1, le=32)
     reciprocal_method: Literal["NR", "log"] = "NR"
-    reciprocal_nr_iters: int = Field(default=10, ge=1, le=64)
-    reciprocal_log_iters: int = Field(default=1, ge=1, le=64)
-    reciprocal_all_pos: bool = False
-    sqrt_nr_iters: int = Field(default=3, ge=1, le=64)
+    reciprocal_nr_iters: StrictInt = Field(default=10, ge=1, le=64)
+    reciprocal_log_iters: StrictInt = Field(default=1, ge=1, le=64)
+    reciprocal_all_pos: StrictBool = False
+    sqrt_nr_iters: StrictInt = Field(default=3, ge=1, le=64)
     sigmoid_tanh_method: Literal["reciprocal", "chebyshev"] = "reciprocal"
-    sigmoid_tanh_terms: int = Field(default=32, ge=2, le=128)
-    log_iterations: int = Field(default=2, ge=1, le=64)
-    log_exp_iterations: int = Field(default=8, ge=1, le=64)
-    log_order: int = Field(default=8, ge=1, le=64)
+    sigmoid_tanh_terms: StrictInt = Field(default=32, ge=2, le=128)
+    log_iterations: StrictInt = Field(default=2, ge=1, le=64)
+    log_exp_iterations: StrictInt = Field(default=8, ge=1, le=64)
+    log_order: StrictInt = Field(default=8, ge=1, le=64)
 
 
 class ProtocolConfig(_Section):
-    precision_bits: int = Field(default=16, ge=8, le=24)
+    precision_bits: StrictInt = Field(default=16, ge=8, le=24)
     functions: FunctionsConfig = FunctionsConfig()
 
 
@@ -128,10 +130,10 @@ class DealerConfig(_Section):
     """Address of the trusted dealer process (randomness: dealer)."""
 
     host: str
-    port: int = Field(ge=1, le=65535)
+    port: StrictInt = Field(ge=1, le=65535)
     # material prepared before the online phase starts, at most this much (party 0
     # holds it in memory); later batches are generated while the parties compute
-    prefetch_mib: int = Field(default=1024, ge=1)
+    prefetch_mib: StrictInt = Field(default=1024, ge=1)
 
 
 class TlsConfig(_Section):
@@ -143,9 +145,9 @@ class TlsConfig(_Section):
 
 
 class TimeoutConfig(_Section):
-    connect_s: float = Field(default=60.0, gt=0)  # every party (and the dealer) must have joined by then
-    op_s: float = Field(default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
-    run_s: float = Field(default=1800.0, gt=0)  # bound on the whole run (launcher)
+    connect_s: StrictFloat = Field(default=60.0, gt=0)  # every party (and the dealer) must have joined by then
+    op_s: StrictFloat = Field(default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
+    run_s: StrictFloat = Field(default=1800.0, gt=0)  # bound on the whole run (launcher)
 
 
 class ServingConfig(_Section):
@@ -154,14 +156,14 @@ class ServingConfig(_Section):
 
     model_name: str = "model"  # the model's name in the client API: /v2/models/{model_name}
     clients: tuple[str, ...] = Field(min_length=1)  # certificate names allowed to query it
-    max_batch: int = Field(default=16, ge=1, le=1024)  # most rows in one secret batch
-    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
-    pool: int = Field(default=2, ge=1, le=64)  # dealer batches kept ready per batch size
+    max_batch: StrictInt = Field(default=16, ge=1, le=1024)  # most rows in one secret batch
+    max_wait_ms: StrictFloat = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    pool: StrictInt = Field(default=2, ge=1, le=64)  # dealer batches kept ready per batch size
     # a query the leader proposes must reach every party within this time, else it fails
-    arrival_s: float = Field(default=5.0, gt=0, le=600)
+    arrival_s: StrictFloat = Field(default=5.0, gt=0, le=600)
     # the longest a query waits for its answer (504 after it); a query that reached only
     # some parties is forgotten there by then
-    query_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    query_timeout_s: StrictFloat = Field(default=30.0, gt=0, le=3600)
     # when a party or the dealer is gone: exit non-zero, or wait for it and join again
     on_peer_loss: Literal["exit", "rejoin"] = "exit"
 
@@ -198,7 +200,7 @@ class Config(_Section):
     version: Literal[1] = 1
     parties: tuple[PartyConfig, ...]
     model: ModelConfig
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: StrictInt = Field(default=64, ge=1, le=1 << 16)  # bounded before anything is allocated
     randomness: Literal["local", "dealer"] = "local"
     dealer: DealerConfig | None = None
     # gloo: plaintext, for one trusted host; tls: mutually authenticated TLS 1.3.
@@ -210,7 +212,7 @@ class Config(_Section):
     timeouts: TimeoutConfig = TimeoutConfig()
     run_dir: Path = Path("runs")
     # keep each party's shares of the model sealed in run_dir and reuse them next run
-    share_cache: bool = False
+    share_cache: StrictBool = False
     serving: ServingConfig | None = None
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
@@ -455,9 +457,30 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
     model = config.model.model_copy(
         update={"public_key": resolve(config.model.public_key), "program": resolve(config.model.program)}
     )
+    run_dir = resolve(config.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{source}: run_dir: {run_dir} is a file; expected a folder (created when missing)")
     return config.model_copy(
-        update={"parties": parties, "run_dir": resolve(config.run_dir), "tls": tls, "model": model, "source": Path(source)}
+        update={"parties": parties, "run_dir": run_dir, "tls": tls, "model": model, "source": Path(source)}
     )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error
+    (safe_load keeps the last one silently)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def read_yaml(path: str | Path, what: str = "config") -> Any:
@@ -470,7 +493,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader that refuses repeated keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

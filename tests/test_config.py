@@ -213,3 +213,34 @@ def test_config_is_frozen():
     config = load_config(SHIPPED)
     with pytest.raises(Exception):
         config.batch_size = 3
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (_set(["parties", 1, "port"], True), "x.yaml: parties[1].port: expected an integer, got True"),
+    (_set(["parties", 1, "port"], 29611.0), "x.yaml: parties[1].port: expected an integer, got 29611.0"),
+    (_set(["timeouts"], {"op_s": True}), "x.yaml: timeouts.op_s: expected a number, got True"),
+    (_set(["model", "input_shape"], [1, True, 8]), "x.yaml: model.input_shape[1]: expected an integer, got True"),
+    (_set(["share_cache"], "yes"), "x.yaml: share_cache: expected true or false, got 'yes'"),
+    (_set(["batch_size"], 10**12), "x.yaml: batch_size: expected a value <= 65536, got 1000000000000"),
+])
+def test_booleans_are_never_numbers_and_sizes_are_bounded(mutate, expected):
+    doc = copy.deepcopy(BASE)
+    mutate(doc)
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "x.yaml")
+    assert str(err.value) == expected
+
+
+def test_a_key_given_twice_is_refused_by_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("version: 1\nbatch_size: 8\nbatch_size: 64\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: malformed YAML: line 3, column 1: duplicate key 'batch_size'$"):
+        load_config(path)
+
+
+def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
+    doc = copy.deepcopy(BASE)
+    (tmp_path / "runs").write_text("not a folder")
+    doc["run_dir"] = str(tmp_path / "runs")
+    with pytest.raises(ConfigError, match=r"^x.yaml: run_dir: .*runs is a file; expected a folder \(created when missing\)$"):
+        parse_config(doc, "x.yaml")
