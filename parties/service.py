@@ -165,8 +165,9 @@ class Service:
         for i in decision.missing:
             self._fail(proposal.items[i], 503, f"the query did not reach every party within serving.arrival_s = {serving.arrival_s:g} s")
         if decision.run:
-            # held everywhere: nothing else takes them between the check and here
-            self._batch([book.take(proposal.items[i].key) for i in decision.run])
+            # held everywhere; a client that gave up here since (504) leaves a None
+            items = [proposal.items[i] for i in decision.run]
+            self._batch(items, [book.take(item.key) for item in items])
         if party.pool is not None:
             if party.pool.failed:
                 raise PartyError(party.pool.failed)
@@ -179,10 +180,11 @@ class Service:
         if query is not None:
             query.answer(QueryFailed(status, message))
 
-    def _batch(self, queries: list[Query]) -> None:
-        # the same list, in the same order, at every party (the proposal's)
+    def _batch(self, items: list[Item], queries: list[Query | None]) -> None:
+        # the same items, in the same order, at every party (the proposal's); a query
+        # withdrawn here meanwhile is computed on zeros, so the parties stay in step
         party = self.party
-        rows = sum(q.rows for q in queries)
+        rows = sum(item.rows for item in items)
         size = batching.bucket(rows, self.serving.batch_sizes)
         index = self.counters.get(size, 0)
         self.counters[size] = index + 1
@@ -192,16 +194,19 @@ class Service:
             party.pool.next_batch(size, index)
         program = party.programs[size]
         spec = program.inputs[0]
-        share = torch.cat([q.share for q in queries] + [torch.zeros(size - rows, *spec.share_shape[1:], dtype=torch.long)])
+        row_shape = spec.share_shape[1:]
+        pieces = [q.share if q is not None else torch.zeros(item.rows, *row_shape, dtype=torch.long) for item, q in zip(items, queries)]
+        share = torch.cat(pieces + [torch.zeros(size - rows, *row_shape, dtype=torch.long)])
         before = session.communication_stats()
         outputs = run_program(program, party.params, {spec.name: compat.from_client_share(share)})
         shares = {name: compat.share_for_client(out) for (name, _), out in zip(program.outputs, outputs)}
         after = session.communication_stats()
         offset = 0
-        for q in queries:
-            q.answer({name: s[offset : offset + q.rows].clone() for name, s in shares.items()})
-            offset += q.rows
-        self.metrics.batch(rows, len(queries), after["bytes_sent"] - before["bytes_sent"], after["rounds"] - before["rounds"])
+        for item, q in zip(items, queries):
+            if q is not None:
+                q.answer({name: s[offset : offset + item.rows].clone() for name, s in shares.items()})
+            offset += item.rows
+        self.metrics.batch(rows, len(items), after["bytes_sent"] - before["bytes_sent"], after["rounds"] - before["rounds"])
 
 
 def _cause(exc: BaseException) -> str:
