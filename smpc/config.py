@@ -493,7 +493,11 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader that refuses repeated keys
+        loader = _StrictLoader(text)  # yaml.safe_load, refusing repeated keys
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -117,7 +117,7 @@ def _xor_all(tensors: list[torch.Tensor]) -> torch.Tensor:
 def seeded(seed: bytes | int) -> AesCtrGenerator:
     """The stream of `seed`: the 256-bit key a party shares with the dealer (an int only
     in tests)."""
-    return AesCtrGenerator().manual_seed(seed)
+    return AesCtrGenerator(seed) if isinstance(seed, bytes) else AesCtrGenerator().reseed(seed)
 
 
 def batch_seed(seed: bytes, size: int, index: int) -> bytes:

@@ -39,13 +39,13 @@ def test_ranges_and_shapes():
     with pytest.raises(ValueError, match="1..63 bits"):
         g.bits((2,), 64)
     with pytest.raises(ValueError, match="32 bytes"):
-        g.manual_seed(b"short")
+        g.reseed(b"short")
 
 
 def test_keys_seeds_and_sub_streams():
     a, b = csprng.AesCtrGenerator(), csprng.AesCtrGenerator()
     assert not torch.equal(a.ring((8,)), b.ring((8,)))  # fresh keys from the OS
-    assert torch.equal(csprng.AesCtrGenerator().manual_seed(7).ring((4,)), csprng.AesCtrGenerator().manual_seed(7).ring((4,)))
+    assert torch.equal(csprng.AesCtrGenerator().reseed(7).ring((4,)), csprng.AesCtrGenerator().reseed(7).ring((4,)))
     key = bytes(32)
     assert csprng.derive(key, "batch", 1, 0) != csprng.derive(key, "batch", 1, 1) != csprng.derive(key, "batch", 10)
     assert len(csprng.derive(key, "x")) == 32

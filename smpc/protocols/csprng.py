@@ -43,15 +43,15 @@ class AesCtrGenerator:
     """A random stream keyed by 256 bits, drawn as int64 tensors.
 
     Stands in for torch.Generator wherever CrypTen or smpc draw a secret
-    (smpc.compat routes CrypTen's two random helpers here); `manual_seed` accepts
-    CrypTen's int seeds as well as keys.
+    (smpc.compat routes CrypTen's two random helpers here); `reseed` takes a key (or,
+    in tests, an int).
     """
 
     def __init__(self, key: bytes | None = None, device: Any = "cpu") -> None:
         self.device = torch.device(device)
-        self.manual_seed(secrets.token_bytes(KEY_BYTES) if key is None else key)
+        self.reseed(secrets.token_bytes(KEY_BYTES) if key is None else key)
 
-    def manual_seed(self, seed: bytes | int) -> "AesCtrGenerator":
+    def reseed(self, seed: bytes | int) -> "AesCtrGenerator":
         """Restart the stream at a new key (an int is widened to a key by SHA-256)."""
         if isinstance(seed, int):
             seed = hashlib.sha256(seed.to_bytes(16, "little", signed=True)).digest()
