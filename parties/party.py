@@ -68,9 +68,14 @@ class Party:
         """Check this party's files and convert the model, before anyone connects: a
         tampered model or an unsupported op stops this party here."""
         torch.set_num_threads(1)
+        # the owner's weights are read (and verified first, when signed) once, for the
+        # program the parameters are shared from; a service's other batch sizes need
+        # only the architecture, since every size runs on the same shared parameters
         weights = self.me.weights if self.is_owner else None
-        for b in self.batch_sizes:  # the owner's weights are verified first when signed
-            self.programs[b] = pack.build_program(self.config, weights, batch=b)
+        first, *others = self.batch_sizes
+        self.programs[first] = pack.build_program(self.config, weights, batch=first)
+        for b in others:
+            self.programs[b] = pack.build_program(self.config, None, batch=b)
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
         self.fields = agreement.fields(self.config, self.program)

@@ -214,11 +214,6 @@ def _cause(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def serve_party(config: Config, name: str) -> None:
-    """Run party `name` of `config` as a service until it is drained (see module doc)."""
-    Service(config, name).run()
-
-
 def main(argv: list[str] | None = None) -> int:
     """`smpc serve CONFIG --name NAME` for one party: exit 0 when drained, non-zero on failure."""
     parser = argparse.ArgumentParser(prog="smpc serve", description="Run one party of CONFIG as a service.")
@@ -229,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         config.rank_of(args.name)
-        serve_party(config, args.name)
+        Service(config, args.name).run()
     except Exception as exc:
         known = config is not None and args.name in config.names
         return runfiles.fail(config if known else None, args.name, exc)

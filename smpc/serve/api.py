@@ -18,6 +18,7 @@ Which identity may query the model is the config's `serving.clients`.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import ssl
@@ -161,8 +162,6 @@ def build_app(
         return bytes(body)
 
     def parse(body: bytes) -> tuple[str, torch.Tensor]:
-        import json
-
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -42,10 +42,10 @@ class Query:
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
     proposed: float | None = None  # when the leader first proposed it (its wait in line does not count)
+    key: tuple[int, int] = field(init=False)  # query_key(client, query_id), computed once
 
-    @property
-    def key(self) -> tuple[int, int]:
-        return query_key(self.client, self.query_id)
+    def __post_init__(self) -> None:
+        self.key = query_key(self.client, self.query_id)
 
     @property
     def rows(self) -> int:
