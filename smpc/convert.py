@@ -220,7 +220,8 @@ def convert(model: torch.nn.Module, example_inputs: Any, example_kwargs: dict[st
     placeholders = {n.name: n for n in graph.nodes if n.op == "placeholder"}
     problems: list[str] = []
     inputs = tuple(_input_spec(placeholders[name], problems) for name in input_names)
-    _fold_public(graph, public, set(secret) | set(input_names))
+    secret_nodes = _fold_public(graph, public, set(secret) | set(input_names))
+    problems += _secret_indices(graph, secret_nodes)
     problems += _unsupported(graph)
     if problems:
         raise UnsupportedOpError("\n".join(dict.fromkeys(problems)))
@@ -249,18 +250,24 @@ _ID_STEPS = {
 }
 
 
+# comparisons of ids with a constant (RoBERTa's padding test), read off the one-hot rows
+_ID_TESTS = {aten.eq.Scalar: ops.ids_equal, aten.ne.Scalar: ops.ids_differ}
+
+
 def _input_spec(node: torch.fx.Node, problems: list[str]) -> InputSpec:
     value = node.meta["val"]
     shape = tuple(value.shape)
     if value.is_floating_point():
         return InputSpec(node.name, shape)
-    steps, lookups, others = [], [], set()
+    steps, lookups, tests, others = [], [], [], set()
     frontier = [node]
     while frontier:
         current = frontier.pop()
         for user in current.users:
             if user.target is aten.embedding.default and user.args[1] is current:
                 lookups.append(user)
+            elif user.target in _ID_TESTS and user.args[0] is current and isinstance(user.args[1], int):
+                tests.append(user)
             elif user.target in _ID_STEPS and user.args[0] is current:
                 steps.append(user)
                 frontier.append(user)
@@ -273,6 +280,10 @@ def _input_spec(node: torch.fx.Node, problems: list[str]) -> InputSpec:
             f"{node.name}: integer ids used by {', '.join(sorted(others))} besides embedding lookups are not supported"
         )
     depth = max(int(u.args[0].meta["val"].shape[0]) for u in lookups)
+    for lookup in lookups:
+        lookup.meta["one_hot_ids"] = True
+    for test in tests:  # ids == c is the one-hot column c
+        test.target = _ID_TESTS[test.target]
     for step in steps:  # the one-hot axis rides along at the end
         args = list(step.args)
         if step.target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default):
@@ -295,10 +306,13 @@ def _output_names(spec: Any, count: int) -> list[str]:
     return [f"output_{i}" for i in range(count)]
 
 
-def _fold_public(graph: torch.fx.Graph, public: dict[str, torch.Tensor], secret_placeholders: set[str]) -> None:
+def _fold_public(
+    graph: torch.fx.Graph, public: dict[str, torch.Tensor], secret_placeholders: set[str]
+) -> set[torch.fx.Node]:
     # Calls that read nothing secret (position ids, causal masks, rotary tables) are
     # computed here once; the values a secret call reads become public constants.
     # Huge constants (float32's lowest, -inf in attention masks) become MASK_VALUE.
+    # Returns the nodes that hold secrets.
     secret: set[torch.fx.Node] = set()
     values: dict[torch.fx.Node, Any] = {}
     for node in graph.nodes:
@@ -308,7 +322,10 @@ def _fold_public(graph: torch.fx.Graph, public: dict[str, torch.Tensor], secret_
             else:
                 values[node] = public[node.name]
         elif node.op == "call_function":
-            if any(arg in secret for arg in node.all_input_nodes):
+            uniform = _index_free(node, values)
+            if uniform is not None:
+                values[node] = uniform
+            elif any(arg in secret for arg in node.all_input_nodes):
                 secret.add(node)
                 node.args = torch.fx.node.map_aggregate(node.args, _bounded_scalar)
                 node.kwargs = torch.fx.node.map_aggregate(node.kwargs, _bounded_scalar)
@@ -332,6 +349,39 @@ def _fold_public(graph: torch.fx.Graph, public: dict[str, torch.Tensor], secret_
     for node in reversed(list(graph.nodes)):
         if node.op == "call_function" and node not in secret and not node.users:
             graph.erase_node(node)
+    return secret
+
+
+def _index_free(node: torch.fx.Node, values: dict[torch.fx.Node, Any]) -> torch.Tensor | None:
+    # A gather from a public tensor that is constant along the gathered axis does not
+    # depend on the (secret) index: RoBERTa gathers its all-zero token type buffer at the
+    # position ids. Returns the public result, or None.
+    if node.target is not aten.gather.default or node.args[0] not in values:
+        return None
+    source, dim, index = values[node.args[0]], node.args[1], node.args[2]
+    if not isinstance(source, torch.Tensor) or not isinstance(index, torch.fx.Node) or index in values:
+        return None
+    if source.shape[dim] == 0 or not torch.equal(source, source.narrow(dim, 0, 1).expand_as(source)):
+        return None
+    return torch.gather(source, dim, torch.zeros(tuple(index.meta["val"].shape), dtype=torch.long))
+
+
+def _secret_indices(graph: torch.fx.Graph, secret: set[torch.fx.Node]) -> list[str]:
+    # Lookups at an index computed on shares (not the data owner's one-hot ids) select by
+    # a one-hot of the index (protocols.lookup); other indexing by a secret is refused.
+    problems = []
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is aten.embedding.default and node.args[1] in secret and not node.meta.get("one_hot_ids"):
+            node.target = ops.lookup_secret_index
+        elif node.target is aten.gather.default and node.args[2] in secret:
+            node.target = ops.gather_secret_index
+        elif node.target is aten.index_select.default and node.args[2] in secret:
+            problems.append(f"{module_path(node)}: aten.index_select at a secret index is not supported")
+        elif node.target is aten.index.Tensor and any(i in secret for i in node.args[1] if i is not None):
+            problems.append(f"{module_path(node)}: aten.index at a secret index is not supported")
+    return problems
 
 
 def _bounded_scalar(value: Any) -> Any:

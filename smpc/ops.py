@@ -16,7 +16,7 @@ import crypten
 import torch
 
 from smpc import compat
-from smpc.protocols import approx
+from smpc.protocols import approx, lookup
 
 aten = torch.ops.aten
 
@@ -400,6 +400,42 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
     return weight[indices]
 
 
+def ids_equal(onehot, value):
+    """eq(ids, value) on one-hot ids (convert.InputSpec): the one-hot column of `value`."""
+    width = onehot.shape[-1]
+    if not (isinstance(value, int) and 0 <= value < width):
+        return torch.zeros(tuple(onehot.shape[:-1]))
+    return onehot[..., value]
+
+
+def ids_differ(onehot, value):
+    """ne(ids, value) on one-hot ids: 1 minus the one-hot column of `value`."""
+    same = ids_equal(onehot, value)
+    return 1 - same if not is_secret(same) else -same + 1
+
+
+def lookup_secret_index(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    """An embedding lookup at a secret integer index computed on shares (RoBERTa's
+    position ids): protocols.lookup's one-hot selection."""
+    if not is_secret(indices):
+        return embedding(weight, indices.round().long() if indices.is_floating_point() else indices)
+    return lookup.rows(weight, indices)
+
+
+def gather_secret_index(x, dim, idx, sparse_grad=False):
+    """torch.gather at a secret integer index (protocols.lookup)."""
+    if not is_secret(idx):
+        return gather(x, dim, idx.round().long() if idx.is_floating_point() else idx)
+    return lookup.gather(x, dim, idx)
+
+
+def type_as(x, other):
+    # on shares a dtype is no change (see to_copy); a public value meeting a secret is a float
+    if is_secret(x):
+        return x
+    return x.float() if is_secret(other) else x.type_as(other)
+
+
 def to_copy(x, dtype=None, **kwargs):
     # on shares a dtype change is no change: float stays fixed point, and the only
     # integer or boolean secrets are 0/1 masks and one-hot ids (convert.InputSpec)
@@ -587,6 +623,11 @@ OPS: dict[Any, Callable] = {
     aten.conv1d.default: conv1d,
     aten.conv2d.default: conv2d,
     channel_affine: channel_affine,
+    ids_equal: ids_equal,
+    ids_differ: ids_differ,
+    lookup_secret_index: lookup_secret_index,
+    gather_secret_index: gather_secret_index,
+    aten.type_as.default: type_as,
     aten.mean.dim: mean,
     aten.mean.default: mean,
     aten.sum.dim_IntList: sum_,

@@ -49,6 +49,20 @@ def _bert_cls():
     return model
 
 
+def _roberta():
+    from transformers import RobertaConfig, RobertaModel
+
+    # position ids count the non-padding tokens of the secret input_ids (padding id 1)
+    return realistic_bert_scaling(RobertaModel(RobertaConfig(**SMALL, pad_token_id=1)))
+
+
+def _roberta_text(model):
+    ids, mask = text_inputs()
+    ids[mask == 0] = 1  # RoBERTa's tokenizer pads with id 1
+    ids[mask == 1] = ids[mask == 1].clamp(min=3)
+    return (ids,), {"attention_mask": mask}
+
+
 def _distilbert():
     from transformers import DistilBertConfig, DistilBertModel
 
@@ -96,6 +110,7 @@ ARCHITECTURES: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[Any], tu
     "BertModel": (_bert, _text, 0.999),
     "BertForSequenceClassification": (_bert_cls, _text, 0.999),
     "DistilBertModel": (_distilbert, _text, 0.999),
+    "RobertaModel": (_roberta, _roberta_text, 0.999),
     "GPT2Model": (_gpt2, _text, 0.999),
     "ViTModel": (_vit, _image, 0.999),
     "LlamaModel": (_llama, _text, 0.999),

@@ -127,6 +127,20 @@ class Scaled(nn.Module):
         return self.fn(x * self.scale + self.shift)
 
 
+class SecretIndex(nn.Module):
+    """Lookups at an index computed on shares (as RoBERTa's position ids): an embedding
+    row and a gathered element chosen by a secret count of positive values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Embedding(9, 3)
+
+    def forward(self, x):
+        count = (x > 0).long().cumsum(-1)  # 0..8, secret
+        picked = torch.gather(x * 2.0, 1, count.clamp(max=7))
+        return torch.cat([self.table(count).sum(-1), picked], dim=-1)
+
+
 def _bn_stats(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -177,6 +191,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], float]] = {
     "layer_norm_tiny_variance": (lambda: Scaled(nn.LayerNorm(16, eps=1e-12), 0.02, 1.0), (4, 16), APPROX_TOL),
     "compare_where": (lambda: Lambda(lambda x: (x > 0.3).float() * 0.5 + torch.where(x < 0, x, 0.25 * x)), (4, 8), LINEAR_TOL),
     "max_argmax": (lambda: Lambda(lambda x: x.max(dim=1).values + x.argmax(dim=1).float() * 0.5), (4, 8), LINEAR_TOL),
+    "secret_index_lookup": (SecretIndex, (4, 8), LINEAR_TOL),
     "masked_attention": (MaskedAttention, (2, 5, 8), APPROX_TOL),
     "causal_sdpa": (CausalSDPA, (2, 2, 5, 4), APPROX_TOL),
     "transformer_encoder_layer": (

@@ -140,3 +140,42 @@ def test_layer_labels_name_module_and_class():
     program = convert(zoo.build("lenet5"), torch.zeros(1, 1, 28, 28))
     labels = {layer_label(n) for n in program.graph.nodes if n.op == "call_function"}
     assert {"features.0 Conv2d", "features.1 ReLU", "features.2 MaxPool2d", "classifier.5 Linear"} <= labels
+
+
+class PaddingPositions(nn.Module):
+    """RoBERTa's position ids: counted from the secret ids' non-padding tokens, looked up
+    at that secret index; a buffer constant along its axis gathered at it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words, self.positions = nn.Embedding(20, 4), nn.Embedding(10, 4)
+        self.register_buffer("types", torch.zeros(1, 6, dtype=torch.long), persistent=False)
+
+    def forward(self, ids):
+        keep = ids.ne(1).int()
+        positions = (torch.cumsum(keep, dim=1).type_as(keep) * keep).long() + 1
+        types = self.types.expand(ids.shape[0], -1).gather(1, positions)
+        return self.words(ids) + self.positions(positions) + types.unsqueeze(-1)
+
+
+def test_positions_computed_from_secret_ids_are_looked_up_at_a_secret_index():
+    torch.manual_seed(0)
+    model, ids = PaddingPositions(), torch.tensor([[5, 7, 1, 1, 1], [3, 4, 6, 8, 1]])
+    program = convert(model, ids)
+    targets = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert ops.ids_differ in targets and ops.lookup_secret_index in targets
+    # the gather from the all-zero buffer does not depend on the index: folded away
+    assert torch.ops.aten.gather.default not in targets and ops.gather_secret_index not in targets
+    (spec,) = program.inputs
+    assert (spec.kind, spec.depth) == ("ids", 20)
+    with torch.no_grad():
+        torch.testing.assert_close(run_program(program, dict(program.secret), spec.encode(ids))[0], model(ids))
+
+
+def test_indexing_at_a_secret_index_other_than_lookups_is_refused_by_module():
+    class Select(nn.Module):
+        def forward(self, x):
+            return torch.index_select(x, 1, (x[0] > 0).long())
+
+    with pytest.raises(UnsupportedOpError, match=r"^<model>: aten.index_select at a secret index is not supported$"):
+        convert(Select(), torch.randn(3, 4))

@@ -21,7 +21,7 @@ def _run(program, secret, feeds):
         return run_program(program, secret, feeds)
 
 
-@pytest.mark.parametrize("name", ["BertModel", "LlamaModel"])
+@pytest.mark.parametrize("name", ["BertModel", "LlamaModel", "RobertaModel"])
 def test_round_trip_computes_the_same(tmp_path, name):
     model, args, kwargs = build(name)
     program = convert(model, args, kwargs)

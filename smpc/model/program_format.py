@@ -44,8 +44,8 @@ def op_name(target: Any) -> str:
     """The stable name of an operation in OPS (e.g. ``aten.add.Tensor``)."""
     if target is operator.getitem:
         return "getitem"
-    if target is ops.channel_affine:
-        return "smpc.channel_affine"
+    if getattr(target, "__module__", None) == ops.__name__:
+        return f"smpc.{target.__name__}"  # smpc's own operations (smpc.channel_affine)
     return str(target)
 
 
