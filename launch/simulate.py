@@ -71,6 +71,7 @@ def simulate(
     kwargs: dict[str, torch.Tensor] | None = None,
     transport: str = "gloo",
     precision_bits: int = 16,
+    range_checks: bool = False,
     fidelity: dict[str, float | None] | None = None,
     timeout_s: float = 900.0,
     keep: str | Path | None = None,
@@ -87,6 +88,7 @@ def simulate(
         kwargs: tensors passed by keyword (e.g. ``attention_mask``).
         transport: "gloo" or "tls" (tls needs consortium keys: use `launch.run` for that).
         precision_bits: fixed-point fractional bits.
+        range_checks: open one bit per tensor an approximation reads (protocol.range_checks).
         fidelity: thresholds (``min_cosine``, ``max_abs_error``, ``min_agreement``);
             a result below them raises FidelityError naming the output and the likely op.
         timeout_s: bound on the whole run.
@@ -116,7 +118,7 @@ def simulate(
             "batch_size": pack.batch_size(program),
             "randomness": randomness,
             "transport": transport,
-            "protocol": {"precision_bits": precision_bits},
+            "protocol": {"precision_bits": precision_bits, "range_checks": range_checks},
             "timeouts": {"run_s": timeout_s},
             "run_dir": "run",
         }

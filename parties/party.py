@@ -25,7 +25,7 @@ from smpc.audit import AuditLog
 from smpc.config import Config
 from smpc.convert import Program
 from smpc.meter import LayerMeter
-from smpc.model import pack
+from smpc.model import calibrate, pack
 from smpc.provider import PROVIDER_NAME, MaterialPool, PartyProvider
 
 
@@ -54,6 +54,7 @@ class Party:
         self.audit = AuditLog(runfiles.audit_path(config, name), name)
         self.weights_sha256: str | None = None
         self.fields: dict[str, str] = {}
+        self.checks: calibrate.RangeChecks | None = None
 
     @property
     def is_owner(self) -> bool:
@@ -79,6 +80,7 @@ class Party:
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
         self.fields = agreement.fields(self.config, self.program)
+        self.checks = calibrate.range_checks(self.config, self.program)
         if self.is_owner:
             self.weights_sha256 = artifacts.file_digest(model_dir.weights_file(self.me.weights))
         self.audit.record(

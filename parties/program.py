@@ -107,7 +107,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                     pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *spec.share_shape[1:])))
                 x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
             meter.charge("<input sharing>")
-            outputs = run_program(program, party.params, x, meter)
+            outputs = run_program(program, party.params, x, meter, checks=party.checks)
             offset = 0
             for d, _, n in parts:  # each data owner's rows go to its receivers only
                 receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]

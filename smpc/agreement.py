@@ -31,9 +31,18 @@ def fields(config: Config, program: Program) -> dict[str, str]:
         "transport": config.effective_transport,
         "protocol.precision_bits": config.protocol.precision_bits,
         "protocol.functions": config.protocol.functions.model_dump(),
+        "protocol.range_checks": _range_check_bounds(config, program),
         "serving": None if config.serving is None else config.serving.model_dump(mode="json"),
     }
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in values.items()}
+
+
+def _range_check_bounds(config: Config, program: Program) -> object:
+    # the checks and their bounds must be the same everywhere (they change what is computed)
+    from smpc.model import calibrate
+
+    checks = calibrate.range_checks(config, program)
+    return None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items())
 
 
 def first_difference(mine: dict[str, str], theirs: dict[str, str]) -> str | None:

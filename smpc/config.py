@@ -124,6 +124,8 @@ class FunctionsConfig(_Section):
 class ProtocolConfig(_Section):
     precision_bits: StrictInt = Field(default=16, ge=8, le=24)
     functions: FunctionsConfig = FunctionsConfig()
+    # open one bit per tensor an approximation reads: is it inside the covered range?
+    range_checks: StrictBool = False
 
 
 class DealerConfig(_Section):
@@ -301,6 +303,8 @@ class Config(_Section):
             problems.append("model.program: serving runs a zoo or module:factory architecture (packed programs have one batch size)")
         if self.share_cache:
             problems.append("share_cache: not used with serving (the model is shared once, at start)")
+        if self.protocol.range_checks:
+            problems.append("protocol.range_checks: not available with serving yet (one-off runs only)")
         return problems
 
     @property

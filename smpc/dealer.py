@@ -30,7 +30,7 @@ from smpc.config import Config, load_config
 from smpc.convert import Program
 from smpc.errors import AgreementError, PartyError, no_show
 from smpc.execute import run_program
-from smpc.model import pack
+from smpc.model import calibrate, pack
 from smpc.protocols.csprng import KEY_BYTES, AesCtrGenerator
 from smpc.provider import PROVIDER_NAME, TracingProvider
 
@@ -89,7 +89,8 @@ def _shape_run(config: Config, program: Program, provider: TracingProvider) -> N
         compat.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
         inputs = {spec.name: crypten.cryptensor(torch.zeros(spec.share_shape), src=0) for spec in program.inputs}
-        run_program(program, params, inputs)
+        # the parties' range checks spend material too; on zeros they must not stop anything
+        run_program(program, params, inputs, checks=calibrate.range_checks(config, program, enforce=False))
 
 
 def _tls_contexts(config: Config, name: str):

@@ -31,6 +31,10 @@ class AgreementError(PartyError):
     """The parties' (or the dealer's) settings differ: joining again cannot help."""
 
 
+class RangeCheckError(SmpcError):
+    """An in-protocol range check found a tensor outside what the protocol covers."""
+
+
 class FidelityError(SmpcError):
     """A run's outputs are further from plaintext than the config's fidelity thresholds."""
 

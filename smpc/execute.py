@@ -17,6 +17,7 @@ def run_program(
     inputs: Any,
     meter: LayerMeter | None = None,
     observe: Callable[[torch.fx.Node, tuple, Any], None] | None = None,
+    checks: Callable[[torch.fx.Node, tuple], None] | None = None,
 ) -> list[Any]:
     """Evaluate `program` on shares (or, for checking a conversion, on plain tensors).
 
@@ -29,6 +30,8 @@ def run_program(
             module that issued it (its path and class).
         observe: if given, called with each call node, its argument values and its result
             (the range checks of a plaintext run use it).
+        checks: if given, called with each call node and its argument values before it
+            runs (the in-protocol range checks, smpc.model.calibrate.RangeChecks).
 
     Returns:
         The outputs (still secret-shared), in the order of program.outputs.
@@ -52,6 +55,8 @@ def run_program(
         elif node.op == "call_function":
             # every call reads a secret: calls on public values were computed at conversion
             args = value(node.args)
+            if checks is not None:
+                checks(node, args)
             env[node] = OPS[node.target](*args, **value(node.kwargs))
             if observe is not None:
                 observe(node, args, env[node])

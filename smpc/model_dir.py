@@ -170,8 +170,8 @@ def _pack_command(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`smpc model pack|sign|verify`."""
-    parser = argparse.ArgumentParser(prog="smpc model", description="Model directories: pack, sign, verify.")
+    """`smpc model pack|sign|calibrate|verify`."""
+    parser = argparse.ArgumentParser(prog="smpc model", description="Model directories: pack, sign, calibrate, verify.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "pack", help="architecture + weights, or a save_pretrained directory -> a model directory"
@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
     s.add_argument("directory", type=Path)
     s.add_argument("--key", type=Path, required=True)
+    c = sub.add_parser(
+        "calibrate", help="run the owner's model on sample rows; store the ranges its approximations see"
+    )
+    c.add_argument("directory", type=Path, help="the owner's model directory (packed program or zoo model)")
+    c.add_argument("--data", type=Path, required=True, help="sample rows, a data file as a data owner's")
+    c.add_argument("--margin", type=float, default=2.0, help="factor by which every range must be covered (default 2)")
     v = sub.add_parser("verify", help="check a model directory's signature")
     v.add_argument("directory", type=Path)
     v.add_argument("--public-key", type=Path, required=True)
@@ -195,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"packed {args.out}")
         elif args.command == "sign":
             print(f"signed: {sign(args.directory, args.key)}")
+        elif args.command == "calibrate":
+            from smpc.model import calibrate
+
+            calibration, path = calibrate.calibrate_directory(args.directory, args.data, args.margin)
+            print(calibrate.describe(calibration))
+            print(f"calibrated on {calibration.rows} rows (margin x{calibration.margin:g}): {path}")
+            if (args.directory / SIGNATURE).is_file():
+                print(f"note: {args.directory} was signed before: sign it again (smpc model sign) so the calibration is covered")
         else:
             manifest = verify(args.directory, args.public_key)
             print(f"verified: {args.directory} ({manifest['architecture']}, input {manifest['input_shape']})")

@@ -105,11 +105,24 @@ def build_program(config: Any, owner_weights: Path | None = None, batch: int | N
                 if signed.architecture_fingerprint() != program.architecture_fingerprint():
                     raise ArtifactError(f"{owner_weights}: the signed program differs from {spec.program}")
             load_owner_secret(program, owner_weights)
+            _check_calibration(config, program, owner_weights)
         return program
     model = zoo.build(spec.architecture)
     if owner_weights is not None:  # verified first when signed: a tampered model stops everything here
         model_dir.load_owner_weights(model, owner_weights, spec)
-    return convert(model, torch.zeros(batch or config.batch_size, *spec.input_shape))
+    program = convert(model, torch.zeros(batch or config.batch_size, *spec.input_shape))
+    if owner_weights is not None:
+        _check_calibration(config, program, owner_weights)
+    return program
+
+
+def _check_calibration(config: Any, program: Program, owner_weights: Path) -> None:
+    # the owner refuses settings that do not cover what its model was calibrated to reach
+    from smpc.model import calibrate
+
+    calibration = calibrate.load(owner_weights)
+    if calibration is not None:
+        calibrate.check(calibration, program, config.protocol.precision_bits, str(owner_weights / calibrate.FILE))
 
 
 def load_rows(config: Any, program: Program, path: Path) -> artifacts.InputData:

@@ -12,9 +12,18 @@ from smpc.convert import Program, layer_label
 from smpc.execute import run_program
 
 aten = torch.ops.aten
-# beyond this magnitude a product of two shares (held at scale 2^32 before truncation)
+
+
+def safe_magnitude(precision_bits: int) -> float:
+    """The largest magnitude a value may reach at `precision_bits`: a product held at scale
+    2^(2p) in the 64-bit ring wraps in two-party truncation with probability
+    |value| * 2^(2p) / 2^64, kept at or below 2^-12 per element (2^20 at 16 bits)."""
+    return 2.0 ** (52 - 2 * precision_bits)
+
+
+# at the default 16 bits: a product of two shares (held at scale 2^32 before truncation)
 # wraps the ring with probability |value| / 2^32 per element in two-party truncation
-SAFE_MAGNITUDE = 2.0**20
+SAFE_MAGNITUDE = safe_magnitude(16)
 # the input range each approximation covers (smpc.protocols.approx)
 COVERED = {
     aten.exp.default: (-math.inf, 12.0),

@@ -1,0 +1,357 @@
+"""Calibration: the ranges a model's approximated operations really see, measured once by
+the model owner on sample inputs, and the checks that use them.
+
+`observe` runs the program in plain PyTorch on the owner's weights and records, for every
+approximated operation, the range of the input its approximation depends on (the
+divisor's magnitude for a reciprocal, the input for exp, square roots and log, the input
+of GELU, softmax and normalizations, whose size decides whether fixed point wraps), and
+the largest magnitude any operation produces. `calibration.json` beside the weights holds
+them (signed with the directory). Before anything is computed, `check` refuses settings
+that do not cover every range with the calibration's margin, naming the operation, its
+range and what would cover it; `check_bounds` gives the in-protocol range checks
+(`protocol.range_checks`) their limits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from smpc.convert import Program, layer_label
+from smpc.errors import ArtifactError, ConversionError, RangeCheckError
+from smpc.execute import run_program
+from smpc.model import ranges
+
+FILE = "calibration.json"
+FORMAT = "smpc-calibration"
+VERSION = 1
+DEFAULT_MARGIN = 2.0
+
+aten = torch.ops.aten
+# op -> (what is measured, which argument): "magnitude" ops must stay inside the ring's
+# safe range; the others inside what their approximation covers (ranges.COVERED)
+MEASURED: dict[Any, tuple[str, int]] = {
+    aten.exp.default: ("input", 0),
+    aten.reciprocal.default: ("|input|", 0),
+    aten.div.Tensor: ("|divisor|", 1),
+    aten.rsqrt.default: ("input", 0),
+    aten.sqrt.default: ("input", 0),
+    aten.log.default: ("input", 0),
+    aten.gelu.default: ("magnitude", 0),
+    aten.silu.default: ("magnitude", 0),
+    aten.tanh.default: ("magnitude", 0),
+    aten.sigmoid.default: ("magnitude", 0),
+    aten.softmax.int: ("magnitude", 0),
+    aten._softmax.default: ("magnitude", 0),
+    aten.log_softmax.int: ("magnitude", 0),
+    aten.layer_norm.default: ("magnitude", 0),
+    aten.rms_norm.default: ("magnitude", 0),
+}
+
+
+@dataclass(frozen=True)
+class OpRange:
+    """What one operation saw: `low`..`high` of its `quantity` (see MEASURED)."""
+
+    node: str
+    layer: str
+    op: str
+    quantity: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The measured ranges of a program on `rows` sample rows, to be covered with `margin`
+    (a factor on every value: e^x * margin for exp, |x| * margin and |x| / margin
+    elsewhere)."""
+
+    architecture: str  # what was calibrated (the model directory's architecture)
+    rows: int
+    margin: float
+    ops: tuple[OpRange, ...]
+    largest: OpRange  # the operation with the largest output magnitude
+
+    def digest(self) -> str:
+        return json.dumps(_as_json(self), sort_keys=True)
+
+
+def _op(target: Any) -> str:
+    # aten.div.Tensor -> "div"
+    return str(target).split(".")[-2]
+
+
+_OPS = {_op(t) for t in MEASURED}
+_QUANTITIES = {q for q, _ in MEASURED.values()}
+# what each range-limited approximation covers, by the name stored in calibration.json
+_COVERED = {_op(t): bounds for t, bounds in ranges.COVERED.items()} | {"div": ranges.COVERED[aten.reciprocal.default]}
+
+
+def observe(
+    program: Program, batches: Iterable[dict[str, torch.Tensor]], margin: float = DEFAULT_MARGIN, architecture: str = ""
+) -> Calibration:
+    """Run `program` (with the owner's weights) on plaintext `batches` (inputs as shared:
+    one-hot ids, 0/1 masks) and record the ranges.
+
+    Args:
+        program: the program with the owner's real weights in `program.secret`.
+        batches: feeds for run_program, each a full batch.
+        margin: the factor by which every range must be covered (>= 1).
+        architecture: what was calibrated, as the model directory names it.
+    """
+    if not (1.0 <= margin < 1e6):
+        raise ConversionError(f"--margin: expected a factor from 1 to 1e6, got {margin:g}")
+    seen: dict[str, list[Any]] = {}
+    largest = [0.0, None]
+    rows = 0
+
+    def record(node: torch.fx.Node, args: tuple, result: Any) -> None:
+        measured = MEASURED.get(node.target)
+        if measured is not None and len(args) > measured[1] and isinstance(args[measured[1]], torch.Tensor):
+            x = args[measured[1]].detach().double()
+            if x.numel():
+                if measured[0].startswith("|"):
+                    x = x.abs()
+                low, high = float(x.min()), float(x.max())
+                entry = seen.setdefault(node.name, [layer_label(node), _op(node.target), measured[0], low, high])
+                entry[3], entry[4] = min(entry[3], low), max(entry[4], high)
+        if isinstance(result, torch.Tensor) and result.is_floating_point() and result.numel():
+            magnitude = float(result.detach().abs().max())
+            if magnitude > largest[0]:
+                largest[:] = [magnitude, node]
+
+    with torch.no_grad():
+        for feeds in batches:
+            rows += next(iter(feeds.values())).shape[0]
+            run_program(program, program.secret, feeds, observe=record)
+    node = largest[1]
+    top = OpRange(node.name if node is not None else "", layer_label(node) if node is not None else "", "output",
+                  "magnitude", -largest[0], largest[0])
+    ops = tuple(OpRange(name, *values) for name, values in seen.items())
+    return Calibration(architecture, rows, float(margin), ops, top)
+
+
+def _widened(entry: OpRange, margin: float) -> tuple[float, float]:
+    # the range to cover: the measured one stretched by the margin on the value scale
+    if entry.op == "exp":
+        return entry.low - math.log(margin), entry.high + math.log(margin)
+    if entry.quantity == "magnitude":
+        reach = max(abs(entry.low), abs(entry.high)) * margin
+        return -reach, reach
+    return entry.low / margin, entry.high * margin
+
+
+def _covered(entry: OpRange, precision_bits: int) -> tuple[float, float]:
+    if entry.quantity == "magnitude":
+        safe = ranges.safe_magnitude(precision_bits)
+        return -safe, safe
+    return _COVERED[entry.op]
+
+
+def _covering_precision(calibration: Calibration, below: int) -> int | None:
+    # the most precise setting under `below` whose ring holds every calibrated magnitude
+    need = max(max(abs(e.low), abs(e.high)) for e in list(calibration.ops) + [calibration.largest] if e.quantity == "magnitude")
+    for bits in range(below - 1, 7, -1):
+        if need * calibration.margin <= ranges.safe_magnitude(bits):
+            return bits
+    return None
+
+
+def check(calibration: Calibration, program: Program, precision_bits: int, where: str) -> None:
+    """ConversionError naming the first operation whose calibrated range (with the margin)
+    the protocol at `precision_bits` does not cover, and what would cover it."""
+    measured = {n.name: _op(n.target) for n in program.graph.nodes if n.op == "call_function" and n.target in MEASURED}
+    if measured != {e.node: e.op for e in calibration.ops}:
+        raise ConversionError(f"{where}: calibrated for another architecture than this model: run `smpc model calibrate` again")
+    entries = list(calibration.ops) + [calibration.largest]
+    for entry in entries:
+        low, high = _widened(entry, calibration.margin)
+        covered_low, covered_high = _covered(entry, precision_bits)
+        if low >= covered_low and high <= covered_high:
+            continue
+        what = f"{entry.layer} ({entry.op}): calibrated {entry.quantity} [{entry.low:.3g}, {entry.high:.3g}]"
+        if entry.quantity == "magnitude":
+            bits = _covering_precision(calibration, precision_bits)
+            fix = (f"protocol.precision_bits {bits} covers every calibrated range" if bits is not None
+                   else "no precision covers it")
+            raise ConversionError(
+                f"{where}: {what} x{calibration.margin:g} margin reaches ±{high:.3g}, beyond the "
+                f"±{covered_high:.3g} that protocol.precision_bits {precision_bits} holds; {fix}"
+            )
+        raise ConversionError(
+            f"{where}: {what} x{calibration.margin:g} margin is [{low:.3g}, {high:.3g}], beyond the "
+            f"[{covered_low:.3g}, {covered_high:.3g}] its approximation covers; nothing available covers it"
+        )
+
+
+def check_bounds(program: Program, precision_bits: int, calibration: Calibration | None) -> dict[str, tuple[str, float, float]]:
+    """The in-protocol range checks: node name -> (what, low, high) for the tensor each
+    approximated operation reads: the calibrated range with its margin where a
+    calibration exists, else what the approximation covers (or the ring's safe range)."""
+    calibrated = {e.node: e for e in calibration.ops} if calibration is not None else {}
+    bounds = {}
+    for node in program.graph.nodes:
+        measured = MEASURED.get(node.target) if node.op == "call_function" else None
+        if measured is None or len(node.args) <= measured[1] or not isinstance(node.args[measured[1]], torch.fx.Node):
+            continue
+        quantity = measured[0]
+        entry = calibrated.get(node.name)
+        if entry is not None:
+            low, high = _widened(entry, calibration.margin)
+        else:
+            probe = OpRange(node.name, layer_label(node), _op(node.target), quantity, 0.0, 0.0)
+            low, high = _covered(probe, precision_bits)
+        bounds[node.name] = (quantity, low, high)
+    return bounds
+
+
+def calibrate_directory(directory: Path, data: Path, margin: float = DEFAULT_MARGIN) -> tuple[Calibration, Path]:
+    """`smpc model calibrate`: the owner's model directory (a packed program, or a zoo
+    model directory) run on the sample rows in `data`; writes calibration.json there.
+
+    Returns the calibration and the file written."""
+    from smpc import artifacts, model_dir, zoo
+    from smpc.convert import convert
+    from smpc.model import pack, program_format
+
+    directory, data = Path(directory), Path(data)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: model directory not found")
+    if not data.is_file():
+        raise ArtifactError(f"{data}: sample data file not found")
+    if (directory / program_format.GRAPH_FILE).is_file():
+        program = program_format.load(directory)
+        pack.load_owner_secret(program, directory)
+        batch = pack.batch_size(program)
+        inputs, architecture = artifacts.load_inputs(data, program.inputs).inputs, "packed program"
+    else:
+        manifest_path = directory / model_dir.MANIFEST
+        if not manifest_path.is_file():
+            raise ArtifactError(f"{directory}: not a model directory (no {model_dir.MANIFEST} or {program_format.GRAPH_FILE})")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            architecture, shape = str(manifest["architecture"]), tuple(int(v) for v in manifest["input_shape"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{manifest_path}: not a model manifest ({exc})") from None
+        model = zoo.build(architecture)
+        artifacts.load_weights(model, directory / model_dir.WEIGHTS)
+        dataset = artifacts.load_data(data, shape)
+        batch = min(64, len(dataset.inputs))
+        program = convert(model, torch.zeros(batch, *shape))
+        inputs = {program.inputs[0].name: dataset.inputs}
+    count = len(next(iter(inputs.values())))
+    if count == 0:
+        raise ArtifactError(f"{data}: no sample rows")
+    batches = []
+    for start in range(0, count, batch):
+        feeds = {}
+        for spec in program.inputs:
+            part = spec.encode(inputs[spec.name][start : start + batch], str(data))
+            if len(part) < batch:  # a short last batch repeats its last row (ranges unchanged)
+                part = torch.cat([part, part[-1:].expand(batch - len(part), *part.shape[1:])])
+            feeds[spec.name] = part
+        batches.append(feeds)
+    calibration = observe(program, batches, margin, architecture)
+    calibration = Calibration(calibration.architecture, count, calibration.margin, calibration.ops, calibration.largest)
+    return calibration, save(calibration, directory)
+
+
+def describe(calibration: Calibration) -> str:
+    """The calibrated ranges as a table, one operation per line."""
+    lines = [f"{'operation':<48} {'quantity':<10} {'low':>11} {'high':>11}"]
+    for e in list(calibration.ops) + [calibration.largest]:
+        lines.append(f"{(e.layer + ' (' + e.op + ')')[:48]:<48} {e.quantity:<10} {e.low:>11.4g} {e.high:>11.4g}")
+    return "\n".join(lines)
+
+
+class RangeChecks:
+    """The in-protocol checks of one program: called by run_program with each node and
+    its argument values; a checked tensor out of its bounds raises RangeCheckError at every
+    party at once (they all open the same bit). With `enforce` False (the dealer's dry run
+    on zeros) the same operations run and nothing is raised."""
+
+    def __init__(self, program: Program, bounds: dict[str, tuple[str, float, float]], enforce: bool = True) -> None:
+        self.bounds, self.enforce = bounds, enforce
+        self.labels = {n.name: f"{layer_label(n)} ({_op(n.target)})" for n in program.graph.nodes if n.name in bounds}
+        self.checked = 0
+
+    def __call__(self, node: torch.fx.Node, args: tuple) -> None:
+        from smpc.ops import is_secret
+        from smpc.protocols.range_check import out_of_range
+
+        bound = self.bounds.get(node.name)
+        if bound is None:
+            return
+        quantity, low, high = bound
+        x = args[MEASURED[node.target][1]]
+        if not is_secret(x):
+            return
+        self.checked += 1
+        if out_of_range(x, low, high, absolute=quantity.startswith("|")) and self.enforce:
+            raise RangeCheckError(
+                f"range check failed: {self.labels[node.name]}: {quantity} out of [{low:.3g}, {high:.3g}] "
+                "(protocol.range_checks); the answer would be wrong"
+            )
+
+
+def range_checks(config: Any, program: Program, enforce: bool = True) -> RangeChecks | None:
+    """The checks a run of `config` makes (None unless protocol.range_checks): bounds from
+    the calibration in the packed program's directory, else what the protocol covers."""
+    if not config.protocol.range_checks:
+        return None
+    calibration = load(config.model.program) if config.model.program is not None else None
+    return RangeChecks(program, check_bounds(program, config.protocol.precision_bits, calibration), enforce)
+
+
+def _as_json(calibration: Calibration) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": calibration.architecture,
+        "rows": calibration.rows,
+        "margin": calibration.margin,
+        "largest": asdict(calibration.largest),
+        "ops": [asdict(e) for e in calibration.ops],
+    }
+
+
+def save(calibration: Calibration, directory: Path) -> Path:
+    """Write `calibration.json` into the model directory (atomically)."""
+    from smpc.runfiles import write_json
+
+    path = Path(directory) / FILE
+    write_json(path, _as_json(calibration))
+    return path
+
+
+def load(directory: Path) -> Calibration | None:
+    """The calibration in a model directory, None when there is none; ArtifactError
+    naming the file when it is malformed."""
+    path = Path(directory) / FILE
+    if not Path(directory).is_dir() or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+            raise ValueError(f"expected format {FORMAT} version {VERSION}")
+        entry = lambda d: OpRange(str(d["node"]), str(d["layer"]), str(d["op"]), str(d["quantity"]), float(d["low"]), float(d["high"]))  # noqa: E731
+        margin = float(doc["margin"])
+        if not (1.0 <= margin < 1e6) or not all(math.isfinite(float(e["low"])) and math.isfinite(float(e["high"])) for e in doc["ops"]):
+            raise ValueError("margin must be 1..1e6 and every range finite")
+        ops = tuple(entry(e) for e in doc["ops"])
+        for e in ops:
+            if e.op not in _OPS or e.quantity not in _QUANTITIES:
+                raise ValueError(f"unknown operation {e.op!r} or quantity {e.quantity!r}")
+        largest = entry(doc["largest"])
+        if largest.quantity != "magnitude" or not math.isfinite(largest.high):
+            raise ValueError("largest: expected a finite magnitude")
+        return Calibration(str(doc["architecture"]), int(doc["rows"]), margin, ops, largest)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: not a calibration file: {exc}") from None
+
