@@ -12,10 +12,10 @@ from typing import Any
 import torch
 
 from launch.processes import Child, supervise
-from smpc import artifacts
+from smpc import artifacts, keys
 from smpc.config import Config, load_config
 from smpc.convert import Program
-from smpc.errors import ArtifactError, ConfigError, FidelityError, PartyError
+from smpc.errors import ConfigError, FidelityError, PartyError
 from smpc.execute import run_program
 from smpc.model import pack, ranges
 from smpc.runfiles import audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
@@ -83,10 +83,7 @@ def preflight(config: Config) -> Program:
     for owner in config.data_owners:
         pack.load_rows(config, program, owner.data)
     if config.effective_transport == "tls":
-        for name in config.names + (["dealer"] if config.dealer is not None else []):
-            for path in config.tls_files(name):
-                if not path.is_file():
-                    raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
+        keys.check_identities(config, config.names + (["dealer"] if config.dealer is not None else []))
     return program
 
 

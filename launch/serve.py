@@ -15,8 +15,9 @@ import sys
 
 from launch.processes import Child, supervise
 from launch.runner import failure_message, processes_of
+from smpc import keys
 from smpc.config import Config, load_config
-from smpc.errors import ArtifactError, ConfigError, SmpcError
+from smpc.errors import ConfigError, SmpcError
 from smpc.runfiles import error_path
 
 GRACE_S = 25.0  # between SIGTERM (drain) and SIGKILL
@@ -27,11 +28,7 @@ def preflight(config: Config) -> None:
     """Refuse before starting anything: no serving section, or missing TLS files."""
     if config.serving is None:
         raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
-    names = config.names + (["dealer"] if config.dealer is not None else [])
-    for name in names:
-        for path in config.tls_files(name):
-            if not path.is_file():
-                raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
+    keys.check_identities(config, config.names + (["dealer"] if config.dealer is not None else []))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -20,10 +20,11 @@ from typing import Any, Iterator
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, model_dir, runfiles, sealed, session, share_cache, wire
+from smpc import agreement, artifacts, compat, dealer, keys, model_dir, runfiles, sealed, session, share_cache, wire
 from smpc.audit import AuditLog
 from smpc.config import Config
 from smpc.convert import Program
+from smpc.errors import AgreementError
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.provider import PROVIDER_NAME, MaterialPool, PartyProvider
@@ -77,6 +78,8 @@ class Party:
         self.programs[first] = pack.build_program(self.config, weights, batch=first)
         for b in others:
             self.programs[b] = pack.build_program(self.config, None, batch=b)
+        if self.config.effective_transport == "tls":  # an expired, revoked or foreign certificate stops here
+            keys.check_certificate(self.name, *self.config.tls_files(self.name))
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
         self.fields = agreement.fields(self.config, self.program)
@@ -109,15 +112,21 @@ class Party:
             self.meter = LayerMeter()  # counts from the session start: every byte sent gets a label
             try:
                 yield
-            except BaseException:
-                self.close(bye=False)  # the dealer must not take a failure for the end of the work
+            except BaseException as exc:
+                # the dealer must not take a failure for the end of the work: it hears the cause
+                self.close(bye=False, reason=str(exc) or type(exc).__name__)
                 raise
             self.close()
 
     def agree(self) -> None:
         """Compare settings with every party (all raise together on a mismatch), then,
         with randomness: dealer, check in with the dealer and take this party's seed."""
-        agreement.check_parties(self.config, self.fields)
+        try:
+            agreement.check_parties(self.config, self.fields)
+        except AgreementError as exc:
+            if self.config.randomness == "dealer":
+                dealer.report_abort(self.config, self.rank, self.fields, str(exc))
+            raise
         if self.config.randomness == "dealer":  # after the parties agree, before any tuple is used
             self.dealer_seed, self.dealer_sock = dealer.connect(self.config, self.rank, self.fields)
             self.provider = PartyProvider()
@@ -134,13 +143,19 @@ class Party:
         else:
             self.params = session.share_parameters(self.program, self.owner)
 
-    def close(self, bye: bool = True) -> None:
+    def close(self, bye: bool = True, reason: str | None = None) -> None:
         """Tell the dealer this party is done (a dealer gone by now no longer matters);
-        without `bye`, only hang up."""
+        without `bye`, hang up, first telling it `reason` (why this party stops)."""
         if self.dealer_sock is not None:
             if not bye:
                 if self.pool is not None:
                     self.pool.stop()
+                elif reason is not None:
+                    try:
+                        self.dealer_sock.settimeout(1.0)
+                        wire.send_json(self.dealer_sock, wire.Kind.ERROR, {"message": " ".join(reason.split())[:500]})
+                    except OSError:
+                        pass
             elif self.pool is not None:
                 self.pool.bye()
             else:

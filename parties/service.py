@@ -61,9 +61,8 @@ class Service:
             party.name, info, self.serving.clients, self.book, self.status, self.metrics, party.audit.record,
             query_timeout_s=self.serving.query_timeout_s,
         )
-        ca, cert, key = config.tls_files(party.name)
         me = party.me
-        self.server = api.ApiServer(app, me.host, me.api_port, transport.server_context(ca, cert, key), party.name)
+        self.server = api.ApiServer(app, me.host, me.api_port, transport.server_context(*config.tls_files(party.name)), party.name)
         self.server.start()
         print(f"client API on https://{me.host}:{me.api_port}/v2/models/{info.name} (mutual TLS)", flush=True)
 

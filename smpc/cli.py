@@ -14,9 +14,25 @@ commands:
   query CONFIG --client NAME --data FILE [--rows N] [--concurrency C] [--report FILE]
                                   query a running service with the rows of a data file
   keys init|add|show|rotate DIR ... consortium CA and per-party (and client) keys and certificates
-  model pack|sign|verify ...      signed model directories
+  keys request|sign|revoke ...    a member's own key and request; the CA holder signs, revokes
+  model pack|sign|calibrate|verify ...  signed model directories
+  open FILE --key KEY [--out FILE]  decrypt a sealed file of your own (outputs, shares' metadata)
+  --version                       versions of smpc, CrypTen and torch
   bench STUDY [--out DIR]         measure a study (a matrix of settings): tables and plots
 """
+
+
+def _versions() -> str:
+    # read from the installed packages' metadata: importing CrypTen is slow and noisy
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"smpc {of('smpc')} (CrypTen {of('crypten')}, torch {of('torch')})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "--version":
+        print(_versions())
+        return 0
+    if command == "open":
+        from smpc.sealed import main as open_main
+
+        return open_main(rest)
     if command == "launch":
         from launch.cli import main as launch_main
 

@@ -140,10 +140,12 @@ class DealerConfig(_Section):
 
 class TlsConfig(_Section):
     """Consortium keys for transport: tls. Party X presents `certs`/X.pem with its
-    private key `certs`/X.key (only X's own key needs to exist on X's host)."""
+    private key `certs`/X.key (only X's own key needs to exist on X's host). `crl`, when
+    given, is the CA's revocation list (`smpc keys revoke`): a revoked peer is refused."""
 
     ca: Path
     certs: Path
+    crl: Path | None = None
 
 
 class TimeoutConfig(_Section):
@@ -312,8 +314,8 @@ class Config(_Section):
         """The batch sizes the model is converted for: a service's several, else batch_size."""
         return self.serving.batch_sizes if self.serving is not None else (self.batch_size,)
 
-    def client_files(self, client: str) -> tuple[Path, Path, Path]:
-        """(CA certificate, the client's certificate, its private key) for the client API."""
+    def client_files(self, client: str) -> tuple[Path, ...]:
+        """(CA certificate, the client's certificate, its private key[, revocation list])."""
         return self.tls_files(client)
 
     def rank_of(self, name: str) -> int:
@@ -357,9 +359,10 @@ class Config(_Section):
     def effective_transport(self) -> str:
         return self.transport or ("tls" if self.multi_host else "gloo")
 
-    def tls_files(self, name: str) -> tuple[Path, Path, Path]:
-        """(CA certificate, NAME's certificate, NAME's private key)."""
-        return self.tls.ca, self.tls.certs / f"{name}.pem", self.tls.certs / f"{name}.key"
+    def tls_files(self, name: str) -> tuple[Path, ...]:
+        """(CA certificate, NAME's certificate, NAME's private key[, the CA's revocation list])."""
+        files = (self.tls.ca, self.tls.certs / f"{name}.pem", self.tls.certs / f"{name}.key")
+        return files + ((self.tls.crl,) if self.tls.crl is not None else ())
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -457,7 +460,9 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
         p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data), "storage_key": resolve(p.storage_key)})
         for p in config.parties
     )
-    tls = None if config.tls is None else TlsConfig(ca=resolve(config.tls.ca), certs=resolve(config.tls.certs))
+    tls = None if config.tls is None else TlsConfig(
+        ca=resolve(config.tls.ca), certs=resolve(config.tls.certs), crl=resolve(config.tls.crl)
+    )
     model = config.model.model_copy(
         update={"public_key": resolve(config.model.public_key), "program": resolve(config.model.program)}
     )

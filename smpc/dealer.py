@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, compat, randomness, runfiles, wire
+from smpc import agreement, compat, keys, randomness, runfiles, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program
@@ -96,8 +96,8 @@ def _shape_run(config: Config, program: Program, provider: TracingProvider) -> N
 def _tls_contexts(config: Config, name: str):
     from smpc import transport
 
-    ca, cert, key = config.tls_files(name)
-    return transport.server_context(ca, cert, key), transport.client_context(ca, cert, key)
+    files = config.tls_files(name)
+    return transport.server_context(*files), transport.client_context(*files)
 
 
 def _accept_parties(config: Config, listener: socket.socket, expected: dict[str, str]) -> dict[int, socket.socket]:
@@ -138,6 +138,9 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
                 continue
             if name not in config.names or config.rank_of(name) != rank or rank in conns:
                 raise PartyError(f"dealer: unexpected party {name!r} (rank {rank}) from {address[0]}")
+            if hello.get("abort") is not None:  # the parties stopped before checking in: say why
+                reason = " ".join(str(hello["abort"]).split())[:500]
+                raise AgreementError(f"dealer: stopped before the run: {name} reports: {reason}")
             field = agreement.first_difference(expected, {str(k): str(v) for k, v in dict(hello.get("agreement", {})).items()})
             if field is not None:
                 raise AgreementError(f"agreement check failed: {field} differs between the dealer and {name} (compare their configs)")
@@ -165,6 +168,8 @@ def serve(config: Config) -> dict[str, Any]:
     torch.set_num_threads(1)
     program = pack.build_program(config, batch=config.batch_sizes[0])  # the architecture only: never any weights
     expected = agreement.fields(config, program)
+    if config.effective_transport == "tls":
+        keys.check_certificate("dealer", *config.tls_files("dealer"))
     compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump())
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
@@ -228,6 +233,8 @@ def _session(config: Config, program: Program, expected: dict[str, str]) -> dict
         party0.settimeout(config.timeouts.run_s)
         wire.expect(party0, wire.Kind.BYE, limit=1 << 16)
         return {"offline_s": offline_s, "batches": batches, "requests_per_batch": len(tracer.requests), "bytes_sent": sent}
+    except wire.PeerError as exc:
+        raise PartyError(f"dealer: stopped: party {config.parties[0].name} reports: {exc}") from None
     except (wire.WireError, OSError) as exc:
         raise PartyError(f"dealer: connection to party {config.parties[0].name} lost: {exc}") from None
     finally:
@@ -291,6 +298,25 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> di
         elif msg.kind != wire.Kind.PING:
             raise PartyError(f"dealer: unexpected {msg.kind.name} from party {config.parties[0].name}")
     return {"batches": sum(made.values()), "bytes_sent": sent, "batch_sizes": list(serving.batch_sizes)}
+
+
+def report_abort(config: Config, rank: int, fields: dict[str, str], reason: str) -> None:
+    """At a party that stops before checking in (the parties' settings differ): tell the
+    dealer why, so that it stops at once naming the cause instead of waiting for it.
+    Best effort, within 5 s: a dealer that cannot be reached learns it from its timeout."""
+    address = (config.dealer.host, config.dealer.port)
+    name = config.parties[rank].name
+    deadline = time.monotonic() + min(5.0, config.timeouts.connect_s)
+    while time.monotonic() < deadline:
+        try:
+            sock = socket.create_connection(address, timeout=max(0.2, deadline - time.monotonic()))
+            if config.effective_transport == "tls":
+                sock = _tls_contexts(config, name)[1].wrap_socket(sock, server_hostname="dealer")
+            with sock:
+                wire.send_json(sock, wire.Kind.HELLO, {"party": name, "rank": rank, "agreement": fields, "abort": reason})
+            return
+        except (OSError, ssl.SSLError):
+            time.sleep(0.2)
 
 
 def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[bytes, socket.socket | None]:

@@ -1,10 +1,14 @@
 """Consortium keys: a CA, and one private key and certificate per party (and the dealer).
 
-`smpc keys init DIR NAME...` creates them, `smpc keys add DIR NAME...` issues more from
-the same CA (a new client identity, say), `smpc keys show DIR` lists the certificates,
-`smpc keys rotate DIR NAME` replaces one party's key. A certificate's common name is
-the party's name in the config: that is the identity a TLS peer must prove. Private
-keys are written with mode 0600 and never printed or logged.
+A real consortium: the CA holder runs `smpc keys init CA_DIR` (the CA only); each member
+runs `smpc keys request NAME --out DIR` on its own host (its private key never leaves
+it) and sends NAME.csr; the CA holder runs `smpc keys sign NAME.csr --ca CA_DIR --out
+NAME.pem [--config CONFIG]` and sends the certificate back; `smpc keys revoke NAME --ca
+CA_DIR` writes the CA's revocation list (`tls.crl`); `smpc keys show CA_DIR` lists what
+the CA signed and each certificate's status. For a demo or a test, `smpc keys init DIR
+NAME...` makes every key in one place, `add` issues more, `rotate` replaces one. A
+certificate's common name is the party's name in the config: that is the identity a
+TLS peer must prove. Private keys are written with mode 0600 and never printed or logged.
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import datetime
 import os
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from smpc.errors import SmpcError
+from smpc.errors import ArtifactError, SmpcError
 
 CA_NAME = "ca"
 VALID_DAYS = 365
+ISSUED = "issued"  # in the CA's folder: every certificate it signed, by serial
+CRL = "crl.pem"
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -67,23 +74,32 @@ def create_ca(directory: Path) -> None:
     _write_public(directory / f"{CA_NAME}.pem", cert)
 
 
-def issue(directory: Path, name: str) -> None:
-    """A new key and CA-signed certificate for party `name` (NAME.key, NAME.pem)."""
+def _load_ca(ca_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     try:
-        ca_key = serialization.load_pem_private_key((directory / f"{CA_NAME}.key").read_bytes(), None)
-        ca_cert = x509.load_pem_x509_certificate((directory / f"{CA_NAME}.pem").read_bytes())
+        ca_key = serialization.load_pem_private_key((ca_dir / f"{CA_NAME}.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / f"{CA_NAME}.pem").read_bytes())
     except FileNotFoundError:
-        raise SmpcError(f"{directory}: no consortium CA here (run `smpc keys init` first)") from None
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+        raise SmpcError(f"{ca_dir}: no consortium CA here (run `smpc keys init` first)") from None
+    except ValueError as exc:
+        raise SmpcError(f"{ca_dir}: the CA's key or certificate is not PEM ({exc})") from None
+    return ca_key, ca_cert
+
+
+def _certify(
+    ca_dir: Path, name: str, public_key: Any, days: int = VALID_DAYS, start: datetime.datetime | None = None
+) -> x509.Certificate:
+    # the CA signs `public_key` for identity `name` (common name and DNS name), valid from
+    # `start` (now) for `days`; every certificate issued is kept in ca_dir/issued/
+    ca_key, ca_cert = _load_ca(ca_dir)
+    begin = start or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(name))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_before(begin)
+        .not_valid_after(begin + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -91,45 +107,243 @@ def issue(directory: Path, name: str) -> None:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(directory / f"{name}.key", key)
-    _write_public(directory / f"{name}.pem", cert)
-    # the bare public key, for checking what NAME signs (e.g. `smpc model verify`)
+    (ca_dir / ISSUED).mkdir(exist_ok=True)
+    _write_public(ca_dir / ISSUED / f"{cert.serial_number:x}.pem", cert)
+    return cert
+
+
+def _write_identity_extras(directory: Path, name: str, key: ec.EllipticCurvePrivateKey) -> None:
+    # the bare public key, for checking what NAME signs (e.g. `smpc model verify`), and the
+    # AES key that seals NAME's files at rest (kept on rotation)
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     tmp = directory / f"{name}.pub.tmp"
     tmp.write_bytes(pub)
     os.replace(tmp, directory / f"{name}.pub")
     storage = directory / f"{name}.storage"
-    if not storage.exists():  # the AES key that seals NAME's files at rest; kept on rotation
+    if not storage.exists():
         from smpc.sealed import create_key
 
         create_key(storage)
 
 
+def issue(directory: Path, name: str) -> None:
+    """A new key and CA-signed certificate for party `name` (NAME.key, NAME.pem), both made
+    by the CA holder (a demo or test consortium; real members use `request` and `sign`)."""
+    _load_ca(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certify(directory, name, key.public_key())
+    _write_private(directory / f"{name}.key", key)
+    _write_public(directory / f"{name}.pem", cert)
+    _write_identity_extras(directory, name, key)
+
+
+def request(name: str, out: Path) -> Path:
+    """On NAME's own host: a new private key (OUT/NAME.key, 0600, never leaves the host)
+    and a certificate signing request for the consortium CA (OUT/NAME.csr)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / f"{name}.key").exists():
+        raise SmpcError(f"{out / (name + '.key')}: exists already (a key is never overwritten)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(name))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(out / f"{name}.key", key)
+    tmp = out / f"{name}.csr.tmp"
+    tmp.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, out / f"{name}.csr")
+    _write_identity_extras(out, name, key)
+    return out / f"{name}.csr"
+
+
+def sign_request(
+    csr_path: Path, ca_dir: Path, out: Path, days: int = VALID_DAYS, known: Sequence[str] | None = None,
+    start: datetime.datetime | None = None,
+) -> x509.Certificate:
+    """The CA holder signs a request: the identity is the request's name, which must be a
+    valid party name (and one of `known`, a config's names, when given)."""
+    from smpc.config import valid_name
+
+    try:
+        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    except FileNotFoundError:
+        raise SmpcError(f"{csr_path}: certificate signing request not found") from None
+    except ValueError:
+        raise SmpcError(f"{csr_path}: not a certificate signing request (PEM, from `smpc keys request`)") from None
+    if not csr.is_signature_valid:
+        raise SmpcError(f"{csr_path}: the request's signature does not match its key (damaged or forged)")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if len(names) == 1 else ""
+    if not valid_name(name):
+        raise SmpcError(f"{csr_path}: requests identity {name!r}; expected one party name")
+    if known is not None and name not in known:
+        raise SmpcError(f"{csr_path}: {name!r} is not a party, the dealer or a client of the config ({', '.join(known)})")
+    if not 1 <= days <= 3650:
+        raise SmpcError(f"--days: expected 1..3650, got {days}")
+    cert = _certify(ca_dir, name, csr.public_key(), days, start)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_public(out, cert)
+    return cert
+
+
+def revoke(ca_dir: Path, name: str) -> tuple[Path, list[int]]:
+    """Revoke every certificate the CA issued to NAME: ca_dir/crl.pem (signed by the CA)
+    lists them with all earlier revocations. Returns the CRL's path and the new serials."""
+    ca_key, ca_cert = _load_ca(ca_dir)
+    crl_path = ca_dir / CRL
+    revoked: dict[int, datetime.datetime] = {}
+    if crl_path.is_file():
+        for entry in x509.load_pem_x509_crl(crl_path.read_bytes()):
+            revoked[entry.serial_number] = entry.revocation_date_utc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    new = [c.serial_number for c in _issued(ca_dir) if _common_name(c) == name and c.serial_number not in revoked]
+    if not new and not any(_common_name(c) == name for c in _issued(ca_dir)):
+        raise SmpcError(f"{ca_dir}: the CA issued no certificate to {name!r}")
+    revoked.update({serial: now for serial in new})
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=VALID_DAYS))
+    )
+    for serial, when in sorted(revoked.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    tmp = crl_path.with_suffix(".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, crl_path)
+    return crl_path, new
+
+
+def _issued(ca_dir: Path) -> list[x509.Certificate]:
+    return [x509.load_pem_x509_certificate(p.read_bytes()) for p in sorted((ca_dir / ISSUED).glob("*.pem"))]
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def _revocations(crl_path: Path | None, ca_cert: x509.Certificate) -> dict[int, datetime.datetime]:
+    if crl_path is None:
+        return {}
+    try:
+        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+    except FileNotFoundError:
+        raise SmpcError(f"{crl_path}: revocation list not found") from None
+    except ValueError:
+        raise SmpcError(f"{crl_path}: not a revocation list (PEM, from `smpc keys revoke`)") from None
+    if not crl.is_signature_valid(ca_cert.public_key()):
+        raise SmpcError(f"{crl_path}: the revocation list is not signed by the consortium CA")
+    return {entry.serial_number: entry.revocation_date_utc for entry in crl}
+
+
+def check_certificate(name: str, ca: Path, cert: Path, key: Path, crl: Path | None = None) -> None:
+    """Before connecting, NAME checks its own certificate: issued by the consortium CA to
+    NAME, matching its key, valid now, not revoked. SmpcError naming the file otherwise."""
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+        mine = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), None)
+    except FileNotFoundError as exc:
+        raise SmpcError(f"{exc.filename}: TLS file for {name} not found") from None
+    except ValueError:
+        raise SmpcError(f"{cert}: not a PEM certificate with its key {key}") from None
+    try:
+        ca_cert.public_key().verify(mine.signature, mine.tbs_certificate_bytes, ec.ECDSA(mine.signature_hash_algorithm))
+    except Exception:  # InvalidSignature, or a CA key of another kind
+        raise SmpcError(f"{cert}: not issued by the consortium CA {ca}") from None
+    if _common_name(mine) != name:
+        raise SmpcError(f"{cert}: a certificate for {_common_name(mine)!r}, not {name!r}")
+    if mine.public_key().public_numbers() != private.public_key().public_numbers():
+        raise SmpcError(f"{cert}: does not match the private key {key}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if now > mine.not_valid_after_utc:
+        raise SmpcError(f"{cert}: the certificate of {name} expired on {mine.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if now < mine.not_valid_before_utc:
+        raise SmpcError(f"{cert}: the certificate of {name} is not valid before {mine.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+    revoked = _revocations(crl, ca_cert).get(mine.serial_number)
+    if revoked is not None:
+        raise SmpcError(f"{cert}: the certificate of {name} was revoked on {revoked:%Y-%m-%d %H:%M} UTC ({crl})")
+
+
+def check_identities(config: Any, names: Sequence[str]) -> None:
+    """Every TLS file of `names` present, and each certificate valid for its name (see
+    check_certificate): the launcher's check before it starts anyone."""
+    for name in names:
+        files = config.tls_files(name)
+        for path in files:
+            if not path.is_file():
+                raise ArtifactError(f"{path}: TLS file for {name} not found (create keys with `smpc keys init`)")
+        check_certificate(name, *files)
+
+
 def describe(directory: Path) -> list[str]:
-    """One line per certificate in `directory`: name, issuer, validity, fingerprint."""
+    """One line per certificate in `directory`: name, issuer, validity, fingerprint; in a
+    CA's folder also every certificate it signed, with its status (valid, expired, revoked)."""
     lines = []
     for path in sorted(directory.glob("*.pem")):
+        if path.name == CRL:
+            continue
         cert = x509.load_pem_x509_certificate(path.read_bytes())
-        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         issuer = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()[:32]
         lines.append(
-            f"{path.name:<16} {cn:<20} issued by {issuer:<20} valid until {cert.not_valid_after_utc:%Y-%m-%d}  sha256:{fingerprint}"
+            f"{path.name:<16} {_common_name(cert):<20} issued by {issuer:<20} valid until {cert.not_valid_after_utc:%Y-%m-%d}  sha256:{fingerprint}"
         )
+    if (directory / ISSUED).is_dir():
+        _, ca_cert = _load_ca(directory)
+        revoked = _revocations(directory / CRL if (directory / CRL).is_file() else None, ca_cert)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        lines.append(f"signed by this CA ({len(list((directory / ISSUED).glob('*.pem')))}):")
+        for cert in sorted(_issued(directory), key=lambda c: (_common_name(c), c.not_valid_before_utc)):
+            status = ("revoked " + f"{revoked[cert.serial_number]:%Y-%m-%d}" if cert.serial_number in revoked
+                      else "expired" if now > cert.not_valid_after_utc else "valid")
+            lines.append(
+                f"  {_common_name(cert):<20} serial {cert.serial_number:x}  {cert.not_valid_before_utc:%Y-%m-%d} .. "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}  {status}"
+            )
     return lines
 
 
+def _known_names(config_path: Path | None) -> list[str] | None:
+    # the identities a config knows: its parties, the dealer, and a service's clients
+    if config_path is None:
+        return None
+    from smpc.config import load_config
+
+    config = load_config(config_path)
+    clients = list(config.serving.clients) if config.serving is not None else []
+    return config.names + (["dealer"] if config.dealer is not None else []) + clients
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`smpc keys init|show|rotate`."""
+    """`smpc keys init|add|request|sign|revoke|show|rotate`."""
     parser = argparse.ArgumentParser(prog="smpc keys", description="Consortium CA and per-party keys.")
     sub = parser.add_subparsers(dest="command", required=True)
-    init = sub.add_parser("init", help="create a CA and a key and certificate for each NAME")
+    init = sub.add_parser("init", help="create a CA, and (for a demo) a key and certificate for each NAME")
     init.add_argument("directory", type=Path)
-    init.add_argument("names", nargs="+", help="party names as in the config (and 'dealer')")
+    init.add_argument("names", nargs="*", help="party names as in the config (and 'dealer'); none: the CA only")
     add = sub.add_parser("add", help="a key and certificate from the existing CA for each new NAME (e.g. a client)")
     add.add_argument("directory", type=Path)
     add.add_argument("names", nargs="+")
-    show = sub.add_parser("show", help="list the certificates (never the keys)")
+    req = sub.add_parser("request", help="on NAME's host: a private key (kept there) and a signing request for the CA")
+    req.add_argument("name", help="the party's (client's, dealer's) name in the config")
+    req.add_argument("--out", type=Path, required=True, help="folder for NAME.key (0600), NAME.csr, NAME.pub, NAME.storage")
+    sig = sub.add_parser("sign", help="the CA holder signs a request: the certificate binds the request's name")
+    sig.add_argument("csr", type=Path, help="NAME.csr from `smpc keys request`")
+    sig.add_argument("--ca", type=Path, required=True, help="the CA's folder (ca.key, ca.pem)")
+    sig.add_argument("--out", type=Path, required=True, help="the certificate to write (NAME.pem)")
+    sig.add_argument("--days", type=int, default=VALID_DAYS, help=f"validity in days (default {VALID_DAYS})")
+    sig.add_argument("--config", type=Path, help="refuse a name this config does not know")
+    rev = sub.add_parser("revoke", help="revoke every certificate issued to NAME (writes the CA's crl.pem)")
+    rev.add_argument("name")
+    rev.add_argument("--ca", type=Path, required=True)
+    show = sub.add_parser("show", help="list the certificates (never the keys); in a CA's folder, all it signed")
     show.add_argument("directory", type=Path)
     rotate = sub.add_parser("rotate", help="replace NAME's key and certificate")
     rotate.add_argument("directory", type=Path)
@@ -138,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from smpc.config import valid_name
 
-        for name in getattr(args, "names", None) or [getattr(args, "name", None)] * (args.command == "rotate"):
+        names = getattr(args, "names", None) or ([args.name] if args.command in ("rotate", "request", "revoke") else [])
+        for name in names:
             if not valid_name(name):
                 raise SmpcError(f"{name!r}: expected a lower-case name (letters, digits, '-', '_'), as in the config")
         if args.command == "init":
@@ -157,6 +372,19 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.directory / f"{args.name}.pem").exists():
                 raise SmpcError(f"{args.directory}: no certificate for {args.name!r}")
             issue(args.directory, args.name)
+        elif args.command == "request":
+            csr = request(args.name, args.out)
+            print(f"private key {args.out / (args.name + '.key')} (keep it on this host); send {csr} to the CA holder")
+            return 0
+        elif args.command == "sign":
+            cert = sign_request(args.csr, args.ca, args.out, args.days, _known_names(args.config))
+            print(f"signed {_common_name(cert)!r}: {args.out} (serial {cert.serial_number:x}, valid until "
+                  f"{cert.not_valid_after_utc:%Y-%m-%d})")
+            return 0
+        elif args.command == "revoke":
+            crl, serials = revoke(args.ca, args.name)
+            print(f"revoked {args.name!r} ({len(serials)} certificate(s)): distribute {crl} and set tls.crl to it")
+            return 0
         print("\n".join(describe(args.directory)))
     except SmpcError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -96,9 +96,8 @@ def joined(
         return
     from smpc import transport
 
-    ca, cert, key = tls
     peers = transport.connect_mesh(
-        rank, names, addresses, transport.server_context(ca, cert, key), transport.client_context(ca, cert, key),
+        rank, names, addresses, transport.server_context(*tls), transport.client_context(*tls),
         connect_timeout_s, op_timeout_s, log=log or (lambda line: print(line, flush=True)),
     )
     communicator = transport.TlsCommunicator(rank, names, peers)

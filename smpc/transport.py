@@ -27,22 +27,33 @@ from smpc import wire
 from smpc.errors import PartyError, no_show
 
 
-def server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """TLS 1.3 server side: our certificate, and a client certificate from the CA is required."""
+def _trust(ctx: ssl.SSLContext, ca: Path, crl: Path | None) -> None:
+    # the consortium CA, and its revocation list when there is one: OpenSSL then refuses a
+    # peer whose certificate the CA has revoked (checked for the peer's own certificate)
+    ctx.load_verify_locations(ca)
+    if crl is not None:
+        ctx.load_verify_locations(crl)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+
+
+def server_context(ca: Path, cert: Path, key: Path, crl: Path | None = None) -> ssl.SSLContext:
+    """TLS 1.3 server side: our certificate, and a client certificate from the CA (not
+    revoked by `crl`) is required."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(ca)
+    _trust(ctx, ca, crl)
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
-def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """TLS 1.3 client side: our certificate; the server's must come from the CA and name the peer."""
+def client_context(ca: Path, cert: Path, key: Path, crl: Path | None = None) -> ssl.SSLContext:
+    """TLS 1.3 client side: our certificate; the server's must come from the CA, name the
+    peer and not be revoked by `crl`."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(ca)
+    _trust(ctx, ca, crl)
     ctx.check_hostname = True
     return ctx
 

@@ -50,6 +50,10 @@ class WireError(Exception):
     """A malformed or unexpected message, or a closed connection."""
 
 
+class PeerError(WireError):
+    """The peer reported an error (an ERROR message): its text is the cause."""
+
+
 @dataclass(frozen=True)
 class Message:
     kind: Kind
@@ -146,7 +150,7 @@ def expect(sock: socket.socket, kind: Kind, limit: int = DEFAULT_LIMIT) -> Messa
     """Receive a message of `kind`; an ERROR from the peer becomes a WireError with its text."""
     msg = recv(sock, limit)
     if msg.kind == Kind.ERROR and kind != Kind.ERROR:
-        raise WireError(msg.json().get("message", "peer reported an error"))
+        raise PeerError(str(msg.json().get("message", "peer reported an error"))[:500])
     if msg.kind != kind:
         raise WireError(f"expected {kind.name}, got {msg.kind.name}")
     return msg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -157,3 +158,26 @@ def test_parties_whose_settings_differ_stop_together(tmp_path):
         assert procs[name].returncode == 2, err
         assert "error: agreement check failed: protocol.precision_bits differs between alice and bob" in err
     assert processes_mentioning(str(base)) == [] and processes_mentioning(str(other)) == []
+
+
+def test_the_dealer_hears_why_parties_whose_settings_differ_stop(tmp_path):
+    # the dealer's full connect timeout is 60 s: it must not wait for it
+    write_config(tmp_path, samples=8, batch_size=8, dealer=True, timeouts={"connect_s": 60, "op_s": 10, "run_s": 60})
+    base = tmp_path / "config.yaml"
+    other = _variant(tmp_path, "other.yaml", **{"protocol": {"precision_bits": 20}})
+    started = time.monotonic()
+    procs = {
+        "dealer": _start("dealer", str(base)),
+        "alice": _start("party", str(base), "--name", "alice"),
+        "bob": _start("party", str(other), "--name", "bob"),
+    }
+    try:
+        results = {name: p.communicate(timeout=60) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+    assert time.monotonic() - started < 20, "all three must end within 20 s"
+    assert all(p.returncode == 2 for p in procs.values()), results
+    dealer_err = results["dealer"][1]
+    assert "error: dealer: stopped before the run: " in dealer_err and "protocol.precision_bits differs" in dealer_err
+    assert "did not connect" not in dealer_err

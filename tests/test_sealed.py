@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from smpc import sealed
 from smpc.errors import ArtifactError
@@ -98,6 +101,28 @@ def test_a_receiver_with_a_storage_key_keeps_its_outputs_sealed(tmp_path):
     assert outputs["outputs"].shape == (20, 10) and meta == {"party": "alice", "kind": "outputs", "rows": 20}
     with pytest.raises(ArtifactError, match="wrong key"):
         sealed.unseal(path, sealed.load_key(tmp_path / "bob.storage"))
+
+    # the receiving organization opens its own result with its own key
+    smpc = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+    shown = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.splitlines() == ["outputs: party alice, rows 20", "  outputs                  float32  [20, 10]"]
+    out = tmp_path / "mine.safetensors"
+    opened = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage"), "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert opened.returncode == 0 and torch.equal(load_file(str(out))["outputs"], outputs["outputs"])
+    wrong = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "bob.storage")], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr == f"error: {path}: cannot decrypt: wrong key, or the file was altered\n"
+    plain = subprocess.run(smpc + ["open", str(out), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 2 and plain.stderr == f"error: {out}: not a sealed smpc file\n"
+
+
+def test_open_summarizes_cached_shares_but_never_writes_them_out(tmp_path, key_file, capsys):
+    path = tmp_path / "bob.shares.sealed"
+    sealed.seal(path, {"fc.weight": torch.zeros(3, 4, dtype=torch.long)}, sealed.load_key(key_file),
+                {"fingerprint": "f", "names": ["alice", "bob"], "rank": 1, "set_id": 7, "weights_sha256": "w"})
+    assert sealed.main([str(path), "--key", str(key_file)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["shares: rank 1, set_id 7", "  fc.weight                int64    [3, 4]"]
+    assert sealed.main([str(path), "--key", str(key_file), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "kept sealed: no --out" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_shares_are_kept_sealed_and_reused_across_runs(tmp_path):

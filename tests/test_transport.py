@@ -44,7 +44,9 @@ def test_keys_cli_creates_private_keys_0600_and_never_prints_them(tmp_path):
         assert mode == 0o600, f"{name}.key has mode {oct(mode)}"
         assert (tmp_path / "k" / f"{name}.pem").exists()
     assert "PRIVATE KEY" not in result.stdout + result.stderr
-    assert [line.split()[1] for line in result.stdout.splitlines()] == ["alice", "bob", "smpc"]
+    files, issued = result.stdout.split("signed by this CA (2):\n")
+    assert [line.split()[1] for line in files.splitlines()] == ["alice", "bob", "smpc"]
+    assert [line.split()[0] for line in issued.splitlines()] == ["alice", "bob"]
     old = (tmp_path / "k" / "bob.pem").read_bytes(), (tmp_path / "k" / "bob.key").read_bytes()
     rotated = subprocess.run(SMPC + ["keys", "rotate", str(tmp_path / "k"), "bob"], capture_output=True, text=True, timeout=60)
     assert rotated.returncode == 0

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import torch
 
-from smpc import transport
+from smpc import keys, transport
 from smpc.config import Config, load_config
 from smpc.errors import SmpcError
 from smpc.serve import shares
@@ -55,13 +55,14 @@ class Client:
             raise SmpcError(f"{self.config.source}: no serving section: this config does not describe a service")
         if self.config.tls is None:
             raise SmpcError(f"{self.config.source}: tls: required to reach a service")
-        ca, cert, key = self.config.client_files(client)
-        for path in (ca, cert, key):
+        files = self.config.client_files(client)
+        for path in files:
             if not path.is_file():
                 raise SmpcError(f"{path}: TLS file of client {client!r} not found (create it with `smpc keys init` or `rotate`)")
         self.client = client
         self.timeout_s = timeout_s
-        self._context = transport.client_context(ca, cert, key)
+        keys.check_certificate(client, *files)
+        self._context = transport.client_context(*files)
         self._parties = [(p.name, f"https://{p.host}:{p.api_port}") for p in self.config.parties]
         self.model = self.config.serving.model_name
         self.input_shape = tuple(self.config.model.input_shape)
