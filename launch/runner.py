@@ -18,7 +18,8 @@ from smpc.convert import Program
 from smpc.errors import ConfigError, FidelityError, PartyError
 from smpc.execute import run_program
 from smpc.model import pack, ranges
-from smpc.runfiles import audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
+from smpc.protocols import top_k
+from smpc.runfiles import CLASSES, audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Report:
     accuracy_mpc: float | None
     accuracy_plain: float | None
     agreement: float
-    max_abs_error: float
+    max_abs_error: float | None  # None when every receiver learned only top-k classes
     wall_s: float
     online_s: float
     offline_s: float
@@ -46,6 +47,8 @@ class Report:
     # per output: the worst cosine to plaintext over its rows (unmasked tokens) and max |error|
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
     fidelity: str = "ok"
+    # what each output party learned: "logits", or "topK" (class indices only)
+    revealed: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -59,7 +62,8 @@ class Report:
             f"accuracy (MPC)     {pct(self.accuracy_mpc)}",
             f"accuracy (plain)   {pct(self.accuracy_plain)}",
             f"top-1 agreement    {pct(self.agreement)}",
-            f"max |logit error|  {self.max_abs_error:.6f}",
+            f"max |logit error|  {'n/a (only classes revealed)' if self.max_abs_error is None else f'{self.max_abs_error:.6f}'}",
+            f"revealed           {', '.join(f'{k}: {v}' for k, v in self.revealed.items())}",
             f"wall time          {self.wall_s:.2f} s (offline {self.offline_s:.2f} s, online {self.online_s:.2f} s;"
             f" randomness: {self.randomness})",
         ]
@@ -80,6 +84,7 @@ def preflight(config: Config) -> Program:
     if config.serving is not None:
         raise ConfigError(f"{config.source}: serving: this config describes a service: start it with `smpc serve`")
     program = pack.build_program(config, config.model_owner.weights)
+    top_k.check_supported(config, program)
     for owner in config.data_owners:
         pack.load_rows(config, program, owner.data)
     if config.effective_transport == "tls":
@@ -220,36 +225,50 @@ def _evaluate(
     config: Config, program: Program, records: dict[str, dict[str, Any]], wall_s: float
 ) -> tuple[Report, list[str], list[dict[str, torch.Tensor]]]:
     # Each data owner's rows as its receiver saw them, checked against the same program
-    # run in plain PyTorch with the owner's weights.
+    # run in plain PyTorch with the owner's weights. A top-k receiver holds class indices
+    # only: its rows count for agreement and accuracy, not for cosine or error.
     names = [name for name, _ in program.outputs]
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     plain: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     masks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    labels, all_batches = [], []
+    predicted, expected, kept, labels, all_batches = [], [], [], [], []
     offset = 0
     for owner in config.data_owners:
         rows = pack.load_rows(config, program, owner.data)
         receiver = config.receivers_of(owner)[0]
         fields = load_output_fields(config, receiver.name)
-        if config.model.program is None:
+        if config.model.program is None and receiver.reveal == "logits":
             fields = {names[0]: fields["outputs"]}
         batches = _plain_batches(config, program, rows)
         all_batches += batches
         with torch.no_grad():
             results = [run_program(program, program.secret, feeds) for feeds in batches]
-        for i, name in enumerate(names):
-            revealed = fields[name]
-            if receiver.name != owner.name:  # a receiver that owns no data holds every row
-                revealed = revealed[offset : offset + rows.rows]
-            reference = torch.cat([r[i] for r in results])[: rows.rows]
-            seen[name].append(revealed)
-            plain[name].append(reference)
-            masks[name].append(_row_mask(program, rows, reference))
+        references = [torch.cat([r[i] for r in results])[: rows.rows] for i in range(len(names))]
+
+        def mine(values: torch.Tensor) -> torch.Tensor:
+            # a receiver that owns no data holds every row
+            return values[offset : offset + rows.rows] if receiver.name != owner.name else values
+
+        if receiver.reveal != "logits":
+            predicted.append(mine(fields[CLASSES])[:, 0])
+            expected.append(references[0].argmax(-1))
+            kept.append(torch.ones(rows.rows, dtype=torch.bool))
+        else:
+            for i, name in enumerate(names):
+                seen[name].append(mine(fields[name]))
+                plain[name].append(references[i])
+                masks[name].append(_row_mask(program, rows, references[i]))
+            if references[0].dim() > 1:
+                predicted.append(seen[names[0]][-1].argmax(-1))
+                expected.append(references[0].argmax(-1))
+                kept.append(masks[names[0]][-1])
         offset += rows.rows
         labels.append(rows.labels)
     per_output, failures = {}, []
     fidelity = config.fidelity
     for name in names:
+        if not seen[name]:
+            continue
         got, want, keep = torch.cat(seen[name]), torch.cat(plain[name]), torch.cat(masks[name])
         cos = float(_cosines(got, want)[keep].min())
         err = float((got - want).abs()[keep].max())
@@ -258,18 +277,20 @@ def _evaluate(
             failures.append(f"output {name}: worst cosine to plaintext {cos:.4g} < fidelity.min_cosine {fidelity.min_cosine:g}")
         if fidelity.max_abs_error is not None and not err <= fidelity.max_abs_error:
             failures.append(f"output {name}: max |error| {err:.4g} > fidelity.max_abs_error {fidelity.max_abs_error:g}")
-    logits, reference = torch.cat(seen[names[0]]), torch.cat(plain[names[0]])
-    keep = torch.cat(masks[names[0]])
-    agreement = float((logits.argmax(-1) == reference.argmax(-1))[keep].float().mean()) if logits.dim() > 1 else 1.0
+    agreement = 1.0
+    if predicted:
+        keep = torch.cat(kept)
+        agreement = float((torch.cat(predicted) == torch.cat(expected))[keep].float().mean())
     if fidelity.min_agreement is not None and agreement < fidelity.min_agreement:
         failures.append(f"output {names[0]}: top-1 agreement {agreement:.2%} < fidelity.min_agreement {fidelity.min_agreement:.2%}")
-    known = None if any(lab is None for lab in labels) or logits.dim() != 2 else torch.cat(labels)
+    classified = bool(predicted) and torch.cat(predicted).dim() == 1
+    known = None if any(lab is None for lab in labels) or not classified else torch.cat(labels)
     report = Report(
-        samples=len(reference),
-        accuracy_mpc=None if known is None else float((logits.argmax(1) == known).float().mean()),
-        accuracy_plain=None if known is None else float((reference.argmax(1) == known).float().mean()),
+        samples=sum(len(e) for e in expected) if expected else sum(len(p) for p in plain[names[0]]),
+        accuracy_mpc=None if known is None else float((torch.cat(predicted) == known).float().mean()),
+        accuracy_plain=None if known is None else float((torch.cat(expected) == known).float().mean()),
         agreement=agreement,
-        max_abs_error=float((logits - reference).abs()[keep].max()),
+        max_abs_error=per_output[names[0]]["max_abs_error"] if names[0] in per_output else None,
         wall_s=round(wall_s, 3),
         online_s=max(r["online_s"] for r in records.values()),
         offline_s=max(r["offline_s"] for r in records.values()),
@@ -280,5 +301,6 @@ def _evaluate(
         config=str(config.source),
         outputs=per_output,
         fidelity="ok",
+        revealed={p.name: p.reveal for p in config.parties if "output" in p.roles},
     )
     return report, failures, all_batches

@@ -27,6 +27,7 @@ from smpc.convert import Program
 from smpc.errors import AgreementError
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
+from smpc.protocols import top_k
 from smpc.provider import PROVIDER_NAME, MaterialPool, PartyProvider
 
 
@@ -75,13 +76,15 @@ class Party:
         # only the architecture, since every size runs on the same shared parameters
         weights = self.me.weights if self.is_owner else None
         first, *others = self.batch_sizes
-        self.programs[first] = pack.build_program(self.config, weights, batch=first)
-        for b in others:
-            self.programs[b] = pack.build_program(self.config, None, batch=b)
+        with phase("converted the model" + (" (weights verified and read)" if weights is not None else "")):
+            self.programs[first] = pack.build_program(self.config, weights, batch=first)
+            for b in others:
+                self.programs[b] = pack.build_program(self.config, None, batch=b)
         if self.config.effective_transport == "tls":  # an expired, revoked or foreign certificate stops here
             keys.check_certificate(self.name, *self.config.tls_files(self.name))
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
+        top_k.check_supported(self.config, self.program)
         self.fields = agreement.fields(self.config, self.program)
         self.checks = calibrate.range_checks(self.config, self.program)
         if self.is_owner:
@@ -102,6 +105,7 @@ class Party:
         config = self.config
         if config.effective_transport == "gloo" and config.multi_host:
             print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
+        joining = time.perf_counter()
         with session.joined(
             self.rank, config.names, [(p.host, p.port) for p in config.parties],
             config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
@@ -109,6 +113,7 @@ class Party:
             tls=config.tls_files(self.name) if config.effective_transport == "tls" else None,
             log=self._connection_event,
         ):
+            print(f"connected to every party: {time.perf_counter() - joining:.2f} s", flush=True)
             self.meter = LayerMeter()  # counts from the session start: every byte sent gets a label
             try:
                 yield
@@ -121,19 +126,24 @@ class Party:
     def agree(self) -> None:
         """Compare settings with every party (all raise together on a mismatch), then,
         with randomness: dealer, check in with the dealer and take this party's seed."""
-        try:
-            agreement.check_parties(self.config, self.fields)
-        except AgreementError as exc:
-            if self.config.randomness == "dealer":
-                dealer.report_abort(self.config, self.rank, self.fields, str(exc))
-            raise
-        if self.config.randomness == "dealer":  # after the parties agree, before any tuple is used
-            self.dealer_seed, self.dealer_sock = dealer.connect(self.config, self.rank, self.fields)
-            self.provider = PartyProvider()
-            compat.register_provider(PROVIDER_NAME, self.provider)
+        with phase("settings agreed" + (" (and checked in with the dealer)" if self.config.randomness == "dealer" else "")):
+            try:
+                agreement.check_parties(self.config, self.fields)
+            except AgreementError as exc:
+                if self.config.randomness == "dealer":
+                    dealer.report_abort(self.config, self.rank, self.fields, str(exc))
+                raise
+            if self.config.randomness == "dealer":  # after the parties agree, before any tuple is used
+                self.dealer_seed, self.dealer_sock = dealer.connect(self.config, self.rank, self.fields)
+                self.provider = PartyProvider()
+                compat.register_provider(PROVIDER_NAME, self.provider)
 
     def share_model(self) -> None:
         """Secret-share the owner's weights (or reuse this party's sealed shares)."""
+        with phase("shared the model"):
+            self._share_model()
+
+    def _share_model(self) -> None:
         config = self.config
         if config.share_cache:
             self.params = share_cache.load_or_share(
@@ -174,6 +184,15 @@ class Party:
         if per_peer is not None:
             record["bytes_per_peer"] = per_peer
         return record
+
+
+@contextlib.contextmanager
+def phase(label: str) -> Iterator[None]:
+    """Print one line with the time of a phase as it ends, so that a party's log is never
+    silent for long (a phase that fails prints its error instead)."""
+    started = time.perf_counter()
+    yield
+    print(f"{label}: {time.perf_counter() - started:.2f} s", flush=True)
 
 
 def elapsed(since: float) -> float:

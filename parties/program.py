@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from parties.party import Party, elapsed
+from parties.party import Party, elapsed, phase
 from smpc import ops, runfiles, session, wire
 from smpc.config import Config, load_config
 from smpc.errors import ConfigError
 from smpc.execute import run_program
 from smpc.meter import peak_rss_mib
 from smpc.model import pack
-from smpc.protocols import csprng
+from smpc.protocols import csprng, top_k
 from smpc.provider import MaterialStream
 
 
@@ -58,7 +58,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     data_ranks = [config.rank_of(p.name) for p in data_owners]
     party.prepare()
     program = party.program
-    dataset = pack.load_rows(config, program, me.data) if rank in data_ranks else None
+    with phase("checked this party's files"):
+        dataset = pack.load_rows(config, program, me.data) if rank in data_ranks else None
 
     started = time.perf_counter()
     with party.join():
@@ -80,13 +81,21 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             stream.wait_offline(len(batches))
         session.barrier()
         offline_s = elapsed(offline_start)
+        print(f"offline phase (the dealer's material for the first batches): {offline_s:.2f} s"
+              if stream is not None or party.provider is not None else f"ready to compute: {offline_s:.2f} s", flush=True)
 
         # outputs revealed to this party, per output, in global row order
-        mine: dict[str, list[torch.Tensor]] = {output: [] for output, _ in program.outputs}
-        if progress and rank == data_ranks[0]:
+        mine: dict[str, list[torch.Tensor]] = (
+            {output: [] for output, _ in program.outputs} if me.reveal == "logits" else {runfiles.CLASSES: []}
+        )
+        # a bar on a terminal; a log (the launcher's pipes) gets whole lines, one per batch
+        bar = progress and rank == data_ranks[0] and sys.stdout.isatty()
+        lines = rank == data_ranks[0] and not bar
+        if bar:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc=f"{name}: private inference", unit="batch", file=sys.stdout, ncols=80)
+        reveal_s = 0.0
         meter = party.meter
         meter.charge("<setup>")  # agreement, sharing the weights, the offline phase
         online_start = time.perf_counter()
@@ -107,18 +116,37 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
                     pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *spec.share_shape[1:])))
                 x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
             meter.charge("<input sharing>")
+            batch_start = time.perf_counter()
             outputs = run_program(program, party.params, x, meter, checks=party.checks)
+            best = {k: top_k.top_k(outputs[0], k) for k in top_k.reveal_kinds(config)}
             offset = 0
+            reveal_start = time.perf_counter()
             for d, _, n in parts:  # each data owner's rows go to its receivers only
-                receivers = [config.rank_of(p.name) for p in config.receivers_of(data_owners[d])]
-                for (output_name, _), out in zip(program.outputs, outputs):
-                    revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
-                    if revealed is not None:
-                        mine[output_name].append(revealed)
-                party.audit.record("reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers])
+                everyone = config.receivers_of(data_owners[d])
+                for reveal in sorted({p.reveal for p in everyone}):  # what each receiver may learn
+                    receivers = [config.rank_of(p.name) for p in everyone if p.reveal == reveal]
+                    k = top_k.choice(reveal)
+                    if k is None:
+                        for (output_name, _), out in zip(program.outputs, outputs):
+                            revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
+                            if revealed is not None:
+                                mine[output_name].append(revealed)
+                    else:  # only the indices of the first output's k best classes are opened
+                        revealed = session.reveal(best[k][offset : offset + n], receivers, entitled=receivers)
+                        if revealed is not None:
+                            mine[runfiles.CLASSES].append(revealed.round().long())
+                    party.audit.record(
+                        "reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers],
+                        what=reveal,
+                    )
                 offset += n
             meter.charge("<output reveal>")
+            reveal_s += time.perf_counter() - reveal_start
+            if lines:
+                print(f"batch {start // config.batch_size + 1}/{len(batches)}: {rows} rows, "
+                      f"{time.perf_counter() - batch_start:.2f} s", flush=True)
         online_s = elapsed(online_start)
+        print(f"online phase: {online_s:.2f} s ({samples} rows; revealing them took {reveal_s:.2f} s)", flush=True)
         stats = party.stats()
 
     record: dict[str, Any] = {
@@ -140,12 +168,15 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     if any(mine.values()):
         by_output = {k: torch.cat(v) for k, v in mine.items()}
         first = next(iter(by_output.values()))
-        # a zoo model's single output keeps its historical name; a packed program's outputs keep theirs
-        saved = by_output if config.model.program is not None else first
+        # a zoo model's single output keeps its historical name; a packed program's outputs
+        # keep theirs; a top-k receiver holds only `classes`
+        saved = by_output if config.model.program is not None or me.reveal != "logits" else first
         record["output_file"] = str(runfiles.save_outputs(config, name, saved))
         record["output_rows"] = len(first)
-        if dataset is not None and dataset.labels is not None and len(first) == len(dataset.labels) and first.dim() == 2:
-            record["accuracy_mpc"] = float((first.argmax(1) == dataset.labels).float().mean())
+        record["revealed"] = me.reveal
+        predicted = first[:, 0] if me.reveal != "logits" else (first.argmax(1) if first.dim() == 2 else None)
+        if dataset is not None and dataset.labels is not None and predicted is not None and len(first) == len(dataset.labels):
+            record["accuracy_mpc"] = float((predicted == dataset.labels).float().mean())
     runfiles.write_json(runfiles.result_path(config, name), record)
     return record
 

@@ -23,7 +23,7 @@ def fields(config: Config, program: Program) -> dict[str, str]:
     Per-party local details (file paths, run directory) are not included.
     """
     values = {
-        "parties": [(p.name, p.host, p.port, sorted(p.roles)) for p in config.parties],
+        "parties": [(p.name, p.host, p.port, sorted(p.roles), p.reveal) for p in config.parties],
         "model.architecture": program.architecture_fingerprint(),
         "model.input_shape": [[s.name, list(s.shape), s.kind, s.depth] for s in program.inputs],
         "batch_size": config.batch_size,

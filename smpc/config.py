@@ -13,13 +13,15 @@ from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator, model_validator,
+    BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator,
+    model_validator,
 )
 
 from smpc.errors import ConfigError
 
 Role = Literal["model_owner", "data_owner", "output"]
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_TOP_K = re.compile(r"top[1-9][0-9]{0,2}")
 
 
 def valid_name(name: str) -> bool:
@@ -44,6 +46,16 @@ class PartyConfig(_Section):
     storage_key: Path | None = None
     # serving only: the HTTPS port of this party's client API (Open Inference Protocol v2)
     api_port: StrictInt | None = Field(default=None, ge=1, le=65535)
+    # output parties: what they learn of the first output: "logits" (all of it), or "topK"
+    # (the K best classes' indices only; the values never leave the shares)
+    reveal: StrictStr = "logits"
+
+    @field_validator("reveal")
+    @classmethod
+    def _reveal_ok(cls, v: str) -> str:
+        if v != "logits" and not (_TOP_K.fullmatch(v) and 1 <= int(v[3:]) <= 100):
+            raise ValueError(f"expected 'logits' or 'topK' with K 1..100 (e.g. 'top1', 'top5'), got {v!r}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -250,6 +262,9 @@ class Config(_Section):
                     problems.append(f"parties[{i}].{key}: required for the {label}")
                 if i not in owners and has:
                     problems.append(f"parties[{i}].{key}: only the {label} may provide {key}")
+        for i, p in enumerate(self.parties):
+            if p.reveal != "logits" and "output" not in p.roles:
+                problems.append(f"parties[{i}].reveal: only for a party with role output")
         if self.serving is not None:
             pass  # the clients own the inputs and receive the outputs
         elif not any("output" in p.roles for p in self.parties):

@@ -32,6 +32,9 @@ def _storage_key(config: Config, name: str) -> Path | None:
     return next((p.storage_key for p in config.parties if p.name == name), None)
 
 
+CLASSES = "classes"  # the output file's one field at a `reveal: topK` receiver: [rows, k] indices
+
+
 def save_outputs(config: Config, name: str, outputs: Any) -> Path:
     """Write receiver `name`'s revealed outputs, sealed under its storage key if it has one."""
     from smpc import artifacts, sealed

@@ -54,9 +54,9 @@ def _kill_during_inference(tmp_path: Path, victim: str, rng: random.Random) -> N
     thread.start()
     log = config.run_dir / "alice.log"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (log.exists() and "batch/s" in log.read_text()):
+    while time.monotonic() < deadline and not (log.exists() and "\nbatch 1/" in log.read_text()):
         assert "ended" not in outcome, outcome.get("error")  # the run ended before the kill
-        time.sleep(0.1)  # inference is under way once the progress bar shows a rate
+        time.sleep(0.1)  # inference is under way once the first batch's line is written
     time.sleep(rng.uniform(0.0, 2.0))
     os.kill(_pid_of(config.source, victim), signal.SIGKILL)
     killed_at = time.monotonic()
@@ -130,9 +130,10 @@ def test_without_a_launcher_the_survivors_exit_on_their_own(tmp_path):
     computing = threading.Event()
 
     def watch_alice():
-        # progress redraws with \r, so read raw chunks rather than lines
-        for chunk in iter(lambda: procs["alice"].stdout.read1(4096), b""):
-            if b"batch/s" in chunk:
+        # a log gets one whole line per batch (no progress-bar frames)
+        for line in iter(procs["alice"].stdout.readline, b""):
+            assert b"\r" not in line
+            if line.startswith(b"batch 1/"):
                 computing.set()
 
     threading.Thread(target=watch_alice, daemon=True).start()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -40,6 +41,13 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
     assert (run_dir / "alice.output.safetensors").exists()
     assert not (run_dir / "bob.output.safetensors").exists()
     assert (run_dir / "alice.log").read_text() and (run_dir / "bob.log").read_text()
+    # every phase ends with one line and its time; logs hold whole lines, no progress frames
+    alice_log = (run_dir / "alice.log").read_bytes()
+    assert b"\r" not in alice_log
+    phases = [line.split(":")[0] for line in alice_log.decode().splitlines()]
+    for expected in ("converted the model", "checked this party's files", "connected to every party", "settings agreed",
+                     "shared the model", "ready to compute", "batch 1/2", "batch 2/2", "online phase"):
+        assert expected in phases, (expected, phases)
     # audit logs: the model fingerprint at the owner, and every reveal with its receiver
     from smpc.artifacts import file_digest
 
@@ -119,3 +127,60 @@ def test_party_program_rejects_an_unknown_party_name(tmp_path):
     result = subprocess.run(SMPC + ["party", str(config), "--name", "mallory"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {config}: no party named 'mallory' (parties: alice, bob)"
+
+
+def test_a_top1_reveal_gives_the_same_accuracy_and_only_class_indices(tmp_path):
+    from safetensors.torch import load_file
+
+    from smpc.runfiles import output_path
+
+    config_path = write_config(tmp_path, samples=40, batch_size=20, dealer=True)
+    full = run(load_config(config_path), echo=False)
+    doc = yaml.safe_load(config_path.read_text())
+    doc["parties"][0]["reveal"] = "top1"
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    config = load_config(config_path)
+    top1 = run(config, echo=False)
+    assert top1.accuracy_mpc == full.accuracy_mpc and top1.agreement == 1.0
+    assert top1.revealed == {"alice": "top1"} and top1.max_abs_error is None and top1.outputs == {}
+    saved = load_file(str(output_path(config, "alice")))
+    assert list(saved) == ["classes"] and saved["classes"].dtype == torch.int64 and saved["classes"].shape == (40, 1)
+    assert int(saved["classes"].min()) >= 0 and int(saved["classes"].max()) <= 9
+
+
+def test_top3_reveals_the_three_best_classes_in_order(tmp_path):
+    from safetensors.torch import load_file
+
+    from smpc import zoo
+    from smpc.runfiles import output_path
+
+    config_path = write_config(tmp_path, samples=12, batch_size=12)
+    doc = yaml.safe_load(config_path.read_text())
+    doc["parties"][0]["reveal"] = "top3"
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    config = load_config(config_path)
+    run(config, echo=False)
+    classes = load_file(str(output_path(config, "alice")))["classes"]
+    model = zoo.build("digits_cnn")
+    artifacts.load_weights(model, WEIGHTS)
+    data = artifacts.load_data(tmp_path / "data0.safetensors", (1, 8, 8))
+    with torch.no_grad():
+        want = model.eval()(data.inputs).topk(3, dim=1).indices
+    assert classes.shape == (12, 3) and float((classes == want).float().mean()) >= 0.97
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["parties"][0].update(reveal="top11"),
+     "parties[0].reveal: top11 needs a first output of shape [batch, classes] with at least 11 classes; "
+     "the model's output has shape [10, 10]"),
+    (lambda d: d["parties"][1].update(reveal="top1"), "parties[1].reveal: only for a party with role output"),
+    (lambda d: d["parties"][0].update(reveal="best"), "parties[0].reveal: expected 'logits' or 'topK' with K 1..100"),
+])
+def test_a_reveal_the_output_cannot_support_is_one_line(tmp_path, change, message):
+    config_path = write_config(tmp_path, samples=10, batch_size=10)
+    doc = yaml.safe_load(config_path.read_text())
+    change(doc)
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = subprocess.run(SMPC + ["launch", str(config_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr.splitlines()[0], result.stderr
