@@ -264,6 +264,8 @@ def run_study(study: Study, out: Path, progress: bool = True, force: bool = Fals
 
     from launch import report as report_module
 
+    out = Path(out).resolve()  # cell configs live below `out`: their paths must not depend on the cwd
+
     results = out / RESULTS
     if results.exists() and not force:
         raise ConfigError(f"{results}: results of an earlier study are here (use --force to replace them, or --out)")

@@ -211,6 +211,24 @@ def test_report_numbers_come_from_the_records(study_run):
     assert (out / "report.md").read_text() == text
 
 
+def test_derived_figures_are_recomputed_from_the_raw_runs(study_run):
+    # every derived number of a record (and so of the report) follows from its raw runs
+    import statistics
+
+    _, out, _ = study_run
+    for r in report.read_records(out):
+        if r["status"] != "ok":
+            continue
+        runs = r["runs"]
+        ratios = [run["online_s"] / run["plain_s"] for run in runs]
+        assert r["slowdown"]["median"] == pytest.approx(statistics.median(ratios), rel=1e-12)
+        assert (r["slowdown"]["min"], r["slowdown"]["max"]) == pytest.approx((min(ratios), max(ratios)), rel=1e-12)
+        per_sample = [run["online_s"] / r["samples"] for run in runs]
+        assert r["online_s_per_sample"]["median"] == pytest.approx(statistics.median(per_sample), rel=1e-12)
+        for key in ("online_s", "offline_s", "plain_s", "wall_s"):
+            assert r[key]["median"] == pytest.approx(statistics.median(run[key] for run in runs), rel=1e-12)
+
+
 def test_plots_are_non_empty_images(study_run):
     _, out, _ = study_run
     text = (out / "report.md").read_text()
