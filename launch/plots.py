@@ -21,11 +21,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def _formatter(log_values: list[float]) -> Any:
-    # plain numbers on a log axis, unless they are small enough to need exponents
-    from matplotlib.ticker import LogFormatterSciNotation, ScalarFormatter
+def _log_ticks(axis: Any, values: list[float]) -> None:
+    # plain numbers (30, not 3x10^1) on a log axis; when the values span less than a
+    # decade, matplotlib labels only minor ticks, so those get plain numbers too
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    return ScalarFormatter() if min(log_values) >= 1e-2 else LogFormatterSciNotation()
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    axis.set_major_formatter(plain)
+    positive = [v for v in values if v > 0]
+    narrow = bool(positive) and max(positive) < 10 * min(positive)
+    axis.set_minor_formatter(plain if narrow else NullFormatter())
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -90,7 +95,7 @@ def _against(
         ax.minorticks_off()
         if log:
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(_formatter([value(r)[1] for r in ok]))
+            _log_ticks(ax.yaxis, [v for r in ok for v in value(r)])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
