@@ -14,6 +14,8 @@ from smpc.errors import ArtifactError
 
 
 def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder; expected a safetensors {what} file")
     if not path.is_file():
         raise ArtifactError(f"{path}: {what} file not found")
     try:

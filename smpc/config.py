@@ -7,6 +7,7 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -22,6 +23,9 @@ from smpc.errors import ConfigError
 Role = Literal["model_owner", "data_owner", "output"]
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TOP_K = re.compile(r"top[1-9][0-9]{0,2}")
+MAX_YAML_BYTES = 1 << 20  # a config (or study) file larger than this is refused before parsing
+MAX_ALIASES = 32
+MAX_SAMPLE_VALUES = 1 << 24  # values in one sample (model.input_shape)
 
 
 def valid_name(name: str) -> bool:
@@ -93,6 +97,9 @@ class ModelConfig(_Section):
     def _positive(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if v is not None and any(d < 1 for d in v):
             raise ValueError(f"expected positive dimensions, got {list(v)}")
+        if v is not None and (len(v) > 8 or math.prod(v) > MAX_SAMPLE_VALUES):
+            # bounded before anything is allocated (a batch of zeros is built from it)
+            raise ValueError(f"expected at most 8 dimensions and {MAX_SAMPLE_VALUES} values per sample, got {list(v)}")
         return v
 
     @model_validator(mode="after")
@@ -111,9 +118,9 @@ class FidelityConfig(_Section):
     a run must reach; below it the run fails naming the output, the figure and the
     likely op. null switches a check off."""
 
-    min_cosine: StrictFloat | None = Field(default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
-    max_abs_error: StrictFloat | None = Field(default=None, gt=0)
-    min_agreement: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)  # top-1 of the first output
+    min_cosine: StrictFloat | None = Field(allow_inf_nan=False, default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
+    max_abs_error: StrictFloat | None = Field(allow_inf_nan=False, default=None, gt=0)
+    min_agreement: StrictFloat | None = Field(allow_inf_nan=False, default=None, ge=0.0, le=1.0)  # top-1 of the first output
 
 
 class FunctionsConfig(_Section):
@@ -161,9 +168,9 @@ class TlsConfig(_Section):
 
 
 class TimeoutConfig(_Section):
-    connect_s: StrictFloat = Field(default=60.0, gt=0)  # every party (and the dealer) must have joined by then
-    op_s: StrictFloat = Field(default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
-    run_s: StrictFloat = Field(default=1800.0, gt=0)  # bound on the whole run (launcher)
+    connect_s: StrictFloat = Field(allow_inf_nan=False, default=60.0, gt=0)  # every party (and the dealer) must have joined by then
+    op_s: StrictFloat = Field(allow_inf_nan=False, default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
+    run_s: StrictFloat = Field(allow_inf_nan=False, default=1800.0, gt=0)  # bound on the whole run (launcher)
 
 
 class ServingConfig(_Section):
@@ -173,13 +180,13 @@ class ServingConfig(_Section):
     model_name: str = "model"  # the model's name in the client API: /v2/models/{model_name}
     clients: tuple[str, ...] = Field(min_length=1)  # certificate names allowed to query it
     max_batch: StrictInt = Field(default=16, ge=1, le=1024)  # most rows in one secret batch
-    max_wait_ms: StrictFloat = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    max_wait_ms: StrictFloat = Field(allow_inf_nan=False, default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
     pool: StrictInt = Field(default=2, ge=1, le=64)  # dealer batches kept ready per batch size
     # a query the leader proposes must reach every party within this time, else it fails
-    arrival_s: StrictFloat = Field(default=5.0, gt=0, le=600)
+    arrival_s: StrictFloat = Field(allow_inf_nan=False, default=5.0, gt=0, le=600)
     # the longest a query waits for its answer (504 after it); a query that reached only
     # some parties is forgotten there by then
-    query_timeout_s: StrictFloat = Field(default=30.0, gt=0, le=3600)
+    query_timeout_s: StrictFloat = Field(allow_inf_nan=False, default=30.0, gt=0, le=3600)
     # when a party or the dealer is gone: exit non-zero, or wait for it and join again
     on_peer_loss: Literal["exit", "rejoin"] = "exit"
 
@@ -393,6 +400,7 @@ _EXPECTED = {
     "int_from_float": "an integer",
     "float_parsing": "a number",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "string_type": "a string",
     "bool_type": "true or false",
     "dict_type": "a mapping",
@@ -441,7 +449,8 @@ def validate_document(schema: type[BaseModel], data: Any, source: str | Path) ->
     """`data` (a parsed YAML document) as an instance of `schema`, or a ConfigError with
     one line per problem."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        got = "an empty file" if data is None else type(data).__name__
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {got}")
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -491,7 +500,20 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
 
 class _StrictLoader(yaml.SafeLoader):
     """yaml.safe_load's loader, except that a key given twice in one mapping is an error
-    (safe_load keeps the last one silently)."""
+    (safe_load keeps the last one silently), and aliases are bounded: each alias is a
+    reference, so a few nested ones make a document that takes exponential time to walk
+    (the "billion laughs")."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases (*name): refused", self.peek_event().start_mark
+                )
+        return super().compose_node(parent, index)
 
 
 def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -508,14 +530,21 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _u
 
 
 def read_yaml(path: str | Path, what: str = "config") -> Any:
-    """Read a YAML file with safe_load; a missing or malformed file is one ConfigError line."""
+    """Read a YAML file with safe_load; a missing, oversized, binary or malformed file is
+    one ConfigError line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {what} file of {path.stat().st_size} bytes; expected at most {MAX_YAML_BYTES}")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text (UTF-8) {what} file: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text {what} file: it holds NUL bytes")
     try:
         loader = _StrictLoader(text)  # yaml.safe_load, refusing repeated keys
         try:

@@ -278,6 +278,10 @@ class TlsCommunicator(Communicator):
                 pass
 
 
+HANDSHAKE_S = 10.0  # a connection must finish TLS and say HELLO within this
+MAX_PENDING_HANDSHAKES = 64
+
+
 def connect_mesh(
     rank: int,
     names: Sequence[str],
@@ -299,6 +303,31 @@ def connect_mesh(
     failure: list[str] = []
     expect_from = [r for r in range(len(names)) if r > rank]
 
+    pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
+
+    def handshake(raw: socket.socket, address: tuple) -> None:
+        # each connection in its own thread: a stranger that says nothing (or garbage)
+        # costs one handshake timeout on its own connection, never the real peer's turn
+        try:
+            raw.settimeout(max(1.0, min(HANDSHAKE_S, deadline - time.monotonic())))
+            tls = server_ctx.wrap_socket(raw, server_side=True)
+            hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
+            claimed, claimed_rank, proven = str(hello.get("party")), hello.get("rank"), peer_name(tls)
+            with lock:
+                taken = claimed_rank in peers
+            if claimed_rank not in expect_from or names[claimed_rank] != claimed or proven != claimed or taken:
+                log(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
+                tls.close()
+                return
+            log(f"peer {claimed} connected from {address[0]} (certificate verified)")
+            with lock:
+                peers[claimed_rank] = Peer(claimed, tls, op_timeout_s)
+        except (ssl.SSLError, wire.WireError, OSError, ValueError, AttributeError) as exc:
+            log(f"refused a connection from {address[0]}: {exc}")
+            raw.close()
+        finally:
+            pending.release()
+
     def accept_all(listener: socket.socket) -> None:
         while time.monotonic() < deadline:
             with lock:
@@ -311,21 +340,11 @@ def connect_mesh(
                 continue
             except OSError:
                 return
-            try:
-                raw.settimeout(max(1.0, deadline - time.monotonic()))
-                tls = server_ctx.wrap_socket(raw, server_side=True)
-                hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
-                claimed, claimed_rank, proven = str(hello.get("party")), hello.get("rank"), peer_name(tls)
-                if claimed_rank not in expect_from or names[claimed_rank] != claimed or proven != claimed:
-                    log(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
-                    tls.close()
-                    continue
-                log(f"peer {claimed} connected from {address[0]} (certificate verified)")
-                with lock:
-                    peers[claimed_rank] = Peer(claimed, tls, op_timeout_s)
-            except (ssl.SSLError, wire.WireError, OSError, ValueError) as exc:
-                log(f"refused a connection from {address[0]}: {exc}")
+            if not pending.acquire(blocking=False):  # a flood of strangers: memory stays bounded
+                log(f"refused a connection from {address[0]}: too many handshakes under way")
                 raw.close()
+                continue
+            threading.Thread(target=handshake, args=(raw, address), daemon=True).start()
 
     listener = None
     acceptor = None

@@ -150,3 +150,38 @@ def test_without_a_launcher_the_survivors_exit_on_their_own(tmp_path):
         for p in procs.values():
             p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_sigkill_of_any_launcher_child_at_any_moment_of_a_demo_run(tmp_path, trial):
+    # the demo's settings (360 digits, batch 60, the dealer): a child is killed at a random
+    # moment from 0.5 to 9 s after `smpc launch` starts: start-up, offline phase, online
+    # batches, reveal or teardown. The launcher exits non-zero within 40 s, nothing is left.
+    rng = random.Random(1000 + trial)
+    config = write_config(tmp_path, samples=360, batch_size=60, dealer=True)
+    moment = rng.uniform(0.5, 9.0)
+    while True:
+        launcher = subprocess.Popen(SMPC + ["launch", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        victim, pid = None, None
+        while time.monotonic() - started < moment and launcher.poll() is None:
+            time.sleep(0.05)
+        alive = []
+        for name in ("alice", "bob", "dealer"):
+            try:
+                alive.append((name, _pid_of(config, name)))
+            except AssertionError:
+                continue
+        if alive and launcher.poll() is None:
+            victim, pid = rng.choice(alive)
+            os.kill(pid, signal.SIGKILL)
+            break
+        launcher.wait(timeout=60)  # the run ended (or its children not yet started): try earlier
+        moment = max(0.5, moment * 0.6) if launcher.returncode == 0 else moment + 0.3
+    killed_at = time.monotonic()
+    _, err = launcher.communicate(timeout=40)
+    assert time.monotonic() - killed_at < 40
+    assert launcher.returncode != 0, f"{victim} killed at {moment:.1f} s, yet the launcher exited 0"
+    assert "Traceback" not in err and err.startswith("error: "), err
+    assert victim in err.splitlines()[0], (victim, err)
+    assert processes_mentioning(str(config)) == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,55 @@ def test_a_party_answering_with_the_wrong_certificate_is_not_trusted(consortium)
             transport.server_context(ca, cert, key), transport.client_context(ca, cert, key), 5, 5, log=lambda s: None,
         )
     listener.close()
+
+
+def test_a_tls_run_completes_while_a_stranger_keeps_connecting_to_a_party(tmp_path):
+    # no certificate: some connections stay open and say nothing, others send random
+    # bytes; alice goes on waiting for the real peer and the answers are right
+    import random
+
+    import yaml
+
+    from harness import write_config
+    from launch import load_config, run
+
+    keys.main(["init", str(tmp_path / "keys"), "alice", "bob", "dealer"])
+    path = write_config(tmp_path, samples=120, batch_size=60, dealer=True)
+    doc = yaml.safe_load(path.read_text())
+    doc.update(transport="tls", tls={"ca": str(tmp_path / "keys" / "ca.pem"), "certs": str(tmp_path / "keys")})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    config = load_config(path)
+    alice = (config.parties[0].host, config.parties[0].port)
+    stop, held, attempts = threading.Event(), [], [0]
+
+    def stranger():
+        rng = random.Random(7)
+        while not stop.is_set():
+            try:
+                sock = socket.create_connection(alice, timeout=1)
+            except OSError:
+                time.sleep(0.005)
+                continue
+            attempts[0] += 1
+            if attempts[0] % 2:
+                held.append(sock)  # silent, left open
+            else:
+                try:
+                    sock.sendall(rng.randbytes(rng.randint(1, 4096)))
+                except OSError:
+                    pass
+                sock.close()
+
+    thread = threading.Thread(target=stranger, daemon=True)
+    thread.start()
+    try:
+        report = run(config, echo=False)
+    finally:
+        stop.set()
+        thread.join(5)
+        for sock in held:
+            sock.close()
+    # alice listens only until every peer has joined: the strangers met that window
+    assert attempts[0] >= 1, attempts
+    assert report.agreement == 1.0 and report.accuracy_mpc >= 0.95
+    assert "refused a connection from 127.0.0.1" in (config.run_dir / "alice.log").read_text()

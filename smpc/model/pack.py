@@ -107,7 +107,10 @@ def build_program(config: Any, owner_weights: Path | None = None, batch: int | N
             load_owner_secret(program, owner_weights)
             _check_calibration(config, program, owner_weights)
         return program
-    model = zoo.build(spec.architecture)
+    try:
+        model = zoo.build(spec.architecture)
+    except ConfigError as exc:  # the zoo names the key; the user needs the file too
+        raise ConfigError(f"{config.source}: {exc}") from None
     if owner_weights is not None:  # verified first when signed: a tampered model stops everything here
         model_dir.load_owner_weights(model, owner_weights, spec)
     program = convert(model, torch.zeros(batch or config.batch_size, *spec.input_shape))
