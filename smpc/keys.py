@@ -166,12 +166,7 @@ def sign_request(
     valid party name (and one of `known`, a config's names, when given)."""
     from smpc.config import valid_name
 
-    try:
-        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
-    except FileNotFoundError:
-        raise SmpcError(f"{csr_path}: certificate signing request not found") from None
-    except ValueError:
-        raise SmpcError(f"{csr_path}: not a certificate signing request (PEM, from `smpc keys request`)") from None
+    csr = _read_pem(csr_path, x509.load_pem_x509_csr, "certificate signing request", "smpc keys request")
     if not csr.is_signature_valid:
         raise SmpcError(f"{csr_path}: the request's signature does not match its key (damaged or forged)")
     names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -228,15 +223,20 @@ def _common_name(cert: x509.Certificate) -> str:
     return str(names[0].value) if names else ""
 
 
+def _read_pem(path: Path, load: Any, what: str, maker: str) -> Any:
+    # a PEM object from a file, or one line naming the file and what it should have been
+    try:
+        return load(path.read_bytes())
+    except FileNotFoundError:
+        raise SmpcError(f"{path}: {what} not found") from None
+    except ValueError:
+        raise SmpcError(f"{path}: not a {what} (PEM, from `{maker}`)") from None
+
+
 def _revocations(crl_path: Path | None, ca_cert: x509.Certificate) -> dict[int, datetime.datetime]:
     if crl_path is None:
         return {}
-    try:
-        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
-    except FileNotFoundError:
-        raise SmpcError(f"{crl_path}: revocation list not found") from None
-    except ValueError:
-        raise SmpcError(f"{crl_path}: not a revocation list (PEM, from `smpc keys revoke`)") from None
+    crl = _read_pem(crl_path, x509.load_pem_x509_crl, "revocation list", "smpc keys revoke")
     if not crl.is_signature_valid(ca_cert.public_key()):
         raise SmpcError(f"{crl_path}: the revocation list is not signed by the consortium CA")
     return {entry.serial_number: entry.revocation_date_utc for entry in crl}
