@@ -85,8 +85,8 @@ class Party:
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
         top_k.check_supported(self.config, self.program)
-        self.fields = agreement.fields(self.config, self.program)
         self.checks = calibrate.range_checks(self.config, self.program)
+        self.fields = agreement.fields(self.config, self.program, self.checks)
         if self.is_owner:
             self.weights_sha256 = artifacts.file_digest(model_dir.weights_file(self.me.weights))
         self.audit.record(
@@ -163,7 +163,7 @@ class Party:
                 elif reason is not None:
                     try:
                         self.dealer_sock.settimeout(1.0)
-                        wire.send_json(self.dealer_sock, wire.Kind.ERROR, {"message": " ".join(reason.split())[:500]})
+                        wire.send_json(self.dealer_sock, wire.Kind.ERROR, {"message": wire.one_line(reason)})
                     except OSError:
                         pass
             elif self.pool is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import torch
 
@@ -17,10 +18,11 @@ from smpc.convert import Program
 from smpc.errors import AgreementError
 
 
-def fields(config: Config, program: Program) -> dict[str, str]:
+def fields(config: Config, program: Program, checks: Any = None) -> dict[str, str]:
     """The settings all parties must share, each as a short hex digest, in a fixed order.
 
-    Per-party local details (file paths, run directory) are not included.
+    Per-party local details (file paths, run directory) are not included. `checks` are
+    the run's range checks (smpc.model.calibrate.range_checks), whose bounds must match.
     """
     values = {
         "parties": [(p.name, p.host, p.port, sorted(p.roles), p.reveal) for p in config.parties],
@@ -31,18 +33,10 @@ def fields(config: Config, program: Program) -> dict[str, str]:
         "transport": config.effective_transport,
         "protocol.precision_bits": config.protocol.precision_bits,
         "protocol.functions": config.protocol.functions.model_dump(),
-        "protocol.range_checks": _range_check_bounds(config, program),
+        "protocol.range_checks": None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items()),
         "serving": None if config.serving is None else config.serving.model_dump(mode="json"),
     }
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in values.items()}
-
-
-def _range_check_bounds(config: Config, program: Program) -> object:
-    # the checks and their bounds must be the same everywhere (they change what is computed)
-    from smpc.model import calibrate
-
-    checks = calibrate.range_checks(config, program)
-    return None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items())
 
 
 def first_difference(mine: dict[str, str], theirs: dict[str, str]) -> str | None:

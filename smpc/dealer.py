@@ -78,7 +78,7 @@ class ShapeCommunicator:
         return None
 
 
-def _shape_run(config: Config, program: Program, provider: TracingProvider) -> None:
+def _shape_run(config: Config, program: Program, provider: TracingProvider, checks: Any = None) -> None:
     # The same sequence of secret operations as a party's batch, on zeros.
     import crypten
 
@@ -90,8 +90,9 @@ def _shape_run(config: Config, program: Program, provider: TracingProvider) -> N
         compat.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
         inputs = {spec.name: crypten.cryptensor(torch.zeros(spec.share_shape), src=0) for spec in program.inputs}
-        # the parties' range checks spend material too; on zeros they must not stop anything
-        outputs = run_program(program, params, inputs, checks=calibrate.range_checks(config, program, enforce=False))
+        # the parties' range checks spend material too (`checks`, not enforced: on zeros
+        # they must not stop anything)
+        outputs = run_program(program, params, inputs, checks=checks)
         for k in top_k.reveal_kinds(config):  # what the parties compute before revealing classes
             top_k.top_k(outputs[0], k)
 
@@ -142,8 +143,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             if name not in config.names or config.rank_of(name) != rank or rank in conns:
                 raise PartyError(f"dealer: unexpected party {name!r} (rank {rank}) from {address[0]}")
             if hello.get("abort") is not None:  # the parties stopped before checking in: say why
-                reason = " ".join(str(hello["abort"]).split())[:500]
-                raise AgreementError(f"dealer: stopped before the run: {name} reports: {reason}")
+                raise AgreementError(f"dealer: stopped before the run: {name} reports: {wire.one_line(hello['abort'])}")
             field = agreement.first_difference(expected, {str(k): str(v) for k, v in dict(hello.get("agreement", {})).items()})
             if field is not None:
                 raise AgreementError(f"agreement check failed: {field} differs between the dealer and {name} (compare their configs)")
@@ -170,14 +170,15 @@ def serve(config: Config) -> dict[str, Any]:
     """
     torch.set_num_threads(1)
     program = pack.build_program(config, batch=config.batch_sizes[0])  # the architecture only: never any weights
-    expected = agreement.fields(config, program)
+    checks = calibrate.range_checks(config, program, enforce=False)
+    expected = agreement.fields(config, program, checks)
     if config.effective_transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
     compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump())
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
         try:
-            return _session(config, program, expected)
+            return _session(config, program, expected, checks)
         except AgreementError:
             raise
         except PartyError as exc:
@@ -189,7 +190,7 @@ def serve(config: Config) -> dict[str, Any]:
             time.sleep(1.0)
 
 
-def _session(config: Config, program: Program, expected: dict[str, str]) -> dict[str, Any]:
+def _session(config: Config, program: Program, expected: dict[str, str], checks: Any = None) -> dict[str, Any]:
     # one session: every party checks in, gets its seed; then party 0 its material
     try:
         listener = socket.create_server((config.dealer.host, config.dealer.port))
@@ -216,7 +217,7 @@ def _session(config: Config, program: Program, expected: dict[str, str]) -> dict
 
         started = time.perf_counter()
         tracer = TracingProvider(generators, emit)
-        _shape_run(config, program, tracer)  # batch 0: trace and generate in one pass
+        _shape_run(config, program, tracer, checks)  # batch 0: trace and generate in one pass
         per_batch = max(1, sent)
         prefetch = max(1, min(batches, config.dealer.prefetch_mib * 2**20 // per_batch))
         wire.send_json(party0, wire.Kind.READY, {"batch": 0, "prefetch": prefetch})

@@ -33,20 +33,23 @@ ISSUED = "issued"  # in the CA's folder: every certificate it signed, by serial
 CRL = "crl.pem"
 
 
-def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    # created 0600 from the start: never readable by others, not even briefly
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    # atomically (a temporary file, then a rename), created with `mode` from the start:
+    # a private key is never readable by others, not even briefly
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
 
 
-def _write_public(path: Path, cert: x509.Certificate) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp, path)
+def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    _write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+
+
+def _write_public(path: Path, pem: Any) -> None:
+    # a certificate, a request or a revocation list, as PEM
+    _write(path, pem.public_bytes(serialization.Encoding.PEM))
 
 
 def _name(common_name: str) -> x509.Name:
@@ -115,10 +118,8 @@ def _certify(
 def _write_identity_extras(directory: Path, name: str, key: ec.EllipticCurvePrivateKey) -> None:
     # the bare public key, for checking what NAME signs (e.g. `smpc model verify`), and the
     # AES key that seals NAME's files at rest (kept on rotation)
-    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    tmp = directory / f"{name}.pub.tmp"
-    tmp.write_bytes(pub)
-    os.replace(tmp, directory / f"{name}.pub")
+    _write(directory / f"{name}.pub",
+           key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     storage = directory / f"{name}.storage"
     if not storage.exists():
         from smpc.sealed import create_key
@@ -151,9 +152,7 @@ def request(name: str, out: Path) -> Path:
         .sign(key, hashes.SHA256())
     )
     _write_private(out / f"{name}.key", key)
-    tmp = out / f"{name}.csr.tmp"
-    tmp.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp, out / f"{name}.csr")
+    _write_public(out / f"{name}.csr", csr)
     _write_identity_extras(out, name, key)
     return out / f"{name}.csr"
 
@@ -208,9 +207,7 @@ def revoke(ca_dir: Path, name: str) -> tuple[Path, list[int]]:
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
         )
     crl = builder.sign(ca_key, hashes.SHA256())
-    tmp = crl_path.with_suffix(".tmp")
-    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp, crl_path)
+    _write_public(crl_path, crl)
     return crl_path, new
 
 

@@ -410,23 +410,27 @@ def ids_equal(onehot, value):
 
 def ids_differ(onehot, value):
     """ne(ids, value) on one-hot ids: 1 minus the one-hot column of `value`."""
-    same = ids_equal(onehot, value)
-    return 1 - same if not is_secret(same) else -same + 1
+    return sub(1.0, ids_equal(onehot, value))
 
 
 def lookup_secret_index(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     """An embedding lookup at a secret integer index computed on shares (RoBERTa's
     position ids): protocols.lookup's one-hot selection."""
     if not is_secret(indices):
-        return embedding(weight, indices.round().long() if indices.is_floating_point() else indices)
+        return embedding(weight, _as_index(indices))
     return lookup.rows(weight, indices)
 
 
 def gather_secret_index(x, dim, idx, sparse_grad=False):
     """torch.gather at a secret integer index (protocols.lookup)."""
     if not is_secret(idx):
-        return gather(x, dim, idx.round().long() if idx.is_floating_point() else idx)
+        return gather(x, dim, _as_index(idx))
     return lookup.gather(x, dim, idx)
+
+
+def _as_index(values: torch.Tensor) -> torch.Tensor:
+    # a public index that a plaintext run computed in floats (the ids arrive one-hot)
+    return values.round().long() if values.is_floating_point() else values
 
 
 def type_as(x, other):

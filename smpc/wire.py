@@ -54,6 +54,11 @@ class PeerError(WireError):
     """The peer reported an error (an ERROR message): its text is the cause."""
 
 
+def one_line(text: Any, limit: int = 500) -> str:
+    """A peer's free text (an error, a reason) as one bounded line, fit for a log."""
+    return " ".join(str(text).split())[:limit]
+
+
 @dataclass(frozen=True)
 class Message:
     kind: Kind
@@ -150,7 +155,7 @@ def expect(sock: socket.socket, kind: Kind, limit: int = DEFAULT_LIMIT) -> Messa
     """Receive a message of `kind`; an ERROR from the peer becomes a WireError with its text."""
     msg = recv(sock, limit)
     if msg.kind == Kind.ERROR and kind != Kind.ERROR:
-        raise PeerError(str(msg.json().get("message", "peer reported an error"))[:500])
+        raise PeerError(one_line(msg.json().get("message", "peer reported an error")))
     if msg.kind != kind:
         raise WireError(f"expected {kind.name}, got {msg.kind.name}")
     return msg

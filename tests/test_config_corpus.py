@@ -149,18 +149,20 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
+def _write_case(path: Path, change: Callable) -> Path:
+    # the demo config changed by one corpus case (text, or raw bytes for junk)
+    changed = change(BASE_TEXT)
+    path.write_bytes(changed) if isinstance(changed, bytes) else path.write_text(changed)
+    return path
+
+
 def test_the_corpus_is_large_and_distinct():
     assert len(CORPUS) >= 60 and len({case for case, _, _ in CORPUS}) == len(CORPUS)
 
 
 @pytest.mark.parametrize("case, change, expected", CORPUS, ids=[c for c, _, _ in CORPUS])
 def test_every_malformed_config_is_one_error_line(workdir, capsys, case, change, expected):
-    path = workdir / "configs" / f"{case}.yaml"
-    changed = change(BASE_TEXT)
-    if isinstance(changed, bytes):
-        path.write_bytes(changed)
-    else:
-        path.write_text(changed)
+    path = _write_case(workdir / "configs" / f"{case}.yaml", change)
     started = time.monotonic()
     code = launch_main([str(path)])
     err = capsys.readouterr().err
@@ -174,9 +176,7 @@ def test_every_malformed_config_is_one_error_line(workdir, capsys, case, change,
 @pytest.mark.parametrize("case", ["port-true", "alias-bomb", "binary-junk", "duplicate-top-key", "python-tag", "weights-missing"])
 def test_from_the_command_line_too(workdir, case):
     change, expected = {c: (f, e) for c, f, e in CORPUS}[case]
-    path = workdir / "configs" / f"cli-{case}.yaml"
-    changed = change(BASE_TEXT)
-    path.write_bytes(changed) if isinstance(changed, bytes) else path.write_text(changed)
+    path = _write_case(workdir / "configs" / f"cli-{case}.yaml", change)
     result = subprocess.run(
         [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())", "launch", str(path)],
         capture_output=True, text=True, timeout=20,

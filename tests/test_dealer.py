@@ -123,6 +123,15 @@ def _start(*argv):
     return subprocess.Popen(SMPC + list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _finish(procs: dict, timeout: float) -> dict:
+    # each process's (stdout, stderr), waiting at most `timeout` for each; none is left running
+    try:
+        return {name: p.communicate(timeout=timeout) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+
+
 def test_dealer_refuses_a_party_whose_settings_differ(tmp_path):
     write_config(tmp_path, samples=8, batch_size=8, dealer=True, timeouts={"connect_s": 20, "op_s": 10, "run_s": 60})
     base = tmp_path / "config.yaml"
@@ -133,11 +142,7 @@ def test_dealer_refuses_a_party_whose_settings_differ(tmp_path):
         "alice": _start("party", str(other), "--name", "alice"),
         "bob": _start("party", str(other), "--name", "bob"),
     }
-    try:
-        results = {name: p.communicate(timeout=90) for name, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.kill()
+    results = _finish(procs, timeout=90)
     assert procs["dealer"].returncode == 2 and procs["alice"].returncode == 2
     assert "agreement check failed: protocol.precision_bits differs between the dealer and" in results["dealer"][1]
     refused = [n for n in ("alice", "bob") if "agreement check failed: protocol.precision_bits differs between the dealer" in results[n][1]]
@@ -149,11 +154,7 @@ def test_parties_whose_settings_differ_stop_together(tmp_path):
     base = tmp_path / "config.yaml"
     other = _variant(tmp_path, "other.yaml", **{"protocol": {"precision_bits": 20}})
     procs = {"alice": _start("party", str(base), "--name", "alice"), "bob": _start("party", str(other), "--name", "bob")}
-    try:
-        results = {name: p.communicate(timeout=90) for name, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.kill()
+    results = _finish(procs, timeout=90)
     for name, (_, err) in results.items():
         assert procs[name].returncode == 2, err
         assert "error: agreement check failed: protocol.precision_bits differs between alice and bob" in err
@@ -171,11 +172,7 @@ def test_the_dealer_hears_why_parties_whose_settings_differ_stop(tmp_path):
         "alice": _start("party", str(base), "--name", "alice"),
         "bob": _start("party", str(other), "--name", "bob"),
     }
-    try:
-        results = {name: p.communicate(timeout=60) for name, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.kill()
+    results = _finish(procs, timeout=60)
     assert time.monotonic() - started < 20, "all three must end within 20 s"
     assert all(p.returncode == 2 for p in procs.values()), results
     dealer_err = results["dealer"][1]

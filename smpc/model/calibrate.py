@@ -14,6 +14,7 @@ range and what would cover it; `check_bounds` gives the in-protocol range checks
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -77,9 +78,6 @@ class Calibration:
     margin: float
     ops: tuple[OpRange, ...]
     largest: OpRange  # the operation with the largest output magnitude
-
-    def digest(self) -> str:
-        return json.dumps(_as_json(self), sort_keys=True)
 
 
 def _op(target: Any) -> str:
@@ -147,11 +145,11 @@ def _widened(entry: OpRange, margin: float) -> tuple[float, float]:
     return entry.low / margin, entry.high * margin
 
 
-def _covered(entry: OpRange, precision_bits: int) -> tuple[float, float]:
-    if entry.quantity == "magnitude":
+def _covered(op: str, quantity: str, precision_bits: int) -> tuple[float, float]:
+    if quantity == "magnitude":
         safe = ranges.safe_magnitude(precision_bits)
         return -safe, safe
-    return _COVERED[entry.op]
+    return _COVERED[op]
 
 
 def _covering_precision(calibration: Calibration, below: int) -> int | None:
@@ -172,7 +170,7 @@ def check(calibration: Calibration, program: Program, precision_bits: int, where
     entries = list(calibration.ops) + [calibration.largest]
     for entry in entries:
         low, high = _widened(entry, calibration.margin)
-        covered_low, covered_high = _covered(entry, precision_bits)
+        covered_low, covered_high = _covered(entry.op, entry.quantity, precision_bits)
         if low >= covered_low and high <= covered_high:
             continue
         what = f"{entry.layer} ({entry.op}): calibrated {entry.quantity} [{entry.low:.3g}, {entry.high:.3g}]"
@@ -205,8 +203,7 @@ def check_bounds(program: Program, precision_bits: int, calibration: Calibration
         if entry is not None:
             low, high = _widened(entry, calibration.margin)
         else:
-            probe = OpRange(node.name, layer_label(node), _op(node.target), quantity, 0.0, 0.0)
-            low, high = _covered(probe, precision_bits)
+            low, high = _covered(_op(node.target), quantity, precision_bits)
         bounds[node.name] = (quantity, low, high)
     return bounds
 
@@ -257,8 +254,8 @@ def calibrate_directory(directory: Path, data: Path, margin: float = DEFAULT_MAR
                 part = torch.cat([part, part[-1:].expand(batch - len(part), *part.shape[1:])])
             feeds[spec.name] = part
         batches.append(feeds)
-    calibration = observe(program, batches, margin, architecture)
-    calibration = Calibration(calibration.architecture, count, calibration.margin, calibration.ops, calibration.largest)
+    # the sample's own rows (observe also counts the repeated rows of a short last batch)
+    calibration = dataclasses.replace(observe(program, batches, margin, architecture), rows=count)
     return calibration, save(calibration, directory)
 
 
@@ -279,7 +276,6 @@ class RangeChecks:
     def __init__(self, program: Program, bounds: dict[str, tuple[str, float, float]], enforce: bool = True) -> None:
         self.bounds, self.enforce = bounds, enforce
         self.labels = {n.name: f"{layer_label(n)} ({_op(n.target)})" for n in program.graph.nodes if n.name in bounds}
-        self.checked = 0
 
     def __call__(self, node: torch.fx.Node, args: tuple) -> None:
         from smpc.ops import is_secret
@@ -292,7 +288,6 @@ class RangeChecks:
         x = args[MEASURED[node.target][1]]
         if not is_secret(x):
             return
-        self.checked += 1
         if out_of_range(x, low, high, absolute=quantity.startswith("|")) and self.enforce:
             raise RangeCheckError(
                 f"range check failed: {self.labels[node.name]}: {quantity} out of [{low:.3g}, {high:.3g}] "
@@ -342,9 +337,9 @@ def load(directory: Path) -> Calibration | None:
             raise ValueError(f"expected format {FORMAT} version {VERSION}")
         entry = lambda d: OpRange(str(d["node"]), str(d["layer"]), str(d["op"]), str(d["quantity"]), float(d["low"]), float(d["high"]))  # noqa: E731
         margin = float(doc["margin"])
-        if not (1.0 <= margin < 1e6) or not all(math.isfinite(float(e["low"])) and math.isfinite(float(e["high"])) for e in doc["ops"]):
-            raise ValueError("margin must be 1..1e6 and every range finite")
         ops = tuple(entry(e) for e in doc["ops"])
+        if not (1.0 <= margin < 1e6) or not all(math.isfinite(e.low) and math.isfinite(e.high) for e in ops):
+            raise ValueError("margin must be 1..1e6 and every range finite")
         for e in ops:
             if e.op not in _OPS or e.quantity not in _QUANTITIES:
                 raise ValueError(f"unknown operation {e.op!r} or quantity {e.quantity!r}")
