@@ -24,10 +24,12 @@ def launch_model(
     randomness: str = "local",
     weights: Path | None = None,
     transport: str = "gloo",
+    comparisons: str = "circuits",
 ) -> tuple[Report, torch.nn.Module]:
     """Run `batches` batches of random inputs through `architecture` with real party
     processes: alice (data, output), bob (model), then helpers. Random weights
-    (seed 0) unless `weights` is given; with transport "tls", fresh consortium keys.
+    (seed 0) unless `weights` is given; with transport "tls", fresh consortium keys;
+    `comparisons` is protocol.comparisons (fss needs randomness "dealer").
     Returns the report and the plaintext model."""
     torch.manual_seed(0)
     model = zoo.build(architecture)
@@ -44,6 +46,7 @@ def launch_model(
         "model": {"architecture": architecture, "input_shape": list(input_shape)},
         "batch_size": batch,
         "randomness": randomness,
+        "protocol": {"comparisons": comparisons},
         "run_dir": str(work / "runs" / slug),
     }
     if randomness == "dealer":

@@ -22,11 +22,20 @@ from smpc.protocols import top_k
 from smpc.runfiles import CLASSES, audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
 
 
+# what a party's result contributes to the report
+PARTY_FIELDS = (
+    "bytes_sent", "rounds", "peak_rss_mib", "comparisons_bytes", "comparisons_rounds", "truncations_bytes",
+    "truncations_rounds", "key_bytes", "key_bytes_per_comparison", "gates", "dealer_bytes_received", "layers",
+)
+
+
 @dataclass
 class Report:
     """What a run measured. Accuracy fields are None when the data has no labels.
     `parties` holds, per party: bytes_sent, rounds, peak_rss_mib, and layers (bytes,
-    rounds and seconds per model layer, input sharing, output reveal and setup).
+    rounds and seconds per model layer, input sharing, output reveal and setup); the
+    split of bytes and rounds spent in comparisons and truncations; with
+    comparisons: fss, the dealer's key bytes (in total and per comparison element).
 
     The plaintext reference (accuracy_plain, agreement, max_abs_error) is computed by
     the launcher, which in a one-machine simulation can read both the weights and the
@@ -43,6 +52,7 @@ class Report:
     offline_s: float
     randomness: str
     parties: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparisons: str = "circuits"  # protocol.comparisons
     config: str = ""
     # per output: the worst cosine to plaintext over its rows (unmasked tokens) and max |error|
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -65,15 +75,22 @@ class Report:
             f"max |logit error|  {'n/a (only classes revealed)' if self.max_abs_error is None else f'{self.max_abs_error:.6f}'}",
             f"revealed           {', '.join(f'{k}: {v}' for k, v in self.revealed.items())}",
             f"wall time          {self.wall_s:.2f} s (offline {self.offline_s:.2f} s, online {self.online_s:.2f} s;"
-            f" randomness: {self.randomness})",
+            f" randomness: {self.randomness}; comparisons: {self.comparisons})",
         ]
         for name, o in self.outputs.items():
             lines.append(f"output {name:<12} worst cosine to plaintext {o['min_cosine']:.6f}, max |error| {o['max_abs_error']:.6f}")
         for name, p in self.parties.items():
             lines.append(
-                f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds,"
+                f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds"
+                f" (comparisons {p.get('comparisons_bytes', 0) / 2**20:.2f} MiB in {p.get('comparisons_rounds', 0)},"
+                f" truncations {p.get('truncations_bytes', 0) / 2**20:.2f} MiB in {p.get('truncations_rounds', 0)}),"
                 f" peak memory {p['peak_rss_mib']:.0f} MiB"
             )
+            if p.get("key_bytes"):
+                lines.append(
+                    f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of FSS keys from the dealer"
+                    f" ({p['key_bytes_per_comparison']:.0f} bytes per comparison)"
+                )
         return "\n".join(lines)
 
 
@@ -295,9 +312,8 @@ def _evaluate(
         online_s=max(r["online_s"] for r in records.values()),
         offline_s=max(r["offline_s"] for r in records.values()),
         randomness=config.randomness,
-        parties={
-            n: {k: r[k] for k in ("bytes_sent", "rounds", "peak_rss_mib", "layers")} for n, r in records.items()
-        },
+        parties={n: {k: r[k] for k in PARTY_FIELDS if k in r} for n, r in records.items()},
+        comparisons=config.protocol.comparisons,
         config=str(config.source),
         outputs=per_output,
         fidelity="ok",

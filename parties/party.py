@@ -110,6 +110,7 @@ class Party:
             self.rank, config.names, [(p.host, p.port) for p in config.parties],
             config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
             PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
+            comparisons=config.protocol.comparisons,
             tls=config.tls_files(self.name) if config.effective_transport == "tls" else None,
             log=self._connection_event,
         ):

@@ -21,7 +21,7 @@ from smpc import ops, runfiles, session, wire
 from smpc.config import Config, load_config
 from smpc.errors import ConfigError
 from smpc.execute import run_program
-from smpc.meter import peak_rss_mib
+from smpc.meter import peak_rss_mib, protocol_meter
 from smpc.model import pack
 from smpc.protocols import csprng, top_k
 from smpc.provider import MaterialStream
@@ -66,7 +66,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         party.agree()
         stream = None
         if party.provider is not None:
-            stream = MaterialStream(party.dealer_sock, config.timeouts.op_s, config.timeouts.run_s) if rank == 0 else None
+            if party.dealer_sock is not None:  # party 0, and every party with comparisons: fss
+                stream = MaterialStream(party.dealer_sock, config.timeouts.op_s, config.timeouts.run_s)
             party.provider.bind(rank, party.dealer_seed, stream)
         joined_s = elapsed(started)
         counts = [session.broadcast_int(None if dataset is None else dataset.rows, r) for r in data_ranks]
@@ -75,8 +76,9 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         party.share_model()
 
         offline_start = time.perf_counter()
-        if stream is not None:  # party 0 asks for the material and waits for batch 0's
-            wire.send_json(party.dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
+        if stream is not None:  # party 0 asks for the material; they wait for batch 0's
+            if rank == 0:
+                wire.send_json(party.dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
             stream.start()
             stream.wait_offline(len(batches))
         session.barrier()
@@ -158,6 +160,8 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         "online_s": online_s,
         "wall_s": elapsed(started),
         **stats,
+        "comparisons": config.protocol.comparisons,
+        **protocol_meter.record(),
         "peak_rss_mib": peak_rss_mib(),
         "random_bytes": csprng.bytes_drawn(),
         "layers": meter.layers(),

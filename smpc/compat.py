@@ -301,6 +301,7 @@ def init_communicator(
     store: Any = None,
     provider: str = "TFP",
     functions: dict[str, Any] | None = None,
+    comparisons: str = "circuits",
 ) -> None:
     """Join the gloo process group as `rank` and initialise CrypTen on it.
 
@@ -315,6 +316,7 @@ def init_communicator(
         store: an already-joined torch.distributed store to rendezvous on.
         provider: crypten.cfg.mpc.provider ("TFP", or a name given to register_provider).
         functions: overrides of crypten.cfg.functions (approximation settings).
+        comparisons: the comparison protocol (`use_comparisons`).
     """
     import os
 
@@ -331,19 +333,105 @@ def init_communicator(
         RANK=str(rank),
         DISTRIBUTED_BACKEND="gloo",
     )
-    configure(precision_bits, provider, functions)
+    configure(precision_bits, provider, functions, comparisons)
     crypten.cfg.communicator.verbose = True  # counts rounds and bytes
     crypten.init()
 
 
-def configure(precision_bits: int, provider: str, functions: dict[str, Any] | None) -> None:
-    """Set CrypTen's global settings (precision, provider, approximations)."""
+def configure(precision_bits: int, provider: str, functions: dict[str, Any] | None, comparisons: str = "circuits") -> None:
+    """Set CrypTen's global settings (precision, provider, approximations) and which
+    comparison protocol runs (`use_comparisons`)."""
     import crypten
 
     crypten.cfg.encoder.precision_bits = precision_bits
     crypten.cfg.mpc.provider = provider
     for key, value in (functions or {}).items():
         crypten.cfg.functions[key] = value
+    use_comparisons(comparisons)
+
+
+# CrypTen's own methods that `use_comparisons("fss")` replaces: (class, name) -> the
+# class's own attribute, or None where it inherits one (then deleting ours restores it)
+_ORIGINALS: dict[tuple[Any, str], Any] = {}
+_comparisons = "circuits"
+
+
+def comparisons() -> str:
+    """The comparison protocol in use in this process: "circuits" or "fss"."""
+    return _comparisons
+
+
+def use_comparisons(mode: str) -> None:
+    """Run CrypTen's comparisons with its binary circuits ("circuits", upstream) or with
+    smpc's one-round FSS gates ("fss": [x < 0], ReLU, ==, max, argmax, max pooling and the
+    two-party truncation after each fixed-point product; smpc.protocols.fss).
+
+    CrypTen dispatches all of these through MPCTensor's methods and
+    ArithmeticSharedTensor.div_, looked up at call time; both modes count the bytes and
+    rounds of comparisons apart (smpc.meter.protocol_meter).
+    """
+    global _comparisons
+    apply()
+    from crypten.mpc import MPCTensor
+    from crypten.mpc.primitives import ArithmeticSharedTensor
+
+    from smpc.meter import protocol_meter
+    from smpc.protocols import fss
+
+    if mode not in ("circuits", "fss"):
+        raise ValueError(f"unknown comparison protocol {mode!r}")
+    names = ("_ltz", "_eqz_2PC", "relu", "eq", "max", "argmax", "max_pool2d")
+    for name in names:
+        _ORIGINALS.setdefault((MPCTensor, name), MPCTensor.__dict__.get(name))
+    _ORIGINALS.setdefault((ArithmeticSharedTensor, "div_"), ArithmeticSharedTensor.__dict__["div_"])
+    for (cls, name), original in _ORIGINALS.items():  # back to upstream
+        if original is None:
+            if name in cls.__dict__:
+                delattr(cls, name)
+        else:
+            setattr(cls, name, original)
+
+    def metered(original: Any) -> Any:
+        def comparison(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with protocol_meter.spent("comparisons"):
+                return original(self, *args, **kwargs)
+
+        return comparison
+
+    if mode == "circuits":
+        for name in ("_ltz", "_eqz_2PC"):
+            setattr(MPCTensor, name, metered(_ORIGINALS[(MPCTensor, name)]))
+    else:
+        MPCTensor._ltz = fss.ltz
+        MPCTensor.relu = fss.relu
+        MPCTensor.eq = fss.eq
+        MPCTensor.max = fss.tensor_max
+        MPCTensor.argmax = fss.tensor_argmax
+        MPCTensor.max_pool2d = fss.tensor_max_pool2d
+        ArithmeticSharedTensor.div_ = _fss_div_(_ORIGINALS[(ArithmeticSharedTensor, "div_")])
+    _comparisons = mode
+
+
+def _fss_div_(original: Any) -> Any:
+    # CrypTen's two-party division by a public integer divides each share locally
+    # (wrong by 2^64 / d with probability |x| / 2^63); with fss it is the dealer-aided
+    # truncation. Other divisions (by fractions: a product with the reciprocal) are
+    # CrypTen's own, whose truncation lands back here.
+    def div_(self: Any, y: Any) -> Any:
+        import torch
+
+        if isinstance(y, float) and int(y) == y:
+            y = int(y)
+        if isinstance(y, torch.Tensor) and (not y.is_floating_point() or bool(y.frac().eq(0).all())):
+            y = y.long()
+        if isinstance(y, (int, torch.Tensor)) and (isinstance(y, int) or not y.is_floating_point()):
+            from smpc.protocols import fss
+
+            self.share = fss.truncate(self.share, y)
+            return self
+        return original(self, y)
+
+    return div_
 
 
 def shutdown_communicator() -> None:

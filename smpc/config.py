@@ -145,6 +145,9 @@ class ProtocolConfig(_Section):
     functions: FunctionsConfig = FunctionsConfig()
     # open one bit per tensor an approximation reads: is it inside the covered range?
     range_checks: StrictBool = False
+    # circuits: CrypTen's binary adder circuits; fss: one-round comparisons and
+    # truncation from the dealer's function-secret-sharing keys (smpc.protocols.fss)
+    comparisons: Literal["circuits", "fss"] = "circuits"
 
 
 class DealerConfig(_Section):
@@ -286,6 +289,16 @@ class Config(_Section):
                     )
         if self.randomness == "dealer" and self.dealer is None:
             problems.append("dealer: required when randomness is 'dealer'")
+        if self.protocol.comparisons == "fss":
+            if self.randomness != "dealer":
+                problems.append("protocol.comparisons: fss needs randomness: dealer (the dealer makes the comparison keys)")
+            if len(self.parties) != 2:
+                problems.append(
+                    f"protocol.comparisons: fss needs exactly 2 parties (its keys are two-party function secret "
+                    f"sharing), got {len(self.parties)}; use circuits"
+                )
+            if self.serving is not None:
+                problems.append("protocol.comparisons: fss is not available with serving yet (one-off runs only)")
         if self.randomness == "local" and self.dealer is not None:
             problems.append("dealer: only allowed when randomness is 'dealer'")
         if self.dealer is not None and (self.dealer.host, self.dealer.port) in addresses:

@@ -174,7 +174,8 @@ def serve(config: Config) -> dict[str, Any]:
     expected = agreement.fields(config, program, checks)
     if config.effective_transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
-    compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump())
+    compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump(),
+                     config.protocol.comparisons)
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
         try:
@@ -202,8 +203,9 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
         seeds = [secrets.token_bytes(KEY_BYTES) for _ in config.parties]
         for rank, conn in conns.items():
             wire.send(conn, wire.Kind.SEED, torch.frombuffer(bytearray(seeds[rank]), dtype=torch.int64))
-        for rank in [r for r in conns if r != 0]:
-            conns.pop(rank).close()  # only party 0 hears from the dealer again
+        streams = material_receivers(config)
+        for rank in [r for r in conns if r not in streams]:
+            conns.pop(rank).close()  # only these parties hear from the dealer again
         party0 = conns[0]
         if config.serving is not None:
             return _serve_pool(config, party0, seeds)
@@ -211,29 +213,35 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
         generators = [randomness.seeded(s) for s in seeds]
         sent = 0
 
-        def emit(tag: bytes, tensor: torch.Tensor) -> None:
+        def emit(tag: bytes, items: dict[int, torch.Tensor]) -> None:
             nonlocal sent
-            sent += wire.send(party0, wire.Kind.MATERIAL, tensor, tag)
+            for rank, tensor in items.items():
+                sent += wire.send(conns[rank], wire.Kind.MATERIAL, tensor, tag)
+
+        def ready(body: dict[str, Any]) -> None:
+            for conn in conns.values():
+                wire.send_json(conn, wire.Kind.READY, body)
 
         started = time.perf_counter()
         tracer = TracingProvider(generators, emit)
         _shape_run(config, program, tracer, checks)  # batch 0: trace and generate in one pass
         per_batch = max(1, sent)
         prefetch = max(1, min(batches, config.dealer.prefetch_mib * 2**20 // per_batch))
-        wire.send_json(party0, wire.Kind.READY, {"batch": 0, "prefetch": prefetch})
+        ready({"batch": 0, "prefetch": prefetch})
         for batch in range(1, batches):
             if batch == prefetch:
                 offline_s = time.perf_counter() - started
                 print(f"offline phase: {len(tracer.requests)} requests per batch, {prefetch} of {batches} batches "
                       f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s", flush=True)
             for kind, args, kwargs in tracer.requests:
-                emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, generators, args, kwargs))
-            wire.send_json(party0, wire.Kind.READY, {"batch": batch})
+                emit(randomness.request_tag(kind, args, kwargs), randomness.material(kind, generators, args, kwargs))
+            ready({"batch": batch})
         if batches <= prefetch:
             offline_s = time.perf_counter() - started
             print(f"offline phase: {len(tracer.requests)} requests per batch, all {batches} batches "
                   f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s", flush=True)
-        wire.send_json(party0, wire.Kind.BYE, {})
+        for conn in conns.values():
+            wire.send_json(conn, wire.Kind.BYE, {})
         party0.settimeout(config.timeouts.run_s)
         wire.expect(party0, wire.Kind.BYE, limit=1 << 16)
         return {"offline_s": offline_s, "batches": batches, "requests_per_batch": len(tracer.requests), "bytes_sent": sent}
@@ -244,6 +252,12 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
     finally:
         for conn in conns.values():
             conn.close()
+
+
+def material_receivers(config: Config) -> tuple[int, ...]:
+    """The parties that read material from the dealer during a run: party 0 (its
+    corrections), and with comparisons: fss every party (its FSS keys)."""
+    return tuple(range(len(config.parties))) if config.protocol.comparisons == "fss" else (0,)
 
 
 _terminating = threading.Event()
@@ -260,9 +274,9 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> di
     requests: dict[int, list] = {}
     made: dict[int, int] = {}
 
-    def emit(tag: bytes, tensor: torch.Tensor) -> None:
+    def emit(tag: bytes, items: dict[int, torch.Tensor]) -> None:
         nonlocal sent
-        sent += wire.send(party0, wire.Kind.MATERIAL, tensor, tag)
+        sent += wire.send(party0, wire.Kind.MATERIAL, items[0], tag)
 
     def make(size: int) -> None:
         index = made.get(size, 0)
@@ -273,7 +287,7 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> di
             requests[size] = tracer.requests
         else:
             for kind, args, kwargs in requests[size]:
-                emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, generators, args, kwargs))
+                emit(randomness.request_tag(kind, args, kwargs), randomness.material(kind, generators, args, kwargs))
         wire.send_json(party0, wire.Kind.READY, {"size": size, "index": index})
         made[size] = index + 1
 
@@ -327,8 +341,8 @@ def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[bytes, s
     """At a party: check in with the dealer (retrying until timeouts.connect_s).
 
     Returns:
-        The seed this party shares with the dealer, and (at party 0 only) the open
-        connection on which the dealer's material will arrive.
+        The seed this party shares with the dealer, and (at the parties that read
+        material: `material_receivers`) the open connection on which it will arrive.
     """
     address = (config.dealer.host, config.dealer.port)
     deadline = time.monotonic() + config.timeouts.connect_s
@@ -360,7 +374,7 @@ def connect(config: Config, rank: int, fields: dict[str, str]) -> tuple[bytes, s
     except (wire.WireError, OSError) as exc:
         sock.close()
         raise PartyError(f"dealer refused {name}: {exc}") from None
-    if rank != 0:
+    if rank not in material_receivers(config):
         sock.close()
         return seed, None
     return seed, sock

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from smpc import session
 
@@ -35,6 +36,64 @@ class LayerMeter:
             {"layer": label, "bytes_sent": int(b), "rounds": int(r), "seconds": round(s, 4)}
             for label, (b, r, s) in self._layers.items()
         ]
+
+
+class ProtocolMeter:
+    """Bytes and rounds this party spent inside comparisons (CrypTen's circuits or the
+    FSS gates) and inside FSS truncations, apart from everything else. Nested uses (a
+    maximum made of ReLUs) count once, at the outermost."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[int]] = {"comparisons": [0, 0], "truncations": [0, 0]}
+        self.gates: dict[str, list[int]] = {}  # FSS gate kind -> [elements, key bytes from the dealer]
+        self._depth = 0
+
+    def keys(self, kind: str, elements: int, key_bytes: int) -> None:
+        """Book one FSS request: its elements and the key bytes the dealer sent for it."""
+        row = self.gates.setdefault(kind, [0, 0])
+        row[0] += elements
+        row[1] += key_bytes
+
+    @contextlib.contextmanager
+    def spent(self, label: str) -> Iterator[None]:
+        """Book the bytes and rounds of the block to `label` (nothing outside a session)."""
+        import crypten.communicator as comm
+
+        communicator = comm.get() if comm.is_initialized() else None
+        if self._depth or communicator is None or not hasattr(communicator, "get_communication_stats"):
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        before = communicator.get_communication_stats()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            after = communicator.get_communication_stats()
+            row = self.totals[label]
+            row[0] += int(after["bytes"] - before["bytes"])
+            row[1] += int(after["rounds"] - before["rounds"])
+
+    def record(self) -> dict[str, Any]:
+        """comparisons_bytes/_rounds, truncations_bytes/_rounds, and with FSS the dealer's
+        key bytes (key_bytes) and per comparison element (key_bytes_per_comparison)."""
+        out: dict[str, Any] = {
+            f"{label}_{what}": row[i] for label, row in self.totals.items() for i, what in enumerate(("bytes", "rounds"))
+        }
+        if self.gates:
+            compared = sum(row[0] for kind, row in self.gates.items() if kind != "trunc")
+            out["key_bytes"] = sum(row[1] for row in self.gates.values())
+            out["gates"] = {kind: row[0] for kind, row in self.gates.items()}
+            compared_bytes = sum(row[1] for kind, row in self.gates.items() if kind != "trunc")
+            out["key_bytes_per_comparison"] = round(compared_bytes / compared, 1) if compared else None
+        return out
+
+
+protocol_meter = ProtocolMeter()
 
 
 def peak_rss_mib() -> float:

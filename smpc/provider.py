@@ -19,6 +19,8 @@ from crypten.mpc.provider.provider import TupleProvider
 
 from smpc import randomness, wire
 from smpc.errors import PartyError
+from smpc.meter import protocol_meter
+from smpc.protocols import fss
 from smpc.protocols.csprng import AesCtrGenerator
 
 PROVIDER_NAME = "SMPC_DEALER"
@@ -28,6 +30,10 @@ class _DealerTuples(TupleProvider):
     """The five CrypTen provider calls, in terms of `_shares(kind, args, kwargs)`."""
 
     def _shares(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def fss_key(self, kind: str, args: tuple) -> Any:
+        """This party's key for one FSS gate (smpc.protocols.fss); None in the dealer's trace."""
         raise NotImplementedError
 
     def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):
@@ -280,6 +286,20 @@ class PartyProvider(_DealerTuples):
             shares.append(self.stream.take(randomness.request_tag(kind, args, kwargs)))
         return shares
 
+    def fss_key(self, kind, args):
+        if self.generator is None:
+            raise PartyError("the dealer provider is not connected")
+        item = None
+        if self.party_rank in randomness.receivers(kind):
+            if self.stream is None:
+                raise PartyError("protocol.comparisons: fss, but this party has no stream of keys from the dealer")
+            item = self.stream.take(randomness.request_tag(kind, args, {}))
+        protocol_meter.keys(kind, fss.count(args), 0 if item is None else item.numel() * item.element_size())
+        try:
+            return fss.party_key(kind, self.generator, self.party_rank, args, item)
+        except ValueError as exc:
+            raise PartyError(f"dealer key stream: a {kind} key: {exc}") from None
+
 
 class TracingProvider(_DealerTuples):
     """Inside the dealer: records requests of a shape-only run and emits their corrections.
@@ -287,7 +307,7 @@ class TracingProvider(_DealerTuples):
 
     NAME = PROVIDER_NAME
 
-    def __init__(self, generators: list[AesCtrGenerator], emit: Callable[[bytes, torch.Tensor], None]) -> None:
+    def __init__(self, generators: list[AesCtrGenerator], emit: Callable[[bytes, dict[int, torch.Tensor]], None]) -> None:
         super().__init__()
         self.generators = generators
         self.emit = emit
@@ -295,5 +315,10 @@ class TracingProvider(_DealerTuples):
 
     def _shares(self, kind, args, kwargs):
         self.requests.append((kind, args, kwargs))
-        self.emit(randomness.request_tag(kind, args, kwargs), randomness.correction(kind, self.generators, args, kwargs))
+        self.emit(randomness.request_tag(kind, args, kwargs), randomness.material(kind, self.generators, args, kwargs))
         return [torch.zeros(size, dtype=torch.long) for size, _ in randomness.spec(kind, args, kwargs)]
+
+    def fss_key(self, kind, args):
+        self.requests.append((kind, args, {}))
+        self.emit(randomness.request_tag(kind, args, {}), randomness.material(kind, self.generators, args, {}))
+        return None

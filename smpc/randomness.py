@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from crypten.common.util import count_wraps
 
+from smpc.protocols import fss
 from smpc.protocols.csprng import AesCtrGenerator, derive
 
 # The products a Beaver triple can be for (CrypTen's beaver protocol asserts the same set).
@@ -82,6 +83,19 @@ def draw(kind: str, generator: AesCtrGenerator, rank: int, args: tuple, kwargs: 
     if rank == 0:
         wanted = wanted[:-1]
     return [generator.ring(size) if bits == 64 else generator.bits(size, bits) for size, bits in wanted]
+
+
+def receivers(kind: str) -> tuple[int, ...]:
+    """The ranks the dealer sends something for a request of `kind`: party 0's
+    correction, or (FSS keys) both parties' correction words."""
+    return (0, 1) if kind in fss.DCF_KINDS else (0,)
+
+
+def material(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any]) -> dict[int, torch.Tensor]:
+    """At the dealer: what each receiving party gets for one request, by rank."""
+    if kind in fss.KINDS:
+        return fss.dealer_material(kind, generators, args)
+    return {0: correction(kind, generators, args, kwargs)}
 
 
 def correction(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:

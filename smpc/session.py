@@ -60,6 +60,7 @@ def joined(
     precision_bits: int = 16,
     provider: str = "TFP",
     functions: dict[str, Any] | None = None,
+    comparisons: str = "circuits",
     tls: tuple[Path, Path, Path] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
@@ -75,6 +76,7 @@ def joined(
         precision_bits: fixed-point precision (all parties must agree).
         provider: CrypTen tuple provider name ("TFP" = local, or the dealer's).
         functions: CrypTen approximation settings.
+        comparisons: "circuits" (CrypTen's) or "fss" (the dealer's keys).
         tls: (CA, own certificate, own key) to talk over mutually authenticated TLS
             instead of gloo.
         log: where TLS connection events go (accepted and refused peers).
@@ -84,7 +86,7 @@ def joined(
         store = roll_call(rank, names, host, port, connect_timeout_s)
         compat.init_communicator(
             rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, precision_bits,
-            store=store, provider=provider, functions=functions,
+            store=store, provider=provider, functions=functions, comparisons=comparisons,
         )
         try:
             yield
@@ -101,7 +103,7 @@ def joined(
         connect_timeout_s, op_timeout_s, log=log or (lambda line: print(line, flush=True)),
     )
     communicator = transport.TlsCommunicator(rank, names, peers)
-    compat.configure(precision_bits, provider, functions)
+    compat.configure(precision_bits, provider, functions, comparisons)
     try:
         compat.install_communicator(communicator)
         yield

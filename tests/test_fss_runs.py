@@ -1,0 +1,51 @@
+"""`protocol.comparisons: fss` in whole runs: the dealer process makes the keys, both
+parties read them, and the bytes and rounds fall against CrypTen's circuits."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import write_config
+from launch import load_config, run
+from smpc.errors import ConfigError
+
+
+def test_fss_sends_a_tenth_of_the_bytes_in_under_half_the_rounds(tmp_path):
+    # the demo's model and batch size (digits CNN, 60 rows a batch), on two batches
+    runs = {}
+    for mode in ("circuits", "fss"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        config = write_config(folder, samples=120, batch_size=60, dealer=True, protocol={"comparisons": mode})
+        runs[mode] = run(load_config(config), echo=False)
+    fss, circuits = runs["fss"], runs["circuits"]
+    alice, before = fss.parties["alice"], circuits.parties["alice"]
+    assert fss.comparisons == "fss" and circuits.comparisons == "circuits"
+    assert alice["bytes_sent"] <= 0.2 * before["bytes_sent"], (alice["bytes_sent"], before["bytes_sent"])
+    assert alice["rounds"] <= 0.5 * before["rounds"], (alice["rounds"], before["rounds"])
+    assert fss.agreement >= 0.999 and fss.accuracy_mpc >= 0.97
+    # the split: with circuits, comparisons are most of the bytes; with fss, a sliver
+    assert before["comparisons_bytes"] > 0.8 * before["bytes_sent"]
+    assert 0 < alice["comparisons_bytes"] < 0.5 * alice["bytes_sent"]
+    assert alice["truncations_rounds"] > 0 and before["truncations_rounds"] == 0
+    # each party received its keys; ReLUs of the digits CNN: 3136 per row
+    for name in ("alice", "bob"):
+        party = fss.parties[name]
+        assert party["gates"]["relu"] == 120 * 3136
+        assert 1500 < party["key_bytes_per_comparison"] < 2200
+        assert party["key_bytes"] > party["gates"]["relu"] * 1500
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"randomness": "local"}, "protocol.comparisons: fss needs randomness: dealer"),
+        ({"helpers": 1}, "protocol.comparisons: fss needs exactly 2 parties (its keys are two-party function secret sharing), got 3"),
+    ],
+)
+def test_fss_settings_it_cannot_run_are_refused_by_name(tmp_path, changes, message):
+    helpers = changes.pop("helpers", 0)
+    dealer = changes.pop("randomness", "dealer") == "dealer"
+    config = write_config(tmp_path, samples=8, batch_size=8, helpers=helpers, dealer=dealer, protocol={"comparisons": "fss"})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(config)
