@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not relay the processes' output")
     args = parser.parse_args(argv)
     if args.name == "dealer":
-        from smpc.dealer import main as dealer_main
+        from smpc.dealer.server import main as dealer_main
 
         return dealer_main([args.config])
     if args.name is not None:

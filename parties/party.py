@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 import torch
 
-from smpc import agreement, artifacts, compat, dealer, keys, model_dir, runfiles, sealed, session, share_cache, wire
+from smpc import agreement, artifacts, compat, keys, model_dir, runfiles, sealed, session, share_cache, wire
+from smpc.dealer import server as dealer
 from smpc.audit import AuditLog
 from smpc.config import Config
 from smpc.convert import Program
@@ -28,7 +29,7 @@ from smpc.errors import AgreementError
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.protocols import top_k
-from smpc.provider import PROVIDER_NAME, MaterialPool, PartyProvider
+from smpc.dealer.provider import PROVIDER_NAME, MaterialPool, PartyProvider
 
 
 class Party:

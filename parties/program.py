@@ -24,7 +24,7 @@ from smpc.execute import run_program
 from smpc.meter import peak_rss_mib, protocol_meter
 from smpc.model import pack
 from smpc.protocols import csprng, top_k
-from smpc.provider import MaterialStream
+from smpc.dealer.provider import MaterialStream
 
 
 def _batch_rows(counts: list[int], start: int, rows: int) -> list[tuple[int, int, int]]:

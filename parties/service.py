@@ -29,7 +29,7 @@ from smpc import compat, runfiles, session, transport
 from smpc.config import Config, load_config
 from smpc.errors import AgreementError, PartyError
 from smpc.execute import run_program
-from smpc.provider import MaterialPool
+from smpc.dealer.provider import MaterialPool
 from smpc.serve import api, batching
 from smpc.serve.batching import DIFFERENT, HELD, MISSING, Item, Proposal
 from smpc.serve.metrics import ServiceMetrics

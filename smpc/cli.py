@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return query_main(rest)
     if command == "dealer":
-        from smpc.dealer import main as dealer_main
+        from smpc.dealer.server import main as dealer_main
 
         return dealer_main(rest)
     print(f"smpc: unknown command {command!r}\n{USAGE}", file=sys.stderr, end="")

@@ -12,16 +12,17 @@ import yaml
 
 from harness import processes_mentioning, write_config
 from launch import load_config, run
-from smpc import artifacts, randomness
+from smpc import artifacts
+from smpc.dealer import material
 from smpc.runfiles import output_path
 
 SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
 
 
 def _shares(kind, args, kwargs, parties):
-    gens = [randomness.seeded(1000 + r) for r in range(parties)]
-    correction = randomness.correction(kind, [randomness.seeded(1000 + r) for r in range(parties)], args, kwargs)
-    shares = [randomness.draw(kind, g, r, args, kwargs) for r, g in enumerate(gens)]
+    gens = [material.seeded(1000 + r) for r in range(parties)]
+    correction = material.correction(kind, [material.seeded(1000 + r) for r in range(parties)], args, kwargs)
+    shares = [material.draw(kind, g, r, args, kwargs) for r, g in enumerate(gens)]
     shares[0].append(correction)
     return [list(col) for col in zip(*shares)]  # per element of the tuple: every party's share
 
@@ -46,7 +47,7 @@ def test_additive_triples_multiply(parties):
         ("conv1d", (2, 1, 7), (2, 1, 3), {"dilation": 2}),
     ]:
         a, b, c = _shares("additive", (torch.Size(s0), torch.Size(s1), op), kw, parties)
-        assert torch.equal(_add(c), randomness.PRODUCTS[op](_add(a), _add(b), **kw)), op
+        assert torch.equal(_add(c), material.PRODUCTS[op](_add(a), _add(b), **kw)), op
 
 
 @pytest.mark.parametrize("parties", [2, 3])
@@ -66,12 +67,12 @@ def test_square_binary_wraps_and_b2a_tuples(parties):
 
 def test_each_party_draws_only_from_its_own_seed():
     args = (torch.Size((3,)), torch.Size((3,)), "mul")
-    one = randomness.draw("additive", randomness.seeded(5), 1, args, {})
-    again = randomness.draw("additive", randomness.seeded(5), 1, args, {})
-    other = randomness.draw("additive", randomness.seeded(6), 1, args, {})
+    one = material.draw("additive", material.seeded(5), 1, args, {})
+    again = material.draw("additive", material.seeded(5), 1, args, {})
+    other = material.draw("additive", material.seeded(6), 1, args, {})
     assert all(torch.equal(x, y) for x, y in zip(one, again))
     assert not torch.equal(one[0], other[0])
-    assert len(randomness.draw("additive", randomness.seeded(5), 0, args, {})) == 2  # party 0 waits for c
+    assert len(material.draw("additive", material.seeded(5), 0, args, {})) == 2  # party 0 waits for c
 
 
 def _outputs(config_path, name):

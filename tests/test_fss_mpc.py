@@ -21,23 +21,24 @@ _SEEDS = (b"\x01" * 32, b"\x02" * 32)
 def _use_local_dealer(rank: int) -> None:
     import crypten
 
-    from smpc import compat, randomness
-    from smpc.provider import _DealerTuples
+    from smpc import compat
+    from smpc.dealer import material
+    from smpc.dealer.provider import _DealerTuples
 
     class _LocalDealer(_DealerTuples):
         """The dealer's material made in the party: every request, both ranks' items."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.dealer = [randomness.seeded(s) for s in _SEEDS]
-            self.own = randomness.seeded(_SEEDS[rank])
+            self.dealer = [material.seeded(s) for s in _SEEDS]
+            self.own = material.seeded(_SEEDS[rank])
 
         def _item(self, kind, args, kwargs):
-            return randomness.material(kind, self.dealer, args, kwargs).get(rank)
+            return material.material(kind, self.dealer, args, kwargs).get(rank)
 
         def _shares(self, kind, args, kwargs):
             item = self._item(kind, args, kwargs)
-            shares = randomness.draw(kind, self.own, rank, args, kwargs)
+            shares = material.draw(kind, self.own, rank, args, kwargs)
             return shares + ([item] if rank == 0 else [])
 
         def fss_key(self, kind, args):

@@ -17,7 +17,8 @@ import torch
 from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
 from crypten.mpc.provider.provider import TupleProvider
 
-from smpc import randomness, wire
+from smpc import wire
+from smpc.dealer import material
 from smpc.errors import PartyError
 from smpc.meter import protocol_meter
 from smpc.protocols import fss
@@ -271,29 +272,29 @@ class PartyProvider(_DealerTuples):
         self.stream: MaterialStream | None = None
 
     def bind(self, rank: int, seed: bytes, stream: "MaterialStream | MaterialPool | None") -> None:
-        self.party_rank, self.generator, self.stream = rank, randomness.seeded(seed), stream
+        self.party_rank, self.generator, self.stream = rank, material.seeded(seed), stream
         self.seed = seed
 
     def start_batch(self, size: int, index: int) -> None:
         """A service's batch: draw from the stream of the `index`-th batch of `size` rows."""
-        self.generator = randomness.seeded(randomness.batch_seed(self.seed, size, index))
+        self.generator = material.seeded(material.batch_seed(self.seed, size, index))
 
     def _shares(self, kind, args, kwargs):
         if self.generator is None:
             raise PartyError("the dealer provider is not connected")
-        shares = randomness.draw(kind, self.generator, self.party_rank, args, kwargs)
+        shares = material.draw(kind, self.generator, self.party_rank, args, kwargs)
         if self.party_rank == 0:
-            shares.append(self.stream.take(randomness.request_tag(kind, args, kwargs)))
+            shares.append(self.stream.take(material.request_tag(kind, args, kwargs)))
         return shares
 
     def fss_key(self, kind, args):
         if self.generator is None:
             raise PartyError("the dealer provider is not connected")
         item = None
-        if self.party_rank in randomness.receivers(kind):
+        if self.party_rank in material.receivers(kind):
             if self.stream is None:
                 raise PartyError("protocol.comparisons: fss, but this party has no stream of keys from the dealer")
-            item = self.stream.take(randomness.request_tag(kind, args, {}))
+            item = self.stream.take(material.request_tag(kind, args, {}))
         protocol_meter.keys(kind, fss.count(args), 0 if item is None else item.numel() * item.element_size())
         try:
             return fss.party_key(kind, self.generator, self.party_rank, args, item)
@@ -315,10 +316,10 @@ class TracingProvider(_DealerTuples):
 
     def _shares(self, kind, args, kwargs):
         self.requests.append((kind, args, kwargs))
-        self.emit(randomness.request_tag(kind, args, kwargs), randomness.material(kind, self.generators, args, kwargs))
-        return [torch.zeros(size, dtype=torch.long) for size, _ in randomness.spec(kind, args, kwargs)]
+        self.emit(material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs))
+        return [torch.zeros(size, dtype=torch.long) for size, _ in material.spec(kind, args, kwargs)]
 
     def fss_key(self, kind, args):
         self.requests.append((kind, args, {}))
-        self.emit(randomness.request_tag(kind, args, {}), randomness.material(kind, self.generators, args, {}))
+        self.emit(material.request_tag(kind, args, {}), material.material(kind, self.generators, args, {}))
         return None

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, compat, keys, randomness, runfiles, wire
+from smpc import agreement, compat, keys, runfiles, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program
@@ -33,7 +33,8 @@ from smpc.execute import run_program
 from smpc.model import calibrate, pack
 from smpc.protocols import top_k
 from smpc.protocols.csprng import KEY_BYTES, AesCtrGenerator
-from smpc.provider import PROVIDER_NAME, TracingProvider
+from smpc.dealer import material
+from smpc.dealer.provider import PROVIDER_NAME, TracingProvider
 
 
 class ShapeCommunicator:
@@ -210,7 +211,7 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
         if config.serving is not None:
             return _serve_pool(config, party0, seeds)
         batches = int(wire.expect(party0, wire.Kind.NEXT, limit=1 << 16).json()["batches"])
-        generators = [randomness.seeded(s) for s in seeds]
+        generators = [material.seeded(s) for s in seeds]
         sent = 0
 
         def emit(tag: bytes, items: dict[int, torch.Tensor]) -> None:
@@ -234,7 +235,7 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
                 print(f"offline phase: {len(tracer.requests)} requests per batch, {prefetch} of {batches} batches "
                       f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s", flush=True)
             for kind, args, kwargs in tracer.requests:
-                emit(randomness.request_tag(kind, args, kwargs), randomness.material(kind, generators, args, kwargs))
+                emit(material.request_tag(kind, args, kwargs), material.material(kind, generators, args, kwargs))
             ready({"batch": batch})
         if batches <= prefetch:
             offline_s = time.perf_counter() - started
@@ -265,7 +266,7 @@ _terminating = threading.Event()
 
 def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> dict[str, Any]:
     # A service: `pool` batches of every size ahead, then one more of a size each time
-    # party 0 uses one. Each batch has its own streams (randomness.batch_seed), so the
+    # party 0 uses one. Each batch has its own streams (material.batch_seed), so the
     # parties can use the sizes in any order. Party 0 pings while idle; silence for
     # three op timeouts means it is gone.
     serving = config.serving
@@ -280,14 +281,14 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> di
 
     def make(size: int) -> None:
         index = made.get(size, 0)
-        generators = [randomness.seeded(randomness.batch_seed(s, size, index)) for s in seeds]
+        generators = [material.seeded(material.batch_seed(s, size, index)) for s in seeds]
         if size not in requests:  # the first batch of a size: trace and generate in one pass
             tracer = TracingProvider(generators, emit)
             _shape_run(config, pack.build_program(config, batch=size), tracer)
             requests[size] = tracer.requests
         else:
             for kind, args, kwargs in requests[size]:
-                emit(randomness.request_tag(kind, args, kwargs), randomness.material(kind, generators, args, kwargs))
+                emit(material.request_tag(kind, args, kwargs), material.material(kind, generators, args, kwargs))
         wire.send_json(party0, wire.Kind.READY, {"size": size, "index": index})
         made[size] = index + 1
 
