@@ -53,6 +53,8 @@ class Report:
     randomness: str
     parties: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparisons: str = "circuits"  # protocol.comparisons
+    # the dealer's summary: offline_s, batches, bytes_sent, bytes_per_batch, generation_s_per_batch
+    dealer: dict[str, Any] | None = None
     config: str = ""
     # per output: the worst cosine to plaintext over its rows (unmasked tokens) and max |error|
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -79,6 +81,12 @@ class Report:
         ]
         for name, o in self.outputs.items():
             lines.append(f"output {name:<12} worst cosine to plaintext {o['min_cosine']:.6f}, max |error| {o['max_abs_error']:.6f}")
+        if self.dealer is not None and "generation_s_per_batch" in self.dealer:
+            lines.append(
+                f"dealer             sent {self.dealer['bytes_sent'] / 2**20:.2f} MiB"
+                f" ({self.dealer['bytes_per_batch'] / 2**20:.2f} MiB a batch, generated in"
+                f" {self.dealer['generation_s_per_batch']:.2f} s)"
+            )
         for name, p in self.parties.items():
             lines.append(
                 f"party {name:<12} sent {p['bytes_sent'] / 2**20:.2f} MiB in {p['rounds']} rounds"
@@ -149,6 +157,8 @@ def run(
 
     records = {name: json.loads(result_path(config, name).read_text()) for name in config.names}
     report, failures, batches = _evaluate(config, program, records, wall_s)
+    if config.dealer is not None:
+        report.dealer = json.loads(result_path(config, "dealer").read_text())
     if failures:
         report.fidelity = f"fidelity check failed: {'; '.join(failures)}; {ranges.likely_cause(program, batches[:4])}"
     if report_path is not None:

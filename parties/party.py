@@ -14,22 +14,21 @@ Both a one-off joint inference (`smpc launch`, `smpc party`) and a standing serv
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from typing import Any, Iterator
 
 import torch
 
-from smpc import agreement, artifacts, compat, keys, model_dir, runfiles, sealed, session, share_cache, wire
-from smpc.dealer import server as dealer
+from smpc import agreement, artifacts, compat, keys, model_dir, runfiles, sealed, session, share_cache
 from smpc.audit import AuditLog
 from smpc.config import Config
 from smpc.convert import Program
+from smpc.dealer.client import DealerClient
 from smpc.errors import AgreementError
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.protocols import top_k
-from smpc.dealer.provider import PROVIDER_NAME, MaterialPool, PartyProvider
+from smpc.dealer.provider import PROVIDER_NAME, PartyProvider
 
 
 class Party:
@@ -50,9 +49,7 @@ class Party:
         self.programs: dict[int, Program] = {}
         self.params: dict[str, Any] = {}
         self.provider: PartyProvider | None = None
-        self.dealer_sock: socket.socket | None = None
-        self.dealer_seed = b""  # the key this party shares with the dealer
-        self.pool: MaterialPool | None = None  # a service's dealer material (party 0)
+        self.dealer: DealerClient | None = None  # with randomness: dealer, once checked in
         self.meter: LayerMeter | None = None
         self.audit = AuditLog(runfiles.audit_path(config, name), name)
         self.weights_sha256: str | None = None
@@ -133,10 +130,10 @@ class Party:
                 agreement.check_parties(self.config, self.fields)
             except AgreementError as exc:
                 if self.config.randomness == "dealer":
-                    dealer.report_abort(self.config, self.rank, self.fields, str(exc))
+                    DealerClient.report_abort(self.config, self.rank, self.fields, str(exc))
                 raise
             if self.config.randomness == "dealer":  # after the parties agree, before any tuple is used
-                self.dealer_seed, self.dealer_sock = dealer.connect(self.config, self.rank, self.fields)
+                self.dealer = DealerClient.check_in(self.config, self.rank, self.fields)
                 self.provider = PartyProvider()
                 compat.register_provider(PROVIDER_NAME, self.provider)
 
@@ -158,26 +155,8 @@ class Party:
     def close(self, bye: bool = True, reason: str | None = None) -> None:
         """Tell the dealer this party is done (a dealer gone by now no longer matters);
         without `bye`, hang up, first telling it `reason` (why this party stops)."""
-        if self.dealer_sock is not None:
-            if not bye:
-                if self.pool is not None:
-                    self.pool.stop()
-                elif reason is not None:
-                    try:
-                        self.dealer_sock.settimeout(1.0)
-                        wire.send_json(self.dealer_sock, wire.Kind.ERROR, {"message": wire.one_line(reason)})
-                    except OSError:
-                        pass
-            elif self.pool is not None:
-                self.pool.bye()
-            else:
-                try:
-                    wire.send_json(self.dealer_sock, wire.Kind.BYE, {})
-                except OSError:
-                    pass
-            self.dealer_sock.close()
-            self.dealer_sock = None
-            self.pool = None
+        if self.dealer is not None:
+            self.dealer.close(bye, reason)
 
     def stats(self) -> dict[str, Any]:
         """Rounds and bytes this party has sent (and to whom, over TLS)."""

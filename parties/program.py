@@ -17,14 +17,13 @@ from typing import Any
 import torch
 
 from parties.party import Party, elapsed, phase
-from smpc import ops, runfiles, session, wire
+from smpc import ops, runfiles, session
 from smpc.config import Config, load_config
 from smpc.errors import ConfigError
 from smpc.execute import run_program
 from smpc.meter import peak_rss_mib, protocol_meter
 from smpc.model import pack
 from smpc.protocols import csprng, top_k
-from smpc.dealer.provider import MaterialStream
 
 
 def _batch_rows(counts: list[int], start: int, rows: int) -> list[tuple[int, int, int]]:
@@ -65,10 +64,9 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     with party.join():
         party.agree()
         stream = None
-        if party.provider is not None:
-            if party.dealer_sock is not None:  # party 0, and every party with comparisons: fss
-                stream = MaterialStream(party.dealer_sock, config.timeouts.op_s, config.timeouts.run_s)
-            party.provider.bind(rank, party.dealer_seed, stream)
+        if party.dealer is not None:
+            stream = party.dealer.open_stream()  # party 0, and every party with comparisons: fss
+            party.provider.bind(rank, party.dealer.seed, stream)
         joined_s = elapsed(started)
         counts = [session.broadcast_int(None if dataset is None else dataset.rows, r) for r in data_ranks]
         samples = sum(counts)
@@ -77,9 +75,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
 
         offline_start = time.perf_counter()
         if stream is not None:  # party 0 asks for the material; they wait for batch 0's
-            if rank == 0:
-                wire.send_json(party.dealer_sock, wire.Kind.NEXT, {"batches": len(batches)})
-            stream.start()
+            party.dealer.start_run(len(batches))
             stream.wait_offline(len(batches))
         session.barrier()
         offline_s = elapsed(offline_start)

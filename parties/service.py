@@ -29,7 +29,6 @@ from smpc import compat, runfiles, session, transport
 from smpc.config import Config, load_config
 from smpc.errors import AgreementError, PartyError
 from smpc.execute import run_program
-from smpc.dealer.provider import MaterialPool
 from smpc.serve import api, batching
 from smpc.serve.batching import DIFFERENT, HELD, MISSING, Item, Proposal
 from smpc.serve.metrics import ServiceMetrics
@@ -107,11 +106,8 @@ class Service:
         started = time.perf_counter()
         with party.join():
             party.agree()
-            if party.provider is not None:
-                if party.rank == 0:
-                    party.pool = MaterialPool(party.dealer_sock, config.timeouts.op_s)
-                    party.pool.start()
-                party.provider.bind(party.rank, party.dealer_seed, party.pool)
+            if party.dealer is not None:
+                party.provider.bind(party.rank, party.dealer.seed, party.dealer.open_pool())
             party.share_model()
             self.counters = {}
             session.barrier()
@@ -167,10 +163,11 @@ class Service:
             # held everywhere; a client that gave up here since (504) leaves a None
             items = [proposal.items[i] for i in decision.run]
             self._batch(items, [book.take(item.key) for item in items])
-        if party.pool is not None:
-            if party.pool.failed:
-                raise PartyError(party.pool.failed)
-            for size, count in party.pool.level().items():
+        pool = party.dealer.pool if party.dealer is not None else None
+        if pool is not None:
+            if pool.failed:
+                raise PartyError(pool.failed)
+            for size, count in pool.level().items():
                 self.metrics.pool.labels(size=str(size)).set(count)
         return True
 
@@ -189,8 +186,8 @@ class Service:
         self.counters[size] = index + 1
         if party.provider is not None:
             party.provider.start_batch(size, index)
-        if party.pool is not None:
-            party.pool.next_batch(size, index)
+        if party.dealer is not None and party.dealer.pool is not None:
+            party.dealer.pool.next_batch(size, index)
         program = party.programs[size]
         spec = program.inputs[0]
         row_shape = spec.share_shape[1:]

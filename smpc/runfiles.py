@@ -12,7 +12,7 @@ from smpc.config import Config
 
 
 def result_path(config: Config, name: str) -> Path:
-    """Party `name`'s result summary (JSON)."""
+    """Process `name`'s result summary (JSON): a party's record, or the dealer's summary."""
     return config.run_dir / f"{name}.result.json"
 
 

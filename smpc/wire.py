@@ -31,15 +31,21 @@ _NO_TAG = bytes(16)
 
 
 class Kind(enum.IntEnum):
-    HELLO = 1  # party -> dealer: JSON {party, rank, agreement}
-    SEED = 2  # dealer -> party: int64 [4], the 256-bit key this party shares with the dealer
-    NEXT = 3  # party 0 -> dealer: JSON {batches} (one-off run), or {size} (service: refill one batch of that size)
-    MATERIAL = 4  # dealer -> party 0: one correction tensor, tagged with its request digest
-    READY = 5  # dealer -> party 0: JSON {batch[, prefetch]} (one-off run) or {size, index} (service): a batch's material is complete
-    ERROR = 6  # either way: JSON {message}
-    BYE = 7  # either way: JSON {}
-    DATA = 8  # party <-> party (TLS transport): one tensor of a CrypTen collective
-    PING = 9  # party 0 -> dealer (service): JSON {}: still here while no batch is run
+    # party <-> party (TLS transport, smpc.transport)
+    HELLO = 1  # JSON {party, rank}: who opens this connection
+    DATA = 8  # one tensor of a CrypTen collective
+    # party <-> dealer: one schema each, in smpc.dealer.messages
+    SEED = 2
+    START = 3
+    MATERIAL = 4
+    READY = 5
+    ERROR = 6  # either way, on any connection: JSON {message}
+    BYE = 7
+    PING = 9
+    CHECK_IN = 10
+    ABORT = 11
+    REFILL = 12
+    POOLED = 13
 
 
 _DTYPES = {1: torch.int64, 2: torch.float32, 3: torch.uint8}

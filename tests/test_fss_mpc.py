@@ -23,9 +23,9 @@ def _use_local_dealer(rank: int) -> None:
 
     from smpc import compat
     from smpc.dealer import material
-    from smpc.dealer.provider import _DealerTuples
+    from smpc.dealer.provider import DealerTuples
 
-    class _LocalDealer(_DealerTuples):
+    class _LocalDealer(DealerTuples):
         """The dealer's material made in the party: every request, both ranks' items."""
 
         def __init__(self) -> None:

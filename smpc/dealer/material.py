@@ -1,12 +1,15 @@
-"""Correlated randomness from a trusted dealer: what each party draws, what the dealer corrects.
+"""Correlated randomness from a trusted dealer: what each party draws, what the dealer sends.
 
 The dealer shares one 256-bit key with each party (an AES-256-CTR stream, see
 smpc.protocols.csprng). For every request (a Beaver triple,
 a square pair, a binary triple, wrap counts, B2A bits), party i draws its shares from
 its own seed; the dealer, holding all seeds, draws the same values, reconstructs the
 secret (e.g. a and b), computes the derived value (c = a op b), and sends party 0
-alone the correction that makes the shares add up. Parties 1..n-1 never talk to the
-dealer online; party 0 only reads corrections prepared in advance.
+alone the correction that makes the shares add up. An FSS gate's keys
+(smpc.protocols.fss) are made the same way: each party draws its mask and DCF root
+seeds, and the dealer sends both parties the correction words (party 0 also its
+corrections). Nothing else reaches a party from the dealer, and every item is tagged
+for its party, batch and position (`Binding`).
 
 Both sides call `draw` with the same arguments, so their PRG streams stay in step.
 """
@@ -15,8 +18,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from typing import Any
 
+import blake3
+import numpy as np
 import torch
 from crypten.common.util import count_wraps
 
@@ -139,3 +145,39 @@ def batch_seed(seed: bytes, size: int, index: int) -> bytes:
     key: the dealer prepares batches of several sizes ahead, in any order, and each
     party's stream for a batch depends only on which batch it is."""
     return derive(seed, "batch", size, index)
+
+
+class Binding:
+    """Tags that bind each MATERIAL item to one party's dealer key, its batch, its position
+    in the batch and its bytes, so that an item replayed from another batch or run, or
+    changed on the way, is refused by name. Keyed BLAKE3 (a MAC) under keys derived from
+    the party's dealer key, which only the dealer and that party know: the first 8 bytes
+    of a tag say where the item belongs, the last 8 what it holds (over where and the body)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._where_key = derive(seed, "material tag: where")
+        self._what_key = derive(seed, "material tag: what")
+
+    def where(self, request: bytes, batch: str, position: int) -> bytes:
+        """The first half of a tag: the request's digest, the batch's label, the position."""
+        return blake3.blake3(request + f"|{batch}|{position}".encode(), key=self._where_key).digest(8)
+
+    def what(self, where: bytes, body: torch.Tensor) -> bytes:
+        """The second half of a tag: a MAC of the first half and the item's bytes."""
+        h = blake3.blake3(where, key=self._what_key)
+        h.update(body.detach().contiguous().numpy().view(np.uint8))
+        return h.digest(8)
+
+    def tag(self, request: bytes, batch: str, position: int, body: torch.Tensor) -> bytes:
+        """The dealer's tag of one item."""
+        where = self.where(request, batch, position)
+        return where + self.what(where, body)
+
+    def check(self, tag: bytes, request: bytes, batch: str, position: int, what: bytes) -> str | None:
+        """None when `tag` is this item's (`what`: the reader's MAC of the received tag's
+        first half and body), else what differed."""
+        if not hmac.compare_digest(tag[:8], self.where(request, batch, position)):
+            return "made for another request, batch or run (a replayed key, or the dealer traced a different computation)"
+        if not hmac.compare_digest(tag[8:], what):
+            return "its bytes differ from what the dealer made (corrupted or truncated on the way)"
+        return None

@@ -12,9 +12,10 @@ The PRG is fixed-key AES-128 in the tweakable Matyas-Meyer-Oseas mode,
 G_i(s) = AES_K(s ^ T_i) ^ s ^ T_i (Guo, Katz, Wang and Yu, "Efficient and Secure
 Multiparty Computation from Fixed-Key Block Ciphers", IEEE S&P 2020), from the
 `cryptography` package (OpenSSL: the CPU's AES instructions). Everything is
-vectorized over the elements: each tree level is one AES call over a whole tensor of
-seeds (the breadth-first walk NssMPClib uses), never a Python loop per element; the
-elements are processed in chunks that stay in the CPU's cache.
+vectorized over the elements: each tree level is one AES call over a whole chunk of
+seeds (the breadth-first walk NssMPClib uses), then one compiled pass over the chunk
+(smpc.protocols.dcf_kernels: the xors, selections and correction words of the level),
+never Python per element; chunks stay in the CPU's cache.
 
 Seeds are [N, 2] int64 (128 bits; the lowest bit of word 0 is the control bit, so a
 seed carries 127 random bits).
@@ -23,6 +24,7 @@ seed carries 127 random bits).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,36 +34,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 # not on this key being secret): SHA-256("smpc dcf prg")[:16].
 _FIXED_KEY = bytes.fromhex("ba84f9a54f8e827ea379828bad40bf7d")
 _ENCRYPTOR = Cipher(algorithms.AES(_FIXED_KEY), modes.ECB()).encryptor()
-# tweaks T_i (xored into word 1): the seed and control bit of the left and right
-# children, their values, and the final conversion of a leaf seed to the output group
-_T = {("s", 0): 1, ("s", 1): 2, ("v", 0): 3, ("v", 1): 4, "final": 5}
-CHUNK = 1 << 14  # elements per pass: a level's working set stays in cache
-_LOW_BIT_CLEAR = ~1
-
-
-def _aes_mmo(blocks: torch.Tensor) -> torch.Tensor:
-    """AES_K(x) ^ x for every 128-bit row of an [..., 2] int64 tensor."""
-    flat = blocks.contiguous().view(-1, 2)
-    out = torch.empty(flat.shape[0] * 2 + 2, dtype=torch.int64)  # 16 spare bytes for update_into
-    _ENCRYPTOR.update_into(flat.numpy().view(np.uint8).reshape(-1), out.numpy().view(np.uint8))
-    return (out[: flat.shape[0] * 2].view(-1, 2) ^ flat).view(blocks.shape)
-
-
-def _tweaks(*values: int) -> torch.Tensor:
-    # [len(values), 2] blocks with T_i in word 1: xored into a seed, they make G_i's input
-    out = torch.zeros(len(values), 2, dtype=torch.int64)
-    out[:, 1] = torch.tensor(values, dtype=torch.int64)
-    return out
-
-
-def _pick(mask: torch.Tensor, if_set: torch.Tensor, if_clear: torch.Tensor) -> torch.Tensor:
-    # bitwise select by an all-ones / all-zeros int64 mask (cheaper than torch.where)
-    return if_clear ^ ((if_set ^ if_clear) & mask)
-
-
-_CLEAR_T = torch.tensor([_LOW_BIT_CLEAR, -1], dtype=torch.int64)  # drops a block's control bit
-_GEN_TWEAKS = _tweaks(_T[("s", 0)], _T[("s", 1)], _T[("v", 0)], _T[("v", 1)]).view(4, 1, 1, 2)
-_FINAL_TWEAK = _tweaks(_T["final"])[0]
+CHUNK = 1 << 13  # elements per pass: a level's working set stays in cache
 
 
 @dataclass(frozen=True)
@@ -97,10 +70,6 @@ class DcfKeys:
         return cls(bits, s_cw.view(bits, count, 2), v_cw.view(bits, count, k), t_cw.view(2, count), final.view(count, k))
 
 
-def _bit(x: torch.Tensor, position: int) -> torch.Tensor:
-    return (x >> position) & 1
-
-
 def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torch.Tensor], bits: int) -> DcfKeys:
     """Correction words for f(x) = beta if x < alpha else 0, x and alpha in [0, 2^bits).
 
@@ -115,51 +84,30 @@ def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torc
     """
     if not 1 <= bits <= 63:
         raise ValueError(f"expected 1..63 input bits, got {bits}")
+    _load_kernels()
     n, k = alpha.numel(), beta.shape[1]
-    s_cw = torch.empty(bits, n, 2, dtype=torch.int64)
-    v_cw = torch.empty(bits, n, k, dtype=torch.int64)
-    t_cw = torch.zeros(2, n, dtype=torch.int64)
-    final = torch.empty(n, k, dtype=torch.int64)
+    s_cw = np.empty((bits, n, 2), dtype=np.int64)
+    v_cw = np.empty((bits, n, k), dtype=np.int64)
+    t_cw = np.zeros((2, n), dtype=np.int64)
+    final = np.empty((n, k), dtype=np.int64)
+    alpha_, beta_ = alpha.contiguous().numpy(), beta.contiguous().numpy()
+    roots_ = np.stack([roots[0].contiguous().numpy(), roots[1].contiguous().numpy()])
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
-        _gen_chunk(alpha[lo:hi], beta[lo:hi], roots[0][lo:hi], roots[1][lo:hi], bits,
-                   s_cw[:, lo:hi], v_cw[:, lo:hi], t_cw[:, lo:hi], final[lo:hi])
-    return DcfKeys(bits, s_cw, v_cw, t_cw, final)
-
-
-def _gen_chunk(alpha, beta, root0, root1, bits, s_cw, v_cw, t_cw, final) -> None:
-    n, k = alpha.numel(), beta.shape[1]
-    seeds = torch.stack([root0, root1]) & _CLEAR_T  # [2, n, 2]
-    t = torch.tensor([[0], [1]], dtype=torch.int64).expand(2, n)  # t_b^(0) = b
-    v_alpha = torch.zeros(n, k, dtype=torch.int64)
-    for level in range(bits):
-        a = _bit(alpha, bits - 1 - level)  # [n]
-        right = -a  # all ones where alpha's bit is 1: keep the right child, lose the left
-        # both parties' seeds expanded to (s, t) and v of both children: [4, 2, n, 2]
-        s_l, s_r, v_l, v_r = _aes_mmo(seeds.unsqueeze(0) ^ _GEN_TWEAKS)
-        t_l, t_r = s_l[..., 0] & 1, s_r[..., 0] & 1  # [2, n]
-        s_l, s_r = s_l & _CLEAR_T, s_r & _CLEAR_T
-        v_l, v_r = v_l[..., :k], v_r[..., :k]  # [2, n, k]
-        s_lose = _pick(right.view(1, n, 1), s_l, s_r)
-        s_keep = s_l ^ s_r ^ s_lose
-        v_lose = _pick(right.view(1, n, 1), v_l, v_r)
-        v_keep = v_l ^ v_r ^ v_lose
-        sign = (1 - 2 * t[1]).view(n, 1)  # (-1)^{t_1}
-        cw_s = s_lose[0] ^ s_lose[1]
-        # going right, every x of the left subtree (bit 0 < alpha's bit 1) is below alpha
-        cw_v = sign * (v_lose[1] - v_lose[0] - v_alpha + (beta & right.view(n, 1)))
-        v_alpha = v_alpha - v_keep[1] + v_keep[0] + sign * cw_v
-        cw_tl = t_l[0] ^ t_l[1] ^ a ^ 1
-        cw_tr = t_r[0] ^ t_r[1] ^ a
-        s_cw[level], v_cw[level] = cw_s, cw_v
-        t_cw[0] |= cw_tl << level
-        t_cw[1] |= cw_tr << level
-        t_keep = _pick(right, t_r, t_l)  # [2, n]
-        cw_t_keep = _pick(right, cw_tr, cw_tl)  # [n]
-        seeds = s_keep ^ (cw_s.unsqueeze(0) & -t.unsqueeze(-1))  # t_b selects the correction
-        t = t_keep ^ (t & cw_t_keep)
-    leaf = _aes_mmo(seeds ^ _FINAL_TWEAK)[..., :k]  # [2, n, k]
-    final.copy_((1 - 2 * t[1]).view(n, 1) * (leaf[1] - leaf[0] - v_alpha))
+        m = hi - lo
+        blocks = np.empty((4, 2, m, 2), dtype=np.int64)  # the AES input: 4 tweaks x 2 parties
+        out = np.empty(4 * 2 * m * 2 + 2, dtype=np.int64)
+        t = np.empty((2, m), dtype=np.int64)
+        v_alpha = np.zeros((m, k), dtype=np.int64)
+        _kernels.gen_start(roots_[:, lo:hi], blocks, t)
+        for level in range(bits):
+            _aes(blocks, out)
+            _kernels.gen_level(blocks, out, alpha_[lo:hi], beta_[lo:hi], bits - 1 - level, level, t, v_alpha,
+                               s_cw[level, lo:hi], v_cw[level, lo:hi], t_cw[:, lo:hi], level + 1 == bits)
+        _aes(blocks[:1], out)  # the leaves' conversion to the output group
+        _kernels.gen_final(blocks, out, t, v_alpha, final[lo:hi])
+    as_tensor = torch.from_numpy
+    return DcfKeys(bits, as_tensor(s_cw), as_tensor(v_cw), as_tensor(t_cw), as_tensor(final))
 
 
 def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> torch.Tensor:
@@ -174,33 +122,39 @@ def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> tor
     Returns:
         [N, k] int64: this party's additive shares.
     """
-    n, k = x.numel(), keys.final.shape[1]
-    out = torch.empty(n, k, dtype=torch.int64)
+    _load_kernels()
+    n, k, bits = x.numel(), keys.final.shape[1], keys.bits
+    value = np.zeros((n, k), dtype=np.int64)
+    x_, root_ = x.contiguous().numpy(), root.contiguous().numpy()
+    s_cw, v_cw, t_cw, final = (w.contiguous().numpy() for w in (keys.s_cw, keys.v_cw, keys.t_cw, keys.final))
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
-        out[lo:hi] = _eval_chunk(party, root[lo:hi], keys, lo, hi, x[lo:hi])
-    return out
+        m = hi - lo
+        blocks = np.empty((2, m, 2), dtype=np.int64)  # the AES input: (s, t) and v of the child x's bit picks
+        out = np.empty(2 * m * 2 + 2, dtype=np.int64)
+        t = np.full(m, party, dtype=np.int64)
+        _kernels.eval_start(root_[lo:hi], x_[lo:hi], bits - 1, blocks)
+        for level in range(bits):
+            _aes(blocks, out)
+            _kernels.eval_level(blocks, out, x_[lo:hi], bits - 1 - level, level, t, value[lo:hi],
+                                s_cw[level, lo:hi], v_cw[level, lo:hi], t_cw[:, lo:hi], level + 1 == bits)
+        _aes(blocks[:1], out)
+        _kernels.eval_final(blocks, out, t, final[lo:hi], value[lo:hi])
+    out_ = torch.from_numpy(value)
+    return out_ if party == 0 else -out_
 
 
-def _eval_chunk(party, root, keys, lo, hi, x) -> torch.Tensor:
-    n, k, bits = x.numel(), keys.final.shape[1], keys.bits
-    seed = root & _CLEAR_T
-    t = torch.full((n,), party, dtype=torch.int64)
-    value = torch.zeros(n, k, dtype=torch.int64)
-    t_cw = keys.t_cw[:, lo:hi]
-    for level in range(bits):
-        xb = _bit(x, bits - 1 - level)
-        # only the child x's bit selects: its (s, t) and its value, tweaks by that bit
-        blocks = seed.unsqueeze(0).repeat(2, 1, 1)
-        blocks[0, :, 1] ^= _T[("s", 0)] + xb
-        blocks[1, :, 1] ^= _T[("v", 0)] + xb
-        child, v = _aes_mmo(blocks)
-        v = v[:, :k]
-        mask = -t.view(n, 1)
-        value += v + (keys.v_cw[level, lo:hi] & mask)
-        cw_t = _bit(_pick(-xb, t_cw[1], t_cw[0]), level)
-        seed = (child & _CLEAR_T) ^ (keys.s_cw[level, lo:hi] & mask)
-        t = (child[:, 0] & 1) ^ (t & cw_t)
-    leaf = _aes_mmo(seed ^ _FINAL_TWEAK)[:, :k]
-    value += leaf + (keys.final[lo:hi] & -t.view(n, 1))
-    return value if party == 0 else -value
+def _aes(blocks: np.ndarray, out: np.ndarray) -> None:
+    # AES_K of every 128-bit row of `blocks` into `out` (the MMO xor is the kernels')
+    _ENCRYPTOR.update_into(blocks.reshape(-1).view(np.uint8), out.view(np.uint8))
+
+
+_kernels: Any = None  # smpc.protocols.dcf_kernels, compiled on first use
+
+
+def _load_kernels() -> None:
+    global _kernels
+    if _kernels is None:
+        from smpc.protocols import dcf_kernels
+
+        _kernels = dcf_kernels

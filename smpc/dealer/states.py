@@ -1,0 +1,128 @@
+"""The dealer protocol's states, without I/O (as h11 keeps HTTP's): each side feeds the
+typed messages it receives (smpc.dealer.messages) to a state object, which says what they
+mean or raises ProtocolError; the sockets live in server.py and streams.py.
+
+- `RollCall` (dealer): every party checks in once, under its own name and rank, with the
+  dealer's settings; a party stopping before the run (ABORT) ends the roll call.
+- `StreamState` (party): the dealer's material arrives batch by batch: MATERIAL items,
+  then READY (a run's batches, in order) or POOLED (a service's); BYE ends the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from smpc import agreement
+from smpc.dealer import messages as m
+
+
+class ProtocolError(Exception):
+    """A message that does not fit the protocol's state (its text names what and why)."""
+
+
+class RollCall:
+    """The dealer's check-in: one CHECK_IN per party of `names`, with `expected` settings."""
+
+    def __init__(self, names: list[str], expected: dict[str, str]) -> None:
+        self.names = names
+        self.expected = expected
+        self.ranks: set[int] = set()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.ranks) == len(self.names)
+
+    def missing(self) -> list[str]:
+        """The parties that have not checked in yet."""
+        return [n for r, n in enumerate(self.names) if r not in self.ranks]
+
+    def receive(self, message: m.Message, proven: str | None, address: str) -> int:
+        """A party's first message; `proven` is the name its certificate proves (TLS).
+
+        Returns:
+            The rank that checked in.
+        Raises:
+            ProtocolError: the message is not a check-in from an expected party.
+            agreement-style ProtocolError (`.settings` set): the settings differ, or a
+            party reports that the parties stopped before the run.
+        """
+        if not isinstance(message, (m.CheckIn, m.Abort)):
+            raise ProtocolError(f"dealer: expected CHECK_IN from {address}, got {type(message).__name__.upper()}")
+        name, rank = message.party, message.rank
+        if name not in self.names or self.names.index(name) != rank or rank in self.ranks:
+            raise ProtocolError(f"dealer: unexpected party {name!r} (rank {rank}) from {address}")
+        if isinstance(message, m.Abort):  # the parties stopped before checking in: say why
+            raise SettingsError(f"dealer: stopped before the run: {name} reports: {message.reason}")
+        differs = agreement.first_difference(self.expected, message.agreement)
+        if differs is not None:
+            raise SettingsError(f"agreement check failed: {differs} differs between the dealer and {name} (compare their configs)")
+        self.ranks.add(rank)
+        return rank
+
+
+class SettingsError(ProtocolError):
+    """The parties' settings and the dealer's differ (or the parties found so themselves)."""
+
+
+@dataclass
+class Batch:
+    """One batch of material as it arrived: how it is named, the batches the dealer holds
+    ahead (a run's first batch), a service batch's size and index, and the
+    (tag, the reader's MAC, tensor) items."""
+
+    label: str
+    prefetch: int = 0
+    size: int = 0
+    index: int = 0
+    items: list[tuple[bytes, bytes, torch.Tensor]] = field(default_factory=list)
+
+
+class StreamState:
+    """A party's reading of the dealer's stream (a one-off run's, or a service's pool)."""
+
+    def __init__(self, service: bool) -> None:
+        self.service = service
+        self._next_batch = 0
+        self._open: list[tuple[bytes, bytes, torch.Tensor]] = []
+        self.ended = False
+
+    def receive(self, message: m.Message, what: bytes = b"") -> Batch | None:
+        """Feed one message (`what`: the reader's MAC of a MATERIAL item, material.Binding).
+        Returns the batch a READY or POOLED closes, else None; raises ProtocolError on
+        anything out of place."""
+        if self.ended:
+            raise ProtocolError(f"{type(message).__name__.upper()} after the dealer's BYE")
+        if isinstance(message, m.Material):
+            self._open.append((message.tag, what, message.tensor))
+            return None
+        if isinstance(message, m.Ready) and not self.service:
+            if message.batch != self._next_batch:
+                raise ProtocolError(f"the dealer closed batch {message.batch}, expected batch {self._next_batch}")
+            self._next_batch += 1
+            return self._close(Batch(run_label(message.batch), prefetch=message.prefetch, index=message.batch))
+        if isinstance(message, m.Pooled) and self.service:
+            return self._close(Batch(pool_label(message.size, message.index), size=message.size, index=message.index))
+        if isinstance(message, m.Bye):
+            if self._open:
+                raise ProtocolError(f"the dealer said BYE with {len(self._open)} items of an unfinished batch")
+            self.ended = True
+            return None
+        if isinstance(message, m.Error):
+            raise ProtocolError(message.message)
+        raise ProtocolError(f"unexpected {type(message).__name__.upper()} in the dealer's material stream")
+
+    def _close(self, batch: Batch) -> Batch:
+        batch.items, self._open = self._open, []
+        return batch
+
+
+def run_label(batch: int) -> str:
+    """How a one-off run's batch is named in material tags and messages."""
+    return f"batch {batch}"
+
+
+def pool_label(size: int, index: int) -> str:
+    """How a service's batch is named in material tags and messages."""
+    return f"batch {index} of {size} rows"

@@ -1,0 +1,126 @@
+"""The dealer's offline trace: the model run once on shapes only, recording every request.
+
+CrypTen's protocols do not branch on values, so a run over a communicator that moves no
+data (`ShapeCommunicator`) requests exactly the tuples and FSS keys a party's batch
+requests, in the same order; `TracingProvider` records them and emits their material as
+it goes (batch 0), and the dealer replays the list for every later batch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from smpc import compat
+from smpc.config import Config
+from smpc.convert import Program
+from smpc.dealer import material
+from smpc.dealer.provider import PROVIDER_NAME, DealerTuples
+from smpc.execute import run_program
+from smpc.protocols import top_k
+from smpc.protocols.csprng import AesCtrGenerator
+
+Emit = Callable[[bytes, dict[int, torch.Tensor]], None]
+
+
+class ShapeCommunicator:
+    """A stand-in for CrypTen's communicator that moves no data: every collective
+    returns a tensor of the right shape."""
+
+    def __init__(self, world_size: int, rank: int = 0) -> None:
+        self.world_size, self.rank = world_size, rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def all_reduce(self, input, op=None, batched=False):
+        return [t.clone() for t in input] if batched else input.clone()
+
+    def reduce(self, input, dst, op=None, batched=False):
+        return self.all_reduce(input, batched=batched)
+
+    def broadcast(self, input, src, group=None, batched=False):
+        return input
+
+    def all_gather(self, tensor):
+        return [tensor.clone() for _ in range(self.world_size)]
+
+    def gather(self, tensor, dst):
+        return self.all_gather(tensor)
+
+    def scatter(self, scatter_list, src, size=None, async_op=False):
+        return scatter_list[self.rank].clone() if src == self.rank else torch.zeros(size, dtype=torch.long)
+
+    def send(self, tensor, dst):
+        return None
+
+    def recv(self, tensor, src=None):
+        return tensor
+
+    def barrier(self):
+        return None
+
+
+class TracingProvider(DealerTuples):
+    """Inside the dealer: records the requests of a shape-only run and emits their
+    material (`emit(request digest, {rank: tensor})`). The run itself gets zeros (its
+    tuples) or None (its FSS keys): only shapes matter to it."""
+
+    NAME = PROVIDER_NAME
+
+    def __init__(self, generators: list[AesCtrGenerator], emit: Emit) -> None:
+        super().__init__()
+        self.generators = generators
+        self.emit = emit
+        self.requests: list[tuple[str, tuple, dict[str, Any]]] = []
+
+    def _record(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> None:
+        self.requests.append((kind, args, kwargs))
+        self.emit(material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs))
+
+    def _shares(self, kind, args, kwargs):
+        self._record(kind, args, kwargs)
+        return [torch.zeros(size, dtype=torch.long) for size, _ in material.spec(kind, args, kwargs)]
+
+    def fss_key(self, kind, args):
+        self._record(kind, args, {})
+        return None
+
+
+def replay(requests: list[tuple[str, tuple, dict[str, Any]]], generators: list[AesCtrGenerator], emit: Emit) -> float:
+    """Emit the material of a traced batch again, from the generators of another batch.
+
+    Returns:
+        The seconds spent generating it (not sending it).
+    """
+    generating = 0.0
+    for kind, args, kwargs in requests:
+        began = time.perf_counter()
+        items = material.material(kind, generators, args, kwargs)
+        generating += time.perf_counter() - began
+        emit(material.request_tag(kind, args, kwargs), items)
+    return generating
+
+
+def shape_run(config: Config, program: Program, provider: TracingProvider, checks: Any = None) -> None:
+    """The same sequence of secret operations as a party's batch, on zeros."""
+    import crypten
+
+    crypten_generators = crypten.generators
+    for key in ("prev", "next", "local", "global"):  # fresh keys: these values are thrown away
+        crypten_generators[key][torch.device("cpu")] = AesCtrGenerator()
+    owner = config.rank_of(config.model_owner.name)
+    with compat.substitute_communicator(ShapeCommunicator(len(config.parties))):
+        compat.register_provider(PROVIDER_NAME, provider)
+        params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
+        inputs = {spec.name: crypten.cryptensor(torch.zeros(spec.share_shape), src=0) for spec in program.inputs}
+        # the parties' range checks spend material too (`checks`, not enforced: on zeros
+        # they must not stop anything)
+        outputs = run_program(program, params, inputs, checks=checks)
+        for k in top_k.reveal_kinds(config):  # what the parties compute before revealing classes
+            top_k.top_k(outputs[0], k)
