@@ -37,6 +37,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/inference_overhead.py
 	$(PY) benchmarks/randomness_sources.py
+	$(PY) benchmarks/fss_comparisons.py
 	$(PY) benchmarks/transport_overhead.py
 	$(PY) benchmarks/generators.py
 	$(PY) benchmarks/serving.py

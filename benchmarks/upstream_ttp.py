@@ -35,6 +35,17 @@ def _join(rank: int, world_size: int, port: int, timeout_s: float) -> None:
         RANK=str(rank),
         DISTRIBUTED_BACKEND="gloo",
     )
+    # the baseline is upstream's TTP as it is: its streams come from torch.Generator
+    # seeds it shares with the parties, which smpc's secure helpers refuse; give its
+    # module CrypTen's own helpers back (reloaded from crypten.common.rng)
+    import importlib
+
+    from crypten.common import rng
+    from crypten.mpc.provider import ttp_provider
+
+    upstream = importlib.reload(rng)
+    ttp_provider.generate_random_ring_element = upstream.generate_random_ring_element
+    ttp_provider.generate_kbit_random_tensor = upstream.generate_kbit_random_tensor
     crypten.cfg.encoder.precision_bits = 16
     crypten.cfg.mpc.provider = "TTP"
     crypten.cfg.communicator.verbose = True

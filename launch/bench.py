@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from launch.report import STATS
+from launch.report import PARTY_COUNTS, STATS
 from launch.runner import Report, run
 from launch.study import Cell, ModelEntry, Study, load_study
 from smpc import artifacts, keys, zoo
@@ -73,7 +73,9 @@ def run_config(
         "batch_size": cell.batch_size,
         "randomness": cell.randomness,
         "transport": cell.transport,
-        "protocol": {"precision_bits": cell.precision_bits, "functions": cell.functions.model_dump()},
+        "protocol": {
+            "precision_bits": cell.precision_bits, "functions": cell.functions.model_dump(), "comparisons": cell.comparisons,
+        },
         # a study measures fidelity (error, agreement) rather than gating on it
         "fidelity": {"min_cosine": None},
         "timeouts": study.timeouts.model_dump(),
@@ -195,10 +197,9 @@ def _run_metrics(report: Report, plain_s: float) -> dict[str, Any]:
         "agreement": report.agreement,
         "accuracy_mpc": report.accuracy_mpc,
         "accuracy_plain": report.accuracy_plain,
-        "parties": {
-            n: {"bytes_sent": p["bytes_sent"], "rounds": p["rounds"], "peak_rss_mib": p["peak_rss_mib"]}
-            for n, p in report.parties.items()
-        },
+        "parties": {n: {k: p.get(k, 0) for k in PARTY_COUNTS} | {"peak_rss_mib": p["peak_rss_mib"]}
+                    for n, p in report.parties.items()},
+        "dealer_s_per_batch": (report.dealer or {}).get("generation_s_per_batch"),
     }
 
 
@@ -211,13 +212,12 @@ def summarize(runs: list[dict[str, Any]], layers: dict[str, list[dict[str, Any]]
         values = [r[key] for r in runs if r[key] is not None]
         out[key] = stat(values) if values else None
     out["parties"] = {
-        name: {
-            "bytes_sent": int(statistics.median(r["parties"][name]["bytes_sent"] for r in runs)),
-            "rounds": int(statistics.median(r["parties"][name]["rounds"] for r in runs)),
-            "peak_rss_mib": stat([r["parties"][name]["peak_rss_mib"] for r in runs]),
-        }
+        name: {k: int(statistics.median(r["parties"][name][k] for r in runs)) for k in PARTY_COUNTS}
+        | {"peak_rss_mib": stat([r["parties"][name]["peak_rss_mib"] for r in runs])}
         for name in runs[0]["parties"]
     }
+    dealer = [r["dealer_s_per_batch"] for r in runs if r.get("dealer_s_per_batch") is not None]
+    out["dealer_s_per_batch"] = stat(dealer) if dealer else None
     out["layers"] = layers
     return out
 

@@ -148,7 +148,37 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
             ("max |error| vs plain in a run", lambda r: _span(r["max_abs_error"], floor=1e-9), True),
             ("top-1 agreement, %", lambda r: _span(r["agreement"], 100), False),
         ], "precision bits", out / "error_vs_precision.png"))
+    if spread("comparisons"):
+        written.append(_by_protocol(ok, out / "comparisons.png"))
     layers = _bytes_per_layer(ok, out)
     if layers is not None:
         written.append(layers)
     return written
+
+
+def _by_protocol(ok: list[dict[str, Any]], path: Path) -> Path:
+    """Grouped bars, one group per cell of the other settings, one bar per comparison
+    protocol: MiB sent per sample, rounds per batch and online time per sample."""
+    plt = _pyplot()
+    others = [k for k in varying(ok) if k != "comparisons"]
+    groups = sorted({describe(r, others) for r in ok}, key=[describe(r, others) for r in ok].index)
+    modes = sorted({r["settings"]["comparisons"] for r in ok})
+    panels = [
+        ("MiB sent per sample (largest party)", lambda r: max(p["bytes_sent"] for p in r["parties"].values()) / MIB / r["samples"]),
+        ("rounds per batch (largest party)", lambda r: max(p["rounds"] for p in r["parties"].values()) / r["batches"]),
+        ("online ms per sample", lambda r: 1000 * r["online_s_per_sample"]["median"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, layout="constrained")
+    width = 0.8 / len(modes)
+    for ax, (ylabel, value) in zip(axes[0], panels):
+        for j, mode in enumerate(modes):
+            cells = {describe(r, others): r for r in ok if r["settings"]["comparisons"] == mode}
+            xs = [i + (j - (len(modes) - 1) / 2) * width for i, g in enumerate(groups) if g in cells]
+            ax.bar(xs, [value(cells[g]) for g in groups if g in cells], width, label=mode)
+        ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        _log_ticks(ax.yaxis, [value(r) for r in ok])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(title="comparisons", fontsize=8)
+    return _save(fig, path)

@@ -12,11 +12,17 @@ from typing import Any
 
 CSV = "results.csv"
 MARKDOWN = "report.md"
-SETTINGS = ("model", "parties", "randomness", "transport", "precision_bits", "batch_size", "functions")
+SETTINGS = ("model", "parties", "randomness", "comparisons", "transport", "precision_bits", "batch_size", "functions")
 _HEADINGS = {
-    "model": "model", "parties": "parties", "randomness": "randomness", "transport": "transport",
-    "precision_bits": "bits", "batch_size": "batch", "functions": "approximations",
+    "model": "model", "parties": "parties", "randomness": "randomness", "comparisons": "comparisons",
+    "transport": "transport", "precision_bits": "bits", "batch_size": "batch", "functions": "approximations",
 }
+# per party and run: what it sent (in all, in comparisons, in FSS truncations) and the
+# dealer's FSS key bytes it received
+PARTY_COUNTS = (
+    "bytes_sent", "rounds", "comparisons_bytes", "comparisons_rounds", "truncations_bytes", "truncations_rounds",
+    "key_bytes",
+)
 STATS = ("online_s", "online_s_per_sample", "offline_s", "wall_s", "plain_s", "slowdown", "max_abs_error", "agreement",
          "accuracy_mpc", "accuracy_plain")
 MIB = 2**20
@@ -42,7 +48,7 @@ def varying(records: list[dict[str, Any]]) -> list[str]:
 def describe(record: dict[str, Any], keys: list[str]) -> str:
     """A cell named by the settings in `keys`, e.g. 'lenet5 parties=3 dealer'."""
     s = record["settings"]
-    parts = [str(s[k]) if k in ("model", "randomness", "transport") else f"{_HEADINGS[k]}={s[k]}" for k in keys]
+    parts = [str(s[k]) if k in ("model", "randomness", "comparisons", "transport") else f"{_HEADINGS[k]}={s[k]}" for k in keys]
     return " ".join(parts)
 
 
@@ -84,7 +90,7 @@ def one_line(record: dict[str, Any]) -> str:
 
 
 def _party_max(record: dict[str, Any], key: str) -> float:
-    return max(p[key] for p in record["parties"].values())
+    return max(p.get(key, 0) for p in record["parties"].values())  # older records lack the newer counts
 
 
 def markdown(records: list[dict[str, Any]], title: str, description: str, plots: list[str]) -> str:
@@ -114,7 +120,8 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
     if ok:
         heads = ["cell"] + [_HEADINGS[k] for k in shown] + [
             "samples", "online s", "ms/sample", "offline s", "plain ms", "slowdown", "MiB/party", "rounds",
-            "peak MiB", "max abs error", "agreement", "accuracy MPC", "accuracy plain",
+            "comparison MiB", "comparison rounds", "key MiB/party", "dealer s/batch", "peak MiB", "max abs error",
+            "agreement", "accuracy MPC", "accuracy plain",
         ]
         lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         for r in ok:
@@ -130,6 +137,10 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
                 f_ratio(r["slowdown"]["median"] if r["slowdown"] else None),
                 f_mib(_party_max(r, "bytes_sent")),
                 str(int(_party_max(r, "rounds"))),
+                f_mib(_party_max(r, "comparisons_bytes")),
+                str(int(_party_max(r, "comparisons_rounds"))),
+                f_mib(_party_max(r, "key_bytes")),
+                f_seconds(r["dealer_s_per_batch"]["median"]) if r.get("dealer_s_per_batch") else "n/a",
                 f"{max(p['peak_rss_mib']['max'] for p in r['parties'].values()):.0f}",
                 f_error(r["max_abs_error"]["max"]),
                 f_pct(r["agreement"]["min"]),
@@ -141,7 +152,10 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
             "",
             "MiB/party and rounds: the most any one party sent (over gloo, CrypTen's count of 8 bytes per"
             " element; over TLS, bytes written to the sockets). Peak MiB: the largest peak resident memory of any"
-            " party process. Slowdown: online time over the plain PyTorch time of the same batches.",
+            " party process. Slowdown: online time over the plain PyTorch time of the same batches. Comparison"
+            " MiB and rounds: the part spent inside comparisons (CrypTen's circuits or the FSS gates). Key"
+            " MiB/party: the FSS keys the dealer sent the party that received most; dealer s/batch: the dealer's"
+            " time to generate one batch's material.",
             "",
         ]
     if failed:
@@ -188,8 +202,8 @@ def csv_text(records: list[dict[str, Any]]) -> str:
         parties += [n for n in r.get("parties", {}) if n not in parties]
     heads = ["cell", "status", *SETTINGS, "architecture", "trained_weights", "real_data", "samples", "batches"]
     heads += [f"{k}_{s}" for k in STATS for s in ("median", "min", "max")]
-    heads += [f"{p}_{k}" for p in parties for k in ("bytes_sent", "rounds", "peak_rss_mib")]
-    heads += ["error"]
+    heads += [f"{p}_{k}" for p in parties for k in (*PARTY_COUNTS, "peak_rss_mib")]
+    heads += ["dealer_s_per_batch_median", "error"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(heads)
@@ -202,8 +216,9 @@ def csv_text(records: list[dict[str, Any]]) -> str:
             row += [value[x] if value else "" for x in ("median", "min", "max")]
         for p in parties:
             got = r.get("parties", {}).get(p)
-            row += [got["bytes_sent"], got["rounds"], got["peak_rss_mib"]["max"]] if got else ["", "", ""]
-        row.append(r["error"] or "")
+            row += [got.get(k, "") for k in PARTY_COUNTS] + [got["peak_rss_mib"]["max"]] if got else [""] * (len(PARTY_COUNTS) + 1)
+        dealer = r.get("dealer_s_per_batch")
+        row += [dealer["median"] if dealer else "", r["error"] or ""]
         writer.writerow(row)
     return buf.getvalue()
 

@@ -8,6 +8,7 @@
                         data: ../../data/digits-test.safetensors}]
       parties: [2, 3]
       randomness: [dealer, local]
+      comparisons: [circuits]   # or fss (randomness dealer and 2 parties only)
       batch_size: [1, 16]
 
 Every axis is a list; the cells are their product, in the order the axes are listed
@@ -91,6 +92,8 @@ class Matrix(_Section):
     models: tuple[ModelEntry, ...] = Field(min_length=1)
     parties: tuple[int, ...] = Field(default=(2,), min_length=1)
     randomness: tuple[Literal["dealer", "local"], ...] = Field(default=("dealer",), min_length=1)
+    # protocol.comparisons; fss needs the dealer and exactly 2 parties in every cell
+    comparisons: tuple[Literal["circuits", "fss"], ...] = Field(default=("circuits",), min_length=1)
     transport: tuple[Literal["gloo", "tls"], ...] = Field(default=("gloo",), min_length=1)
     precision_bits: tuple[int, ...] = Field(default=(16,), min_length=1)
     batch_size: tuple[int, ...] = Field(default=(1,), min_length=1)
@@ -128,10 +131,19 @@ class Matrix(_Section):
     def _batch_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         return _within(v, 1, None, "batch sizes")
 
-    @field_validator("randomness", "transport", "functions")
+    @field_validator("randomness", "comparisons", "transport", "functions")
     @classmethod
     def _axis_distinct(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
         return _distinct(v)
+
+    @model_validator(mode="after")
+    def _fss_cells_runnable(self) -> "Matrix":
+        if "fss" in self.comparisons and (set(self.randomness) != {"dealer"} or set(self.parties) != {2}):
+            raise ValueError(
+                "comparisons: fss runs with randomness dealer and 2 parties only: make randomness [dealer] and "
+                "parties [2], or study fss in a study of its own"
+            )
+        return self
 
 
 class Study(_Section):
@@ -162,7 +174,8 @@ class Study(_Section):
             Cell(i, *combo)
             for i, combo in enumerate(
                 itertools.product(
-                    m.models, m.parties, m.randomness, m.transport, m.precision_bits, m.batch_size, m.functions
+                    m.models, m.parties, m.randomness, m.comparisons, m.transport, m.precision_bits, m.batch_size,
+                    m.functions,
                 )
             )
         ]
@@ -176,6 +189,7 @@ class Cell:
     model: ModelEntry
     parties: int
     randomness: str
+    comparisons: str
     transport: str
     precision_bits: int
     batch_size: int
@@ -197,6 +211,7 @@ class Cell:
             "real_data": self.model.data is not None,
             "parties": self.parties,
             "randomness": self.randomness,
+            "comparisons": self.comparisons,
             "transport": self.transport,
             "precision_bits": self.precision_bits,
             "batch_size": self.batch_size,

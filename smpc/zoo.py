@@ -115,6 +115,23 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class ResNetBlock(nn.Module):
+    """One ResNet-18 basic block with a stem and a head, for 3x16x16 inputs: conv 3->32 with
+    batch norm and ReLU, the block (two 3x3 convolutions, batch norm, the shortcut), global
+    average pooling, linear to 10 logits. A full ResNet-18's every layer, at a size a
+    study can repeat."""
+
+    def __init__(self, channels: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
+        self.block = BasicBlock(channels, channels, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.block(self.stem(x))), 1))
+
+
 class TransformerEncoder(nn.Module):
     """A small transformer encoder classifier over already-embedded tokens
     (32 x 128 -> 10 logits): 2 pre-norm layers, 2 heads, feed-forward 256, GELU,
@@ -141,6 +158,7 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "lenet5": LeNet5,
     "mlp": MLP,
     "resnet18": ResNet18,
+    "resnet_block": ResNetBlock,
     "transformer": TransformerEncoder,
 }
 
@@ -150,6 +168,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lenet5": (1, 28, 28),
     "mlp": (1, 28, 28),
     "resnet18": (3, 32, 32),
+    "resnet_block": (3, 16, 16),
     "transformer": (32, 128),
 }
 

@@ -43,6 +43,10 @@ BAD_STUDIES = [
     ({"name": "two words", "matrix": {"models": ["mlp"]}}, r"name: expected letters, digits"),
     ("name: [unclosed\n", r"study\.yaml: malformed YAML: line 2"),
     ("- a list\n", r"study\.yaml: expected a mapping at the top level, got list"),
+    ({"name": "s", "matrix": {"models": ["mlp"], "randomness": ["dealer", "local"], "comparisons": ["circuits", "fss"]}},
+     r"study\.yaml: matrix: comparisons: fss runs with randomness dealer and 2 parties only"),
+    ({"name": "s", "matrix": {"models": ["mlp"], "parties": [2, 3], "comparisons": ["fss"]}},
+     r"matrix: comparisons: fss runs with randomness dealer and 2 parties only"),
 ]
 
 
@@ -192,7 +196,7 @@ def test_report_numbers_come_from_the_records(study_run):
         assert float(row["agreement"].rstrip("%")) == near(100 * r["agreement"]["min"], 2)
         assert float(row["accuracy MPC"].rstrip("%")) == near(100 * r["accuracy_mpc"]["median"], 2)
     assert "## Failed cells" in text and "aten.hardswish is not supported" in text
-    assert "Same in every cell: parties 2, randomness dealer, transport gloo, batch 3" in text
+    assert "Same in every cell: parties 2, randomness dealer, comparisons circuits, transport gloo, batch 3" in text
 
     with (out / "results.csv").open() as f:
         table = list(csv.DictReader(f))
@@ -249,3 +253,42 @@ def test_results_are_not_overwritten_without_force(study_run, capsys):
     assert "results.jsonl: results of an earlier study are here (use --force" in capsys.readouterr().err
     assert (out / "results.jsonl").read_text() == before
     assert json.loads(before.splitlines()[0])["study"] == "test-study"
+
+
+@pytest.fixture(scope="module")
+def protocols_run(tmp_path_factory):
+    """A real study of the two comparison protocols on the trained digits CNN."""
+    tmp = tmp_path_factory.mktemp("protocols")
+    doc = {
+        "name": "protocols",
+        "samples": 6,
+        "warmup": 0,
+        "repetitions": 3,
+        "matrix": {
+            "models": [{"architecture": "digits_cnn", "weights": str(WEIGHTS), "data": str(DATA)}],
+            "comparisons": ["circuits", "fss"],
+            "batch_size": [3],
+        },
+        "timeouts": {"run_s": 300},
+    }
+    out = tmp / "out"
+    code = smpc_main(["bench", str(write(tmp, doc)), "--out", str(out), "--no-progress"])
+    return out, code
+
+
+def test_a_study_compares_the_comparison_protocols(protocols_run):
+    out, code = protocols_run
+    assert code == 0
+    records = {r["settings"]["comparisons"]: r for r in report.read_records(out)}
+    fss, circuits = records["fss"], records["circuits"]
+    for r in (fss, circuits):
+        assert r["status"] == "ok" and r["agreement"]["min"] == 1.0
+    assert fss["parties"]["alice"]["comparisons_bytes"] < 0.1 * circuits["parties"]["alice"]["comparisons_bytes"]
+    assert fss["parties"]["alice"]["key_bytes"] > 0 and circuits["parties"]["alice"]["key_bytes"] == 0
+    assert fss["dealer_s_per_batch"]["median"] > 0
+    rows = {row["comparisons"]: row for row in _table((out / "report.md").read_text())}
+    assert float(rows["fss"]["comparison MiB"]) == near(fss["parties"]["alice"]["comparisons_bytes"] / 2**20, 2)
+    assert int(rows["circuits"]["comparison rounds"]) == circuits["parties"]["alice"]["comparisons_rounds"]
+    assert rows["circuits"]["key MiB/party"] == "0.00"
+    with Image.open(out / "comparisons.png") as image:
+        assert image.width > 200 and ImageStat.Stat(image.convert("L")).extrema[0][0] < 100

@@ -95,19 +95,19 @@ def test_expect_turns_the_peers_error_into_its_text():
 
 def test_roll_call_takes_each_party_once_with_the_dealers_settings():
     roll = RollCall(["alice", "bob"], {"batch_size": "aa", "model": "bb"})
-    assert roll.receive(m.CheckIn("bob", 1, {"batch_size": "aa", "model": "bb"}), None, "h") == 1
+    assert roll.receive(m.CheckIn("bob", 1, {"batch_size": "aa", "model": "bb"}), "h") == 1
     assert roll.missing() == ["alice"] and not roll.complete
     with pytest.raises(ProtocolError, match=r"dealer: unexpected party 'bob' \(rank 1\) from h"):
-        roll.receive(m.CheckIn("bob", 1, {"batch_size": "aa", "model": "bb"}), None, "h")
+        roll.receive(m.CheckIn("bob", 1, {"batch_size": "aa", "model": "bb"}), "h")
     with pytest.raises(ProtocolError, match=r"dealer: unexpected party 'alice' \(rank 1\)"):
-        roll.receive(m.CheckIn("alice", 1, {}), None, "h")
+        roll.receive(m.CheckIn("alice", 1, {}), "h")
     with pytest.raises(SettingsError, match="agreement check failed: model differs between the dealer and alice"):
-        roll.receive(m.CheckIn("alice", 0, {"batch_size": "aa", "model": "cc"}), None, "h")
+        roll.receive(m.CheckIn("alice", 0, {"batch_size": "aa", "model": "cc"}), "h")
     with pytest.raises(SettingsError, match="dealer: stopped before the run: alice reports: precision differs"):
-        roll.receive(m.Abort("alice", 0, {}, "precision differs"), None, "h")
+        roll.receive(m.Abort("alice", 0, {}, "precision differs"), "h")
     with pytest.raises(ProtocolError, match="dealer: expected CHECK_IN from h, got PING"):
-        roll.receive(m.Ping(), None, "h")
-    roll.receive(m.CheckIn("alice", 0, {"batch_size": "aa", "model": "bb"}), None, "h")
+        roll.receive(m.Ping(), "h")
+    roll.receive(m.CheckIn("alice", 0, {"batch_size": "aa", "model": "bb"}), "h")
     assert roll.complete
 
 
@@ -156,7 +156,7 @@ def _stream_of(batches, seed, dealer_seed=None):
 
 def test_a_party_takes_its_items_in_order():
     seed = secrets.token_bytes(32)
-    first, second = torch.arange(4, dtype=torch.long), torch.arange(4, 8, dtype=torch.long)
+    first, second = torch.arange(4, dtype=torch.long), torch.tensor(7, dtype=torch.long)  # a 0-d item too
     stream, socks = _stream_of([[(run_label(0), first)], [(run_label(1), second)]], seed)
     stream.next_batch()
     assert torch.equal(stream.take(REQUEST, "relu key"), first)

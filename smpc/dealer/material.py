@@ -165,7 +165,7 @@ class Binding:
     def what(self, where: bytes, body: torch.Tensor) -> bytes:
         """The second half of a tag: a MAC of the first half and the item's bytes."""
         h = blake3.blake3(where, key=self._what_key)
-        h.update(body.detach().contiguous().numpy().view(np.uint8))
+        h.update(body.detach().contiguous().reshape(-1).numpy().view(np.uint8))  # 0-d items too
         return h.digest(8)
 
     def tag(self, request: bytes, batch: str, position: int, body: torch.Tensor) -> bytes:

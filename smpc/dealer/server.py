@@ -56,9 +56,9 @@ class _Writer:
             self.sent += m.send(self.conns[rank], m.Material(tag, tensor))
             self.positions[rank] += 1
 
-    def close(self, message: m.Message, ranks: tuple[int, ...] | None = None) -> None:
-        for rank in ranks or tuple(self.conns):
-            m.send(self.conns[rank], message)
+    def close(self, message: m.Message) -> None:
+        for conn in self.conns.values():
+            m.send(conn, message)
 
     def open(self, label: str) -> None:
         self.label = label
@@ -99,7 +99,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
                 audit.record("refused", address=address[0], reason=f"certificate of {proven!r}, claims {claimed!r}")
                 conn.close()
                 continue
-            rank = roll.receive(message, proven, address[0])
+            rank = roll.receive(message, address[0])
         except (ProtocolError, wire.WireError, OSError) as exc:
             try:
                 m.send(conn, m.Error(str(exc)))

@@ -38,15 +38,15 @@ class RollCall:
         """The parties that have not checked in yet."""
         return [n for r, n in enumerate(self.names) if r not in self.ranks]
 
-    def receive(self, message: m.Message, proven: str | None, address: str) -> int:
-        """A party's first message; `proven` is the name its certificate proves (TLS).
+    def receive(self, message: m.Message, address: str) -> int:
+        """A party's first message, from `address`.
 
         Returns:
             The rank that checked in.
         Raises:
-            ProtocolError: the message is not a check-in from an expected party.
-            agreement-style ProtocolError (`.settings` set): the settings differ, or a
-            party reports that the parties stopped before the run.
+            SettingsError: its settings differ from the dealer's, or it reports that the
+                parties stopped before the run (ABORT).
+            ProtocolError: anything else than a check-in from a party still expected.
         """
         if not isinstance(message, (m.CheckIn, m.Abort)):
             raise ProtocolError(f"dealer: expected CHECK_IN from {address}, got {type(message).__name__.upper()}")

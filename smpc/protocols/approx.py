@@ -95,11 +95,15 @@ def _segments_value(u: Any, name: str) -> Any:
     inverse_half = torch.tensor([2 / (b - a) for a, b in zip(points[:-1], points[1:])])
     w = (_repeat_last(u, len(centers)) - centers) * inverse_half
     coeffs = torch.tensor(coefficients, dtype=torch.float64).t()  # [degree + 1, S]
+    # sum_k c_k w^k as one exact weighted sum and a single truncation: each power times
+    # its coefficient rounded to the fixed-point grid, added up at twice the scale
+    # (CrypTen would truncate every term: one round each with comparisons: fss)
+    scale = 2 ** crypten.cfg.encoder.precision_bits
     value = None
     for k, pw in enumerate(powers(w, coeffs.shape[0] - 1), start=1):
-        term = pw * coeffs[k].float()
+        term = compat.times_integers(pw, torch.round(coeffs[k] * scale).long())
         value = term if value is None else value + term
-    return value + coeffs[0].float()
+    return value.div(scale) + coeffs[0].float()
 
 
 def polynomial(u: Any, name: str) -> Any:

@@ -39,38 +39,48 @@ CHUNK = 1 << 13  # elements per pass: a level's working set stays in cache
 
 @dataclass(frozen=True)
 class DcfKeys:
-    """The correction words both keys share, for N comparisons over n bits with k outputs.
+    """The correction words both keys share, for `count` comparisons over `bits` bits with
+    `k` outputs, in one flat int64 tensor (`words`, what travels):
 
-    s_cw [n, N, 2], v_cw [n, N, k], t_cw [2, N] (bit i of row 0/1: level i's left/right
-    control-bit CW), final [N, k]. With a party's root seed [N, 2] they make its key.
+        s_cw [bits, count, 2] | v_cw [bits, count, k] | t_cw [2, count] | final [count, k]
+
+    (t_cw: bit i of row 0/1 is level i's left/right control-bit CW). With a party's root
+    seeds [count, 2] they make its key.
     """
 
     bits: int
-    s_cw: torch.Tensor
-    v_cw: torch.Tensor
-    t_cw: torch.Tensor
-    final: torch.Tensor
+    count: int
+    k: int
+    words: torch.Tensor
 
     @staticmethod
     def size(count: int, bits: int, k: int) -> int:
         """int64 words of the correction words of `count` comparisons."""
         return count * (2 * bits + bits * k + 2 + k)
 
+    def _parts(self) -> tuple[torch.Tensor, ...]:
+        n, bits, k = self.count, self.bits, self.k
+        s_cw, v_cw, t_cw, final = torch.split(self.words, [bits * n * 2, bits * n * k, 2 * n, n * k])
+        return s_cw.view(bits, n, 2), v_cw.view(bits, n, k), t_cw.view(2, n), final.view(n, k)
+
+    @property
+    def s_cw(self) -> torch.Tensor:
+        return self._parts()[0]
+
     def pack(self) -> torch.Tensor:
-        """One flat int64 tensor (the order `unpack` reads)."""
-        return torch.cat([self.s_cw.reshape(-1), self.v_cw.reshape(-1), self.t_cw.reshape(-1), self.final.reshape(-1)])
+        """The flat words (no copy)."""
+        return self.words
 
     @classmethod
     def unpack(cls, flat: torch.Tensor, count: int, bits: int, k: int) -> "DcfKeys":
-        """The inverse of `pack`; ValueError when `flat` has the wrong length."""
+        """The keys in `flat` (no copy); ValueError when it has the wrong length."""
         if flat.dtype != torch.int64 or flat.numel() != cls.size(count, bits, k):
             raise ValueError(f"expected {cls.size(count, bits, k)} int64 words of DCF keys, got {flat.numel()} ({flat.dtype})")
-        sizes = [bits * count * 2, bits * count * k, 2 * count, count * k]
-        s_cw, v_cw, t_cw, final = torch.split(flat.reshape(-1), sizes)
-        return cls(bits, s_cw.view(bits, count, 2), v_cw.view(bits, count, k), t_cw.view(2, count), final.view(count, k))
+        return cls(bits, count, k, flat.reshape(-1))
 
 
-def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torch.Tensor], bits: int) -> DcfKeys:
+def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torch.Tensor], bits: int,
+        out: torch.Tensor | None = None) -> DcfKeys:
     """Correction words for f(x) = beta if x < alpha else 0, x and alpha in [0, 2^bits).
 
     Args:
@@ -78,6 +88,8 @@ def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torc
         beta: [N, k] int64, the payload (ring elements).
         roots: the two parties' root seeds, [N, 2] int64 each (drawn from their streams).
         bits: the input width n.
+        out: where to write the words (a flat int64 tensor of DcfKeys.size(N, bits, k)
+            elements), so that the caller can send them with more in one buffer.
 
     Returns:
         The shared correction words; party b's key is (roots[b], these).
@@ -86,28 +98,27 @@ def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torc
         raise ValueError(f"expected 1..63 input bits, got {bits}")
     _load_kernels()
     n, k = alpha.numel(), beta.shape[1]
-    s_cw = np.empty((bits, n, 2), dtype=np.int64)
-    v_cw = np.empty((bits, n, k), dtype=np.int64)
-    t_cw = np.zeros((2, n), dtype=np.int64)
-    final = np.empty((n, k), dtype=np.int64)
+    keys = DcfKeys(bits, n, k, torch.empty(DcfKeys.size(n, bits, k), dtype=torch.int64) if out is None else out)
+    s_cw, v_cw, t_cw, final = (part.numpy() for part in keys._parts())
+    t_cw[:] = 0
     alpha_, beta_ = alpha.contiguous().numpy(), beta.contiguous().numpy()
     roots_ = np.stack([roots[0].contiguous().numpy(), roots[1].contiguous().numpy()])
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         m = hi - lo
-        blocks = np.empty((4, 2, m, 2), dtype=np.int64)  # the AES input: 4 tweaks x 2 parties
-        out = np.empty(4 * 2 * m * 2 + 2, dtype=np.int64)
+        blocks = np.empty((m, 4, 2, 2), dtype=np.int64)  # the AES input: element x tweak x party x word
+        aes_out = np.empty(4 * 2 * m * 2 + 2, dtype=np.int64)
         t = np.empty((2, m), dtype=np.int64)
         v_alpha = np.zeros((m, k), dtype=np.int64)
         _kernels.gen_start(roots_[:, lo:hi], blocks, t)
         for level in range(bits):
-            _aes(blocks, out)
-            _kernels.gen_level(blocks, out, alpha_[lo:hi], beta_[lo:hi], bits - 1 - level, level, t, v_alpha,
+            _aes(blocks, aes_out)
+            _kernels.gen_level(blocks, aes_out, alpha_[lo:hi], beta_[lo:hi], bits - 1 - level, level, t, v_alpha,
                                s_cw[level, lo:hi], v_cw[level, lo:hi], t_cw[:, lo:hi], level + 1 == bits)
-        _aes(blocks[:1], out)  # the leaves' conversion to the output group
-        _kernels.gen_final(blocks, out, t, v_alpha, final[lo:hi])
-    as_tensor = torch.from_numpy
-    return DcfKeys(bits, as_tensor(s_cw), as_tensor(v_cw), as_tensor(t_cw), as_tensor(final))
+        leaves = np.ascontiguousarray(blocks[:, 0])  # the leaves' conversion to the output group
+        _aes(leaves, aes_out)
+        _kernels.gen_final(leaves, aes_out, t, v_alpha, final[lo:hi])
+    return keys
 
 
 def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> torch.Tensor:
@@ -123,14 +134,14 @@ def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> tor
         [N, k] int64: this party's additive shares.
     """
     _load_kernels()
-    n, k, bits = x.numel(), keys.final.shape[1], keys.bits
+    n, bits, k = x.numel(), keys.bits, keys.k
     value = np.zeros((n, k), dtype=np.int64)
     x_, root_ = x.contiguous().numpy(), root.contiguous().numpy()
-    s_cw, v_cw, t_cw, final = (w.contiguous().numpy() for w in (keys.s_cw, keys.v_cw, keys.t_cw, keys.final))
+    s_cw, v_cw, t_cw, final = (part.numpy() for part in keys._parts())
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         m = hi - lo
-        blocks = np.empty((2, m, 2), dtype=np.int64)  # the AES input: (s, t) and v of the child x's bit picks
+        blocks = np.empty((m, 2, 2), dtype=np.int64)  # the AES input: (s, t) and v of the child x's bit picks
         out = np.empty(2 * m * 2 + 2, dtype=np.int64)
         t = np.full(m, party, dtype=np.int64)
         _kernels.eval_start(root_[lo:hi], x_[lo:hi], bits - 1, blocks)
@@ -138,8 +149,9 @@ def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> tor
             _aes(blocks, out)
             _kernels.eval_level(blocks, out, x_[lo:hi], bits - 1 - level, level, t, value[lo:hi],
                                 s_cw[level, lo:hi], v_cw[level, lo:hi], t_cw[:, lo:hi], level + 1 == bits)
-        _aes(blocks[:1], out)
-        _kernels.eval_final(blocks, out, t, final[lo:hi], value[lo:hi])
+        leaves = np.ascontiguousarray(blocks[:, 0])
+        _aes(leaves, out)
+        _kernels.eval_final(leaves, out, t, final[lo:hi], value[lo:hi])
     out_ = torch.from_numpy(value)
     return out_ if party == 0 else -out_
 

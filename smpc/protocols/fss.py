@@ -115,35 +115,40 @@ def _draw(kind: str, generator: Any, rank: int, n: int) -> tuple[torch.Tensor, t
     return mask, root, shares
 
 
+def _key_words(kind: str, n: int) -> int:
+    # the DCF correction words of n gates of `kind` (none for a truncation)
+    return dcf.DcfKeys.size(n, LOW_BITS, DCF_KINDS[kind]) if kind in DCF_KINDS else 0
+
+
 def item_size(kind: str, rank: int, args: tuple) -> int:
     """int64 words the dealer sends party `rank` for one request (0: nothing)."""
     n = count(args)
-    words = dcf.DcfKeys.size(n, LOW_BITS, DCF_KINDS[kind]) if kind in DCF_KINDS else 0
-    return words + (n * _SHARED[kind] if rank == 0 else 0)
+    return _key_words(kind, n) + (n * _SHARED[kind] if rank == 0 else 0)
 
 
 def dealer_material(kind: str, generators: list[Any], args: tuple) -> dict[int, torch.Tensor]:
     """At the dealer: every party's draws for one request, then what each party must
-    receive (party 0: the key's correction words and its shares; party 1: the words)."""
+    receive (party 0: the key's correction words and its shares; party 1: the words).
+    Both are views of one buffer: the words are written once, never copied."""
     if len(generators) != 2:
         raise ValueError("FSS material is for exactly two computing parties")
     n = count(args)
     draws = [_draw(kind, g, rank, n) for rank, g in enumerate(generators)]
     r = draws[0][0] + draws[1][0]
-    words = None
+    words = _key_words(kind, n)
+    buffer = torch.empty(words + n * _SHARED[kind], dtype=torch.int64)
     if kind == "trunc":
         secrets = [udiv(r, divisors(args)), _msb(r)]
     else:
         r_msb = _msb(r)
         sign = 1 - 2 * r_msb
         beta = sign.view(n, 1) if kind == "ltz" else torch.stack([sign, r * sign], dim=1)
-        words = dcf.gen(r & _LOW, beta, (draws[0][1], draws[1][1]), LOW_BITS).pack()
+        dcf.gen(r & _LOW, beta, (draws[0][1], draws[1][1]), LOW_BITS, out=buffer[:words])
         secrets = [r_msb] if kind == "ltz" else [r_msb, r * r_msb]
-    corrections = [s - other for s, other in zip(secrets, draws[1][2])]
-    items = {0: torch.cat(([words] if words is not None else []) + corrections)}
-    if words is not None:
-        items[1] = words
-    return items
+    corrections = buffer[words:].view(_SHARED[kind], n)
+    for i, (secret, other) in enumerate(zip(secrets, draws[1][2])):
+        torch.sub(secret, other, out=corrections[i])
+    return {0: buffer, 1: buffer[:words]} if words else {0: buffer}
 
 
 def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Tensor | None) -> GateKey:
@@ -157,7 +162,7 @@ def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Ten
                              f"got {item.numel()} {item.dtype}")
         item = item.reshape(-1)
         if kind in DCF_KINDS:
-            size = dcf.DcfKeys.size(n, LOW_BITS, DCF_KINDS[kind])
+            size = _key_words(kind, n)
             keys = dcf.DcfKeys.unpack(item[:size], n, LOW_BITS, DCF_KINDS[kind])
             item = item[size:]
         if rank == 0:
