@@ -24,11 +24,11 @@ from smpc.audit import AuditLog
 from smpc.config import Config
 from smpc.convert import Program
 from smpc.dealer.client import DealerClient
+from smpc.dealer.provider import PROVIDER_NAME, PartyProvider
 from smpc.errors import AgreementError
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.protocols import top_k
-from smpc.dealer.provider import PROVIDER_NAME, PartyProvider
 
 
 class Party:

@@ -353,12 +353,6 @@ def configure(precision_bits: int, provider: str, functions: dict[str, Any] | No
 # CrypTen's own methods that `use_comparisons("fss")` replaces: (class, name) -> the
 # class's own attribute, or None where it inherits one (then deleting ours restores it)
 _ORIGINALS: dict[tuple[Any, str], Any] = {}
-_comparisons = "circuits"
-
-
-def comparisons() -> str:
-    """The comparison protocol in use in this process: "circuits" or "fss"."""
-    return _comparisons
 
 
 def use_comparisons(mode: str) -> None:
@@ -370,7 +364,6 @@ def use_comparisons(mode: str) -> None:
     ArithmeticSharedTensor.div_, looked up at call time; both modes count the bytes and
     rounds of comparisons apart (smpc.meter.protocol_meter).
     """
-    global _comparisons
     apply()
     from crypten.mpc import MPCTensor
     from crypten.mpc.primitives import ArithmeticSharedTensor
@@ -409,7 +402,6 @@ def use_comparisons(mode: str) -> None:
         MPCTensor.argmax = fss.tensor_argmax
         MPCTensor.max_pool2d = fss.tensor_max_pool2d
         ArithmeticSharedTensor.div_ = _fss_div_(_ORIGINALS[(ArithmeticSharedTensor, "div_")])
-    _comparisons = mode
 
 
 def _fss_div_(original: Any) -> Any:
@@ -424,7 +416,7 @@ def _fss_div_(original: Any) -> Any:
             y = int(y)
         if isinstance(y, torch.Tensor) and (not y.is_floating_point() or bool(y.frac().eq(0).all())):
             y = y.long()
-        if isinstance(y, (int, torch.Tensor)) and (isinstance(y, int) or not y.is_floating_point()):
+        if isinstance(y, int) or (isinstance(y, torch.Tensor) and not y.is_floating_point()):
             from smpc.protocols import fss
 
             self.share = fss.truncate(self.share, y)

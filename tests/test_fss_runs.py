@@ -50,28 +50,3 @@ def test_fss_settings_it_cannot_run_are_refused_by_name(tmp_path, changes, messa
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(config)
 
-
-def test_fss_argmax_reveals_the_three_best_classes_in_order(tmp_path):
-    # `reveal: top3` runs three secure argmaxes on shares: with fss, a maximum tree, an
-    # equality and the first tied position, each one round
-    import torch
-    import yaml
-    from safetensors.torch import load_file
-
-    from harness import WEIGHTS
-    from smpc import artifacts, zoo
-    from smpc.runfiles import output_path
-
-    config_path = write_config(tmp_path, samples=12, batch_size=12, dealer=True, protocol={"comparisons": "fss"})
-    doc = yaml.safe_load(config_path.read_text())
-    doc["parties"][0]["reveal"] = "top3"
-    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    config = load_config(config_path)
-    run(config, echo=False)
-    classes = load_file(str(output_path(config, "alice")))["classes"]
-    model = zoo.build("digits_cnn")
-    artifacts.load_weights(model, WEIGHTS)
-    data = artifacts.load_data(tmp_path / "data0.safetensors", (1, 8, 8))
-    with torch.no_grad():
-        expected = model.eval()(data.inputs).topk(3, dim=1).indices
-    assert classes.shape == (12, 3) and float((classes == expected).float().mean()) >= 0.97

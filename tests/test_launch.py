@@ -148,13 +148,18 @@ def test_a_top1_reveal_gives_the_same_accuracy_and_only_class_indices(tmp_path):
     assert int(saved["classes"].min()) >= 0 and int(saved["classes"].max()) <= 9
 
 
-def test_top3_reveals_the_three_best_classes_in_order(tmp_path):
+@pytest.mark.parametrize("comparisons", ["circuits", "fss"])
+def test_top3_reveals_the_three_best_classes_in_order(tmp_path, comparisons):
+    # three secure argmaxes on shares: with fss, a maximum tree, an equality and the
+    # first tied position, one round each
     from safetensors.torch import load_file
 
     from smpc import zoo
     from smpc.runfiles import output_path
 
-    config_path = write_config(tmp_path, samples=12, batch_size=12)
+    config_path = write_config(
+        tmp_path, samples=12, batch_size=12, dealer=comparisons == "fss", protocol={"comparisons": comparisons}
+    )
     doc = yaml.safe_load(config_path.read_text())
     doc["parties"][0]["reveal"] = "top3"
     config_path.write_text(yaml.safe_dump(doc, sort_keys=False))

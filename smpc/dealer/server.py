@@ -43,8 +43,9 @@ class _Writer:
     """Sends each party its items of a batch, every item tagged for that party's key, the
     batch and its position (material.Binding), and closes batches."""
 
-    def __init__(self, conns: dict[int, socket.socket], seeds: list[bytes]) -> None:
+    def __init__(self, conns: dict[int, socket.socket], seeds: list[bytes], names: list[str]) -> None:
         self.conns = conns
+        self.names = names
         self.bindings = {rank: Binding(seeds[rank]) for rank in conns}
         self.label = run_label(0)
         self.positions = {rank: 0 for rank in conns}
@@ -53,12 +54,18 @@ class _Writer:
     def emit(self, request: bytes, items: dict[int, torch.Tensor]) -> None:
         for rank, tensor in items.items():
             tag = self.bindings[rank].tag(request, self.label, self.positions[rank], tensor)
-            self.sent += m.send(self.conns[rank], m.Material(tag, tensor))
+            self.sent += self._send(rank, m.Material(tag, tensor))
             self.positions[rank] += 1
 
     def close(self, message: m.Message) -> None:
-        for conn in self.conns.values():
-            m.send(conn, message)
+        for rank in self.conns:
+            self._send(rank, message)
+
+    def _send(self, rank: int, message: m.Message) -> int:
+        try:
+            return m.send(self.conns[rank], message)
+        except OSError as exc:  # which party is gone: the first failure names it
+            raise PartyError(f"dealer: connection to party {self.names[rank]} lost: {exc}") from None
 
     def open(self, label: str) -> None:
         self.label = label
@@ -165,8 +172,8 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
         return _serve_run(config, program, conns, seeds, checks)
     except wire.PeerError as exc:
         raise PartyError(f"dealer: stopped: party {config.parties[0].name} reports: {exc}") from None
-    except (wire.WireError, OSError) as exc:
-        raise PartyError(f"dealer: connection to a party lost: {exc}") from None
+    except (wire.WireError, OSError) as exc:  # reading party 0's messages
+        raise PartyError(f"dealer: connection to party {config.parties[0].name} lost: {exc}") from None
     finally:
         for conn in conns.values():
             conn.close()
@@ -177,7 +184,7 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
     party0 = conns[0]
     batches = m.expect(party0, m.Start).batches
     generators = [material.seeded(s) for s in seeds]
-    writer = _Writer(conns, seeds)
+    writer = _Writer(conns, seeds, config.names)
     started = time.perf_counter()
     tracer = TracingProvider(generators, writer.emit)
     shape_run(config, program, tracer, checks)  # batch 0: trace and generate in one pass
@@ -219,7 +226,7 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> di
     # three op timeouts means it is gone.
     serving = config.serving
     started = time.perf_counter()
-    writer = _Writer({0: party0}, seeds)
+    writer = _Writer({0: party0}, seeds, config.names)
     requests: dict[int, list] = {}
     made: dict[int, int] = {}
 

@@ -19,7 +19,8 @@ plus its DCF output, and msb(x) = msb(x^) + (1 - 2 msb(x^)) u is linear in u.
   then [x == max] (two ltz in one round), then the first of the tied positions
   ([cumsum > 0] differences, one round): exact, ties to the lowest index.
 - **eq**: 1 - [x < 0] - [-x < 0], one round (exact for every ring value but -2^63).
-- **select** b + c (a - b) for a comparison bit c: one Beaver product.
+- **select** b + c (a - b) for a comparison bit c (smpc.ops.where, and the pieces of the
+  approximations): one Beaver product, unchanged.
 - **truncation** (division by a public integer d, after every fixed-point product):
   party 0 adds K = d floor(2^62 / d) so that y = x + K is in [0, 2^63) for |x| < 2^61;
   the parties open c = y + r (one round); then y = c - r + 2^64 w with the wrap bit
@@ -260,11 +261,6 @@ def eq(x: Any, y: Any) -> Any:
     d = x - y
     bits = ltz(crypten.stack([d, -d]))
     return 1 - bits[0] - bits[1]
-
-
-def select(condition: Any, a: Any, b: Any) -> Any:
-    """a where the 0/1 secret `condition` (a comparison result) is 1, else b: one product."""
-    return b + condition * (a - b)
 
 
 def truncate(share: torch.Tensor, divisor: int | torch.Tensor) -> torch.Tensor:
