@@ -47,11 +47,11 @@ class _MaterialReader:
         try:
             while not self._state.ended:
                 message = m.recv(self._sock)
-                what = b""
+                mac = b""
                 if isinstance(message, m.Material):
                     self.bytes_received += message.tensor.numel() * 8
-                    what = self._binding.what(message.tag[:8], message.tensor)  # off the online thread
-                batch = self._state.receive(message, what)
+                    mac = self._binding.what(message.tag[:8], message.tensor)  # off the online thread
+                batch = self._state.receive(message, mac)
                 if batch is not None:
                     self._arrived(batch)
         except (wire.WireError, ProtocolError, OSError) as exc:
@@ -63,8 +63,8 @@ class _MaterialReader:
         where = f"dealer stream of {self._party}: item #{self._position} of {self._current.label} ({what})"
         if self._position >= len(self._current.items):
             raise PartyError(f"{where}: missing: the dealer traced a different computation")
-        tag, what, tensor = self._current.items[self._position]
-        differs = self._binding.check(tag, request, self._current.label, self._position, what)
+        tag, mac, tensor = self._current.items[self._position]
+        differs = self._binding.check(tag, request, self._current.label, self._position, mac)
         if differs is not None:
             raise PartyError(f"{where}: {differs}")
         self._position += 1
