@@ -95,9 +95,10 @@ class Report:
                 f" peak memory {p['peak_rss_mib']:.0f} MiB"
             )
             if p.get("key_bytes"):
+                per = p.get("key_bytes_per_comparison")
                 lines.append(
                     f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of FSS keys from the dealer"
-                    f" ({p['key_bytes_per_comparison']:.0f} bytes per comparison)"
+                    + (f" ({per:.0f} bytes per comparison)" if per is not None else " (truncations only)")
                 )
         return "\n".join(lines)
 
