@@ -170,8 +170,11 @@ def test_top3_reveals_the_three_best_classes_in_order(tmp_path, comparisons):
     artifacts.load_weights(model, WEIGHTS)
     data = artifacts.load_data(tmp_path / "data0.safetensors", (1, 8, 8))
     with torch.no_grad():
-        want = model.eval()(data.inputs).topk(3, dim=1).indices
-    assert classes.shape == (12, 3) and float((classes == want).float().mean()) >= 0.97
+        logits = model.eval()(data.inputs)
+    # the classes picked hold the three best plaintext logits, in order; two classes whose
+    # logits are closer than the fixed-point error (about 0.01 here) may come either way
+    assert classes.shape == (12, 3) and all(len(set(row)) == 3 for row in classes.tolist())
+    assert (logits.gather(1, classes) - logits.topk(3, dim=1).values).abs().max() < 0.05
 
 
 @pytest.mark.parametrize("change, message", [
