@@ -60,23 +60,18 @@ class ProtocolMeter:
         import crypten.communicator as comm
 
         communicator = comm.get() if comm.is_initialized() else None
-        if self._depth or communicator is None or not hasattr(communicator, "get_communication_stats"):
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        before = communicator.get_communication_stats()
+        counting = self._depth == 0 and hasattr(communicator, "get_communication_stats")
+        before = communicator.get_communication_stats() if counting else None
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
-            after = communicator.get_communication_stats()
-            row = self.totals[label]
-            row[0] += int(after["bytes"] - before["bytes"])
-            row[1] += int(after["rounds"] - before["rounds"])
+            if counting:
+                after = communicator.get_communication_stats()
+                row = self.totals[label]
+                row[0] += int(after["bytes"] - before["bytes"])
+                row[1] += int(after["rounds"] - before["rounds"])
 
     def record(self) -> dict[str, Any]:
         """comparisons_bytes/_rounds, truncations_bytes/_rounds, and with FSS the dealer's

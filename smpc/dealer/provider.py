@@ -92,9 +92,10 @@ class PartyProvider(DealerTuples):
     def fss_key(self, kind, args):
         if self.generator is None:
             raise PartyError("the dealer provider is not connected")
-        what = f"{kind} key of {fss.count(args)} elements"
+        elements = fss.count(args)
+        what = f"{kind} key of {elements} elements"
         item = self._take(kind, args, {}, what) if self.party_rank in material.receivers(kind) else None
-        protocol_meter.keys(kind, fss.count(args), 0 if item is None else item.numel() * 8)
+        protocol_meter.keys(kind, elements, 0 if item is None else item.numel() * 8)
         try:
             return fss.party_key(kind, self.generator, self.party_rank, args, item)
         except ValueError as exc:
