@@ -37,11 +37,21 @@ RESULTS = "results.jsonl"
 HELPER_NAMES = ("carol", "dave", "erin", "frank", "grace", "heidi")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now, and never one this process handed out
+    before: the kernel may offer a port again once its probe is closed, and the ports of
+    one config must differ."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError("no free TCP port on 127.0.0.1 that was not handed out already")
 
 
 def consortium(parties: int, data: Path, weights: Path) -> list[dict[str, Any]]:

@@ -68,8 +68,32 @@ def peer_name(sock: ssl.SSLSocket) -> str:
     return ""
 
 
+MAX_MESSAGE_BYTES = 1 << 30  # one tensor from a peer; a longer header is refused before its body
+MAX_QUEUED_BYTES = 256 << 20  # received and not yet used: past this the reader pauses (TCP slows the peer)
+
+
+class _Counting:
+    """The socket as the reader reads it: counts the bytes of the message under way, so a
+    peer that stops in the middle of a message is told apart from one that sends nothing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.partial = sock, 0
+
+    def recv_into(self, view: memoryview, n: int) -> int:
+        k = self.sock.recv_into(view, n)
+        self.partial += k
+        return k
+
+
 class Peer:
-    """One authenticated connection: a reader thread queues what arrives."""
+    """One authenticated connection: a reader thread queues what arrives.
+
+    Nothing a peer sends can crash, grow or hang this party: frames are checked by the
+    wire decoder (kind, dtype, length within MAX_MESSAGE_BYTES, allocated as the bytes
+    arrive), at most MAX_QUEUED_BYTES wait unused, every wait is bounded by op_s, and a
+    tensor must have the shape and dtype the receiving step expects. Any fault stops the
+    party with a PartyError naming the peer and the fault.
+    """
 
     def __init__(self, name: str, sock: socket.socket, timeout_s: float) -> None:
         self.name, self.sock, self.timeout_s = name, sock, timeout_s
@@ -80,17 +104,25 @@ class Peer:
         self.send_lock = threading.Lock()
         self.bytes_sent = 0
         self.messages_sent = 0
+        self._stream = _Counting(sock)
+        self._queued = 0
+        self._room = threading.Condition()
         sock.settimeout(None)  # the reader blocks; waits are bounded in recv()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
             while True:
-                msg = wire.recv(self.sock)
+                with self._room:  # the receiving side never waits on a full inbox: no deadlock
+                    self._room.wait_for(lambda: self._queued <= MAX_QUEUED_BYTES)
+                self._stream.partial = 0
+                msg = wire.recv(self._stream, MAX_MESSAGE_BYTES)
                 if msg.kind != wire.Kind.DATA:
-                    raise wire.WireError(f"expected DATA, got {msg.kind.name}")
+                    raise wire.WireError(f"sent a {msg.kind.name} message in the middle of a run")
+                with self._room:
+                    self._queued += msg.tensor.nbytes
                 self.inbox.put(msg.tensor)
-        except (wire.WireError, OSError, ValueError) as exc:
+        except Exception as exc:  # whatever it is, the party stops on it rather than hanging
             self.inbox.put(exc)
 
     def send(self, tensor: torch.Tensor) -> None:
@@ -101,14 +133,35 @@ class Peer:
                 raise PartyError(f"connection to party {self.name} lost: {exc}") from None
             self.messages_sent += 1
 
-    def recv(self) -> torch.Tensor:
+    def recv(self, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The next tensor from this peer; `like` gives the shape and dtype it must have."""
         try:
             item = self.inbox.get(timeout=self.timeout_s)
         except queue.Empty:
+            partial = self._stream.partial
+            if partial:
+                raise PartyError(
+                    f"party {self.name} stopped in the middle of a message ({partial} bytes of it arrived) "
+                    f"and sent nothing more within timeouts.op_s = {self.timeout_s:g} s"
+                ) from None
             raise PartyError(f"party {self.name} sent nothing within timeouts.op_s = {self.timeout_s:g} s") from None
         if isinstance(item, Exception):
             self.inbox.put(item)  # every later receive fails the same way
-            raise PartyError(f"connection to party {self.name} lost: {item}")
+            if isinstance(item, PartyError):
+                raise item
+            if isinstance(item, (wire.ConnectionClosed, OSError)):
+                raise PartyError(f"connection to party {self.name} lost: {item}")
+            raise PartyError(f"party {self.name} broke the protocol: {wire.one_line(item)}")
+        with self._room:
+            self._queued -= item.nbytes
+            self._room.notify()
+        if like is not None and (item.shape != like.shape or item.dtype != like.dtype):
+            fault = PartyError(
+                f"party {self.name} broke the protocol: sent a {item.dtype} tensor of shape {list(item.shape)} "
+                f"where a {like.dtype} tensor of shape {list(like.shape)} was expected"
+            )
+            self.inbox.put(fault)
+            raise fault
         return item
 
 
@@ -185,14 +238,14 @@ class TlsCommunicator(Communicator):
         self._round(lambda: self.peers[dst].send(tensor))
 
     def recv(self, tensor, src=None):
-        return self._round(lambda: tensor.copy_(self.peers[src].recv()))
+        return self._round(lambda: tensor.copy_(self.peers[src].recv(tensor)))
 
     def isend(self, tensor, dst):
         self.peers[dst].send(tensor)
         return _Done()
 
     def irecv(self, tensor, src=None):
-        return _Receive(lambda: tensor.copy_(self.peers[src].recv()))
+        return _Receive(lambda: tensor.copy_(self.peers[src].recv(tensor)))
 
     # collectives: everyone sends first (readers absorb it), then receives
     def broadcast(self, input, src, group=None, batched=False):
@@ -205,7 +258,7 @@ class TlsCommunicator(Communicator):
                         self.peers[r].send(t)
             else:
                 for t in tensors:
-                    t.copy_(self.peers[src].recv())
+                    t.copy_(self.peers[src].recv(t))
             return input
 
         return self._round(run)
@@ -225,7 +278,7 @@ class TlsCommunicator(Communicator):
                     self.peers[r].send(t)
         for r in self._others():
             for i in range(len(results)):
-                results[i] = combine(results[i], self.peers[r].recv())
+                results[i] = combine(results[i], self.peers[r].recv(results[i]))
         return results if batched else results[0]
 
     def all_reduce(self, input, op=torch.distributed.ReduceOp.SUM, batched=False):
@@ -238,7 +291,7 @@ class TlsCommunicator(Communicator):
         def run():
             for r in self._others():
                 self.peers[r].send(tensor)
-            return [tensor.clone() if r == self.rank else self.peers[r].recv() for r in range(len(self.names))]
+            return [tensor.clone() if r == self.rank else self.peers[r].recv(tensor) for r in range(len(self.names))]
 
         return self._round(run)
 
@@ -247,7 +300,7 @@ class TlsCommunicator(Communicator):
             if self.rank != dst:
                 self.peers[dst].send(tensor)
                 return [None]
-            return [tensor.clone() if r == self.rank else self.peers[r].recv() for r in range(len(self.names))]
+            return [tensor.clone() if r == self.rank else self.peers[r].recv(tensor) for r in range(len(self.names))]
 
         return self._round(run)
 
@@ -278,8 +331,50 @@ class TlsCommunicator(Communicator):
                 pass
 
 
-HANDSHAKE_S = 10.0  # a connection must finish TLS and say HELLO within this
+HANDSHAKE_S = 10.0  # a connection must finish TLS and say who it is within this
 MAX_PENDING_HANDSHAKES = 64
+
+
+def accept_handshakes(
+    listener: socket.socket,
+    handshake: Callable[[socket.socket, tuple], None],
+    done: Callable[[], bool],
+    deadline: float,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Accept connections until `done()` or `deadline` (time.monotonic), each handed to
+    `handshake(raw, address)` in its own thread with a timeout of HANDSHAKE_S.
+
+    A stranger that says nothing (or garbage) costs one handshake timeout on its own
+    connection, never a real peer's turn; at most MAX_PENDING_HANDSHAKES run at once (a
+    flood is refused, memory stays bounded). A handshake that raises a TLS, wire or
+    socket error is logged as refused and its socket closed.
+    """
+    pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
+
+    def run(raw: socket.socket, address: tuple) -> None:
+        try:
+            raw.settimeout(max(1.0, min(HANDSHAKE_S, deadline - time.monotonic())))
+            handshake(raw, address)
+        except (ssl.SSLError, wire.WireError, OSError, ValueError, AttributeError) as exc:
+            log(f"refused a connection from {address[0]}: {wire.one_line(exc)}")
+            raw.close()
+        finally:
+            pending.release()
+
+    while not done() and time.monotonic() < deadline:
+        listener.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+        try:
+            raw, address = listener.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        if not pending.acquire(blocking=False):
+            log(f"refused a connection from {address[0]}: too many handshakes under way")
+            raw.close()
+            continue
+        threading.Thread(target=run, args=(raw, address), daemon=True).start()
 
 
 def connect_mesh(
@@ -303,48 +398,23 @@ def connect_mesh(
     failure: list[str] = []
     expect_from = [r for r in range(len(names)) if r > rank]
 
-    pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
-
     def handshake(raw: socket.socket, address: tuple) -> None:
-        # each connection in its own thread: a stranger that says nothing (or garbage)
-        # costs one handshake timeout on its own connection, never the real peer's turn
-        try:
-            raw.settimeout(max(1.0, min(HANDSHAKE_S, deadline - time.monotonic())))
-            tls = server_ctx.wrap_socket(raw, server_side=True)
-            hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
-            claimed, claimed_rank, proven = str(hello.get("party")), hello.get("rank"), peer_name(tls)
-            with lock:
-                taken = claimed_rank in peers
-            if claimed_rank not in expect_from or names[claimed_rank] != claimed or proven != claimed or taken:
-                log(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
-                tls.close()
-                return
-            log(f"peer {claimed} connected from {address[0]} (certificate verified)")
-            with lock:
-                peers[claimed_rank] = Peer(claimed, tls, op_timeout_s)
-        except (ssl.SSLError, wire.WireError, OSError, ValueError, AttributeError) as exc:
-            log(f"refused a connection from {address[0]}: {exc}")
-            raw.close()
-        finally:
-            pending.release()
+        tls = server_ctx.wrap_socket(raw, server_side=True)
+        hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
+        claimed, claimed_rank, proven = str(hello.get("party")), hello.get("rank"), peer_name(tls)
+        with lock:
+            taken = claimed_rank in peers
+        if claimed_rank not in expect_from or names[claimed_rank] != claimed or proven != claimed or taken:
+            log(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
+            tls.close()
+            return
+        log(f"peer {claimed} connected from {address[0]} (certificate verified)")
+        with lock:
+            peers[claimed_rank] = Peer(claimed, tls, op_timeout_s)
 
-    def accept_all(listener: socket.socket) -> None:
-        while time.monotonic() < deadline:
-            with lock:
-                if all(r in peers for r in expect_from):
-                    return
-            listener.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
-            try:
-                raw, address = listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not pending.acquire(blocking=False):  # a flood of strangers: memory stays bounded
-                log(f"refused a connection from {address[0]}: too many handshakes under way")
-                raw.close()
-                continue
-            threading.Thread(target=handshake, args=(raw, address), daemon=True).start()
+    def joined() -> bool:
+        with lock:
+            return all(r in peers for r in expect_from)
 
     listener = None
     acceptor = None
@@ -354,7 +424,7 @@ def connect_mesh(
             listener = socket.create_server((host, port))
         except OSError as exc:
             raise PartyError(f"{names[rank]}: cannot listen on {host}:{port}: {exc.strerror}") from None
-        acceptor = threading.Thread(target=accept_all, args=(listener,), daemon=True)
+        acceptor = threading.Thread(target=accept_handshakes, args=(listener, handshake, joined, deadline, log), daemon=True)
         acceptor.start()
     try:
         for r in range(rank):

@@ -60,6 +60,10 @@ class PeerError(WireError):
     """The peer reported an error (an ERROR message): its text is the cause."""
 
 
+class ConnectionClosed(WireError):
+    """The peer closed the connection (as opposed to sending something malformed)."""
+
+
 def one_line(text: Any, limit: int = 500) -> str:
     """A peer's free text (an error, a reason) as one bounded line, fit for a log."""
     return " ".join(str(text).split())[:limit]
@@ -115,15 +119,34 @@ def send_json(sock: socket.socket, kind: Kind, obj: dict[str, Any]) -> int:
     return send(sock, kind, json_tensor(obj))
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
+EAGER_BYTES = 16 << 20  # a body up to this is allocated at once; a larger one as it arrives
+
+
+def _fill(sock: socket.socket, view: memoryview) -> None:
     got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
+    while got < len(view):
+        k = sock.recv_into(view[got:], len(view) - got)
         if k == 0:
-            raise WireError("connection closed by peer")
+            raise ConnectionClosed("connection closed by peer")
         got += k
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytearray:
+    if n <= EAGER_BYTES:
+        buf = bytearray(n)
+        _fill(sock, memoryview(buf))
+        return buf
+    # a header may claim up to the limit and then send little: memory follows the bytes
+    # that really arrive (chunk by chunk), copied once into place at the end
+    chunks = []
+    for start in range(0, n, EAGER_BYTES):
+        chunk = bytearray(min(EAGER_BYTES, n - start))
+        _fill(sock, memoryview(chunk))
+        chunks.append(chunk)
+    buf = bytearray(n)
+    for i, chunk in enumerate(chunks):
+        buf[i * EAGER_BYTES: i * EAGER_BYTES + len(chunk)] = chunk
+        chunks[i] = None  # type: ignore[call-overload]  # freed as copied
     return buf
 
 

@@ -176,7 +176,8 @@ def test_a_party_answering_with_the_wrong_certificate_is_not_trusted(consortium)
 
 def test_a_tls_run_completes_while_a_stranger_keeps_connecting_to_a_party(tmp_path):
     # no certificate: some connections stay open and say nothing, others send random
-    # bytes; alice goes on waiting for the real peer and the answers are right
+    # bytes, at alice's port and at the dealer's; both go on waiting for the real
+    # parties (each handshake in its own thread) and the answers are right
     import random
 
     import yaml
@@ -191,13 +192,14 @@ def test_a_tls_run_completes_while_a_stranger_keeps_connecting_to_a_party(tmp_pa
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     config = load_config(path)
     alice = (config.parties[0].host, config.parties[0].port)
+    dealer = (config.dealer.host, config.dealer.port)
     stop, held, attempts = threading.Event(), [], [0]
 
     def stranger():
         rng = random.Random(7)
         while not stop.is_set():
             try:
-                sock = socket.create_connection(alice, timeout=1)
+                sock = socket.create_connection(alice if attempts[0] % 4 < 2 else dealer, timeout=1)
             except OSError:
                 time.sleep(0.005)
                 continue
@@ -224,3 +226,44 @@ def test_a_tls_run_completes_while_a_stranger_keeps_connecting_to_a_party(tmp_pa
     assert attempts[0] >= 1, attempts
     assert report.agreement == 1.0 and report.accuracy_mpc >= 0.95
     assert "refused a connection from 127.0.0.1" in (config.run_dir / "alice.log").read_text()
+    assert "refused a connection from 127.0.0.1" in (config.run_dir / "dealer.log").read_text()
+
+
+def test_a_peer_that_sends_far_ahead_is_paused_not_buffered():
+    # the reader stops taking frames once MAX_QUEUED_BYTES wait unused: TCP carries the
+    # pause back to the sender, whose writes block; using a frame makes room again
+    from smpc import wire
+
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(server.getsockname())
+    receiving, _ = server.accept()
+    peer = transport.Peer("bob", receiving, timeout_s=5)
+    frame = torch.arange(1 << 20, dtype=torch.int64)  # 8 MiB
+    sent = [0]
+
+    def flood() -> None:
+        try:
+            for _ in range(200):  # 1.6 GiB if nothing stopped it
+                wire.send(sender, wire.Kind.DATA, frame)
+                sent[0] += 1
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    deadline, last = time.monotonic() + 60, -1
+    while time.monotonic() < deadline and sent[0] != last:  # until the writer is stuck
+        last = sent[0]
+        time.sleep(1.0)
+    try:
+        assert 0 < sent[0] < 200, sent[0]
+        assert transport.MAX_QUEUED_BYTES <= peer._queued <= transport.MAX_QUEUED_BYTES + frame.nbytes
+        before = sent[0]
+        for _ in range(4):
+            assert torch.equal(peer.recv(frame), frame)
+        time.sleep(1.0)
+        assert sent[0] > before  # room again: the sender goes on
+    finally:
+        sender.close()
+        receiving.close()
+        server.close()

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import secrets
 import signal
 import socket
-import ssl
 import threading
 import time
 from typing import Any
 
 import torch
 
-from smpc import agreement, compat, keys, runfiles, wire
+from smpc import agreement, compat, keys, runfiles, transport, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program
@@ -73,50 +73,73 @@ class _Writer:
 
 
 def _accept_parties(config: Config, listener: socket.socket, expected: dict[str, str]) -> dict[int, socket.socket]:
-    # over TLS a party must also prove, by its certificate, the name it claims
+    # Handshakes run concurrently (transport.accept_handshakes): a stranger that stays
+    # silent or sends garbage is refused on its own connection and never delays a party.
+    # Check-ins are then taken one at a time, in arrival order, by the roll call.
+    # Over TLS a party must also prove, by its certificate, the name it claims.
     server_ctx = tls_contexts(config, "dealer")[0] if config.effective_transport == "tls" else None
     audit = AuditLog(runfiles.audit_path(config, "dealer"), "dealer")
     roll = RollCall(list(config.names), expected)
     conns: dict[int, socket.socket] = {}
     deadline = time.monotonic() + config.timeouts.connect_s
-    while not roll.complete:
-        listener.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            conn, address = listener.accept()
-        except socket.timeout:
-            raise PartyError(f"dealer: {no_show(roll.missing(), 'did not connect', config.timeouts.connect_s)}") from None
-        conn.settimeout(config.timeouts.op_s)
-        proven = None
-        if server_ctx is not None:
-            try:
-                conn = server_ctx.wrap_socket(conn, server_side=True)
-                from smpc.transport import peer_name
+    arrived: queue.Queue = queue.Queue()
+    finished = threading.Event()
 
-                proven = peer_name(conn)
-            except (ssl.SSLError, OSError) as exc:
-                print(f"refused a connection from {address[0]}: {exc}", flush=True)
-                audit.record("refused", address=address[0], reason=str(exc))
-                conn.close()
-                continue
+    def refuse(address: str, reason: str) -> None:
+        print(f"refused a connection from {address}: {reason}", flush=True)
+        audit.record("refused", address=address, reason=reason)
+
+    def handshake(raw: socket.socket, address: tuple) -> None:
+        conn = server_ctx.wrap_socket(raw, server_side=True) if server_ctx is not None else raw
+        proven = transport.peer_name(conn) if server_ctx is not None else None
         try:
             message = m.recv(conn, limit=1 << 16)
-            claimed = getattr(message, "party", None)
-            if proven is not None and proven != claimed:
-                print(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r}", flush=True)
-                audit.record("refused", address=address[0], reason=f"certificate of {proven!r}, claims {claimed!r}")
-                conn.close()
-                continue
-            rank = roll.receive(message, address[0])
-        except (ProtocolError, wire.WireError, OSError) as exc:
-            try:
-                m.send(conn, m.Error(str(exc)))
-            except OSError:
-                pass
+        except wire.WireError as exc:
             conn.close()
-            raise (AgreementError if isinstance(exc, SettingsError) else PartyError)(str(exc)) from None
-        print(f"party {claimed} connected from {address[0]}", flush=True)
-        audit.record("peer", party=claimed, address=address[0], tls=proven is not None)
-        conns[rank] = conn
+            raise wire.WireError(f"{'certificate of ' + repr(proven) + ': ' if proven else ''}{exc}") from None
+        claimed = getattr(message, "party", None)
+        if proven is not None and proven != claimed:
+            refuse(address[0], f"certificate of {proven!r}, claims {claimed!r}")
+            conn.close()
+            return
+        arrived.put((conn, message, claimed, address[0], proven is not None))
+
+    def log(line: str) -> None:
+        if line.startswith("refused a connection from "):
+            address, _, reason = line.removeprefix("refused a connection from ").partition(": ")
+            audit.record("refused", address=address, reason=reason)
+        print(line, flush=True)
+
+    acceptor = threading.Thread(target=transport.accept_handshakes,
+                                args=(listener, handshake, finished.is_set, deadline, log), daemon=True)
+    acceptor.start()
+    try:
+        while not roll.complete:
+            try:
+                conn, message, claimed, address, tls = arrived.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                raise PartyError(f"dealer: {no_show(roll.missing(), 'did not connect', config.timeouts.connect_s)}") from None
+            conn.settimeout(config.timeouts.op_s)
+            try:
+                rank = roll.receive(message, address)
+            except ProtocolError as exc:
+                try:
+                    m.send(conn, m.Error(str(exc)))
+                except OSError:
+                    pass
+                conn.close()
+                if isinstance(exc, SettingsError):  # a party of this run disagrees: nobody can go on
+                    raise AgreementError(str(exc)) from None
+                refuse(address, str(exc).removeprefix("dealer: "))  # not a party still expected: the roll call goes on
+                continue
+            print(f"party {claimed} connected from {address}", flush=True)
+            audit.record("peer", party=claimed, address=address, tls=tls)
+            conns[rank] = conn
+    finally:
+        finished.set()
+        acceptor.join(timeout=2)
+        while not arrived.empty():  # latecomers after the roll call (or a failure): not kept
+            arrived.get()[0].close()
     return conns
 
 
