@@ -48,7 +48,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for randomness in ("local", "dealer"):
             report, _ = launch_model(Path(tmp), f"digits {randomness}", "digits_cnn", (1, 8, 8), 60, 6,
-                                     randomness=randomness, weights=weights)
+                                     randomness=randomness, weights=weights, truncation="local")
             for name in report.parties:
                 record = json.loads((Path(tmp) / "runs" / f"digits_{randomness}" / f"{name}.result.json").read_text())
                 drawn, online = record["random_bytes"], record["online_s"]

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                 for source in ("dealer", "local"):
                     report, _ = launch_model(
                         Path(tmp), f"{source} p{parties} b{batch}", "lenet5", (1, 28, 28), batch, args.batches,
-                        parties=parties, randomness=source,
+                        parties=parties, randomness=source, truncation="local",  # the same protocol, only the source differs
                     )
                     cell[source] = report.online_s / args.batches
                     if source == "dealer":

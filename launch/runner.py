@@ -53,6 +53,7 @@ class Report:
     randomness: str
     parties: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparisons: str = "circuits"  # protocol.comparisons
+    truncation: str = "local"  # the two-party truncation run (Config.truncation)
     # the dealer's summary: offline_s, batches, bytes_sent, bytes_per_batch, generation_s_per_batch
     dealer: dict[str, Any] | None = None
     config: str = ""
@@ -77,7 +78,7 @@ class Report:
             f"max |logit error|  {'n/a (only classes revealed)' if self.max_abs_error is None else f'{self.max_abs_error:.6f}'}",
             f"revealed           {', '.join(f'{k}: {v}' for k, v in self.revealed.items())}",
             f"wall time          {self.wall_s:.2f} s (offline {self.offline_s:.2f} s, online {self.online_s:.2f} s;"
-            f" randomness: {self.randomness}; comparisons: {self.comparisons})",
+            f" randomness: {self.randomness}; comparisons: {self.comparisons}; truncation: {self.truncation})",
         ]
         for name, o in self.outputs.items():
             lines.append(f"output {name:<12} worst cosine to plaintext {o['min_cosine']:.6f}, max |error| {o['max_abs_error']:.6f}")
@@ -97,8 +98,9 @@ class Report:
             if p.get("key_bytes"):
                 per = p.get("key_bytes_per_comparison")
                 lines.append(
-                    f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of FSS keys from the dealer"
-                    + (f" ({per:.0f} bytes per comparison)" if per is not None else " (truncations only)")
+                    f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of FSS keys from the dealer ({per:.0f} bytes per comparison)"
+                    if per is not None else
+                    f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of truncation masks from the dealer"
                 )
         return "\n".join(lines)
 
@@ -114,7 +116,7 @@ def preflight(config: Config) -> Program:
     for owner in config.data_owners:
         pack.load_rows(config, program, owner.data)
     if config.effective_transport == "tls":
-        keys.check_identities(config, config.names + (["dealer"] if config.dealer is not None else []))
+        keys.check_identities(config, config.processes)
     return program
 
 
@@ -144,12 +146,10 @@ def run(
             file=sys.stderr,
         )
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    processes = (["dealer"] if config.dealer is not None else []) + config.names
-    for name in processes:
+    for name in config.processes:
         for stale in (result_path(config, name), error_path(config, name), output_path(config, name), audit_path(config, name)):
             stale.unlink(missing_ok=True)
-
-    children = processes_of(config, processes, "parties")
+    children = processes_of(config, config.processes, "parties")
     started = time.perf_counter()
     outcome = supervise(children, deadline_s=config.timeouts.run_s, echo=echo)
     wall_s = time.perf_counter() - started
@@ -325,6 +325,7 @@ def _evaluate(
         randomness=config.randomness,
         parties={n: {k: r[k] for k in PARTY_FIELDS if k in r} for n, r in records.items()},
         comparisons=config.protocol.comparisons,
+        truncation=config.truncation,
         config=str(config.source),
         outputs=per_output,
         fidelity="ok",

@@ -28,7 +28,7 @@ def preflight(config: Config) -> None:
     """Refuse before starting anything: no serving section, or missing TLS files."""
     if config.serving is None:
         raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
-    keys.check_identities(config, config.names + (["dealer"] if config.dealer is not None else []))
+    keys.check_identities(config, config.processes)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -43,7 +43,7 @@ def serve_all(config: Config, echo: bool = True) -> int:
     the exit code (0 when drained on request)."""
     preflight(config)
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    names = (["dealer"] if config.dealer is not None else []) + config.names
+    names = config.processes
     for name in names:
         error_path(config, name).unlink(missing_ok=True)
     children = processes_of(config, names, "parties.service")

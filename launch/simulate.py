@@ -72,8 +72,11 @@ def simulate(
     transport: str = "gloo",
     precision_bits: int = 16,
     range_checks: bool = False,
+    comparisons: str = "circuits",
+    truncation: str | None = None,
     fidelity: dict[str, float | None] | None = None,
     timeout_s: float = 900.0,
+    op_timeout_s: float = 30.0,
     keep: str | Path | None = None,
 ) -> Simulation:
     """Run `model` on `inputs` privately across real party processes on this machine.
@@ -89,9 +92,15 @@ def simulate(
         transport: "gloo" or "tls" (tls needs consortium keys: use `launch.run` for that).
         precision_bits: fixed-point fractional bits.
         range_checks: open one bit per tensor an approximation reads (protocol.range_checks).
+        comparisons: "circuits" (CrypTen's) or "fss" (one-round FSS gates; needs the
+            dealer and 2 parties: protocol.comparisons).
+        truncation: "dealer" or "local" (protocol.truncation); None: the dealer's where
+            it can make it.
         fidelity: thresholds (``min_cosine``, ``max_abs_error``, ``min_agreement``);
             a result below them raises FidelityError naming the output and the likely op.
         timeout_s: bound on the whole run.
+        op_timeout_s: bound on any one wait of a party (timeouts.op_s): raise it for
+            batches whose dealer material takes longer than 30 s to make.
         keep: a folder to keep the packed model, config and logs in (else a temporary one).
 
     Returns:
@@ -118,8 +127,9 @@ def simulate(
             "batch_size": pack.batch_size(program),
             "randomness": randomness,
             "transport": transport,
-            "protocol": {"precision_bits": precision_bits, "range_checks": range_checks},
-            "timeouts": {"run_s": timeout_s},
+            "protocol": {"precision_bits": precision_bits, "range_checks": range_checks, "comparisons": comparisons,
+                         **({} if truncation is None else {"truncation": truncation})},
+            "timeouts": {"run_s": timeout_s, "op_s": op_timeout_s},
             "run_dir": "run",
         }
         if fidelity is not None:

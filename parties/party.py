@@ -109,6 +109,7 @@ class Party:
             config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
             PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
             comparisons=config.protocol.comparisons,
+            truncation=config.truncation,
             tls=config.tls_files(self.name) if config.effective_transport == "tls" else None,
             log=self._connection_event,
         ):

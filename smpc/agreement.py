@@ -34,6 +34,7 @@ def fields(config: Config, program: Program, checks: Any = None) -> dict[str, st
         "protocol.precision_bits": config.protocol.precision_bits,
         "protocol.functions": config.protocol.functions.model_dump(),
         "protocol.comparisons": config.protocol.comparisons,
+        "protocol.truncation": config.truncation,
         "protocol.range_checks": None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items()),
         "serving": None if config.serving is None else config.serving.model_dump(mode="json"),
     }

@@ -302,6 +302,7 @@ def init_communicator(
     provider: str = "TFP",
     functions: dict[str, Any] | None = None,
     comparisons: str = "circuits",
+    truncation: str = "local",
 ) -> None:
     """Join the gloo process group as `rank` and initialise CrypTen on it.
 
@@ -317,6 +318,7 @@ def init_communicator(
         provider: crypten.cfg.mpc.provider ("TFP", or a name given to register_provider).
         functions: overrides of crypten.cfg.functions (approximation settings).
         comparisons: the comparison protocol (`use_comparisons`).
+        truncation: the two-party truncation ("local" or "dealer", `use_comparisons`).
     """
     import os
 
@@ -333,21 +335,24 @@ def init_communicator(
         RANK=str(rank),
         DISTRIBUTED_BACKEND="gloo",
     )
-    configure(precision_bits, provider, functions, comparisons)
+    configure(precision_bits, provider, functions, comparisons, truncation)
     crypten.cfg.communicator.verbose = True  # counts rounds and bytes
     crypten.init()
 
 
-def configure(precision_bits: int, provider: str, functions: dict[str, Any] | None, comparisons: str = "circuits") -> None:
+def configure(
+    precision_bits: int, provider: str, functions: dict[str, Any] | None, comparisons: str = "circuits",
+    truncation: str = "local",
+) -> None:
     """Set CrypTen's global settings (precision, provider, approximations) and which
-    comparison protocol runs (`use_comparisons`)."""
+    comparison and truncation protocols run (`use_comparisons`)."""
     import crypten
 
     crypten.cfg.encoder.precision_bits = precision_bits
     crypten.cfg.mpc.provider = provider
     for key, value in (functions or {}).items():
         crypten.cfg.functions[key] = value
-    use_comparisons(comparisons)
+    use_comparisons(comparisons, truncation)
 
 
 # CrypTen's own methods that `use_comparisons("fss")` replaces: (class, name) -> the
@@ -355,10 +360,13 @@ def configure(precision_bits: int, provider: str, functions: dict[str, Any] | No
 _ORIGINALS: dict[tuple[Any, str], Any] = {}
 
 
-def use_comparisons(mode: str) -> None:
+def use_comparisons(mode: str, truncation: str = "local") -> None:
     """Run CrypTen's comparisons with its binary circuits ("circuits", upstream) or with
     smpc's one-round FSS gates ("fss": [x < 0], ReLU, ==, max, argmax, max pooling and the
     two-party truncation after each fixed-point product; smpc.protocols.fss).
+
+    `truncation` "dealer" (implied by "fss") puts the dealer-aided truncation in place of
+    CrypTen's two-party one with circuits too; "local" keeps CrypTen's.
 
     CrypTen dispatches all of these through MPCTensor's methods and
     ArithmeticSharedTensor.div_, looked up at call time; both modes count the bytes and
@@ -373,6 +381,8 @@ def use_comparisons(mode: str) -> None:
 
     if mode not in ("circuits", "fss"):
         raise ValueError(f"unknown comparison protocol {mode!r}")
+    if truncation not in ("local", "dealer"):
+        raise ValueError(f"unknown truncation protocol {truncation!r}")
     names = ("_ltz", "_eqz_2PC", "relu", "eq", "max", "argmax", "max_pool2d")
     for name in names:
         _ORIGINALS.setdefault((MPCTensor, name), MPCTensor.__dict__.get(name))
@@ -401,14 +411,15 @@ def use_comparisons(mode: str) -> None:
         MPCTensor.max = fss.tensor_max
         MPCTensor.argmax = fss.tensor_argmax
         MPCTensor.max_pool2d = fss.tensor_max_pool2d
-        ArithmeticSharedTensor.div_ = _fss_div_(_ORIGINALS[(ArithmeticSharedTensor, "div_")])
+    if mode == "fss" or truncation == "dealer":
+        ArithmeticSharedTensor.div_ = _dealer_div_(_ORIGINALS[(ArithmeticSharedTensor, "div_")])
 
 
-def _fss_div_(original: Any) -> Any:
+def _dealer_div_(original: Any) -> Any:
     # CrypTen's two-party division by a public integer divides each share locally
-    # (wrong by 2^64 / d with probability |x| / 2^63); with fss it is the dealer-aided
-    # truncation. Other divisions (by fractions: a product with the reciprocal) are
-    # CrypTen's own, whose truncation lands back here.
+    # (wrong by 2^64 / d with probability about |x| / 2^64); here it is the dealer-aided
+    # truncation (smpc.protocols.fss.truncate). Other divisions (by fractions: a product
+    # with the reciprocal) are CrypTen's own, whose truncation lands back here.
     def div_(self: Any, y: Any) -> Any:
         import torch
 

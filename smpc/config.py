@@ -148,6 +148,11 @@ class ProtocolConfig(_Section):
     # circuits: CrypTen's binary adder circuits; fss: one-round comparisons and
     # truncation from the dealer's function-secret-sharing keys (smpc.protocols.fss)
     comparisons: Literal["circuits", "fss"] = "circuits"
+    # the truncation after every fixed-point product, two parties: "dealer" (one opening
+    # of x + r with the dealer's r; never wraps) or "local" (CrypTen's: each party divides
+    # its share; wrong by 2^64/d with probability about |x|/2^64). Unset: the dealer's wherever
+    # it can make it (Config.truncation)
+    truncation: Literal["local", "dealer"] | None = None
 
 
 class DealerConfig(_Section):
@@ -299,6 +304,18 @@ class Config(_Section):
                 )
             if self.serving is not None:
                 problems.append("protocol.comparisons: fss is not available with serving yet (one-off runs only)")
+        if self.protocol.truncation == "dealer":
+            if self.randomness != "dealer":
+                problems.append("protocol.truncation: dealer needs randomness: dealer (the dealer makes the masks)")
+            if len(self.parties) != 2:
+                problems.append(
+                    f"protocol.truncation: dealer is for exactly 2 parties, got {len(self.parties)} "
+                    "(with more, CrypTen's truncation is already exact to one unit); leave it unset"
+                )
+            if self.serving is not None:
+                problems.append("protocol.truncation: dealer is not available with serving yet (one-off runs only)")
+        if self.protocol.truncation == "local" and self.protocol.comparisons == "fss":
+            problems.append("protocol.truncation: local cannot go with comparisons: fss (its truncation is the dealer's); leave it unset")
         if self.randomness == "local" and self.dealer is not None:
             problems.append("dealer: only allowed when randomness is 'dealer'")
         if self.dealer is not None and (self.dealer.host, self.dealer.port) in addresses:
@@ -363,6 +380,23 @@ class Config(_Section):
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.parties]
+
+    @property
+    def truncation(self) -> str:
+        """The two-party truncation this config runs: protocol.truncation if set, else
+        "dealer" wherever the dealer can make it (two parties, randomness: dealer, a
+        one-off run; always with comparisons: fss), else CrypTen's "local"."""
+        if self.protocol.truncation is not None:
+            return self.protocol.truncation
+        if self.protocol.comparisons == "fss":
+            return "dealer"
+        usable = self.randomness == "dealer" and len(self.parties) == 2 and self.serving is None
+        return "dealer" if usable else "local"
+
+    @property
+    def processes(self) -> list[str]:
+        """Every process of this config: the dealer (when there is one), then the parties."""
+        return (["dealer"] if self.dealer is not None else []) + self.names
 
     def with_role(self, role: str) -> list[PartyConfig]:
         return [p for p in self.parties if role in p.roles]

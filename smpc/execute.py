@@ -46,12 +46,15 @@ def run_program(
 
     for node in program.graph.nodes:
         if node.op == "placeholder":
-            if node.name in inputs:
-                env[node] = inputs[node.name]
-            elif node.name in params:
-                env[node] = params[node.name]
+            # a graph read back from program.json may have renamed a placeholder (torch.fx
+            # gives `input` the name `input_1`: it shadows a builtin); its target keeps the name
+            name = node.name if node.name in inputs or node.name in params or node.name in program.public else node.target
+            if name in inputs:
+                env[node] = inputs[name]
+            elif name in params:
+                env[node] = params[name]
             else:
-                env[node] = program.public[node.name]
+                env[node] = program.public[name]
         elif node.op == "call_function":
             # every call reads a secret: calls on public values were computed at conversion
             args = value(node.args)

@@ -315,7 +315,7 @@ def _known_names(config_path: Path | None) -> list[str] | None:
 
     config = load_config(config_path)
     clients = list(config.serving.clients) if config.serving is not None else []
-    return config.names + (["dealer"] if config.dealer is not None else []) + clients
+    return config.processes + clients
 
 
 def main(argv: list[str] | None = None) -> int:

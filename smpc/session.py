@@ -61,6 +61,7 @@ def joined(
     provider: str = "TFP",
     functions: dict[str, Any] | None = None,
     comparisons: str = "circuits",
+    truncation: str = "local",
     tls: tuple[Path, Path, Path] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
@@ -77,6 +78,7 @@ def joined(
         provider: CrypTen tuple provider name ("TFP" = local, or the dealer's).
         functions: CrypTen approximation settings.
         comparisons: "circuits" (CrypTen's) or "fss" (the dealer's keys).
+        truncation: "local" (CrypTen's) or "dealer" (the dealer's masks), two parties.
         tls: (CA, own certificate, own key) to talk over mutually authenticated TLS
             instead of gloo.
         log: where TLS connection events go (accepted and refused peers).
@@ -86,7 +88,7 @@ def joined(
         store = roll_call(rank, names, host, port, connect_timeout_s)
         compat.init_communicator(
             rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, precision_bits,
-            store=store, provider=provider, functions=functions, comparisons=comparisons,
+            store=store, provider=provider, functions=functions, comparisons=comparisons, truncation=truncation,
         )
         try:
             yield
@@ -103,7 +105,7 @@ def joined(
         connect_timeout_s, op_timeout_s, log=log or (lambda line: print(line, flush=True)),
     )
     communicator = transport.TlsCommunicator(rank, names, peers)
-    compat.configure(precision_bits, provider, functions, comparisons)
+    compat.configure(precision_bits, provider, functions, comparisons, truncation)
     try:
         compat.install_communicator(communicator)
         yield

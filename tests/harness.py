@@ -89,6 +89,46 @@ def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: fl
     return [pickle.loads(got[r][1]) for r in range(world_size)]
 
 
+_STAND_IN_SEEDS = (b"\x01" * 32, b"\x02" * 32)
+
+
+def use_stand_in_dealer(rank: int, comparisons: str = "fss", truncation: str = "local") -> None:
+    """Inside a joined two-party process: take the dealer's material from a stand-in
+    dealer that this party runs itself (both parties hold both dealer streams: insecure,
+    and only for tests, so that protocols run without a dealer process), and use the
+    given comparison and truncation protocols."""
+    import crypten
+
+    from smpc import compat
+    from smpc.dealer import material
+    from smpc.dealer.provider import DealerTuples
+
+    class _StandInDealer(DealerTuples):
+        """The dealer's material made in the party: every request, both ranks' items."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.dealer = [material.seeded(s) for s in _STAND_IN_SEEDS]
+            self.own = material.seeded(_STAND_IN_SEEDS[rank])
+
+        def _item(self, kind, args, kwargs):
+            return material.material(kind, self.dealer, args, kwargs).get(rank)
+
+        def _shares(self, kind, args, kwargs):
+            item = self._item(kind, args, kwargs)
+            shares = material.draw(kind, self.own, rank, args, kwargs)
+            return shares + ([item] if rank == 0 else [])
+
+        def fss_key(self, kind, args):
+            from smpc.protocols import fss
+
+            return fss.party_key(kind, self.own, rank, args, self._item(kind, args, {}))
+
+    compat.register_provider("TEST_DEALER", _StandInDealer())
+    crypten.cfg.mpc.provider = "TEST_DEALER"
+    compat.use_comparisons(comparisons, truncation)
+
+
 def write_config(
     tmp_path: Path,
     samples: int = 100,

@@ -284,11 +284,12 @@ def test_a_study_compares_the_comparison_protocols(protocols_run):
     for r in (fss, circuits):
         assert r["status"] == "ok" and r["agreement"]["min"] == 1.0
     assert fss["parties"]["alice"]["comparisons_bytes"] < 0.1 * circuits["parties"]["alice"]["comparisons_bytes"]
-    assert fss["parties"]["alice"]["key_bytes"] > 0 and circuits["parties"]["alice"]["key_bytes"] == 0
+    # with circuits, the dealer's material for alice (party 0) is only the truncation's (16 bytes an element)
+    assert 0 < circuits["parties"]["alice"]["key_bytes"] < 0.01 * fss["parties"]["alice"]["key_bytes"]
     assert fss["dealer_s_per_batch"]["median"] > 0
     rows = {row["comparisons"]: row for row in _table((out / "report.md").read_text())}
     assert float(rows["fss"]["comparison MiB"]) == near(fss["parties"]["alice"]["comparisons_bytes"] / 2**20, 2)
     assert int(rows["circuits"]["comparison rounds"]) == circuits["parties"]["alice"]["comparisons_rounds"]
-    assert rows["circuits"]["key MiB/party"] == "0.00"
+    assert float(rows["circuits"]["key MiB/party"]) < 0.01 * float(rows["fss"]["key MiB/party"])
     with Image.open(out / "comparisons.png") as image:
         assert image.width > 200 and ImageStat.Stat(image.convert("L")).extrema[0][0] < 100

@@ -1,10 +1,8 @@
 """`protocol.comparisons: fss` on shares: every converter feature, and each gate through
 CrypTen's API, in two real party processes over gloo.
 
-The keys come from a stand-in dealer inside each party (`_LocalDealer`): both parties
-hold both dealer streams, so each can make the dealer's material itself (insecure, and
-only here: it lets the protocol layer run without a dealer process; whole runs with
-the real dealer are in test_fss_runs.py).
+The keys come from a stand-in dealer inside each party (harness.use_stand_in_dealer);
+whole runs with the real dealer are in test_fss_runs.py.
 """
 
 from __future__ import annotations
@@ -12,49 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import run_parties
+from harness import run_parties, use_stand_in_dealer
 from op_cases import CASES
-
-_SEEDS = (b"\x01" * 32, b"\x02" * 32)
-
-
-def _use_local_dealer(rank: int) -> None:
-    import crypten
-
-    from smpc import compat
-    from smpc.dealer import material
-    from smpc.dealer.provider import DealerTuples
-
-    class _LocalDealer(DealerTuples):
-        """The dealer's material made in the party: every request, both ranks' items."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.dealer = [material.seeded(s) for s in _SEEDS]
-            self.own = material.seeded(_SEEDS[rank])
-
-        def _item(self, kind, args, kwargs):
-            return material.material(kind, self.dealer, args, kwargs).get(rank)
-
-        def _shares(self, kind, args, kwargs):
-            item = self._item(kind, args, kwargs)
-            shares = material.draw(kind, self.own, rank, args, kwargs)
-            return shares + ([item] if rank == 0 else [])
-
-        def fss_key(self, kind, args):
-            from smpc.protocols import fss
-
-            return fss.party_key(kind, self.own, rank, args, self._item(kind, args, {}))
-
-    compat.register_provider("TEST_DEALER", _LocalDealer())
-    crypten.cfg.mpc.provider = "TEST_DEALER"
-    compat.use_comparisons("fss")
-
 
 def _op_cases(rank: int, world_size: int, names: list[str]) -> dict[str, float]:
     from test_ops_mpc import evaluate_all_cases
 
-    _use_local_dealer(rank)
+    use_stand_in_dealer(rank)
     return evaluate_all_cases(rank, world_size, names)
 
 
@@ -76,7 +38,7 @@ def _gates(rank: int, world_size: int) -> dict:
     from smpc import session
     from smpc.meter import protocol_meter
 
-    _use_local_dealer(rank)
+    use_stand_in_dealer(rank)
     unit = 2.0**-16
     # edge values at 16 fractional bits: 0, one unit either side, the largest magnitudes
     # the encoder holds safely, and ties for max/argmax
@@ -125,3 +87,27 @@ def test_each_gate_through_crypten_with_fss():
     assert (got["product"] - product)[small].abs().max() <= 2 * unit
     assert result["relu_rounds"] == 1, "ReLU takes one round"
     assert result["meter"]["comparisons_rounds"] > 0 and result["meter"]["truncations_rounds"] > 0
+
+
+def _wide_products(rank: int, world_size: int, truncation: str) -> dict:
+    import crypten
+
+    use_stand_in_dealer(rank, "circuits", truncation)
+    # |x|^2 about 2^29: held at scale 2^32 before truncation, the product is near 2^61,
+    # where CrypTen's local two-party truncation goes wrong with probability |x| / 2^64
+    x = torch.linspace(20000.0, 23000.0, 1000) * torch.tensor([1.0, -1.0]).repeat(500)
+    square = crypten.cryptensor(x, src=0) * crypten.cryptensor(x, src=0)
+    return {"x": x, "square": square.get_plain_text()}
+
+
+@pytest.mark.parametrize("truncation", ["local", "dealer"])
+def test_the_dealer_truncation_holds_up_to_the_top_of_the_ring_where_crypten_wraps(truncation):
+    result = run_parties(_wide_products, 2, truncation, timeout=300)[0]
+    x, got = result["x"].double(), result["square"].double()
+    exact = torch.trunc(x * 2**16) ** 2 / 2**32
+    error = (got - exact).abs()
+    wrong = int((error > 1e6).sum())  # a wrap is off by 2^64 / 2^16 units: 2^32
+    if truncation == "dealer":  # within a unit, and float32's rounding of the opened value
+        assert wrong == 0 and bool((error <= exact * 2.0**-23 + 2 * 2.0**-16).all()), float(error.max())
+    else:  # what protocol.truncation: dealer is for: about one element in ten is off by 2^32
+        assert wrong > 20, wrong

@@ -42,6 +42,27 @@ def test_simulate_bert_on_a_padded_batch_matches_plaintext():
     assert result.bytes_sent["alice"] > 0 and result.rounds["bob"] > 0 and result.online_s > 0
 
 
+def test_simulate_passes_the_comparison_protocol_and_the_op_timeout():
+    # nn.Sequential names its argument `input`: torch.fx renames that placeholder when the
+    # graph is read back from program.json (the dealer and every party read it so)
+    import smpc
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    x = torch.randn(8, 6) * 3
+    keep = Path(os.environ.get("TMPDIR", "/tmp")) / f"smpc-simulate-fss-{os.getpid()}"
+    try:
+        result = smpc.simulate(model, x, comparisons="fss", op_timeout_s=20, keep=keep)
+        config = (keep / "config.yaml").read_text()
+    finally:
+        import shutil
+
+        shutil.rmtree(keep, ignore_errors=True)
+    assert "comparisons: fss" in config and "op_s: 20" in config
+    assert result.report.comparisons == "fss" and result.report.parties["alice"]["gates"]["relu"] > 0
+    assert torch.allclose(result.outputs, result.plain, atol=0.01)
+
+
 USER_SCRIPT = """
 import torch
 from torch import nn

@@ -159,7 +159,7 @@ def serve(config: Config) -> dict[str, Any]:
     if config.effective_transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
     compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump(),
-                     config.protocol.comparisons)
+                     config.protocol.comparisons, config.truncation)
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
         try:

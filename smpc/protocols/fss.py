@@ -208,8 +208,9 @@ def trunc_local(rank: int, opened: torch.Tensor, key: GateKey, d: torch.Tensor) 
 # -- online, on CrypTensors: keys from the default provider, one opening per gate ----
 #
 # `smpc.compat.use_comparisons("fss")` puts these in place of CrypTen's comparisons and
-# two-party truncation. At the dealer's shape-only run the provider records the request,
-# emits its keys and returns None: the gate then yields zeros of the right shape.
+# two-party truncation (`truncation="dealer"`: the truncation alone). At the dealer's
+# shape-only run the provider records the request, emits its keys and returns None: the
+# gate then yields zeros of the right shape.
 
 
 def _gate(kind: str, share: torch.Tensor, divisor: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -271,7 +272,7 @@ def truncate(share: torch.Tensor, divisor: int | torch.Tensor) -> torch.Tensor:
     low = divisor if isinstance(divisor, int) else int(divisor.min())
     high = divisor if isinstance(divisor, int) else int(divisor.max())
     if low < 1 or high >= MAX_DIVISOR:
-        raise ValueError(f"protocol.comparisons: fss divides by public integers 1..2^31 - 1, got {low if low < 1 else high}")
+        raise ValueError(f"the dealer's truncation divides by public integers 1..2^31 - 1, got {low if low < 1 else high}")
     return _gate("trunc", share, divisor)
 
 
