@@ -340,7 +340,7 @@ def accept_handshakes(
     handshake: Callable[[socket.socket, tuple], None],
     done: Callable[[], bool],
     deadline: float,
-    log: Callable[[str], None] = print,
+    refused: Callable[[str, str], None],
 ) -> None:
     """Accept connections until `done()` or `deadline` (time.monotonic), each handed to
     `handshake(raw, address)` in its own thread with a timeout of HANDSHAKE_S.
@@ -348,7 +348,7 @@ def accept_handshakes(
     A stranger that says nothing (or garbage) costs one handshake timeout on its own
     connection, never a real peer's turn; at most MAX_PENDING_HANDSHAKES run at once (a
     flood is refused, memory stays bounded). A handshake that raises a TLS, wire or
-    socket error is logged as refused and its socket closed.
+    socket error is reported as `refused(address, reason)` and its socket closed.
     """
     pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
 
@@ -357,7 +357,7 @@ def accept_handshakes(
             raw.settimeout(max(1.0, min(HANDSHAKE_S, deadline - time.monotonic())))
             handshake(raw, address)
         except (ssl.SSLError, wire.WireError, OSError, ValueError, AttributeError) as exc:
-            log(f"refused a connection from {address[0]}: {wire.one_line(exc)}")
+            refused(address[0], wire.one_line(exc))
             raw.close()
         finally:
             pending.release()
@@ -371,7 +371,7 @@ def accept_handshakes(
         except OSError:
             return
         if not pending.acquire(blocking=False):
-            log(f"refused a connection from {address[0]}: too many handshakes under way")
+            refused(address[0], "too many handshakes under way")
             raw.close()
             continue
         threading.Thread(target=run, args=(raw, address), daemon=True).start()
@@ -398,6 +398,9 @@ def connect_mesh(
     failure: list[str] = []
     expect_from = [r for r in range(len(names)) if r > rank]
 
+    def refused(address: str, reason: str) -> None:
+        log(f"refused a connection from {address}: {reason}")
+
     def handshake(raw: socket.socket, address: tuple) -> None:
         tls = server_ctx.wrap_socket(raw, server_side=True)
         hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
@@ -405,7 +408,7 @@ def connect_mesh(
         with lock:
             taken = claimed_rank in peers
         if claimed_rank not in expect_from or names[claimed_rank] != claimed or proven != claimed or taken:
-            log(f"refused a connection from {address[0]}: certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
+            refused(address[0], f"certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
             tls.close()
             return
         log(f"peer {claimed} connected from {address[0]} (certificate verified)")
@@ -424,7 +427,7 @@ def connect_mesh(
             listener = socket.create_server((host, port))
         except OSError as exc:
             raise PartyError(f"{names[rank]}: cannot listen on {host}:{port}: {exc.strerror}") from None
-        acceptor = threading.Thread(target=accept_handshakes, args=(listener, handshake, joined, deadline, log), daemon=True)
+        acceptor = threading.Thread(target=accept_handshakes, args=(listener, handshake, joined, deadline, refused), daemon=True)
         acceptor.start()
     try:
         for r in range(rank):

@@ -104,14 +104,8 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             return
         arrived.put((conn, message, claimed, address[0], proven is not None))
 
-    def log(line: str) -> None:
-        if line.startswith("refused a connection from "):
-            address, _, reason = line.removeprefix("refused a connection from ").partition(": ")
-            audit.record("refused", address=address, reason=reason)
-        print(line, flush=True)
-
     acceptor = threading.Thread(target=transport.accept_handshakes,
-                                args=(listener, handshake, finished.is_set, deadline, log), daemon=True)
+                                args=(listener, handshake, finished.is_set, deadline, refuse), daemon=True)
     acceptor.start()
     try:
         while not roll.complete:
