@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.smpc-installed
 
-.PHONY: demo text-demo serve test bench study clean
+.PHONY: demo text-demo serve serve-text test bench study clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ SERVE_KEYS := keys/serve-2pc
 serve: $(STAMP)
 	test -f $(SERVE_KEYS)/ca.pem || $(VENV)/bin/smpc keys init $(SERVE_KEYS) alice bob dealer analyst
 	exec $(VENV)/bin/smpc serve configs/serve-2pc.yaml
+
+# standing parties serving a BERT classifier on text to client `analyst`: the keys and the
+# model (the text demo's, trained, packed for every shape and signed) are made on first use
+TEXT_KEYS := keys/serve-text
+TEXT_MODEL := runs/serve-text
+serve-text: $(STAMP)
+	test -f $(TEXT_KEYS)/ca.pem || $(VENV)/bin/smpc keys init $(TEXT_KEYS) alice bob dealer analyst
+	test -f $(TEXT_MODEL)/model/model.sig || $(PY) models/text_demo.py --serve $(TEXT_MODEL) --sign-key $(TEXT_KEYS)/bob.key
+	exec $(VENV)/bin/smpc serve configs/serve-text.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,13 +1,25 @@
-"""The service (`smpc serve`) measured with `smpc query`, beside a cold `smpc launch`.
+"""Services (`smpc serve`) measured with `smpc query`, ratios from one run.
 
-Starts the digits CNN service of configs/serve-2pc.yaml (alice, bob, the dealer; TLS
-between the parties, mutual TLS for the client) on free ports with fresh keys, then:
-latency at 1 client (40 rows), throughput at 1, 4, 16 and 64 concurrent clients (one row
-per query), bytes and rounds per query at 1 client (from the parties' /metrics), and a
-cold `smpc launch` of the same 360 rows (batch 64, the same parties, dealer and TLS).
-Ratios come from this one run: the machine is shared and noisy.
+digits: the digits CNN service of configs/serve-2pc.yaml (alice, bob, the dealer; TLS
+between the parties, mutual TLS for the client) on free ports with fresh keys: latency at
+1 client (40 rows), throughput at 1, 4, 16 and 64 concurrent clients (one row per query),
+bytes and rounds per query at 1 client (from the parties' /metrics), beside a cold `smpc
+launch` of the same 360 rows (batch 64, the same parties, dealer and TLS).
 
-    python benchmarks/serving.py
+text: the text service of configs/serve-text.yaml (the text demo's BERT classifier,
+trained, packed for every shape up to 16 rows x 16 tokens with its tokenizer, and
+signed, as `make serve-text` does) queried with the held-out sentences (`--text`).
+
+minilm: a MiniLM-size encoder (6 layers, hidden 384, 12 heads, intermediate 1536,
+vocabulary 30522, random weights scaled as real checkpoints: benchmarks/bert_encoder.py's
+model) packed for 1 row x 16 tokens (a batch of one sentence: its dealer material is
+hundreds of MB), queried with sentences of 16 random ids (`--data`).
+
+For text and minilm, with `comparisons: circuits` and `fss`: p50/p90/p99 latency at 1
+client, throughput at 1, 4 and 16 clients, bytes and rounds per query per party.
+The machine is shared and noisy: compare the figures of one run.
+
+    python benchmarks/serving.py [--services digits text minilm] [--comparisons circuits fss]
 """
 
 from __future__ import annotations
@@ -55,47 +67,173 @@ def _metric(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
+def _keys(work: Path) -> None:
+    keys.create_ca(work / "keys")
+    for name in ("alice", "bob", "dealer", "analyst"):
+        keys.issue(work / "keys", name)
+
+
+def _serve(path: Path) -> tuple[subprocess.Popen, Client]:
+    service = subprocess.Popen([str(Path(sys.executable).parent / "smpc"), "serve", str(path), "--quiet"])
+    client = Client(path, client="analyst")
+    deadline = time.monotonic() + 1200
+    while True:
+        try:
+            if all(client.get(p, "/v2/health/ready").status_code == 200 for p in ("alice", "bob")):
+                return service, client
+        except Exception:
+            pass
+        if time.monotonic() > deadline or service.poll() is not None:
+            service.kill()
+            raise SystemExit("the service did not start")
+        time.sleep(0.5)
+
+
+def _stop(service: subprocess.Popen, client: Client) -> None:
+    client.close()
+    service.send_signal(signal.SIGTERM)
+    service.wait(timeout=120)
+
+
+def _per_query(client: Client, run) -> tuple[dict, float, float]:
+    # bytes and rounds alice sent per query while `run` ran (from her /metrics)
+    before = client.get("alice", "/metrics").text
+    report = run()
+    after = client.get("alice", "/metrics").text
+    n = report["samples"]
+    return (report, (_metric(after, "smpc_bytes_sent_total") - _metric(before, "smpc_bytes_sent_total")) / n,
+            (_metric(after, "smpc_rounds_total") - _metric(before, "smpc_rounds_total")) / n)
+
+
+def _packed_config(work: Path, name: str, model_dir: Path, comparisons: str, max_batch: int) -> Path:
+    doc = yaml.safe_load((ROOT / "configs" / "serve-text.yaml").read_text())
+    for p in doc["parties"]:
+        p["port"], p["api_port"] = free_port(), free_port()
+    doc["parties"][1]["weights"] = doc["model"]["program"] = str(model_dir)
+    doc["model"]["public_key"] = str(work / "keys" / "bob.pub")
+    doc["dealer"]["port"] = free_port()
+    doc["tls"] = {"ca": str(work / "keys" / "ca.pem"), "certs": str(work / "keys")}
+    doc["protocol"] = {"comparisons": comparisons}
+    doc["serving"]["max_batch"] = max_batch
+    doc["serving"]["model_name"] = name
+    doc["timeouts"]["op_s"] = 120
+    doc["serving"]["query_timeout_s"] = 1200  # 16 clients queue behind one-sentence batches
+    doc["run_dir"] = str(work / f"{name}-{comparisons}")
+    path = work / f"{name}-{comparisons}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _text_model(work: Path) -> tuple[Path, Path, Path]:
+    sys.path.insert(0, str(ROOT / "models"))
+    import text_demo
+
+    text_demo.serve_model(work / "text", work / "keys" / "bob.key", rows=16)
+    return work / "text" / "model", work / "text" / "heldout.txt", work / "text" / "heldout-labels.txt"
+
+
+def _minilm_model(work: Path, queries: int) -> tuple[Path, Path]:
+    import torch
+
+    from smpc import artifacts, model_dir
+    from smpc.model import pack
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bert_encoder
+
+    model = bert_encoder.build_model()
+    ids, mask = bert_encoder.inputs(16, 1)
+    out = work / "minilm"
+    pack.pack(model, (ids,), out, {"attention_mask": mask})
+    model_dir.sign(out, work / "keys" / "bob.key")
+    ids, mask = bert_encoder.inputs(16, queries)
+    mask[:] = 1  # every query a full 16 tokens
+    data = work / "minilm-queries.safetensors"
+    artifacts.save_inputs(data, {"input_ids": ids, "attention_mask": mask})
+    return out, data
+
+
+def _packed_service(work: Path, name: str, model_dir: Path, comparisons: str, max_batch: int, queries: dict) -> dict:
+    """One service of a packed model: {concurrency: report}, with bytes and rounds per query."""
+    path = _packed_config(work, name, model_dir, comparisons, max_batch)
+    service, client = _serve(path)
+    results = {}
+    try:
+        warm = queries[1] | {"rows": 2}
+        query(path, "analyst", **warm)
+        results[1], results["bytes"], results["rounds"] = _per_query(
+            client, lambda: query(path, "analyst", concurrency=1, **queries[1]))
+        for c in (4, 16):
+            results[c] = query(path, "analyst", concurrency=c, **queries[c])
+    finally:
+        _stop(service, client)
+    return results
+
+
+def _print_packed(name: str, by_mode: dict) -> None:
+    print(f"\n{name}: {'mode':>9} {'clients':>7} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}")
+    for mode, results in by_mode.items():
+        for c in (1, 4, 16):
+            r = results[c]
+            lat, acc = r["latency_ms"], r["accuracy"]
+            print(f"{'':>{len(name) + 1}} {mode:>9} {c:>7} {r['samples']:>5} {'-' if acc is None else f'{acc:.4f}':>9} "
+                  f"{lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}")
+    for mode, results in by_mode.items():
+        print(f"{name} {mode}: per query per party {results['bytes'] / 2**20:.2f} MiB sent, {results['rounds']:.0f} rounds, "
+              f"{results[1]['bytes_per_query_per_party'] / 1024:.1f} KiB from the client; "
+              f"throughput 16 clients / 1 client {results[16]['throughput_qps'] / results[1]['throughput_qps']:.2f}")
+    if len(by_mode) == 2:
+        a, b = by_mode["circuits"], by_mode["fss"]
+        print(f"{name}: ratio p50 fss / circuits {b[1]['latency_ms']['p50'] / a[1]['latency_ms']['p50']:.2f}, "
+              f"rounds fss / circuits {b['rounds'] / a['rounds']:.2f}, bytes fss / circuits {b['bytes'] / a['bytes']:.2f}")
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Services measured with smpc query.")
+    parser.add_argument("--services", nargs="+", default=["digits", "text", "minilm"], choices=["digits", "text", "minilm"])
+    parser.add_argument("--comparisons", nargs="+", default=["circuits", "fss"], choices=["circuits", "fss"])
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        keys.create_ca(work / "keys")
-        for name in ("alice", "bob", "dealer", "analyst"):
-            keys.issue(work / "keys", name)
-        path = _config(work, serving=True)
-        service = subprocess.Popen([str(Path(sys.executable).parent / "smpc"), "serve", str(path), "--quiet"])
-        client = Client(path, client="analyst")
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if all(client.get(p, "/v2/health/ready").status_code == 200 for p in ("alice", "bob")):
-                        break
-                except Exception:
-                    pass
-                if time.monotonic() > deadline or service.poll() is not None:
-                    print("the service did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.3)
-            query(path, "analyst", DATA, rows=8)  # warm: connections, the first batch of each size
-            before = client.get("alice", "/metrics").text
-            results = {1: query(path, "analyst", DATA, rows=40, concurrency=1)}
-            after = client.get("alice", "/metrics").text
-            per_query_bytes = (_metric(after, "smpc_bytes_sent_total") - _metric(before, "smpc_bytes_sent_total")) / 40
-            per_query_rounds = (_metric(after, "smpc_rounds_total") - _metric(before, "smpc_rounds_total")) / 40
-            for c in (4, 16, 64):
-                results[c] = query(path, "analyst", DATA, concurrency=c)
-        finally:
-            client.close()
-            service.send_signal(signal.SIGTERM)
-            service.wait(timeout=60)
-        started = time.perf_counter()
-        report = run(_config(work, serving=False), echo=False)
-        cold_s = time.perf_counter() - started
+        _keys(work)
+        if "text" in args.services:
+            model_dir, text, labels = _text_model(work)
+            queries = {1: {"text": text, "labels": labels, "rows": 40}, 4: {"text": text, "labels": labels},
+                       16: {"text": text, "labels": labels}}
+            _print_packed("text", {m: _packed_service(work, "text", model_dir, m, 16, queries) for m in args.comparisons})
+        if "minilm" in args.services:
+            model_dir, data = _minilm_model(work, 16)
+            queries = {1: {"data": data, "rows": 6}, 4: {"data": data, "rows": 8}, 16: {"data": data, "rows": 16}}
+            _print_packed("minilm", {m: _packed_service(work, "minilm", model_dir, m, 1, queries) for m in args.comparisons})
+        if "digits" in args.services:
+            _digits(work)
+    return 0
 
-    print(f"{'clients':>8} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}")
+
+def _digits(work: Path) -> None:
+    path = _config(work, serving=True)
+    service, client = _serve(path)
+    try:
+        query(path, "analyst", DATA, rows=8)  # warm: connections, the first batch of each size
+        before = client.get("alice", "/metrics").text
+        results = {1: query(path, "analyst", DATA, rows=40, concurrency=1)}
+        after = client.get("alice", "/metrics").text
+        per_query_bytes = (_metric(after, "smpc_bytes_sent_total") - _metric(before, "smpc_bytes_sent_total")) / 40
+        per_query_rounds = (_metric(after, "smpc_rounds_total") - _metric(before, "smpc_rounds_total")) / 40
+        for c in (4, 16, 64):
+            results[c] = query(path, "analyst", DATA, concurrency=c)
+    finally:
+        _stop(service, client)
+    started = time.perf_counter()
+    report = run(_config(work, serving=False), echo=False)
+    cold_s = time.perf_counter() - started
+
+    print(f"\ndigits: {'clients':>8} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}")
     for c, r in results.items():
         lat = r["latency_ms"]
-        print(f"{c:>8} {r['samples']:>5} {r['accuracy']:>9.4f} {lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}")
+        print(f"{'':>7} {c:>8} {r['samples']:>5} {r['accuracy']:>9.4f} {lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}")
     print(f"per query at 1 client (alice): {per_query_bytes / 2**20:.2f} MiB sent, {per_query_rounds:.0f} rounds")
     launch_qps, online_qps = report.samples / cold_s, report.samples / report.online_s
     print(f"cold smpc launch of {report.samples} rows (batch 64): {cold_s:.2f} s wall ({launch_qps:.2f} rows/s), "
@@ -104,7 +242,6 @@ def main() -> int:
     print(f"ratio throughput 64 clients / cold launch:   {results[64]['throughput_qps'] / launch_qps:.2f}")
     print(f"ratio throughput 64 clients / launch online: {results[64]['throughput_qps'] / online_qps:.2f}")
     print(f"ratio one query's latency / cold launch:     {results[1]['latency_ms']['p50'] / 1000 / cold_s:.3f}")
-    return 0
 
 
 if __name__ == "__main__":

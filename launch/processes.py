@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from smpc import parent_watch
+
 
 @dataclass
 class Child:
@@ -125,7 +127,8 @@ def supervise(
         The Outcome; the root cause is the first process to fail.
     """
     lock = threading.Lock()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # each child watches this process and leaves when it is gone (smpc.parent_watch)
+    env = parent_watch.supervised_env(dict(os.environ, PYTHONUNBUFFERED="1"))
     timed_out = False
     try:
         for child in children:

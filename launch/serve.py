@@ -16,6 +16,7 @@ import sys
 from launch.processes import Child, supervise
 from launch.runner import failure_message, processes_of
 from smpc import keys
+from smpc.model import pack
 from smpc.config import Config, load_config
 from smpc.errors import ConfigError, SmpcError
 from smpc.runfiles import error_path
@@ -25,10 +26,12 @@ MAX_RESTARTS = 10  # per process, with serving.on_peer_loss: rejoin
 
 
 def preflight(config: Config) -> None:
-    """Refuse before starting anything: no serving section, or missing TLS files."""
+    """Refuse before starting anything: no serving section, missing TLS files, or a
+    packed program without the shapes the service would run."""
     if config.serving is None:
         raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
     keys.check_identities(config, config.processes)
+    pack.run_buckets(config)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -69,9 +72,9 @@ def serve_all(config: Config, echo: bool = True) -> int:
     if interrupted:
         print("stopped: every party drained", flush=True)
         return 0
-    if outcome.failed:
+    if outcome.failed:  # as `smpc launch`: 2 when the processes failed
         print(f"error: {failure_message(config, outcome)}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -112,7 +112,7 @@ def simulate(
     kwargs = dict(kwargs or {})
     work = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="smpc-simulate-"))
     try:
-        program = pack.pack(model, args, work / "model", kwargs)
+        program = pack.pack(model, args, work / "model", kwargs, buckets=False)  # one run, one shape
         values = [v for v in list(args) + list(kwargs.values()) if isinstance(v, torch.Tensor)]
         artifacts.save_inputs(work / "data.safetensors", {s.name: v for s, v in zip(program.inputs, values)})
         members = [

@@ -97,7 +97,8 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(model_dir)
-    smpc.pack(model, (ids[:batch],), model_dir, {"attention_mask": mask[:batch]})
+    # one shape: this one-off run computes batches of 20 (a service packs every bucket)
+    smpc.pack(model, (ids[:batch],), model_dir, {"attention_mask": mask[:batch]}, buckets=False)
     artifacts.save_inputs(WORK / "alice.safetensors", {"input_ids": ids, "attention_mask": mask}, torch.tensor(labels))
     config = {
         "version": 1,
@@ -118,5 +119,45 @@ def main() -> int:
     return launch_main([str(WORK / "config.yaml"), "--report", str(WORK / "report.json")])
 
 
+def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
+    """`make serve-text`'s model, made on first use: bob trains the classifier and packs it
+    for every batch up to `rows` and every length up to SEQ tokens, with its tokenizer
+    (public: clients tokenize on their own machines), and signs it; the held-out sentences
+    and their labels go beside it, one per line, for `smpc query --text ... --labels ...`."""
+    import shutil
+
+    import smpc
+    from smpc import model_dir as signing
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    print("bob: training a BertForSequenceClassification on generated reviews (a few seconds)", flush=True)
+    model, tokenizer = train(out)
+    texts, labels = sentences(100, seed=1)  # the text demo's held-out sentences
+    ids, mask = encode(tokenizer, texts)
+    with torch.no_grad():
+        plain = model(ids, attention_mask=mask).logits.argmax(-1)
+    accuracy = float((plain == torch.tensor(labels)).double().mean())
+    packed = out / "model"
+    shutil.rmtree(packed, ignore_errors=True)
+    print(f"bob: packing it for batches up to {rows} rows and sequences up to {SEQ} tokens", flush=True)
+    smpc.pack(model, (ids[:rows],), packed, {"attention_mask": mask[:rows]}, tokenizer=out / "tokenizer.json")
+    if sign_key is not None:
+        signing.sign(packed, sign_key)
+    (out / "heldout.txt").write_text("".join(t + "\n" for t in texts))
+    (out / "heldout-labels.txt").write_text("".join(f"{y}\n" for y in labels))
+    (out / "plaintext-accuracy.txt").write_text(f"{accuracy:.4f}\n")
+    print(f"packed {packed} ({'signed, ' if sign_key else ''}plaintext accuracy on the held-out sentences: "
+          f"{accuracy:.4f}); sentences in {out / 'heldout.txt'}, labels in {out / 'heldout-labels.txt'}", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The text demo: a one-off run, or (--serve DIR) the model of `make serve-text`.")
+    parser.add_argument("--serve", type=Path, metavar="DIR", help="train, pack and sign the served model into DIR")
+    parser.add_argument("--sign-key", type=Path, help="with --serve: the model owner's private key")
+    parser.add_argument("--rows", type=int, default=16, help="with --serve: the most rows of a batch (serving.max_batch)")
+    args = parser.parse_args()
+    sys.exit(serve_model(args.serve, args.sign_key, args.rows) if args.serve else main())

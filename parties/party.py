@@ -6,16 +6,24 @@ Both a one-off joint inference (`smpc launch`, `smpc party`) and a standing serv
     prepare      check the local config and this party's own files, convert the model
     join         connect to the other parties (a context: always leaves)
     agree        compare settings with every party; check in with the dealer
+    open_material  bind the dealer's material: a run's stream, or a service's pool
     share_model  secret-share the model owner's weights (once)
-    ...          run batches (parties.program) or serve queries (parties.service)
+    run          compute batches along the one compute path (`compute`), from a
+                 workload: a data owner's file (parties.program) or clients' queries
+                 (parties.service), which says where batches come from and where
+                 their results go
     close        say goodbye to the dealer
+
+A one-off run and a service differ only in their workload: every protocol setting
+(dealer truncation, FSS comparisons, range checks, meters) lives in `compute`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
@@ -25,10 +33,56 @@ from smpc.config import Config
 from smpc.convert import Program
 from smpc.dealer.client import DealerClient
 from smpc.dealer.provider import PROVIDER_NAME, PartyProvider
-from smpc.errors import AgreementError
+from smpc.errors import AgreementError, PartyError, RangeCheckError
+from smpc.execute import run_program
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
+from smpc.model.buckets import Bucket
 from smpc.protocols import top_k
+
+
+@dataclass
+class Batch:
+    """One secret batch, as a workload hands it to `Party.compute`.
+
+    Attributes:
+        bucket: the shape of the program it runs on (a service pads to one of its buckets).
+        index: which batch of that bucket this is (names a service's dealer streams).
+        inputs: the secret inputs by name (CrypTensors of the program's share shapes).
+        context: what the workload needs to deliver the results (rows, queries).
+    """
+
+    bucket: Bucket
+    index: int
+    inputs: dict[str, Any]
+    context: Any = None
+
+
+@dataclass
+class Computed:
+    """A batch's results, still secret-shared: the program's outputs, in order, the
+    indices of the first output's K best classes for each top-K a receiver may learn;
+    and what computing it cost this party (seconds by phase, bytes sent, rounds)."""
+
+    outputs: list[Any]
+    best: dict[int, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes_sent: int = 0
+    rounds: int = 0
+
+
+class Workload(Protocol):
+    """Where batches come from and where their results go: a one-off run's data owners
+    and receivers (parties.program), or a service's clients (parties.service)."""
+
+    def batches(self) -> Iterator[Batch]:
+        """The batches to compute, the same at every party, in the same order."""
+
+    def deliver(self, batch: Batch, computed: Computed) -> None:
+        """Reveal the results to whom they belong, or return the shares."""
+
+    def refused(self, batch: Batch, error: RangeCheckError) -> None:
+        """A range check failed at every party at once: raise to stop, or answer and go on."""
 
 
 class Party:
@@ -45,8 +99,8 @@ class Party:
         self.rank = config.rank_of(name)
         self.me = config.parties[self.rank]
         self.owner = config.rank_of(config.model_owner.name)
-        self.batch_sizes = config.batch_sizes
-        self.programs: dict[int, Program] = {}
+        self.buckets: tuple[Bucket, ...] = ()
+        self.programs: dict[Bucket, Program] = {}
         self.params: dict[str, Any] = {}
         self.provider: PartyProvider | None = None
         self.dealer: DealerClient | None = None  # with randomness: dealer, once checked in
@@ -54,7 +108,7 @@ class Party:
         self.audit = AuditLog(runfiles.audit_path(config, name), name)
         self.weights_sha256: str | None = None
         self.fields: dict[str, str] = {}
-        self.checks: calibrate.RangeChecks | None = None
+        self.checks: dict[Bucket, calibrate.RangeChecks | None] = {}  # per shape bucket
 
     @property
     def is_owner(self) -> bool:
@@ -62,29 +116,30 @@ class Party:
 
     @property
     def program(self) -> Program:
-        """The program for the first batch size (the only one of a one-off run)."""
-        return self.programs[self.batch_sizes[0]]
+        """The program of the first shape bucket (the only one of a one-off run)."""
+        return self.programs[self.buckets[0]]
 
     def prepare(self) -> None:
         """Check this party's files and convert the model, before anyone connects: a
         tampered model or an unsupported op stops this party here."""
         torch.set_num_threads(1)
         # the owner's weights are read (and verified first, when signed) once, for the
-        # program the parameters are shared from; a service's other batch sizes need
-        # only the architecture, since every size runs on the same shared parameters
+        # program the parameters are shared from; a service's other shape buckets need
+        # only the architecture, since every bucket runs on the same shared parameters
         weights = self.me.weights if self.is_owner else None
-        first, *others = self.batch_sizes
+        self.buckets = pack.run_buckets(self.config)
+        first, *others = self.buckets
         with phase("converted the model" + (" (weights verified and read)" if weights is not None else "")):
-            self.programs[first] = pack.build_program(self.config, weights, batch=first)
+            self.programs[first] = pack.build_program(self.config, weights, first)
             for b in others:
-                self.programs[b] = pack.build_program(self.config, None, batch=b)
+                self.programs[b] = pack.build_program(self.config, None, b)
         if self.config.effective_transport == "tls":  # an expired, revoked or foreign certificate stops here
             keys.check_certificate(self.name, *self.config.tls_files(self.name))
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
         top_k.check_supported(self.config, self.program)
-        self.checks = calibrate.range_checks(self.config, self.program)
-        self.fields = agreement.fields(self.config, self.program, self.checks)
+        self.checks = {b: calibrate.range_checks(self.config, p) for b, p in self.programs.items()}
+        self.fields = agreement.fields(self.config, self.program, self.checks[first], [self.programs[b] for b in others])
         if self.is_owner:
             self.weights_sha256 = artifacts.file_digest(model_dir.weights_file(self.me.weights))
         self.audit.record(
@@ -137,6 +192,63 @@ class Party:
                 self.dealer = DealerClient.check_in(self.config, self.rank, self.fields)
                 self.provider = PartyProvider()
                 compat.register_provider(PROVIDER_NAME, self.provider)
+
+    def open_material(self) -> None:
+        """With the dealer, bind this party's provider to what the dealer sends it: a
+        one-off run's stream (read from `start_run` on), or a service's pool."""
+        if self.dealer is None:
+            return
+        service = self.config.serving is not None
+        source = self.dealer.open_pool() if service else self.dealer.open_stream()
+        self.provider.bind(self.rank, self.dealer.seed, source, pooled=service)
+
+    def await_material(self, ready: Callable[[float], bool]) -> float:
+        """Wait, all parties together, until the dealer's offline phase is done at every
+        party that reads from it (`ready(wait_s)`: this party's, waiting at most that
+        long). The parties compare their flags every few seconds, so that one waiting
+        for the dealer never looks gone to the others (each step is bounded by
+        timeouts.op_s); the whole wait by timeouts.run_s. Returns the seconds waited."""
+        timeouts = self.config.timeouts
+        started = time.monotonic()
+        step = min(2.0, timeouts.op_s / 4)
+        while True:
+            mine = ready(step)
+            if all(int(flag[0]) for flag in session.all_gather_int64(torch.tensor([int(mine)]))):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeouts.run_s:
+                raise PartyError(f"the dealer's offline phase did not finish within timeouts.run_s = {timeouts.run_s:g} s")
+
+    def compute(self, batch: Batch) -> Computed:
+        """The one compute path of a run and a service: switch to the batch's dealer
+        material, run the program on shares (range checks, truncation and comparisons as
+        agreed; every byte charged to a layer), then the top-K classes receivers learn.
+
+        Raises:
+            RangeCheckError: at every party at once, when a checked tensor leaves its range.
+        """
+        before = session.communication_stats()
+        started = time.perf_counter()
+        if self.provider is not None:
+            self.provider.next_batch(batch.bucket, batch.index)
+        material_s = time.perf_counter() - started
+        outputs = run_program(self.programs[batch.bucket], self.params, batch.inputs, self.meter, checks=self.checks[batch.bucket])
+        best = {k: top_k.top_k(outputs[0], k) for k in top_k.reveal_kinds(self.config)}
+        after = session.communication_stats()
+        return Computed(
+            outputs, best, seconds={"dealer_material": material_s, "program": time.perf_counter() - started - material_s},
+            bytes_sent=after["bytes_sent"] - before["bytes_sent"], rounds=after["rounds"] - before["rounds"],
+        )
+
+    def run(self, workload: Workload) -> None:
+        """Compute every batch of `workload` and deliver its results; a failed range check
+        is the workload's to answer (a run stops, a service fails those queries)."""
+        for batch in workload.batches():
+            try:
+                computed = self.compute(batch)
+            except RangeCheckError as exc:
+                workload.refused(batch, exc)
+                continue
+            workload.deliver(batch, computed)
 
     def share_model(self) -> None:
         """Secret-share the owner's weights (or reuse this party's sealed shares)."""

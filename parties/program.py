@@ -1,9 +1,9 @@
 """The party program of a one-off joint inference (`smpc party`, started by `smpc launch`).
 
-The phases (prepare, join, agree, share the model, close) are `parties.party.Party`'s;
-what is particular to a one-off run is here: share the data owners' inputs batch by
-batch, run the forward pass on shares, reveal each owner's rows to its receivers only,
-and write this party's result file.
+The phases (prepare, join, agree, share the model, run, close) and the compute path are
+`parties.party.Party`'s; what is particular to a one-off run is its workload (`OneOffRun`):
+the data owners share their inputs batch by batch, each owner's rows of the results are
+revealed to its receivers only; and this party's result file.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from parties.party import Party, elapsed, phase
-from smpc import ops, runfiles, session
+from parties.party import Batch, Computed, Party, elapsed, phase
+from smpc import ops, parent_watch, runfiles, session
 from smpc.config import Config, load_config
-from smpc.errors import ConfigError
-from smpc.execute import run_program
+from smpc.errors import ConfigError, RangeCheckError
 from smpc.meter import peak_rss_mib, protocol_meter
 from smpc.model import pack
 from smpc.protocols import csprng, top_k
@@ -38,6 +37,87 @@ def _batch_rows(counts: list[int], start: int, rows: int) -> list[tuple[int, int
     return out
 
 
+class OneOffRun:
+    """The workload of a one-off run: batches of the data owners' rows, shared by their
+    owners; each owner's rows of the results revealed to its receivers only."""
+
+    def __init__(self, party: Party, dataset: Any, counts: list[int], progress: bool) -> None:
+        self.party, self.config, self.dataset, self.counts = party, party.config, dataset, counts
+        config, rank = self.config, party.rank
+        self.data_ranks = [config.rank_of(p.name) for p in config.data_owners]
+        self.samples = sum(counts)
+        self.starts = range(0, self.samples, config.batch_size)
+        program = party.program
+        # outputs revealed to this party, per output, in global row order
+        self.mine: dict[str, list[torch.Tensor]] = (
+            {output: [] for output, _ in program.outputs} if party.me.reveal == "logits" else {runfiles.CLASSES: []}
+        )
+        # a bar on a terminal; a log (the launcher's pipes) gets whole lines, one per batch
+        self.bar = progress and rank == self.data_ranks[0] and sys.stdout.isatty()
+        self.lines = rank == self.data_ranks[0] and not self.bar
+        self.reveal_s = 0.0
+        self._batch_start = 0.0
+
+    def batches(self) -> Iterator[Batch]:
+        party, config, spec_rows = self.party, self.config, self.config.batch_size
+        starts: Any = self.starts
+        if self.bar:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc=f"{party.name}: private inference", unit="batch", file=sys.stdout, ncols=80)
+        for index, start in enumerate(starts):
+            rows = min(spec_rows, self.samples - start)
+            parts = _batch_rows(self.counts, start, rows)
+            x = {}
+            for spec in party.program.inputs:
+                pieces = []
+                for d, first_row, n in parts:
+                    values = None
+                    if party.rank == self.data_ranks[d]:
+                        values = spec.encode(self.dataset.inputs[spec.name][first_row : first_row + n], str(party.me.data))
+                    pieces.append(session.share_input(values, torch.Size((n, *spec.share_shape[1:])), self.data_ranks[d]))
+                if rows < spec_rows:  # pad the last batch to the converted shape
+                    pieces.append(ops.to_secret(torch.zeros(spec_rows - rows, *spec.share_shape[1:])))
+                x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
+            party.meter.charge("<input sharing>")
+            self._batch_start = time.perf_counter()
+            yield Batch(party.buckets[0], index, x, context=(start, rows, parts))
+
+    def deliver(self, batch: Batch, computed: Computed) -> None:
+        party, config = self.party, self.config
+        data_owners = config.data_owners
+        start, rows, parts = batch.context
+        offset = 0
+        reveal_start = time.perf_counter()
+        for d, _, n in parts:  # each data owner's rows go to its receivers only
+            everyone = config.receivers_of(data_owners[d])
+            for reveal in sorted({p.reveal for p in everyone}):  # what each receiver may learn
+                receivers = [config.rank_of(p.name) for p in everyone if p.reveal == reveal]
+                k = top_k.choice(reveal)
+                if k is None:
+                    for (output_name, _), out in zip(party.program.outputs, computed.outputs):
+                        revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
+                        if revealed is not None:
+                            self.mine[output_name].append(revealed)
+                else:  # only the indices of the first output's k best classes are opened
+                    revealed = session.reveal(computed.best[k][offset : offset + n], receivers, entitled=receivers)
+                    if revealed is not None:
+                        self.mine[runfiles.CLASSES].append(revealed.round().long())
+                party.audit.record(
+                    "reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers],
+                    what=reveal,
+                )
+            offset += n
+        party.meter.charge("<output reveal>")
+        self.reveal_s += time.perf_counter() - reveal_start
+        if self.lines:
+            print(f"batch {batch.index + 1}/{len(self.starts)}: {rows} rows, "
+                  f"{time.perf_counter() - self._batch_start:.2f} s", flush=True)
+
+    def refused(self, batch: Batch, error: RangeCheckError) -> None:
+        raise error  # a one-off run has no answer without this batch: every party stops
+
+
 def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any]:
     """Run one party of the joint inference described by `config`.
 
@@ -53,8 +133,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         raise ConfigError(f"{config.source}: serving: this config describes a service: start it with `smpc serve`")
     party = Party(config, name)
     rank, me = party.rank, party.me
-    data_owners = config.data_owners
-    data_ranks = [config.rank_of(p.name) for p in data_owners]
+    data_ranks = [config.rank_of(p.name) for p in config.data_owners]
     party.prepare()
     program = party.program
     with phase("checked this party's files"):
@@ -63,88 +142,27 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     started = time.perf_counter()
     with party.join():
         party.agree()
-        stream = None
-        if party.dealer is not None:
-            stream = party.dealer.open_stream()  # party 0, and every party with comparisons: fss
-            party.provider.bind(rank, party.dealer.seed, stream)
+        party.open_material()  # party 0, and every party with comparisons: fss, read the dealer's
+        stream = party.dealer.stream if party.dealer is not None else None
         joined_s = elapsed(started)
         counts = [session.broadcast_int(None if dataset is None else dataset.rows, r) for r in data_ranks]
-        samples = sum(counts)
-        batches = range(0, samples, config.batch_size)
+        work = OneOffRun(party, dataset, counts, progress)
         party.share_model()
 
         offline_start = time.perf_counter()
-        if stream is not None:  # party 0 asks for the material; they wait for batch 0's
-            party.dealer.start_run(len(batches))
-            stream.wait_offline(len(batches))
-        session.barrier()
+        if stream is not None:  # party 0 asks for the material; the readers wait for the first batches'
+            party.dealer.start_run(len(work.starts))
+        party.await_material(lambda wait_s: stream is None or stream.offline_done(len(work.starts), wait_s))
         offline_s = elapsed(offline_start)
         print(f"offline phase (the dealer's material for the first batches): {offline_s:.2f} s"
               if stream is not None or party.provider is not None else f"ready to compute: {offline_s:.2f} s", flush=True)
 
-        # outputs revealed to this party, per output, in global row order
-        mine: dict[str, list[torch.Tensor]] = (
-            {output: [] for output, _ in program.outputs} if me.reveal == "logits" else {runfiles.CLASSES: []}
-        )
-        # a bar on a terminal; a log (the launcher's pipes) gets whole lines, one per batch
-        bar = progress and rank == data_ranks[0] and sys.stdout.isatty()
-        lines = rank == data_ranks[0] and not bar
-        if bar:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, desc=f"{name}: private inference", unit="batch", file=sys.stdout, ncols=80)
-        reveal_s = 0.0
-        meter = party.meter
-        meter.charge("<setup>")  # agreement, sharing the weights, the offline phase
+        party.meter.charge("<setup>")  # agreement, sharing the weights, the offline phase
         online_start = time.perf_counter()
-        for start in batches:
-            if stream is not None:
-                stream.next_batch()
-            rows = min(config.batch_size, samples - start)
-            parts = _batch_rows(counts, start, rows)
-            x = {}
-            for spec in program.inputs:
-                pieces = []
-                for d, first_row, n in parts:
-                    values = None
-                    if rank == data_ranks[d]:
-                        values = spec.encode(dataset.inputs[spec.name][first_row : first_row + n], str(me.data))
-                    pieces.append(session.share_input(values, torch.Size((n, *spec.share_shape[1:])), data_ranks[d]))
-                if rows < config.batch_size:  # pad the last batch to the converted shape
-                    pieces.append(ops.to_secret(torch.zeros(config.batch_size - rows, *spec.share_shape[1:])))
-                x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
-            meter.charge("<input sharing>")
-            batch_start = time.perf_counter()
-            outputs = run_program(program, party.params, x, meter, checks=party.checks)
-            best = {k: top_k.top_k(outputs[0], k) for k in top_k.reveal_kinds(config)}
-            offset = 0
-            reveal_start = time.perf_counter()
-            for d, _, n in parts:  # each data owner's rows go to its receivers only
-                everyone = config.receivers_of(data_owners[d])
-                for reveal in sorted({p.reveal for p in everyone}):  # what each receiver may learn
-                    receivers = [config.rank_of(p.name) for p in everyone if p.reveal == reveal]
-                    k = top_k.choice(reveal)
-                    if k is None:
-                        for (output_name, _), out in zip(program.outputs, outputs):
-                            revealed = session.reveal(out[offset : offset + n], receivers, entitled=receivers)
-                            if revealed is not None:
-                                mine[output_name].append(revealed)
-                    else:  # only the indices of the first output's k best classes are opened
-                        revealed = session.reveal(best[k][offset : offset + n], receivers, entitled=receivers)
-                        if revealed is not None:
-                            mine[runfiles.CLASSES].append(revealed.round().long())
-                    party.audit.record(
-                        "reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers],
-                        what=reveal,
-                    )
-                offset += n
-            meter.charge("<output reveal>")
-            reveal_s += time.perf_counter() - reveal_start
-            if lines:
-                print(f"batch {start // config.batch_size + 1}/{len(batches)}: {rows} rows, "
-                      f"{time.perf_counter() - batch_start:.2f} s", flush=True)
+        party.run(work)
         online_s = elapsed(online_start)
-        print(f"online phase: {online_s:.2f} s ({samples} rows; revealing them took {reveal_s:.2f} s)", flush=True)
+        samples = work.samples
+        print(f"online phase: {online_s:.2f} s ({samples} rows; revealing them took {work.reveal_s:.2f} s)", flush=True)
         stats = party.stats()
 
     record: dict[str, Any] = {
@@ -161,11 +179,12 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         **protocol_meter.record(),
         "peak_rss_mib": peak_rss_mib(),
         "random_bytes": csprng.bytes_drawn(),
-        "layers": meter.layers(),
+        "layers": party.meter.layers(),
     }
     if stream is not None:
         record["dealer_wait_s"] = round(stream.wait_s, 4)
         record["dealer_bytes_received"] = stream.bytes_received
+    mine = work.mine
     if any(mine.values()):
         by_output = {k: torch.cat(v) for k, v in mine.items()}
         first = next(iter(by_output.values()))
@@ -197,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         config.rank_of(args.name)
+        parent_watch.watch(parent_watch.GRACE_FRACTION * config.timeouts.op_s)
         record = run_party(config, args.name, progress=not args.no_progress)
     except Exception as exc:
         # an unknown --name gets no error file: there is no such process to report on

@@ -18,15 +18,16 @@ from smpc.convert import Program
 from smpc.errors import AgreementError
 
 
-def fields(config: Config, program: Program, checks: Any = None) -> dict[str, str]:
+def fields(config: Config, program: Program, checks: Any = None, others: Any = ()) -> dict[str, str]:
     """The settings all parties must share, each as a short hex digest, in a fixed order.
 
     Per-party local details (file paths, run directory) are not included. `checks` are
-    the run's range checks (smpc.model.calibrate.range_checks), whose bounds must match.
+    the run's range checks (smpc.model.calibrate.range_checks), whose bounds must match;
+    `others` a service's programs for its other shape buckets.
     """
     values = {
         "parties": [(p.name, p.host, p.port, sorted(p.roles), p.reveal) for p in config.parties],
-        "model.architecture": program.architecture_fingerprint(),
+        "model.architecture": [p.architecture_fingerprint() for p in (program, *others)],
         "model.input_shape": [[s.name, list(s.shape), s.kind, s.depth] for s in program.inputs],
         "batch_size": config.batch_size,
         "randomness": [config.randomness, None if config.dealer is None else [config.dealer.host, config.dealer.port]],

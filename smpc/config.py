@@ -197,6 +197,9 @@ class ServingConfig(_Section):
     query_timeout_s: StrictFloat = Field(allow_inf_nan=False, default=30.0, gt=0, le=3600)
     # when a party or the dealer is gone: exit non-zero, or wait for it and join again
     on_peer_loss: Literal["exit", "rejoin"] = "exit"
+    # text clients (Client.infer_text, smpc query --text): cut a sentence longer than the
+    # longest length served to that length, instead of refusing it
+    truncate_text: StrictBool = False
 
     @field_validator("model_name")
     @classmethod
@@ -218,11 +221,9 @@ class ServingConfig(_Section):
     @property
     def batch_sizes(self) -> tuple[int, ...]:
         """The secret batch sizes a service runs: powers of two up to max_batch, and max_batch."""
-        sizes, b = [], 1
-        while b < self.max_batch:
-            sizes.append(b)
-            b *= 2
-        return (*sizes, self.max_batch)
+        from smpc.model.buckets import sizes
+
+        return sizes(self.max_batch)
 
 
 class Config(_Section):
@@ -302,8 +303,6 @@ class Config(_Section):
                     f"protocol.comparisons: fss needs exactly 2 parties (its keys are two-party function secret "
                     f"sharing), got {len(self.parties)}; use circuits"
                 )
-            if self.serving is not None:
-                problems.append("protocol.comparisons: fss is not available with serving yet (one-off runs only)")
         if self.protocol.truncation == "dealer":
             if self.randomness != "dealer":
                 problems.append("protocol.truncation: dealer needs randomness: dealer (the dealer makes the masks)")
@@ -312,8 +311,6 @@ class Config(_Section):
                     f"protocol.truncation: dealer is for exactly 2 parties, got {len(self.parties)} "
                     "(with more, CrypTen's truncation is already exact to one unit); leave it unset"
                 )
-            if self.serving is not None:
-                problems.append("protocol.truncation: dealer is not available with serving yet (one-off runs only)")
         if self.protocol.truncation == "local" and self.protocol.comparisons == "fss":
             problems.append("protocol.truncation: local cannot go with comparisons: fss (its truncation is the dealer's); leave it unset")
         if self.randomness == "local" and self.dealer is not None:
@@ -353,18 +350,9 @@ class Config(_Section):
             problems.append(f"parties: api address {host}:{port} is used by more than one party")
         if self.effective_transport != "tls":
             problems.append("transport: serving needs tls (clients authenticate with certificates from the consortium CA)")
-        if self.model.program is not None:
-            problems.append("model.program: serving runs a zoo or module:factory architecture (packed programs have one batch size)")
         if self.share_cache:
             problems.append("share_cache: not used with serving (the model is shared once, at start)")
-        if self.protocol.range_checks:
-            problems.append("protocol.range_checks: not available with serving yet (one-off runs only)")
         return problems
-
-    @property
-    def batch_sizes(self) -> tuple[int, ...]:
-        """The batch sizes the model is converted for: a service's several, else batch_size."""
-        return self.serving.batch_sizes if self.serving is not None else (self.batch_size,)
 
     def client_files(self, client: str) -> tuple[Path, ...]:
         """(CA certificate, the client's certificate, its private key[, revocation list])."""
@@ -384,13 +372,13 @@ class Config(_Section):
     @property
     def truncation(self) -> str:
         """The two-party truncation this config runs: protocol.truncation if set, else
-        "dealer" wherever the dealer can make it (two parties, randomness: dealer, a
-        one-off run; always with comparisons: fss), else CrypTen's "local"."""
+        "dealer" wherever the dealer can make it (two parties and randomness: dealer, a
+        service as a one-off run; always with comparisons: fss), else CrypTen's "local"."""
         if self.protocol.truncation is not None:
             return self.protocol.truncation
         if self.protocol.comparisons == "fss":
             return "dealer"
-        usable = self.randomness == "dealer" and len(self.parties) == 2 and self.serving is None
+        usable = self.randomness == "dealer" and len(self.parties) == 2
         return "dealer" if usable else "local"
 
     @property

@@ -69,6 +69,10 @@ class InputSpec:
             raise ConversionError(
                 f"{where}: {self.name}: expected rows of shape {list(self.shape[1:])}, got {list(values.shape[1:])}"
             )
+        self.check_values(values, where)
+
+    def check_values(self, values: torch.Tensor, where: str = "input") -> None:
+        """`check` without the shape (a service's client sends sequences of any length)."""
         if self.kind == "float":
             return
         if values.is_floating_point() and not torch.equal(values, values.round()):

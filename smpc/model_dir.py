@@ -162,11 +162,19 @@ def _pack_command(args: argparse.Namespace) -> None:
             raise ArtifactError(f"--batch and --seq-len: expected positive integers, got {args.batch} and {args.seq_len}")
         model = huggingface.load_pretrained(source)
         example, kwargs = huggingface.example_inputs(model, args.batch, args.seq_len)
-        packing.pack(model, example, args.out, kwargs)
+        tokenizer = source / packing.TOKENIZER  # a fast tokenizer saved beside the model travels with it
+        packing.pack(model, example, args.out, kwargs, tokenizer=tokenizer if tokenizer.is_file() else None)
+        held = packing.layout(args.out)
+        rows = sorted({b.rows for b in held.buckets})
+        seqs = sorted({b.seq for b in held.buckets if b.seq})
+        print(f"packed {args.out}: {len(held.buckets)} shapes, batches of {', '.join(map(str, rows))} rows"
+              + (f" x {', '.join(map(str, seqs))} tokens" if seqs else "")
+              + ("; with its tokenizer" if held.tokenizer else ""))
         return
     if args.weights is None or args.input_shape is None:
         raise ArtifactError(f"{args.architecture}: --weights and --input-shape are required for an architecture")
     pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
+    print(f"packed {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("architecture", help="a zoo name or module:factory, or a local save_pretrained directory")
     p.add_argument("--weights", type=Path, help="safetensors (or .pt state dict) file (architecture only)")
     p.add_argument("--input-shape", type=int, nargs="+", help="one sample's shape (architecture only)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the packed program (save_pretrained)")
-    p.add_argument("--seq-len", type=int, default=16, help="tokens per sequence (save_pretrained text models)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="most rows in a batch; every batch up to it is packed (save_pretrained)")
+    p.add_argument("--seq-len", type=int, default=16,
+                   help="most tokens per sequence; every length up to it is served (save_pretrained text models)")
     p.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
     s.add_argument("directory", type=Path)
@@ -198,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pack":
             _pack_command(args)
-            print(f"packed {args.out}")
         elif args.command == "sign":
             print(f"signed: {sign(args.directory, args.key)}")
         elif args.command == "calibrate":

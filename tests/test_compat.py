@@ -103,3 +103,28 @@ def test_timeout_proxy_passes_through_other_attributes():
 
     proxy = compat._DistWithTimeout(dist)
     assert proxy.get_rank is dist.get_rank and proxy.ReduceOp is dist.ReduceOp
+
+
+def test_config_reads_are_cached_yet_every_way_of_changing_it_is_seen():
+    # smpc.compat caches CrypTen's config sections (OmegaConf reads cost over half of a
+    # forward pass's CPU); every way CrypTen and smpc change the config must still show
+    import smpc  # noqa: F401  (applies the patches)
+    from crypten.config import cfg
+
+    before = cfg.encoder.precision_bits
+    try:
+        assert type(cfg.encoder).__name__ == "_CachedSection" and cfg.encoder is cfg.encoder
+        cfg.encoder.precision_bits = 12  # a write through a cached section
+        assert cfg.encoder.precision_bits == 12 and cfg["encoder.precision_bits"] == 12
+        with cfg.temp_override({"encoder.precision_bits": 20}):  # the whole config swapped
+            assert cfg.encoder.precision_bits == 20
+        assert cfg.encoder.precision_bits == 12
+        cfg.functions["exp_iterations"] = 5  # item writes, as compat.configure does
+        assert cfg.functions.exp_iterations == 5 and cfg.functions["exp_iterations"] == 5
+        cfg.__setattr__("debug.validation_mode", True)  # a merge: a new OmegaConf object
+        assert cfg.debug.validation_mode is True
+        cfg.__setattr__("debug.validation_mode", False)
+        assert cfg.debug.validation_mode is False
+    finally:
+        cfg.encoder.precision_bits = before
+        cfg.functions["exp_iterations"] = 8

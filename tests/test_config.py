@@ -167,7 +167,9 @@ def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     for party in config.parties:
         for file in (party.weights, party.data):
-            assert file is None or file.is_file(), file
+            # a model under the git-ignored runs/ is made on first use (make serve-text)
+            made_on_first_use = file is not None and (ROOT / "runs") in file.parents
+            assert file is None or file.is_file() or made_on_first_use, file
 
 
 def test_transport_defaults_to_tls_across_hosts_and_gloo_on_one():

@@ -22,9 +22,9 @@ EVERY_SCHEMA = [
     m.CheckIn("alice", 0, {"batch_size": "ab12"}),
     m.Abort("bob", 1, {}, "settings differ"),
     m.Start(6),
-    m.Refill(8),
+    m.Refill(8, 16),
     m.Ready(0, 3),
-    m.Pooled(8, 2),
+    m.Pooled(8, 0, 2),
     m.Ping(),
     m.Bye(),
     m.Error("went wrong"),
@@ -61,7 +61,7 @@ def test_material_keeps_its_tag_and_tensor():
         (wire.Kind.CHECK_IN, {"party": "alice", "rank": 0}, "CHECK_IN: field 'agreement': expected a mapping of strings"),
         (wire.Kind.START, {"batches": True}, "START: field 'batches': expected a non-negative integer, got True"),
         (wire.Kind.READY, {"batch": 1}, "READY: field 'prefetch': expected a non-negative integer, got None"),
-        (wire.Kind.POOLED, {"size": -1, "index": 0}, "POOLED: field 'size': expected a non-negative integer, got -1"),
+        (wire.Kind.POOLED, {"rows": -1, "seq": 0, "index": 0}, "POOLED: field 'rows': expected a non-negative integer, got -1"),
         (wire.Kind.ERROR, {"message": 7}, "ERROR: field 'message': expected a string, got int"),
         (wire.Kind.HELLO, {"party": "alice", "rank": 0}, "HELLO is not a dealer message"),
     ],
@@ -120,7 +120,7 @@ def test_stream_state_closes_batches_in_order_and_nothing_after_bye():
     with pytest.raises(ProtocolError, match="the dealer closed batch 2, expected batch 1"):
         state.receive(m.Ready(2, 0))
     with pytest.raises(ProtocolError, match="unexpected POOLED in the dealer's material stream"):
-        state.receive(m.Pooled(8, 0))
+        state.receive(m.Pooled(8, 0, 0))
     state.receive(item)
     with pytest.raises(ProtocolError, match="the dealer said BYE with 1 items of an unfinished batch"):
         state.receive(m.Bye())
@@ -147,9 +147,9 @@ def _stream_of(batches, seed, dealer_seed=None):
     party, dealer = _pair()
     writer = threading.Thread(target=_dealer_writes, args=(dealer, dealer_seed or seed, batches))
     writer.start()
-    stream = MaterialStream(party, Binding(seed), "alice", timeout_s=5, offline_timeout_s=5)
+    stream = MaterialStream(party, Binding(seed), "alice", timeout_s=5)
     stream.start()
-    stream.wait_offline(len(batches))
+    assert stream.offline_done(len(batches), 5)
     writer.join(5)
     return stream, (party, dealer)
 
@@ -206,7 +206,7 @@ def test_corrupted_key_bytes_are_refused():
     damaged[3] ^= 1 << 40
     m.send(dealer, m.Material(tag, damaged))
     m.send(dealer, m.Ready(0, 1))
-    stream = MaterialStream(party, Binding(seed), "bob", timeout_s=5, offline_timeout_s=5)
+    stream = MaterialStream(party, Binding(seed), "bob", timeout_s=5)
     stream.start()
     stream.next_batch()
     with pytest.raises(PartyError, match=r"dealer stream of bob: item #0 of batch 0 \(trunc key\): its bytes differ from "

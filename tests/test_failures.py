@@ -167,11 +167,13 @@ def test_sigkill_of_any_launcher_child_at_any_moment_of_a_demo_run(tmp_path, tri
         while time.monotonic() - started < moment and launcher.poll() is None:
             time.sleep(0.05)
         alive = []
-        for name in ("alice", "bob", "dealer"):
-            try:
-                alive.append((name, _pid_of(config, name)))
-            except AssertionError:
-                continue
+        while not alive and launcher.poll() is None:  # too early: the first child to start is the victim
+            for name in ("alice", "bob", "dealer"):
+                try:
+                    alive.append((name, _pid_of(config, name)))
+                except AssertionError:
+                    continue
+            time.sleep(0.0 if alive else 0.05)
         if alive and launcher.poll() is None:
             victim, pid = rng.choice(alive)
             os.kill(pid, signal.SIGKILL)

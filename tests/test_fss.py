@@ -137,7 +137,9 @@ def test_a_key_of_the_wrong_size_is_refused_by_name():
 
 def test_unsigned_division_of_every_64_bit_pattern():
     x = torch.cat([EDGES, _random(2000)])
-    for d in (1, 3, 2**16, 2**31 - 1):
+    # powers of two take a shift, the others a split division; as ints and as tensors
+    for d in (1, 2, 3, 2**15, 2**16, 2**20, 2**30, 2**31 - 1):
         expected = [((int(v) % 2**64) // d) for v in x]
-        got = [int(v) % 2**64 for v in fss.udiv(x, d)]
-        assert got == expected
+        for divisor in (d, torch.full_like(x, d)):
+            got = [int(v) % 2**64 for v in fss.udiv(x, divisor)]
+            assert got == expected, d

@@ -80,5 +80,5 @@ def test_the_truncation_is_the_dealers_wherever_it_can_make_it(tmp_path):
     assert load(root / "local-2pc.yaml").truncation == "dealer"  # two parties and a dealer
     assert load(root / "local-2pc-fss.yaml").truncation == "dealer"
     assert load(root / "local-3pc.yaml").truncation == "local"  # CrypTen's own, exact to a unit with 3+
-    assert load(root / "serve-2pc.yaml").truncation == "local"  # not with serving yet
+    assert load(root / "serve-2pc.yaml").truncation == "dealer"  # a service as a one-off run
     assert load(write_config(tmp_path, samples=8, batch_size=8)).truncation == "local"  # no dealer

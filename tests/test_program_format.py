@@ -132,7 +132,7 @@ def test_signed_packed_program_is_verified_before_the_owner_loads_it(tmp_path, t
     directory = tmp_path / "tokens"
     model_dir.sign(directory, tmp_path / "keys" / "bob.key")
     config = SimpleNamespace(
-        source="x.yaml", batch_size=2,
+        source="x.yaml", batch_size=2, serving=None,
         model=SimpleNamespace(program=directory, public_key=tmp_path / "keys" / "bob.pub", architecture=None),
     )
     program = pack.build_program(config, directory)
@@ -144,5 +144,5 @@ def test_signed_packed_program_is_verified_before_the_owner_loads_it(tmp_path, t
     with pytest.raises(ArtifactError, match=r"signature verification failed"):
         pack.build_program(config, directory)
     config.batch_size = 4
-    with pytest.raises(Exception, match=r"x.yaml: batch_size: the program in .* was packed for batch size 2, got 4"):
+    with pytest.raises(Exception, match=r"x.yaml: batch_size: the program in .* was packed for batches of 1, 2 rows, got 4"):
         pack.build_program(config, None)

@@ -64,9 +64,9 @@ def test_shares_refuse_values_the_ring_cannot_hold(bad, message):
 
 # -- proposals and decisions -------------------------------------------------------------
 def test_proposal_round_trip_and_bounds():
-    items = (Item((1, -2), 3), Item((-(2**63), 2**63 - 1), 1, final=True))
+    items = (Item((1, -2), 3), Item((-(2**63), 2**63 - 1), 1, final=True, seq=12))
     vector = Proposal(batching.BATCH, items).encode(4)
-    assert vector.shape == (2 + 3 * 4,)
+    assert vector.shape == (2 + 4 * 4,)
     assert Proposal.decode(vector, 4) == Proposal(batching.BATCH, items)
     with pytest.raises(ValueError, match="at most 1"):
         Proposal(batching.BATCH, items).encode(1)
@@ -76,6 +76,10 @@ def test_proposal_round_trip_and_bounds():
         Proposal.decode(bad, 4)
     bad = vector.clone()
     bad[0] = 7
+    with pytest.raises(ValueError, match="malformed batch proposal"):
+        Proposal.decode(bad, 4)
+    bad = vector.clone()
+    bad[5] = -1  # a negative sequence length
     with pytest.raises(ValueError, match="malformed batch proposal"):
         Proposal.decode(bad, 4)
 
@@ -96,16 +100,23 @@ def test_decision_is_the_same_from_everyone_s_answers():
     assert quiet.run == () and not quiet.stop
 
 
-def test_bucket_is_the_smallest_batch_that_holds_the_rows():
-    sizes = (1, 2, 4, 8, 12)
-    assert [batching.bucket(r, sizes) for r in (1, 2, 3, 4, 5, 8, 9, 12)] == [1, 2, 4, 4, 8, 8, 12, 12]
-    with pytest.raises(ValueError, match="exceed the largest batch size 12"):
-        batching.bucket(13, sizes)
+def test_bucket_is_the_smallest_shape_that_holds_the_batch():
+    from smpc.model.buckets import Bucket, grid, sizes, smallest_holding
+
+    assert sizes(12) == (1, 2, 4, 8, 12) and sizes(1) == (1,) and sizes(16, 8) == (8, 16) and sizes(5, 8) == (5,)
+    rows = grid(12)
+    assert [smallest_holding(rows, r).rows for r in (1, 2, 3, 4, 5, 8, 9, 12)] == [1, 2, 4, 4, 8, 8, 12, 12]
+    assert smallest_holding(rows, 13) is None
+    text = grid(4, 16)
+    assert text == tuple(Bucket(r, s) for r in (1, 2, 4) for s in (8, 16))
+    assert smallest_holding(text, 1, 5) == Bucket(1, 8) and smallest_holding(text, 3, 9) == Bucket(4, 16)
+    assert smallest_holding(text, 1, 17) is None and smallest_holding(text, 5, 8) is None
+    assert Bucket(4, 16).label == "4 rows x 16 tokens" and Bucket(4).folder == "buckets/r4"
 
 
 # -- the query book ----------------------------------------------------------------------
 def _query(loop, client="analyst", qid="q1", rows=1) -> Query:
-    return Query(client, qid, torch.zeros(rows, 1, 8, 8, dtype=torch.long), loop, loop.create_future())
+    return Query(client, qid, {"x": torch.zeros(rows, 1, 8, 8, dtype=torch.long)}, loop, loop.create_future())
 
 
 def _book(**kwargs) -> QueryBook:
@@ -215,8 +226,8 @@ def _doc(**serving):
 
 def test_serving_config_batch_sizes():
     config = parse_config(_doc(max_batch=12), "s.yaml")
-    assert config.batch_sizes == (1, 2, 4, 8, 12)
-    assert parse_config(_doc(max_batch=1), "s.yaml").batch_sizes == (1,)
+    assert config.serving.batch_sizes == (1, 2, 4, 8, 12)
+    assert parse_config(_doc(max_batch=1), "s.yaml").serving.batch_sizes == (1,)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -101,7 +101,11 @@ def test_a_model_defined_only_in_a_script_runs_from_its_packed_directory(tmp_pat
     subprocess.run([sys.executable, str(script)], cwd=author, check=True, env=_clean_env(), timeout=300)
     script.unlink()
     author.rmdir()  # no copy of the code anywhere: the parties build the model from data
-    assert sorted(p.name for p in model_dir.iterdir()) == ["constants.safetensors", "manifest.json", "program.json", "weights.safetensors"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "buckets", "constants.safetensors", "manifest.json", "program.json", "weights.safetensors",
+    ]
+    # packed for every batch up to its 5 rows: 1, 2 and 4 beside 5, on the same weights
+    assert sorted(p.name for p in (model_dir / "buckets").iterdir()) == ["r1", "r2", "r4"]
     config = write_program_config(tmp_path, model_dir, data, batch_size=5)
     done = subprocess.run(
         SMPC + ["launch", str(config), "--quiet"], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=300

@@ -93,13 +93,12 @@ class DealerClient:
         """A one-off run's material stream (not yet reading; see `start_run`), or None
         when this party reads none."""
         if self._sock is not None:
-            timeouts = self.config.timeouts
-            self.stream = MaterialStream(self._sock, Binding(self.seed), self.name, timeouts.op_s, timeouts.run_s)
+            self.stream = MaterialStream(self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s)
         return self.stream
 
     def start_run(self, batches: int) -> None:
         """Party 0 tells the dealer how many batches the run has; every reading party
-        starts reading (then wait_offline on the stream)."""
+        starts reading (then offline_done on the stream)."""
         if self.stream is None:
             return
         if self.rank == 0:
@@ -107,9 +106,10 @@ class DealerClient:
         self.stream.start()
 
     def open_pool(self) -> MaterialPool | None:
-        """A service's pool of material (party 0), reading and pinging; else None."""
-        if self._sock is not None and self.rank == 0:
-            self.pool = MaterialPool(self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s)
+        """A service's pool of material, reading (and at party 0, asking for refills and
+        pinging), or None when this party reads none."""
+        if self._sock is not None:
+            self.pool = MaterialPool(self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s, requester=self.rank == 0)
             self.pool.start()
         return self.pool
 

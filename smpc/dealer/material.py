@@ -140,11 +140,12 @@ def seeded(seed: bytes | int) -> AesCtrGenerator:
     return AesCtrGenerator(seed) if isinstance(seed, bytes) else AesCtrGenerator().reseed(seed)
 
 
-def batch_seed(seed: bytes, size: int, index: int) -> bytes:
-    """The key of a service's `index`-th batch of `size` rows, derived from a party's
-    key: the dealer prepares batches of several sizes ahead, in any order, and each
+def batch_seed(seed: bytes, bucket: Any, index: int) -> bytes:
+    """The key of a service's `index`-th batch of a shape bucket (smpc.model.buckets),
+    derived from a party's key: the dealer prepares batches of several shapes ahead, in
+    any order, and each
     party's stream for a batch depends only on which batch it is."""
-    return derive(seed, "batch", size, index)
+    return derive(seed, "batch", bucket.rows, bucket.seq, index)
 
 
 class Binding:

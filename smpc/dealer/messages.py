@@ -8,12 +8,12 @@ field's type and range; anything else is a wire.WireError naming the kind and th
     party -> dealer   CHECK_IN {party, rank, agreement}    check in with this run's settings
                       ABORT {party, rank, agreement, reason} stopping before the run (the settings differ)
                       START {batches}                      party 0: a one-off run of that many batches
-                      REFILL {size}                        party 0 of a service: one more batch of `size` rows
+                      REFILL {rows, seq}                   party 0 of a service: one more batch of that shape bucket
                       PING {}                              party 0 of a service: still here while idle
     dealer -> party   SEED int64[4]                        the 256-bit key this party shares with the dealer
                       MATERIAL tensor, tag                 one request's material (smpc.dealer.material)
                       READY {batch, prefetch}              a run's batch is complete (prefetch: batches held ahead)
-                      POOLED {size, index}                 a service's batch is complete
+                      POOLED {rows, seq, index}            a service's batch is complete
     either way        ERROR {message}, BYE {}
 """
 
@@ -53,7 +53,8 @@ class Start:
 
 @dataclass(frozen=True)
 class Refill:
-    size: int
+    rows: int
+    seq: int  # 0: the program has no sequence dimension
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class Ready:
 
 @dataclass(frozen=True)
 class Pooled:
-    size: int
+    rows: int
+    seq: int
     index: int
 
 

@@ -18,6 +18,7 @@ from smpc.dealer import material
 from smpc.dealer.streams import MaterialPool, MaterialStream
 from smpc.errors import PartyError
 from smpc.meter import protocol_meter
+from smpc.model.buckets import Bucket
 from smpc.protocols import fss
 from smpc.protocols.csprng import AesCtrGenerator
 
@@ -68,13 +69,21 @@ class PartyProvider(DealerTuples):
         self.seed = b""
         self.generator: AesCtrGenerator | None = None
         self.stream: MaterialStream | MaterialPool | None = None
+        self.pooled = False
 
-    def bind(self, rank: int, seed: bytes, stream: MaterialStream | MaterialPool | None) -> None:
+    def bind(self, rank: int, seed: bytes, stream: MaterialStream | MaterialPool | None, pooled: bool) -> None:
+        """Draw from `seed` and read what the dealer sends on `stream` (None when it sends
+        this party nothing); `pooled`: a service's batches, each on its own streams."""
         self.party_rank, self.seed, self.generator, self.stream = rank, seed, material.seeded(seed), stream
+        self.pooled = pooled
 
-    def start_batch(self, size: int, index: int) -> None:
-        """A service's batch: draw from the stream of the `index`-th batch of `size` rows."""
-        self.generator = material.seeded(material.batch_seed(self.seed, size, index))
+    def next_batch(self, bucket: Bucket, index: int) -> None:
+        """Switch to the material of the next batch: a run's batches follow one another on
+        one stream; a service's `index`-th batch of a shape bucket has streams of its own."""
+        if self.pooled:
+            self.generator = material.seeded(material.batch_seed(self.seed, bucket, index))
+        if self.stream is not None:
+            self.stream.next_batch(bucket, index)
 
     def _take(self, kind: str, args: tuple, kwargs: dict[str, Any], what: str) -> torch.Tensor:
         if self.stream is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, compat, keys, runfiles, transport, wire
+from smpc import agreement, compat, keys, parent_watch, runfiles, transport, wire
 from smpc.audit import AuditLog
 from smpc.config import Config, load_config
 from smpc.convert import Program
@@ -36,6 +36,7 @@ from smpc.dealer.states import ProtocolError, RollCall, SettingsError, pool_labe
 from smpc.dealer.trace import TracingProvider, replay, shape_run
 from smpc.errors import AgreementError, PartyError, no_show
 from smpc.model import calibrate, pack
+from smpc.model.buckets import Bucket
 from smpc.protocols.csprng import KEY_BYTES
 
 
@@ -147,9 +148,11 @@ def serve(config: Config) -> dict[str, Any]:
         seconds spent generating one batch's material.
     """
     torch.set_num_threads(1)
-    program = pack.build_program(config, batch=config.batch_sizes[0])  # the architecture only: never any weights
+    # the architecture only, never any weights: a run's one shape, or a service's every bucket
+    programs = {bucket: pack.build_program(config, bucket=bucket) for bucket in pack.run_buckets(config)}
+    program, *others = programs.values()
     checks = calibrate.range_checks(config, program, enforce=False)
-    expected = agreement.fields(config, program, checks)
+    expected = agreement.fields(config, program, checks, others)
     if config.effective_transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
     compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump(),
@@ -157,7 +160,7 @@ def serve(config: Config) -> dict[str, Any]:
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
         try:
-            return _session(config, program, expected, checks)
+            return _session(config, programs, expected, checks)
         except AgreementError:
             raise
         except PartyError as exc:
@@ -169,7 +172,7 @@ def serve(config: Config) -> dict[str, Any]:
             time.sleep(1.0)
 
 
-def _session(config: Config, program: Program, expected: dict[str, str], checks: Any = None) -> dict[str, Any]:
+def _session(config: Config, programs: dict[Bucket, Program], expected: dict[str, str], checks: Any = None) -> dict[str, Any]:
     # one session: every party checks in, gets its key; then the material
     try:
         listener = socket.create_server((config.dealer.host, config.dealer.port))
@@ -185,8 +188,8 @@ def _session(config: Config, program: Program, expected: dict[str, str], checks:
         for rank in [r for r in conns if r not in receivers]:
             conns.pop(rank).close()  # only these parties hear from the dealer again
         if config.serving is not None:
-            return _serve_pool(config, conns[0], seeds)
-        return _serve_run(config, program, conns, seeds, checks)
+            return _serve_pool(config, conns, seeds, programs)
+        return _serve_run(config, next(iter(programs.values())), conns, seeds, checks)
     except wire.PeerError as exc:
         raise PartyError(f"dealer: stopped: party {config.parties[0].name} reports: {exc}") from None
     except (wire.WireError, OSError) as exc:  # reading party 0's messages
@@ -236,35 +239,40 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
 _terminating = threading.Event()
 
 
-def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> dict[str, Any]:
-    # A service: `pool` batches of every size ahead, then one more of a size each time
-    # party 0 uses one. Each batch has its own streams (material.batch_seed), so the
-    # parties can use the sizes in any order. Party 0 pings while idle; silence for
-    # three op timeouts means it is gone.
+def _serve_pool(config: Config, conns: dict[int, socket.socket], seeds: list[bytes], programs: dict[Bucket, Program]) -> dict[str, Any]:
+    # A service: `pool` batches of every shape bucket ahead, then one more of a bucket each
+    # time party 0 uses one. Each batch has its own streams (material.batch_seed), so the
+    # parties can use the buckets in any order; every reading party gets its part of each
+    # batch (party 0 its corrections, with fss both parties their keys), and only party
+    # 0 asks for more. Party 0 pings while idle; silence for three op timeouts means it
+    # is gone.
     serving = config.serving
+    party0 = conns[0]
     started = time.perf_counter()
-    writer = _Writer({0: party0}, seeds, config.names)
-    requests: dict[int, list] = {}
-    made: dict[int, int] = {}
+    writer = _Writer(conns, seeds, config.names)
+    requests: dict[Bucket, list] = {}
+    made: dict[Bucket, int] = {}
 
-    def make(size: int) -> None:
-        index = made.get(size, 0)
-        generators = [material.seeded(material.batch_seed(s, size, index)) for s in seeds]
-        writer.open(pool_label(size, index))
-        if size not in requests:  # the first batch of a size: trace and generate in one pass
+    def make(bucket: Bucket) -> None:
+        index = made.get(bucket, 0)
+        generators = [material.seeded(material.batch_seed(s, bucket, index)) for s in seeds]
+        writer.open(pool_label(bucket, index))
+        if bucket not in requests:  # the first batch of a bucket: trace and generate in one pass
             tracer = TracingProvider(generators, writer.emit)
-            shape_run(config, pack.build_program(config, batch=size), tracer)
-            requests[size] = tracer.requests
+            program = programs[bucket]
+            # the parties' range checks spend material too: the same checks, not enforced
+            shape_run(config, program, tracer, calibrate.range_checks(config, program, enforce=False))
+            requests[bucket] = tracer.requests
         else:
-            replay(requests[size], generators, writer.emit)
-        writer.close(m.Pooled(size, index))
-        made[size] = index + 1
+            replay(requests[bucket], generators, writer.emit)
+        writer.close(m.Pooled(bucket.rows, bucket.seq, index))
+        made[bucket] = index + 1
 
-    for size in serving.batch_sizes:
+    for bucket in programs:
         for _ in range(serving.pool):
-            make(size)
-    print(f"offline phase: a pool of {serving.pool} batches of each size {list(serving.batch_sizes)} "
-          f"({writer.sent / 2**20:.1f} MiB) ready in {time.perf_counter() - started:.2f} s", flush=True)
+            make(bucket)
+    print(f"offline phase: a pool of {serving.pool} batches of each shape ({', '.join(b.label for b in programs)}; "
+          f"{writer.sent / 2**20:.1f} MiB) ready in {time.perf_counter() - started:.2f} s", flush=True)
     party0.settimeout(3 * config.timeouts.op_s)
     while True:
         try:
@@ -278,14 +286,15 @@ def _serve_pool(config: Config, party0: socket.socket, seeds: list[bytes]) -> di
         if isinstance(message, m.Bye):
             break
         if isinstance(message, m.Refill):
-            if message.size not in serving.batch_sizes:
-                raise PartyError(f"dealer: party {config.parties[0].name} asked for a batch of {message.size} rows")
-            make(message.size)
+            bucket = Bucket(message.rows, message.seq)
+            if bucket not in programs:
+                raise PartyError(f"dealer: party {config.parties[0].name} asked for a batch of {bucket.label}, which is not served")
+            make(bucket)
         elif isinstance(message, m.Error):
             raise wire.PeerError(wire.one_line(message.message))
         elif not isinstance(message, m.Ping):
             raise PartyError(f"dealer: unexpected {type(message).__name__.upper()} from party {config.parties[0].name}")
-    return {"batches": sum(made.values()), "bytes_sent": writer.sent, "batch_sizes": list(serving.batch_sizes)}
+    return {"batches": sum(made.values()), "bytes_sent": writer.sent, "buckets": [[b.rows, b.seq] for b in programs]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PartyError(f"{config.source}: randomness is 'local': this config has no dealer")
         if config.serving is not None:  # a service drains: the dealer leaves when party 0 does
             signal.signal(signal.SIGTERM, lambda *_: _terminating.set())
+        parent_watch.watch(parent_watch.GRACE_FRACTION * config.timeouts.op_s)
         summary = serve(config)
     except Exception as exc:
         return runfiles.fail(config, "dealer", exc)

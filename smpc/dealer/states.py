@@ -16,6 +16,7 @@ import torch
 
 from smpc import agreement
 from smpc.dealer import messages as m
+from smpc.model.buckets import Bucket
 
 
 class ProtocolError(Exception):
@@ -69,12 +70,12 @@ class SettingsError(ProtocolError):
 @dataclass
 class Batch:
     """One batch of material as it arrived: how it is named, the batches the dealer holds
-    ahead (a run's first batch), a service batch's size and index, and the
+    ahead (a run's first batch), a service batch's shape bucket and index, and the
     (tag, the reader's MAC, tensor) items."""
 
     label: str
     prefetch: int = 0
-    size: int = 0
+    bucket: Bucket | None = None
     index: int = 0
     items: list[tuple[bytes, bytes, torch.Tensor]] = field(default_factory=list)
 
@@ -103,7 +104,8 @@ class StreamState:
             self._next_batch += 1
             return self._close(Batch(run_label(message.batch), prefetch=message.prefetch, index=message.batch))
         if isinstance(message, m.Pooled) and self.service:
-            return self._close(Batch(pool_label(message.size, message.index), size=message.size, index=message.index))
+            bucket = Bucket(message.rows, message.seq)
+            return self._close(Batch(pool_label(bucket, message.index), bucket=bucket, index=message.index))
         if isinstance(message, m.Bye):
             if self._open:
                 raise ProtocolError(f"the dealer said BYE with {len(self._open)} items of an unfinished batch")
@@ -123,6 +125,6 @@ def run_label(batch: int) -> str:
     return f"batch {batch}"
 
 
-def pool_label(size: int, index: int) -> str:
+def pool_label(bucket: Bucket, index: int) -> str:
     """How a service's batch is named in material tags and messages."""
-    return f"batch {index} of {size} rows"
+    return f"batch {index} of {bucket.label}"

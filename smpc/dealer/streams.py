@@ -20,6 +20,7 @@ from smpc.dealer import messages as m
 from smpc.dealer.material import Binding
 from smpc.dealer.states import Batch, ProtocolError, StreamState, pool_label
 from smpc.errors import PartyError
+from smpc.model.buckets import Bucket
 
 
 class _MaterialReader:
@@ -76,10 +77,9 @@ class MaterialStream(_MaterialReader):
     in advance; the offline phase waits until that many have arrived, and the reader
     never holds more (the dealer then blocks until this party has used one)."""
 
-    def __init__(self, sock: socket.socket, binding: Binding, party: str, timeout_s: float, offline_timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket, binding: Binding, party: str, timeout_s: float) -> None:
         super().__init__(sock, binding, party, service=False)
         self._timeout_s = timeout_s
-        self._offline_timeout_s = offline_timeout_s
         self._ready: list[Batch | Exception] = []
         self._limit = 1
         self._announced = 0  # batches the dealer prepares ahead (0 until batch 0 arrives)
@@ -103,18 +103,19 @@ class MaterialStream(_MaterialReader):
             self._limit = 1 << 30
             self._cond.notify_all()
 
-    def wait_offline(self, batches: int) -> None:
-        """Block until the batches the dealer prepares in advance have all arrived."""
+    def offline_done(self, batches: int, wait_s: float) -> bool:
+        """Whether the batches the dealer prepares in advance have all arrived (or the
+        stream failed: the next batch says why), waiting at most `wait_s` for them."""
         def arrived() -> bool:
             failed = any(isinstance(b, Exception) for b in self._ready)
             return failed or (self._announced and len(self._ready) >= min(batches, self._announced))
 
         with self._cond:
-            if not self._cond.wait_for(arrived, timeout=self._offline_timeout_s):
-                raise PartyError(f"the dealer's offline phase did not finish within {self._offline_timeout_s:g} s")
+            return self._cond.wait_for(arrived, timeout=wait_s)
 
-    def next_batch(self) -> None:
-        """Switch to the next batch's material (waits at most the op timeout)."""
+    def next_batch(self, bucket: Bucket | None = None, index: int = 0) -> None:
+        """Switch to the next batch's material (waits at most the op timeout); a run's
+        batches come in order, so `bucket` and `index` (a service's) are not needed."""
         started = time.perf_counter()
         with self._cond:
             if not self._cond.wait_for(lambda: self._ready, timeout=self._timeout_s):
@@ -128,14 +129,16 @@ class MaterialStream(_MaterialReader):
 
 
 class MaterialPool(_MaterialReader):
-    """Party 0's pool of a service's dealer material: batches of each size, prepared
-    ahead by the dealer and read in a background thread. Using one asks the dealer
-    for another of that size, so the pool refills as it is used; when it runs dry the
-    next batch waits (up to the op timeout), it does not fail. A background thread
-    pings the dealer so that it can tell an idle service from a vanished one.
+    """A reading party's pool of a service's dealer material (party 0's corrections; with
+    comparisons: fss, every party's keys): batches of each shape bucket, prepared ahead by the
+    dealer and read in a background thread. Party 0 (`requester`) drives it: using a
+    batch asks the dealer for another of that bucket, so the pool refills as it is used;
+    when it runs dry the next batch waits (up to the op timeout), it does not fail; and
+    a background thread pings the dealer so that it can tell an idle service from a
+    vanished one. The dealer sends every reading party its part of each batch.
     """
 
-    def __init__(self, sock: socket.socket, binding: Binding, party: str, timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket, binding: Binding, party: str, timeout_s: float, requester: bool = True) -> None:
         # the dealer may have nothing to send for hours (an idle service): reads block;
         # a dealer that dies closes the connection, one that hangs is noticed by
         # next_batch's bounded wait
@@ -147,10 +150,10 @@ class MaterialPool(_MaterialReader):
         self._send_lock = threading.Lock()
         self._failed: str | None = None
         self._closed = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._receive, daemon=True),
-            threading.Thread(target=self._ping, daemon=True),
-        ]
+        self.requester = requester
+        self._threads = [threading.Thread(target=self._receive, daemon=True)]
+        if requester:
+            self._threads.append(threading.Thread(target=self._ping, daemon=True))
 
     def start(self) -> None:
         for t in self._threads:
@@ -158,7 +161,7 @@ class MaterialPool(_MaterialReader):
 
     def _arrived(self, batch: Batch) -> None:
         with self._cond:
-            self._ready.setdefault(batch.size, []).append(batch)
+            self._ready.setdefault(batch.bucket, []).append(batch)
             self._cond.notify_all()
 
     def _lost(self, exc: Exception) -> None:
@@ -183,27 +186,38 @@ class MaterialPool(_MaterialReader):
         """Why the dealer cannot be used any more, or None."""
         return self._failed
 
-    def level(self) -> dict[int, int]:
-        """Batches ready, by size."""
+    def holds_every(self, buckets: tuple[Bucket, ...], wait_s: float) -> bool:
+        """Whether a batch of each of `buckets` is ready (the dealer's offline phase),
+        waiting at most `wait_s`; raises PartyError when the dealer is gone."""
         with self._cond:
-            return {size: len(batches) for size, batches in self._ready.items()}
-
-    def next_batch(self, size: int, index: int) -> None:
-        """Use the `index`-th batch of `size` rows (waits for it at most the op timeout),
-        and ask the dealer for one more of that size."""
-        started = time.perf_counter()
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._ready.get(size) or self._failed, timeout=self._timeout_s):
-                raise PartyError(f"the dealer prepared no batch of {size} rows within timeouts.op_s = {self._timeout_s:g} s")
+            self._cond.wait_for(lambda: self._failed or all(self._ready.get(b) for b in buckets), timeout=wait_s)
             if self._failed:
                 raise PartyError(self._failed)
-            batch = self._ready[size].pop(0)
+            return all(self._ready.get(b) for b in buckets)
+
+    def level(self) -> dict[Bucket, int]:
+        """Batches ready, by shape bucket."""
+        with self._cond:
+            return {bucket: len(batches) for bucket, batches in self._ready.items()}
+
+    def next_batch(self, bucket: Bucket, index: int) -> None:
+        """Use the `index`-th batch of `bucket` (waits for it at most the op timeout),
+        and ask the dealer for one more of that bucket."""
+        started = time.perf_counter()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready.get(bucket) or self._failed, timeout=self._timeout_s):
+                raise PartyError(f"the dealer prepared no batch of {bucket.label} within timeouts.op_s = {self._timeout_s:g} s")
+            if self._failed:
+                raise PartyError(self._failed)
+            batch = self._ready[bucket].pop(0)
         self.wait_s += time.perf_counter() - started
         if batch.index != index:
-            raise PartyError(f"dealer material out of order: {batch.label}, expected {pool_label(size, index)}")
+            raise PartyError(f"dealer material out of order: {batch.label}, expected {pool_label(bucket, index)}")
         self._current, self._position = batch, 0
+        if not self.requester:
+            return
         try:
-            self._send(m.Refill(size))
+            self._send(m.Refill(bucket.rows, bucket.seq))
         except OSError as exc:
             raise PartyError(f"the dealer is gone ({exc})") from None
 
@@ -212,8 +226,11 @@ class MaterialPool(_MaterialReader):
         self._closed.set()
 
     def bye(self) -> None:
-        """Stop pinging and tell the dealer this party is done."""
+        """Stop pinging and tell the dealer this party is done (party 0: the dealer
+        reads no other party's connection)."""
         self._closed.set()
+        if not self.requester:
+            return
         try:
             self._send(m.Bye())
         except OSError:

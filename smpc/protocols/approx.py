@@ -50,7 +50,7 @@ EXP_LOW, EXP_HIGH = -16.0, 12.0
 # CrypTen's two-party truncation: 4e-5 at e^12, 7% at e^19.5)
 # LayerNorm / RMSNorm: binary magnitudes of the row variance told apart (2^-14 .. 2^24)
 NORM_LEVELS = range(-14, 25)
-NORM_NR_ITERS = 5
+NORM_NR_ITERS = 4
 RECIPROCAL_NR_ITERS = 3
 
 
@@ -200,10 +200,14 @@ def _newton_reciprocal(m: Any) -> Any:
 
 
 def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS) -> Any:
-    # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- y (3 - m y^2) / 2
+    # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- y (1.5 - (m / 2) y^2): with
+    # m / 2 taken once, a step is three products (y (3 - m y^2) / 2 truncates a fourth
+    # time); the relative error e goes to about 1.5 e^2 a step: 39% at the ends of the
+    # range to 1e-4 in four steps
     y = m * -0.225 + 1.4
+    half = m * 0.5
     for _ in range(iterations):
-        y = y * (-(m * (y * y)) + 3) * 0.5
+        y = y * (-(half * (y * y)) + 1.5)
     return y
 
 

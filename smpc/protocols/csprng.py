@@ -12,6 +12,7 @@ its reseeding, the construction MP-SPDZ and EMP use for the same purpose.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from typing import Any
 
@@ -78,7 +79,7 @@ class AesCtrGenerator:
     def ring(self, size: Any) -> torch.Tensor:
         """Uniform elements of the ring Z/2^64 as int64, of shape `size`."""
         shape = tuple(torch.Size(size))
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # 1 for a 0-d tensor
         out = torch.empty(count + 2, dtype=torch.int64)  # 16 spare bytes for update_into
         self._fill(out.numpy().view(np.uint8), 8 * count)
         return out[:count].reshape(shape)

@@ -68,6 +68,9 @@ def udiv(x: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
     low, high = (d, d) if isinstance(d, int) else (int(d.min()), int(d.max()))
     if not (1 <= low and high < MAX_DIVISOR):
         raise ValueError(f"expected divisors in 1..2^31 - 1, got {low if low < 1 else high}")
+    if low == high and low & (low - 1) == 0:  # one power of two (the fixed-point scale): a logical shift
+        k = low.bit_length() - 1
+        return (x >> k) & ((1 << (64 - k)) - 1) if k else x.clone()
     hi, lo = (x >> 32) & 0xFFFFFFFF, x & 0xFFFFFFFF
     q_hi = hi // d
     q_lo = (((hi - q_hi * d) << 32) | lo) // d  # (hi mod d) * 2^32 + lo < 2^63

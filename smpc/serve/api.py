@@ -6,8 +6,10 @@ Routes (JSON; errors are OIP's ``{"error": "..."}`` with a fitting status):
     GET  /v2/health/ready             every party has joined and the model is shared
     GET  /v2/models/{name}            metadata: the input and output tensors, the ring
     GET  /v2/models/{name}/ready
-    POST /v2/models/{name}/infer      the tensors are the client's *share* (INT64 ring
-                                      elements); the answer is this party's share
+    GET  /v2/models/{name}/tokenizer  a text model's tokenizer.json (public)
+    POST /v2/models/{name}/infer      the tensors are the client's *shares*, one per model
+                                      input (INT64 ring elements); the answer is this
+                                      party's share of each output
     GET  /metrics                     Prometheus text
 
 Served by uvicorn (starlette routes) with a TLS context that requires a client
@@ -19,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import uvicorn
@@ -37,6 +37,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from smpc.errors import PartyError
 from smpc.serve.metrics import ServiceMetrics
+from smpc.serve.model_info import ModelInfo
 from smpc.serve.queries import Query, QueryBook, QueryFailed
 
 MAX_ID_CHARS = 128
@@ -62,19 +63,6 @@ class _IdentifiedH11(H11Protocol):
         self.app = with_identity
 
 
-@dataclass
-class ModelInfo:
-    """What a client needs to know about the served model (no weights, nothing secret)."""
-
-    name: str
-    input_name: str
-    input_shape: tuple[int, ...]  # one row
-    outputs: list[tuple[str, tuple[int, ...]]]  # name, shape of one row
-    max_batch: int
-    precision_bits: int
-    parties: list[str]
-
-
 class Status:
     """Whether the service answers queries, and why not."""
 
@@ -95,7 +83,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def build_app(
     party: str, info: ModelInfo, clients: tuple[str, ...], book: QueryBook, status: Status,
-    metrics: ServiceMetrics, audit: Callable[..., None], query_timeout_s: float,
+    metrics: ServiceMetrics, audit: Callable[..., None], query_timeout_s: float, tokenizer: bytes | None = None,
 ) -> Starlette:
     """The ASGI application of one party's client API.
 
@@ -108,10 +96,10 @@ def build_app(
         metrics: this party's metrics.
         audit: records one event (the party's audit log).
         query_timeout_s: the longest a query waits for its answer.
+        tokenizer: a text model's tokenizer.json, served to clients as it is.
     """
-    row_numel = math.prod(info.input_shape)
     # an INT64 is at most 20 characters and a separator in JSON: bound the body before reading it
-    max_body = 4096 + 22 * row_numel * info.max_batch
+    max_body = 4096 + 22 * info.row_values * info.max_batch
 
     def identity(request: Request) -> str | None:
         return request.scope.get(CLIENT_KEY)
@@ -137,13 +125,17 @@ def build_app(
             "name": info.name,
             "versions": ["1"],
             "platform": "smpc",
-            "inputs": [{"name": info.input_name, "datatype": "INT64", "shape": [-1, *info.input_shape]}],
-            "outputs": [{"name": n, "datatype": "INT64", "shape": [-1, *s]} for n, s in info.outputs],
-            "parameters": {
-                "party": party, "parties": info.parties, "max_batch": info.max_batch,
-                "precision_bits": info.precision_bits, "ring_bits": 64,
-            },
+            "inputs": [{"name": i.name, "datatype": "INT64", "shape": i.metadata_shape(share=True)} for i in info.inputs],
+            "outputs": [{"name": o.name, "datatype": "INT64", "shape": o.metadata_shape(share=False)} for o in info.outputs],
+            "parameters": {"party": party, **info.parameters()},
         })
+
+    async def model_tokenizer(request: Request) -> Response:
+        if (refusal := known(request.path_params["name"])) is not None:
+            return refusal
+        if tokenizer is None:
+            return _error(404, f"model {info.name!r} has no tokenizer: send token ids (input_ids) instead of text")
+        return Response(tokenizer, media_type="application/json")
 
     async def model_ready(request: Request) -> Response:
         if (refusal := known(request.path_params["name"])) is not None:
@@ -161,7 +153,7 @@ def build_app(
                 raise QueryFailed(413, f"request body exceeds the limit of {max_body} bytes")
         return bytes(body)
 
-    def parse(body: bytes) -> tuple[str, torch.Tensor]:
+    def parse(body: bytes) -> tuple[str, dict[str, torch.Tensor], int, int]:
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -171,27 +163,8 @@ def build_app(
         query_id = doc.get("id")
         if not isinstance(query_id, str) or not 0 < len(query_id) <= MAX_ID_CHARS:
             raise QueryFailed(400, f"'id': expected a string of 1..{MAX_ID_CHARS} characters, the same at every party")
-        inputs = doc.get("inputs")
-        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-            raise QueryFailed(400, f"'inputs': expected one tensor, {info.input_name!r}")
-        tensor = inputs[0]
-        if tensor.get("name") != info.input_name:
-            raise QueryFailed(400, f"inputs[0].name: expected {info.input_name!r}, got {tensor.get('name')!r}")
-        if tensor.get("datatype") != "INT64":
-            raise QueryFailed(400, f"inputs[0].datatype: expected 'INT64' (a share in the ring), got {tensor.get('datatype')!r}")
-        shape = tensor.get("shape")
-        if not isinstance(shape, list) or not all(type(d) is int for d in shape) or tuple(shape[1:]) != info.input_shape:
-            raise QueryFailed(400, f"inputs[0].shape: expected [rows, {', '.join(map(str, info.input_shape))}], got {shape!r}")
-        rows = shape[0]
-        if not 1 <= rows <= info.max_batch:
-            raise QueryFailed(413 if rows > info.max_batch else 400,
-                              f"inputs[0].shape: expected 1..{info.max_batch} rows (serving.max_batch), got {rows}")
-        data = tensor.get("data")
-        if not isinstance(data, list) or len(data) != rows * row_numel:
-            raise QueryFailed(400, f"inputs[0].data: expected {rows * row_numel} integers for shape {shape}")
-        if not all(type(v) is int and -(1 << 63) <= v < (1 << 63) for v in data):
-            raise QueryFailed(400, "inputs[0].data: expected 64-bit signed integers (ring elements)")
-        return query_id, torch.tensor(data, dtype=torch.long).reshape(rows, *info.input_shape)
+        shares, rows, seq = info.parse(doc.get("inputs"))
+        return query_id, shares, rows, seq
 
     async def infer(request: Request) -> Response:
         client = identity(request) or "?"
@@ -205,11 +178,11 @@ def build_app(
             metrics.answered(client, "forbidden")
             return _error(403, f"client {client!r} may not query model {name!r} (serving.clients)")
         try:
-            query_id, share = parse(await read_body(request))
+            query_id, shares, rows, seq = parse(await read_body(request))
             loop = asyncio.get_running_loop()
-            query = Query(client, query_id, share, loop, loop.create_future())
+            query = Query(client, query_id, shares, loop, loop.create_future(), seq=seq)
             book.add(query)
-            audit("query", client=client, model=name, rows=query.rows, id=query_id)
+            audit("query", client=client, model=name, rows=query.rows, tokens=seq or None, id=query_id)
             outputs = await asyncio.wait_for(query.future, timeout=query_timeout_s)
         except QueryFailed as exc:
             metrics.answered(client, str(exc.status))
@@ -241,6 +214,7 @@ def build_app(
         Route("/v2/health/ready", ready),
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/tokenizer", model_tokenizer),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/metrics", metrics_text),
     ])
@@ -275,17 +249,3 @@ class ApiServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
-
-
-def model_info(config: Any, program: Any) -> ModelInfo:
-    """The served model's public description, from the config and its converted program."""
-    spec = program.inputs[0]
-    return ModelInfo(
-        name=config.serving.model_name,
-        input_name=spec.name,
-        input_shape=tuple(spec.share_shape[1:]),
-        outputs=[(n, tuple(shape[1:])) for n, shape in program.outputs],
-        max_batch=config.serving.max_batch,
-        precision_bits=config.protocol.precision_bits,
-        parties=config.names,
-    )

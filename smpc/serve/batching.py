@@ -20,11 +20,21 @@ MISSING, HELD, DIFFERENT = 0, 1, 2
 
 @dataclass(frozen=True)
 class Item:
-    """One proposed query: its key, its rows, and whether this is its last chance."""
+    """One proposed query: its key, its rows, whether this is its last chance, and its
+    sequence length (0 for a model without one)."""
 
     key: tuple[int, int]
     rows: int
     final: bool = False
+    seq: int = 0
+
+
+WIDTH = 4  # int64 per proposed query: key0, key1, ±rows, seq
+
+
+def proposal_size(capacity: int) -> int:
+    """The length of an encoded proposal of at most `capacity` queries."""
+    return 2 + WIDTH * capacity
 
 
 @dataclass(frozen=True)
@@ -33,24 +43,29 @@ class Proposal:
     items: tuple[Item, ...] = ()
 
     def encode(self, capacity: int) -> torch.Tensor:
-        """[kind, n, (key0, key1, ±rows) * capacity]; negative rows mark a final attempt."""
+        """[kind, n, (key0, key1, ±rows, seq) * capacity]; negative rows mark a final attempt."""
         if len(self.items) > capacity:
             raise ValueError(f"{len(self.items)} queries in one proposal; at most {capacity}")
-        out = torch.zeros(2 + 3 * capacity, dtype=torch.long)
+        out = torch.zeros(proposal_size(capacity), dtype=torch.long)
         out[0], out[1] = self.kind, len(self.items)
         for i, item in enumerate(self.items):
-            out[2 + 3 * i : 5 + 3 * i] = torch.tensor([*item.key, -item.rows if item.final else item.rows])
+            at = 2 + WIDTH * i
+            out[at : at + WIDTH] = torch.tensor([*item.key, -item.rows if item.final else item.rows, item.seq])
         return out
 
     @classmethod
     def decode(cls, vector: torch.Tensor, capacity: int) -> "Proposal":
         values = [int(v) for v in vector.tolist()]
         kind, n = values[0], values[1]
-        if kind not in (IDLE, BATCH, STOP) or not 0 <= n <= capacity or len(values) != 2 + 3 * capacity:
+        if kind not in (IDLE, BATCH, STOP) or not 0 <= n <= capacity or len(values) != proposal_size(capacity):
             raise ValueError(f"malformed batch proposal (kind {kind}, {n} queries)")
-        items = tuple(
-            Item((values[2 + 3 * i], values[3 + 3 * i]), abs(values[4 + 3 * i]), values[4 + 3 * i] < 0) for i in range(n)
-        )
+        items = []
+        for i in range(n):
+            key0, key1, rows, seq = values[2 + WIDTH * i : 2 + WIDTH * (i + 1)]
+            if rows == 0 or seq < 0:
+                raise ValueError(f"malformed batch proposal (query {i}: {rows} rows, {seq} tokens)")
+            items.append(Item((key0, key1), abs(rows), rows < 0, seq))
+        items = tuple(items)
         return cls(kind, items)
 
 
@@ -91,11 +106,3 @@ def decide(proposal: Proposal, answers: list[torch.Tensor]) -> Decision:
             deferred.append(i)
     stop = any(int(a[0]) for a in answers)
     return Decision(tuple(run), tuple(different), tuple(missing), tuple(deferred), stop)
-
-
-def bucket(rows: int, sizes: tuple[int, ...]) -> int:
-    """The smallest batch size that holds `rows` (the batch is padded with zero rows)."""
-    for size in sorted(sizes):
-        if rows <= size:
-            return size
-    raise ValueError(f"{rows} rows exceed the largest batch size {max(sizes)}")

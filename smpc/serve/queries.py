@@ -33,13 +33,14 @@ class QueryFailed(Exception):
 
 @dataclass
 class Query:
-    """One client request at one party: its share of the input and where the answer goes."""
+    """One client request at one party: its shares of the inputs and where the answer goes."""
 
     client: str
     query_id: str
-    share: torch.Tensor  # int64 ring elements, [rows, *input shape]
+    shares: dict[str, torch.Tensor]  # by input name: int64 ring elements, [rows, *input shape]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    seq: int = 0  # its sequence length (0: the model has none)
     arrived: float = field(default_factory=time.monotonic)
     proposed: float | None = None  # when the leader first proposed it (its wait in line does not count)
     key: tuple[int, int] = field(init=False)  # query_key(client, query_id), computed once
@@ -49,7 +50,7 @@ class Query:
 
     @property
     def rows(self) -> int:
-        return int(self.share.shape[0])
+        return int(next(iter(self.shares.values())).shape[0])
 
     def answer(self, value: Any) -> None:
         """Resolve the client's request (thread-safe; a client gone by now costs nothing)."""

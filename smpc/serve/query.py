@@ -1,8 +1,12 @@
-"""`smpc query CONFIG --client NAME --data FILE [--rows N] [--concurrency C] [--report FILE]`
+"""`smpc query CONFIG --client NAME (--data FILE | --text FILE [--labels FILE]) [--rows N]
+[--concurrency C] [--report FILE]`
 
-Sends the rows of a data file to a running service, one row per query, from C clients
-at once (each waits for its answer before sending its next row), and prints (and writes
-as JSON) samples, accuracy when the file has labels, latency percentiles and throughput.
+Sends the rows of a data file (a zoo model's `inputs`, or a packed program's inputs by
+name, as `smpc launch` takes them) or the sentences of a text file (tokenized here with
+the model's tokenizer) to a running service, one row per query, from C clients at once
+(each waits for its answer before sending its next query), and prints (and writes as
+JSON) samples, accuracy when there are labels, latency percentiles, throughput, the
+bytes a query sends each party, and the protocol the service runs.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Any
 import torch
 
 from smpc import artifacts
+from smpc.convert import InputSpec
 from smpc.errors import SmpcError
 from smpc.serve.client import Client, ServiceError
+from smpc.serve.model_info import ModelInfo
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,20 +38,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def _run(config: Any, client: str, inputs: torch.Tensor, concurrency: int) -> tuple[list[torch.Tensor], list[float], float]:
-    # C clients, each with its own connections (one to each party), taking the next row
-    answers: list[torch.Tensor | None] = [None] * len(inputs)
+async def _run(
+    config: Any, client: str, queries: list[Any], concurrency: int, text: bool,
+) -> tuple[list[Any], list[float], float, int]:
+    # C clients, each with its own connections (one to each party), taking the next query
+    answers: list[Any] = [None] * len(queries)
     latencies: list[float] = []
-    next_row = 0
+    next_query = 0
     clients = [Client(config, client=client) for _ in range(concurrency)]
 
     async def worker(c: Client) -> None:
-        nonlocal next_row
-        while next_row < len(inputs):
-            i = next_row
-            next_row += 1
+        nonlocal next_query
+        while next_query < len(queries):
+            i = next_query
+            next_query += 1
             started = time.perf_counter()
-            answers[i] = await c.ainfer(inputs[i])
+            answers[i] = await (c.ainfer_text([queries[i]]) if text else c.ainfer(**queries[i]))
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -54,40 +62,105 @@ async def _run(config: Any, client: str, inputs: torch.Tensor, concurrency: int)
     finally:
         for c in clients:
             await c.aclose()
-    return answers, latencies, time.perf_counter() - started
+    return answers, latencies, time.perf_counter() - started, sum(c.sent_bytes for c in clients)
 
 
-def query(config: str | Path, client: str, data: str | Path, rows: int | None = None, concurrency: int = 1) -> dict[str, Any]:
-    """Query a running service with the rows of `data`; returns the report.
+def _data_queries(c: Client, info: ModelInfo, path: Path) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor | None]:
+    """One query per row of a data file, as `smpc launch`'s data owners hold it: a zoo
+    model's `inputs`, or a packed program's inputs by name. A row's masked positions past
+    its last token are not sent (a shorter query runs in a smaller bucket; the same answer)."""
+    if c.input_shape is not None and len(info.inputs) == 1 and info.inputs[0].kind == "float" and info.inputs[0].seq_dim is None:
+        dataset = artifacts.load_data(path, c.input_shape)
+        return [{info.inputs[0].name: row} for row in dataset.inputs], dataset.labels
+    specs = [InputSpec(i.name, (1, *i.shape), i.kind, i.depth) for i in info.inputs]
+    rows = artifacts.load_inputs(path, specs)
+    for spec in specs:
+        spec.check(rows.inputs[spec.name], str(path))
+    mask = next((i for i in info.inputs if i.kind == "binary" and i.seq_dim == 1), None) if info.masked else None
+    queries = []
+    for r in range(rows.rows):
+        length = None
+        if mask is not None:
+            held = rows.inputs[mask.name][r].nonzero()
+            length = int(held.max()) + 1 if len(held) else 1
+        query = {}
+        for spec in info.inputs:
+            value = rows.inputs[spec.name][r : r + 1]
+            query[spec.name] = value.narrow(spec.seq_dim, 0, length) if length is not None and spec.seq_dim is not None else value
+        queries.append(query)
+    return queries, rows.labels
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SmpcError(f"{path}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SmpcError(f"{path}: cannot read the {what} file ({exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def query(
+    config: str | Path, client: str, data: str | Path | None = None, rows: int | None = None, concurrency: int = 1,
+    text: str | Path | None = None, labels: str | Path | None = None,
+) -> dict[str, Any]:
+    """Query a running service with the rows of `data` (or the sentences of `text`, one
+    query each); returns the report.
 
     Args:
         config: the service's config file.
         client: this client's identity (its certificate in `tls.certs`).
-        data: a safetensors file with `inputs` (and `labels`).
+        data: a safetensors file of the model's inputs (and `labels`), as a data owner's.
         rows: only the first `rows` rows (all by default).
         concurrency: how many clients query at once.
+        text: a text file of sentences, one per line (a model with a tokenizer).
+        labels: a text file of integer labels, one per line (with `text`).
     """
-    c = Client(config, client=client)
-    dataset = artifacts.load_data(Path(data), c.input_shape)
-    inputs, labels = dataset.inputs, dataset.labels
-    if rows is not None:
-        inputs, labels = inputs[:rows], None if labels is None else labels[:rows]
+    if (data is None) == (text is None):
+        raise SmpcError("expected one of --data (a data file) or --text (a file of sentences)")
+    if labels is not None and text is None:
+        raise SmpcError("--labels goes with --text (a data file holds its own labels)")
     if concurrency < 1:
         raise SmpcError(f"--concurrency: expected at least 1, got {concurrency}")
-    answers, latencies, wall = asyncio.run(_run(c.config, client, inputs, concurrency))
-    outputs = torch.stack(answers)
+    c = Client(config, client=client)
+    try:
+        info = c.describe()
+    finally:
+        c.close()
+    if text is not None:
+        queries: list[Any] = _read_lines(Path(text), "text")
+        if not queries:
+            raise SmpcError(f"{text}: no sentences")
+        if not info.tokenizer:
+            raise SmpcError(f"model {info.name!r} has no tokenizer: query it with --data (token ids), not --text")
+        expected = None
+        if labels is not None:
+            values = _read_lines(Path(labels), "labels")
+            if len(values) != len(queries) or not all(v.lstrip("-").isdigit() for v in values):
+                raise SmpcError(f"{labels}: expected {len(queries)} integer labels, one per line (one per sentence of {text})")
+            expected = torch.tensor([int(v) for v in values])
+    else:
+        queries, expected = _data_queries(c, info, Path(data))
+    if rows is not None:
+        queries, expected = queries[:rows], None if expected is None else expected[:rows]
+    answers, latencies, wall, sent = asyncio.run(_run(c.config, client, queries, concurrency, text is not None))
+    first = [a if isinstance(a, torch.Tensor) else next(iter(a.values())) for a in answers]
+    predicted = [f.reshape(-1, f.shape[-1])[0].argmax() if f.dim() >= 1 else f for f in first]
     report: dict[str, Any] = {
-        "samples": len(inputs),
+        "samples": len(queries),
         "concurrency": concurrency,
-        "accuracy": None if labels is None else round(float((outputs.argmax(-1) == labels).double().mean()), 4),
+        "accuracy": None if expected is None else round(float((torch.stack(predicted) == expected).double().mean()), 4),
         "latency_ms": {
             "p50": round(1000 * percentile(latencies, 50), 2),
             "p90": round(1000 * percentile(latencies, 90), 2),
             "p99": round(1000 * percentile(latencies, 99), 2),
             "mean": round(1000 * sum(latencies) / len(latencies), 2),
         },
-        "throughput_qps": round(len(inputs) / wall, 2),
+        "throughput_qps": round(len(queries) / wall, 2),
         "wall_s": round(wall, 3),
+        "bytes_per_query_per_party": round(sent / len(queries) / len(info.parties)),
+        "service": {"model": info.name, **info.protocol},
     }
     return report
 
@@ -96,13 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smpc query", description="Query a running service with the rows of a data file.")
     parser.add_argument("config", help="the service's YAML config")
     parser.add_argument("--client", required=True, help="this client's identity (its certificate in tls.certs)")
-    parser.add_argument("--data", required=True, help="safetensors file with inputs (and labels)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", help="safetensors file of the model's inputs (and labels), as a data owner's")
+    what.add_argument("--text", help="a text file of sentences, one per line (a model with a tokenizer)")
+    parser.add_argument("--labels", help="with --text: a text file of integer labels, one per line")
     parser.add_argument("--rows", type=int, help="only the first N rows")
     parser.add_argument("--concurrency", type=int, default=1, help="clients querying at once (default 1)")
     parser.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
     args = parser.parse_args(argv)
     try:
-        report = query(args.config, args.client, args.data, args.rows, args.concurrency)
+        report = query(args.config, args.client, args.data, args.rows, args.concurrency, args.text, args.labels)
     except ServiceError as exc:  # the service could not answer: not the user's mistake
         print(f"error: {exc}", file=sys.stderr)
         return 1
