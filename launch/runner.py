@@ -25,7 +25,8 @@ from smpc.runfiles import CLASSES, audit_path, error_path, load_output_fields, l
 # what a party's result contributes to the report
 PARTY_FIELDS = (
     "bytes_sent", "rounds", "peak_rss_mib", "comparisons_bytes", "comparisons_rounds", "truncations_bytes",
-    "truncations_rounds", "key_bytes", "key_bytes_per_comparison", "gates", "dealer_bytes_received", "layers",
+    "truncations_rounds", "key_bytes", "key_bytes_per_comparison", "comparison_widths", "gates", "dealer_bytes_received",
+    "layers",
 )
 
 
@@ -102,6 +103,11 @@ class Report:
                     if per is not None else
                     f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of truncation masks from the dealer"
                 )
+            widths = p.get("comparison_widths") or {}
+            if widths and set(widths) != {"64"}:  # some comparisons were narrowed
+                lines.append(f"{'':<19}comparisons by width: " + ", ".join(
+                    f"{bits} bits x {w['comparisons']:,} ({w['key_bytes_per_comparison']:.0f} B each)"
+                    for bits, w in sorted(widths.items(), key=lambda kv: int(kv[0]))))
         return "\n".join(lines)
 
 

@@ -120,14 +120,17 @@ def main() -> int:
 
 
 def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
-    """`make serve-text`'s model, made on first use: bob trains the classifier and packs it
+    """`make serve-text`'s model, made on first use: bob trains the classifier, packs it
     for every batch up to `rows` and every length up to SEQ tokens, with its tokenizer
-    (public: clients tokenize on their own machines), and signs it; the held-out sentences
+    (public: clients tokenize on their own machines), calibrates it on sample sentences
+    of its own, and signs it; the held-out sentences
     and their labels go beside it, one per line, for `smpc query --text ... --labels ...`."""
     import shutil
 
     import smpc
+    from smpc import artifacts
     from smpc import model_dir as signing
+    from smpc.model import calibrate
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,12 @@ def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
     shutil.rmtree(packed, ignore_errors=True)
     print(f"bob: packing it for batches up to {rows} rows and sequences up to {SEQ} tokens", flush=True)
     smpc.pack(model, (ids[:rows],), packed, {"attention_mask": mask[:rows]}, tokenizer=out / "tokenizer.json")
+    # calibrated on bob's own sample sentences: the ranges its approximations see, which
+    # narrow the service's FSS comparisons (and bound its range checks)
+    samples = out / "calibration-samples.safetensors"
+    sample_ids, sample_mask = encode(tokenizer, sentences(200, seed=2)[0])
+    artifacts.save_inputs(samples, {"input_ids": sample_ids, "attention_mask": sample_mask})
+    calibrate.calibrate_directory(packed, samples)
     if sign_key is not None:
         signing.sign(packed, sign_key)
     (out / "heldout.txt").write_text("".join(t + "\n" for t in texts))

@@ -38,7 +38,7 @@ from smpc.execute import run_program
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket
-from smpc.protocols import top_k
+from smpc.protocols import fixed, top_k
 
 
 @dataclass
@@ -109,6 +109,7 @@ class Party:
         self.weights_sha256: str | None = None
         self.fields: dict[str, str] = {}
         self.checks: dict[Bucket, calibrate.RangeChecks | None] = {}  # per shape bucket
+        self.widths: dict[Bucket, calibrate.ComparisonWidths | None] = {}  # fss: narrow comparisons per bucket
 
     @property
     def is_owner(self) -> bool:
@@ -139,6 +140,7 @@ class Party:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
         top_k.check_supported(self.config, self.program)
         self.checks = {b: calibrate.range_checks(self.config, p) for b, p in self.programs.items()}
+        self.widths = {b: calibrate.comparison_widths(self.config, p) for b, p in self.programs.items()}
         self.fields = agreement.fields(self.config, self.program, self.checks[first], [self.programs[b] for b in others])
         if self.is_owner:
             self.weights_sha256 = artifacts.file_digest(model_dir.weights_file(self.me.weights))
@@ -231,7 +233,8 @@ class Party:
         if self.provider is not None:
             self.provider.next_batch(batch.bucket, batch.index)
         material_s = time.perf_counter() - started
-        outputs = run_program(self.programs[batch.bucket], self.params, batch.inputs, self.meter, checks=self.checks[batch.bucket])
+        outputs = run_program(self.programs[batch.bucket], self.params, batch.inputs, self.meter,
+                              checks=self.checks[batch.bucket], widths=self.widths[batch.bucket])
         best = {k: top_k.top_k(outputs[0], k) for k in top_k.reveal_kinds(self.config)}
         after = session.communication_stats()
         return Computed(
@@ -264,6 +267,8 @@ class Party:
             )
         else:
             self.params = session.share_parameters(self.program, self.owner)
+        if self.provider is not None:  # the weights' session masks: W - B opened once (smpc.protocols.fixed)
+            self.params = fixed.open_masks(self.program, self.params, self.provider.seed)
 
     def close(self, bye: bool = True, reason: str | None = None) -> None:
         """Tell the dealer this party is done (a dealer gone by now no longer matters);

@@ -53,7 +53,6 @@ class Service:
         self.metrics = ServiceMetrics(name, self.serving.max_batch)
         self.counters: dict[Bucket, int] = {}  # batches run per shape bucket: names each batch's dealer streams
         self.retry: list[Batch] = []  # queries of a batch a range check refused, to run alone
-        self.taken: dict[tuple[int, int], Query] = {}  # queries in batches not answered yet
         self.server: api.ApiServer | None = None
         self.said_draining = False
         # a packed program's shapes: which dimension of each input and output is the sequence
@@ -97,7 +96,7 @@ class Service:
                     self.status.down(reason)
                     self.metrics.ready.set(0)
                     self.metrics.peers_up.set(0)
-                    failed = self.book.fail_all(503, reason, down=True) + self._fail_taken(503, reason)
+                    failed = self.book.fail_all(503, reason, down=True)
                     party.audit.record("outage", message=reason, failed_queries=failed)
                     print(f"{reason} ({failed} waiting queries failed)", flush=True)
                     if self.serving.on_peer_loss == "exit" or self.book.draining:
@@ -132,16 +131,8 @@ class Service:
             party.run(self)
             self.status.down("the service has stopped")
             self.metrics.ready.set(0)
-        left = self.book.fail_all(503, "the service has stopped", down=True) + self._fail_taken(503, "the service has stopped")
+        left = self.book.fail_all(503, "the service has stopped", down=True)
         print(f"stopped ({left} queries that never reached every party failed)", flush=True)
-
-    def _fail_taken(self, status: int, message: str) -> int:
-        # queries taken into a batch that never finished: they must not wait for nothing
-        taken = list(self.taken.values())
-        self.taken.clear()
-        for q in taken:
-            q.answer(QueryFailed(status, message))
-        return len(taken)
 
     def _protocol(self) -> str:
         config = self.config
@@ -169,7 +160,7 @@ class Service:
         shares = {name: compat.share_for_client(out) for (name, _), out in zip(program.outputs, computed.outputs)}
         offset = 0
         for item, q in zip(items, queries):
-            self.taken.pop(item.key, None)
+            self.book.done(item.key)
             if q is not None:  # its rows, and with a sequence its own length
                 answer = {}
                 for name, s in shares.items():
@@ -191,7 +182,7 @@ class Service:
             self.retry.extend(self._make_batch([item], [q]) for item, q in zip(items, queries))
             return
         query = queries[0]
-        self.taken.pop(items[0].key, None)
+        self.book.done(items[0].key)
         self.party.audit.record("range_check_failed", message=str(error),
                                 client=None if query is None else query.client,
                                 id=None if query is None else query.query_id)
@@ -263,7 +254,6 @@ class Service:
         # (rows of zeros; with a sequence, the positions past a query's length are zeros
         # too: masked, they change no answer)
         party = self.party
-        self.taken.update((item.key, q) for item, q in zip(items, queries) if q is not None)
         rows = sum(item.rows for item in items)
         bucket = smallest_holding(party.buckets, rows, max(item.seq for item in items))
         index = self.counters.get(bucket, 0)

@@ -16,6 +16,8 @@ import torch
 from smpc.config import Config
 from smpc.convert import Program
 from smpc.errors import AgreementError
+from smpc.model import calibrate
+from smpc.protocols import fixed
 
 
 def fields(config: Config, program: Program, checks: Any = None, others: Any = ()) -> dict[str, str]:
@@ -37,6 +39,10 @@ def fields(config: Config, program: Program, checks: Any = None, others: Any = (
         "protocol.comparisons": config.protocol.comparisons,
         "protocol.truncation": config.truncation,
         "protocol.range_checks": None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items()),
+        "protocol.comparison_widths": [None if w is None else sorted(w.bounds.items())
+                                       for w in (calibrate.comparison_widths(config, p) for p in (program, *others))],
+        # the weights whose session mask is opened once (smpc.protocols.fixed)
+        "model.fixed_operands": fixed.fixed_names(program) if config.randomness == "dealer" else None,
         "serving": None if config.serving is None else config.serving.model_dump(mode="json"),
     }
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in values.items()}

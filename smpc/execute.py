@@ -9,6 +9,8 @@ import torch
 from smpc.convert import Program, layer_label
 from smpc.meter import LayerMeter
 from smpc.ops import OPS
+from smpc.protocols.fixed import FIXED_OPERAND, unwrap
+from smpc.protocols.fss import bounded_comparisons
 
 
 def run_program(
@@ -18,6 +20,7 @@ def run_program(
     meter: LayerMeter | None = None,
     observe: Callable[[torch.fx.Node, tuple, Any], None] | None = None,
     checks: Callable[[torch.fx.Node, tuple], None] | None = None,
+    widths: Callable[[torch.fx.Node, tuple], int | None] | None = None,
 ) -> list[Any]:
     """Evaluate `program` on shares (or, for checking a conversion, on plain tensors).
 
@@ -58,9 +61,17 @@ def run_program(
         elif node.op == "call_function":
             # every call reads a secret: calls on public values were computed at conversion
             args = value(node.args)
+            # a weight with a session mask (FixedWeight) is a plain CrypTensor to every
+            # op but the products that read it as their fixed operand
+            keep = FIXED_OPERAND.get(node.target)
+            args = tuple(a if i == keep else torch.fx.node.map_aggregate(a, unwrap) for i, a in enumerate(args))
             if checks is not None:
                 checks(node, args)
-            env[node] = OPS[node.target](*args, **value(node.kwargs))
+            if widths is None:
+                env[node] = OPS[node.target](*args, **value(node.kwargs))
+            else:
+                with bounded_comparisons(widths(node, args)):
+                    env[node] = OPS[node.target](*args, **value(node.kwargs))
             if observe is not None:
                 observe(node, args, env[node])
             if meter is not None:

@@ -46,13 +46,17 @@ class ProtocolMeter:
     def __init__(self) -> None:
         self.totals: dict[str, list[int]] = {"comparisons": [0, 0], "truncations": [0, 0]}
         self.gates: dict[str, list[int]] = {}  # FSS gate kind -> [elements, key bytes from the dealer]
+        self.widths: dict[int, list[int]] = {}  # comparison width in bits -> [elements, key bytes]
         self._depth = 0
 
-    def keys(self, kind: str, elements: int, key_bytes: int) -> None:
-        """Book one FSS request: its elements and the key bytes the dealer sent for it."""
-        row = self.gates.setdefault(kind, [0, 0])
-        row[0] += elements
-        row[1] += key_bytes
+    def keys(self, kind: str, elements: int, key_bytes: int, width: int | None = None) -> None:
+        """Book one FSS request: its elements, the key bytes the dealer sent for it and,
+        for a comparison, the width it ran on."""
+        for table, key in ((self.gates, kind), (self.widths, width)):
+            if key is not None:
+                row = table.setdefault(key, [0, 0])
+                row[0] += elements
+                row[1] += key_bytes
 
     @contextlib.contextmanager
     def spent(self, label: str) -> Iterator[None]:
@@ -75,7 +79,10 @@ class ProtocolMeter:
 
     def record(self) -> dict[str, Any]:
         """comparisons_bytes/_rounds, truncations_bytes/_rounds, and with FSS the dealer's
-        key bytes (key_bytes) and per comparison element (key_bytes_per_comparison)."""
+        key bytes (key_bytes), per comparison element (key_bytes_per_comparison) and by
+        the comparisons' width in bits (comparison_widths: {bits: {comparisons,
+        key_bytes, key_bytes_per_comparison}}; this party's, 0 key bytes where the
+        dealer sent it none)."""
         out: dict[str, Any] = {
             f"{label}_{what}": row[i] for label, row in self.totals.items() for i, what in enumerate(("bytes", "rounds"))
         }
@@ -85,6 +92,11 @@ class ProtocolMeter:
             out["gates"] = {kind: row[0] for kind, row in self.gates.items()}
             compared_bytes = sum(row[1] for kind, row in self.gates.items() if kind != "trunc")
             out["key_bytes_per_comparison"] = round(compared_bytes / compared, 1) if compared else None
+        if self.widths:
+            out["comparison_widths"] = {
+                str(bits): {"comparisons": n, "key_bytes": b, "key_bytes_per_comparison": round(b / n, 1) if n else None}
+                for bits, (n, b) in sorted(self.widths.items())
+            }
         return out
 
 

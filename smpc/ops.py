@@ -16,7 +16,7 @@ import crypten
 import torch
 
 from smpc import compat
-from smpc.protocols import approx, lookup
+from smpc.protocols import approx, fixed, lookup
 
 aten = torch.ops.aten
 
@@ -83,11 +83,20 @@ def matmul(a: Any, b: Any) -> Any:
 
 
 def linear(x: Any, weight: Any, bias: Any = None) -> Any:
+    if isinstance(weight, fixed.FixedWeight):  # x @ W^T against the session's mask of W
+        out = fixed.product("matmul", x, weight, transposed=True) if is_secret(x) else linear(x, weight.tensor)
+        return out if bias is None else add(out, bias)
     out = matmul(x, weight.t() if weight.dim() == 2 else weight)
     return out if bias is None else add(out, bias)
 
 
 def _conv(dims: int, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if isinstance(weight, fixed.FixedWeight):
+        if not is_secret(x):
+            return _conv(dims, x, weight.tensor, bias, stride, padding, dilation, groups)
+        out = fixed.product(f"conv{dims}d", x, weight, stride=_tuple(stride), padding=_tuple(padding),
+                            dilation=_tuple(dilation), groups=groups)
+        return out if bias is None else add(out, bias.view(1, -1, *([1] * dims)))
     if not is_secret(x) and not is_secret(weight):
         fn = torch.nn.functional.conv1d if dims == 1 else torch.nn.functional.conv2d
         return fn(x, weight, bias, stride, padding, dilation, groups)
@@ -395,6 +404,10 @@ def _as_float(v: Any) -> Any:
 def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     """A lookup: public indices select rows of the (secret) table; secret ids arrive as
     one-hot rows (convert.InputSpec), and the lookup is their product with the table."""
+    if isinstance(weight, fixed.FixedWeight):
+        if is_secret(indices):  # onehot @ T against the session's mask of T
+            return fixed.product("matmul", indices, weight)
+        weight = weight.tensor
     if is_secret(indices) or indices.is_floating_point():
         return matmul(indices, weight)
     return weight[indices]
@@ -538,7 +551,7 @@ def amax(x, dim=(), keepdim=False):
         return torch.amax(x, dim, keepdim)
     dims = sorted((d % x.dim() for d in ([dim] if isinstance(dim, int) else (dim or range(x.dim())))), reverse=True)
     for d in dims:
-        x = x.max(dim=d, keepdim=keepdim)[0]
+        x = approx.max_values(x, d, keepdim)
     return x
 
 

@@ -74,10 +74,13 @@ def test_correction_words_look_uniform_whatever_the_threshold():
         assert 0.48 < np.unpackbits(words.numpy().view(np.uint8)).mean() < 0.52
 
 
-def _gate(kind: str, x: torch.Tensor, divisor: int | torch.Tensor | None = None) -> torch.Tensor:
+def _gate(kind: str, x: torch.Tensor, divisor: int | torch.Tensor | None = None, bits: int = 64) -> torch.Tensor:
     # the dealer's material, each party's key from its own stream, one opening, both halves
     seeds = [secrets.token_bytes(32) for _ in range(2)]
-    args = (torch.Size(x.shape),) + ((fss.divisor_arg(divisor),) if divisor is not None else ())
+    if kind == "trunc":
+        args = (torch.Size(x.shape),) + ((fss.divisor_arg(divisor),) if divisor is not None else ())
+    else:
+        args = fss.comparison_args(torch.Size(x.shape), bits)
     items = fss.dealer_material(kind, [AesCtrGenerator(s) for s in seeds], args)
     keys = [fss.party_key(kind, AesCtrGenerator(s), rank, args, items.get(rank)) for rank, s in enumerate(seeds)]
     share0 = _random(x.numel())
@@ -99,6 +102,38 @@ def test_sign_bit_is_exact_on_every_edge_of_the_ring():
 def test_relu_is_exact_on_every_edge_of_the_ring():
     x = torch.cat([EDGES, _random(4000)])
     assert torch.equal(_gate("relu", x), torch.relu(x))
+
+
+def _within(bits: int, n: int) -> torch.Tensor:
+    # the edges of a `bits`-wide two's complement range, and random values inside it
+    top, bottom = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))
+    edges = torch.tensor([0, 1, -1, top, bottom, top - 1, bottom + 1, top // 2, bottom // 2], dtype=torch.long)
+    inside = (_random(n) >> (64 - bits)) if bits < 64 else _random(n)
+    return torch.cat([edges.clamp(bottom, top), inside])
+
+
+@pytest.mark.parametrize("bits", [2, 3, 8, 17, 24, 33, 41, 63, 64])
+def test_narrow_comparisons_are_exact_on_every_edge_of_their_width(bits):
+    x = _within(bits, 3000)
+    assert torch.equal(_gate("ltz", x, bits=bits), (x < 0).long())
+    assert torch.equal(_gate("relu", x, bits=bits), torch.relu(x))
+
+
+def test_narrow_keys_shrink_with_the_width_and_bad_widths_are_refused():
+    shape = torch.Size((1000,))
+    sizes = {bits: fss.item_size("ltz", 1, fss.comparison_args(shape, bits)) * 8 / 1000 for bits in (16, 24, 32, 64)}
+    assert sizes[64] == 8 * (3 * 63 + 3) and sizes[24] == 8 * (3 * 23 + 3)  # bytes per comparison
+    assert sizes[16] < sizes[24] < sizes[32] < sizes[64]
+    assert fss.comparison_args(shape, 64) == (shape,)  # the full width names no width
+    for bad in (1, 65):
+        with pytest.raises(ValueError, match="comparison width of 2..64 bits"):
+            fss.comparison_args(shape, bad)
+
+
+def test_a_value_outside_the_width_gives_a_wrong_bit():
+    # why widths come only from calibrations with headroom and range checks
+    x = torch.tensor([2**23, -(2**23) - 1], dtype=torch.long)
+    assert torch.equal(_gate("ltz", x, bits=24), torch.tensor([1, 0]))
 
 
 @pytest.mark.parametrize("divisor", [1, 2, 3, 7, 2**16, 2**16 + 1, 1000003, 2**30])

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from crypten.common.util import count_wraps
 
-from smpc.protocols import fss
+from smpc.protocols import fixed, fss
 from smpc.protocols.csprng import AesCtrGenerator, derive
 
 # The products a Beaver triple can be for (CrypTen's beaver protocol asserts the same set).
@@ -38,7 +38,22 @@ PRODUCTS = {
     "conv_transpose1d": torch.conv_transpose1d,
     "conv_transpose2d": torch.conv_transpose2d,
 }
-KINDS = ("additive", "square", "binary", "wraps", "B2A")
+KINDS = ("additive", "square", "binary", "wraps", "B2A", "fixed")
+
+
+class FixedMasks:
+    """At the dealer: the session mask B of every fixed operand (smpc.protocols.fixed),
+    the sum of the shares each party derives from the key it shares with the dealer."""
+
+    def __init__(self, seeds: list[bytes]) -> None:
+        self.seeds = seeds
+        self._masks: dict[str, torch.Tensor] = {}
+
+    def mask(self, name: str, shape: torch.Size) -> torch.Tensor:
+        held = self._masks.get(name)
+        if held is None or held.shape != shape:
+            held = self._masks[name] = sum(fixed.mask_share(s, name, shape) for s in self.seeds)
+        return held
 
 
 def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> torch.Size:
@@ -79,6 +94,10 @@ def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Siz
         return [(size0, 64), (size1, 64), (torch.broadcast_shapes(size0, size1), 64)]
     if kind == "B2A":
         return [(args[0], 1), (args[0], 64)]
+    if kind == "fixed":  # A, then C = A op B (B: the session's mask of the weight)
+        op, x_size, _, w_size, transposed = args
+        operand = torch.Size(reversed(w_size)) if transposed else w_size
+        return [(x_size, 64), (product_size(op, x_size, operand, kwargs), 64)]
     raise ValueError(f"unknown request kind {kind!r}")
 
 
@@ -97,17 +116,26 @@ def receivers(kind: str) -> tuple[int, ...]:
     return (0, 1) if kind in fss.DCF_KINDS else (0,)
 
 
-def material(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any]) -> dict[int, torch.Tensor]:
-    """At the dealer: what each receiving party gets for one request, by rank."""
+def material(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any],
+             masks: FixedMasks | None = None) -> dict[int, torch.Tensor]:
+    """At the dealer: what each receiving party gets for one request, by rank (`masks`:
+    the session's masks of the fixed operands, for a `fixed` request)."""
     if kind in fss.KINDS:
         return fss.dealer_material(kind, generators, args)
-    return {0: correction(kind, generators, args, kwargs)}
+    return {0: correction(kind, generators, args, kwargs, masks)}
 
 
-def correction(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+def correction(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any],
+               masks: FixedMasks | None = None) -> torch.Tensor:
     """At the dealer: draw every party's shares and return party 0's missing share."""
     shares = [draw(kind, g, rank, args, kwargs) for rank, g in enumerate(generators)]
     others = shares[1:]
+    if kind == "fixed":
+        if masks is None:
+            raise ValueError("a fixed-operand product needs the session's masks")
+        op, _, name, w_size, transposed = args
+        a = sum(s[0] for s in shares)
+        return fixed.PRODUCTS[op](a, fixed.operand(masks.mask(name, w_size), transposed), **kwargs) - sum(s[1] for s in others)
     if kind == "additive":
         a = sum(s[0] for s in shares)
         b = sum(s[1] for s in shares)

@@ -52,6 +52,12 @@ class DealerTuples(TupleProvider):
         r, theta = self._shares("wraps", (torch.Size(size),), {})
         return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(theta, precision=0)
 
+    def fixed_pair(self, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """This party's shares of (A, C = A op B) for one product with a fixed operand
+        (smpc.protocols.fixed; args: op, x's size, the weight's name and size, transposed)."""
+        a, c = self._shares("fixed", args, kwargs)
+        return a, c
+
     def B2A_rng(self, size, device=None):
         bit_b, bit_a = self._shares("B2A", (torch.Size(size),), {})
         return ArithmeticSharedTensor.from_shares(bit_a, precision=0), BinarySharedTensor.from_shares(bit_b)
@@ -104,7 +110,8 @@ class PartyProvider(DealerTuples):
         elements = fss.count(args)
         what = f"{kind} key of {elements} elements"
         item = self._take(kind, args, {}, what) if self.party_rank in material.receivers(kind) else None
-        protocol_meter.keys(kind, elements, 0 if item is None else item.numel() * 8)
+        protocol_meter.keys(kind, elements, 0 if item is None else item.numel() * 8,
+                            fss.width(kind, args) if kind in fss.DCF_KINDS else None)
         try:
             return fss.party_key(kind, self.generator, self.party_rank, args, item)
         except ValueError as exc:

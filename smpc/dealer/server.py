@@ -206,7 +206,8 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
     generators = [material.seeded(s) for s in seeds]
     writer = _Writer(conns, seeds, config.names)
     started = time.perf_counter()
-    tracer = TracingProvider(generators, writer.emit)
+    masks = material.FixedMasks(seeds)  # the session's masks of the weights (smpc.protocols.fixed)
+    tracer = TracingProvider(generators, writer.emit, masks)
     shape_run(config, program, tracer, checks)  # batch 0: trace and generate in one pass
     per_batch = max(1, writer.sent)
     prefetch = max(1, min(batches, config.dealer.prefetch_mib * 2**20 // per_batch))
@@ -222,7 +223,7 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
     offline_s = offline_done(1) if prefetch == 1 else 0.0
     for batch in range(1, batches):
         writer.open(run_label(batch))
-        generating += replay(tracer.requests, generators, writer.emit)
+        generating += replay(tracer.requests, generators, writer.emit, masks)
         writer.close(m.Ready(batch, 0))
         if batch + 1 == prefetch:
             offline_s = offline_done(prefetch)
@@ -252,19 +253,20 @@ def _serve_pool(config: Config, conns: dict[int, socket.socket], seeds: list[byt
     writer = _Writer(conns, seeds, config.names)
     requests: dict[Bucket, list] = {}
     made: dict[Bucket, int] = {}
+    masks = material.FixedMasks(seeds)  # the session's masks of the weights (smpc.protocols.fixed)
 
     def make(bucket: Bucket) -> None:
         index = made.get(bucket, 0)
         generators = [material.seeded(material.batch_seed(s, bucket, index)) for s in seeds]
         writer.open(pool_label(bucket, index))
         if bucket not in requests:  # the first batch of a bucket: trace and generate in one pass
-            tracer = TracingProvider(generators, writer.emit)
+            tracer = TracingProvider(generators, writer.emit, masks)
             program = programs[bucket]
             # the parties' range checks spend material too: the same checks, not enforced
             shape_run(config, program, tracer, calibrate.range_checks(config, program, enforce=False))
             requests[bucket] = tracer.requests
         else:
-            replay(requests[bucket], generators, writer.emit)
+            replay(requests[bucket], generators, writer.emit, masks)
         writer.close(m.Pooled(bucket.rows, bucket.seq, index))
         made[bucket] = index + 1
 

@@ -19,7 +19,8 @@ from smpc.convert import Program
 from smpc.dealer import material
 from smpc.dealer.provider import PROVIDER_NAME, DealerTuples
 from smpc.execute import run_program
-from smpc.protocols import top_k
+from smpc.model import calibrate
+from smpc.protocols import fixed, top_k
 from smpc.protocols.csprng import AesCtrGenerator
 
 Emit = Callable[[bytes, dict[int, torch.Tensor]], None]
@@ -73,15 +74,16 @@ class TracingProvider(DealerTuples):
 
     NAME = PROVIDER_NAME
 
-    def __init__(self, generators: list[AesCtrGenerator], emit: Emit) -> None:
+    def __init__(self, generators: list[AesCtrGenerator], emit: Emit, masks: material.FixedMasks | None = None) -> None:
         super().__init__()
         self.generators = generators
         self.emit = emit
+        self.masks = masks
         self.requests: list[tuple[str, tuple, dict[str, Any]]] = []
 
     def _record(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> None:
         self.requests.append((kind, args, kwargs))
-        self.emit(material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs))
+        self.emit(material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs, self.masks))
 
     def _shares(self, kind, args, kwargs):
         self._record(kind, args, kwargs)
@@ -92,7 +94,8 @@ class TracingProvider(DealerTuples):
         return None
 
 
-def replay(requests: list[tuple[str, tuple, dict[str, Any]]], generators: list[AesCtrGenerator], emit: Emit) -> float:
+def replay(requests: list[tuple[str, tuple, dict[str, Any]]], generators: list[AesCtrGenerator], emit: Emit,
+           masks: material.FixedMasks | None = None) -> float:
     """Emit the material of a traced batch again, from the generators of another batch.
 
     Returns:
@@ -101,7 +104,7 @@ def replay(requests: list[tuple[str, tuple, dict[str, Any]]], generators: list[A
     generating = 0.0
     for kind, args, kwargs in requests:
         began = time.perf_counter()
-        items = material.material(kind, generators, args, kwargs)
+        items = material.material(kind, generators, args, kwargs, masks)
         generating += time.perf_counter() - began
         emit(material.request_tag(kind, args, kwargs), items)
     return generating
@@ -118,9 +121,12 @@ def shape_run(config: Config, program: Program, provider: TracingProvider, check
     with compat.substitute_communicator(ShapeCommunicator(len(config.parties))):
         compat.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
+        if provider.masks is not None:  # the parties' products with a fixed operand (on zeros)
+            params.update({k: fixed.FixedWeight(k, params[k], torch.zeros_like(params[k].share), torch.zeros_like(params[k].share))
+                           for k in fixed.fixed_names(program)})
         inputs = {spec.name: crypten.cryptensor(torch.zeros(spec.share_shape), src=0) for spec in program.inputs}
         # the parties' range checks spend material too (`checks`, not enforced: on zeros
         # they must not stop anything)
-        outputs = run_program(program, params, inputs, checks=checks)
+        outputs = run_program(program, params, inputs, checks=checks, widths=calibrate.comparison_widths(config, program))
         for k in top_k.reveal_kinds(config):  # what the parties compute before revealing classes
             top_k.top_k(outputs[0], k)

@@ -304,6 +304,62 @@ def range_checks(config: Any, program: Program, enforce: bool = True) -> RangeCh
     return RangeChecks(program, check_bounds(program, config.protocol.precision_bits, calibration), enforce)
 
 
+# the calibrated ops whose comparisons run narrower than the ring (with `fss`), and the
+# largest magnitude each compares, from the calibrated magnitude m of its input (real
+# units) and the input itself: GELU, SiLU, tanh and sigmoid compare x and |x| against
+# their table's points (at most 16); a softmax compares differences of its row (2m), the
+# row minus its maximum against -16, and its sum (at most n) against powers of two up to
+# 4n; a normalization compares its row's variance (at most (2m)^2) against 2^-14..2^24
+_NARROWED = {
+    "gelu": lambda m, x, args: m + 16,
+    "silu": lambda m, x, args: m + 16,
+    "tanh": lambda m, x, args: m + 16,
+    "sigmoid": lambda m, x, args: m + 16,
+    "softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
+    "_softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
+    "log_softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
+    "layer_norm": lambda m, x, args: max(4 * m * m, 2.0**24),
+    "rms_norm": lambda m, x, args: max(4 * m * m, 2.0**24),
+}
+# bits above the sign bit and the compared magnitude: values may reach 4x the
+# calibration's bound (with its margin) before a comparison of the op could be wrong
+HEADROOM_BITS = 2
+
+
+class ComparisonWidths:
+    """The width of each calibrated op's comparisons (`fss`): called by run_program with a
+    node and its argument values, it returns the bits the op's comparisons run on (None:
+    the ring's 64). A value past the width gives a wrong comparison, so only calibrated
+    ops are narrowed (`bounds`: node name -> the magnitude of its input, with the
+    calibration's margin), with HEADROOM_BITS to spare; `protocol.range_checks` stops a
+    run whose values leave the calibrated bounds before the op runs."""
+
+    def __init__(self, bounds: dict[str, float], precision_bits: int) -> None:
+        self.bounds, self.precision_bits = bounds, precision_bits
+
+    def __call__(self, node: torch.fx.Node, args: tuple) -> int | None:
+        reach = self.bounds.get(node.name)
+        if reach is None or not args:
+            return None
+        compared = _NARROWED[_op(node.target)](reach, args[0], args)
+        bits = math.ceil(math.log2(compared * 2**self.precision_bits)) + 1 + HEADROOM_BITS
+        return bits if bits < 64 else None
+
+
+def comparison_widths(config: Any, program: Program) -> ComparisonWidths | None:
+    """The narrowed comparisons of a run of `config` (None unless comparisons are `fss`
+    and the packed program's directory holds a calibration)."""
+    if config.protocol.comparisons != "fss" or config.model.program is None:
+        return None
+    calibration = load(config.model.program)
+    if calibration is None:
+        return None
+    names = {n.name for n in program.graph.nodes}
+    bounds = {e.node: _widened(e, calibration.margin)[1] for e in calibration.ops
+              if e.op in _NARROWED and e.quantity == "magnitude" and e.node in names}
+    return ComparisonWidths(bounds, config.protocol.precision_bits) if bounds else None
+
+
 def _as_json(calibration: Calibration) -> dict[str, Any]:
     return {
         "format": FORMAT,

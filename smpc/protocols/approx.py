@@ -65,6 +65,19 @@ def less_than(x: Any, thresholds: Sequence[float]) -> Any:
     return (_repeat_last(x, len(thresholds)) - torch.tensor(thresholds, dtype=torch.float32)).lt(0)
 
 
+def max_values(x: Any, dim: int, keepdim: bool = False) -> Any:
+    """The maximum along `dim` by a tree of b + ReLU(a - b), one ReLU per level (with
+    `fss`, one round each). CrypTen's `max(dim)` computes the argmax too (equality
+    tests and a prefix sum on every element): a softmax or an amax needs the values only."""
+    dim = dim % x.dim()
+    while x.size(dim) > 1:
+        m = x.size(dim)
+        a, b, rest = x.split([m // 2, m // 2, m % 2], dim=dim)
+        top = b + (a - b).relu()
+        x = crypten.cat([top, rest], dim=dim) if rest.size(dim) else top
+    return x if keepdim else x.squeeze(dim)
+
+
 def split_sign(x: Any) -> tuple[Any, Any, Any]:
     """(bits [x < 0], ReLU(x), |x|) with one comparison and one exact product."""
     negative = x.lt(0)
@@ -275,7 +288,7 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
 def softmax(x: Any, dim: int) -> Any:
     """softmax along `dim`: max subtraction, exp on [-16, 0], one positive reciprocal."""
     dim = dim % x.dim()
-    top = x.max(dim=dim, keepdim=True)[0]
+    top = max_values(x, dim, keepdim=True)
     e = exp_nonpositive(x - top)
     total = e.sum(dim, keepdim=True)  # in [1, n]: the maximum contributes e^0
     levels = max(1, math.ceil(math.log2(x.size(dim) + 1)))
@@ -285,5 +298,5 @@ def softmax(x: Any, dim: int) -> Any:
 def log_softmax(x: Any, dim: int) -> Any:
     """log softmax along `dim` (CrypTen's log on the sum, after max subtraction)."""
     dim = dim % x.dim()
-    y = x - x.max(dim=dim, keepdim=True)[0]
+    y = x - max_values(x, dim, keepdim=True)
     return y - exp_nonpositive(y).sum(dim, keepdim=True).log()

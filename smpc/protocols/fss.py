@@ -15,9 +15,9 @@ plus its DCF output, and msb(x) = msb(x^) + (1 - 2 msb(x^)) u is linear in u.
 - **ReLU** in the same single round: x (1 - msb(x)) with x = x^ - r needs shares of u and
   of r u; the DCF carries the pair (1 - 2 msb(r), r (1 - 2 msb(r))) as its payload and
   the dealer adds shares of msb(r) and r msb(r) (BCG+21's spline gate with one DCF).
-- **max** by a tree of b + ReLU(a - b) (one round per level); **argmax** by the maximum,
-  then [x == max] (two ltz in one round), then the first of the tied positions
-  ([cumsum > 0] differences, one round): exact, ties to the lowest index.
+- **max** by a tree of b + ReLU(a - b) (one round per level: `approx.max_values`);
+  **argmax** by the maximum, then [x == max] (two ltz in one round), then the first of
+  the tied positions ([cumsum > 0] differences, one round): exact, ties to the lowest index.
 - **eq**: 1 - [x < 0] - [-x < 0], one round (exact for every ring value but -2^63).
 - **select** b + c (a - b) for a comparison bit c (smpc.ops.where, and the pieces of the
   approximations): one Beaver product, unchanged.
@@ -35,6 +35,18 @@ plus its DCF output, and msb(x) = msb(x^) + (1 - 2 msb(x^)) u is linear in u.
   CrypTen's two-party truncation divides each share locally and returns a value off
   by 2^64 / d with probability |x| / 2^63.
 
+**Narrow keys.** Where a calibration bounds the values an op compares (|x| < 2^(w-1) in
+ring units), its comparisons run on w bits instead of 64: x mod 2^w is x itself read as a
+w-bit two's complement integer, and (x + r) mod 2^w = (x mod 2^w + r mod 2^w) mod 2^w, so
+the same gate on x^ mod 2^w and r mod 2^w, with a DCF of w - 1 levels, gives msb_w(x) =
+[x < 0] (the reduction of shares modulo a smaller power of two that SIGMA, Gupta et al.,
+"SIGMA: Secure GPT Inference with Function Secret Sharing", PoPETs 2024, uses for its
+comparisons). The key bytes, the dealer's work and the parties' shrink with w; ReLU keeps
+x^ and r whole for x (1 - msb(x)). A value outside the width gives a wrong bit, so the
+widths come only from a calibration, with its margin and headroom
+(smpc.model.calibrate.ComparisonWidths, applied per op by `bounded_comparisons`), and
+the range checks stop a run whose values leave the calibrated ranges.
+
 Keys and masks are never reused: each request draws fresh masks and seeds from the
 party's stream and takes the next key the dealer sent, checked by its digest.
 """
@@ -42,15 +54,15 @@ party's stream and takes the next key the dealer sent, checked by its digest.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from smpc.protocols import dcf
 
-LOW_BITS = 63
-_LOW = (1 << 63) - 1
+RING_BITS = 64
 DCF_KINDS = {"ltz": 1, "relu": 2}  # kind -> DCF payload width
 KINDS = ("ltz", "relu", "trunc")
 # per kind, how many values the dealer secret-shares beside the key (party 0's corrections)
@@ -58,8 +70,27 @@ _SHARED = {"ltz": 1, "relu": 2, "trunc": 2}
 MAX_DIVISOR = 1 << 31
 
 
-def _msb(x: torch.Tensor) -> torch.Tensor:
-    return (x >> 63) & 1
+def _msb(x: torch.Tensor, width: int = RING_BITS) -> torch.Tensor:
+    # the sign bit of x read as a `width`-bit two's complement integer (x mod 2^width)
+    return (x >> (width - 1)) & 1
+
+
+def _low(x: torch.Tensor, width: int) -> torch.Tensor:
+    # the bits below that sign bit: the DCF's input
+    return x & ((1 << (width - 1)) - 1)
+
+
+def width(kind: str, args: tuple) -> int:
+    """The ring width a comparison request runs on: RING_BITS, or the narrower width its
+    args name (its values are known to lie in [-2^(width-1), 2^(width-1)))."""
+    return args[1] if kind in DCF_KINDS and len(args) > 1 else RING_BITS
+
+
+def comparison_args(shape: torch.Size, bits: int) -> tuple:
+    """A comparison request's args: the shape, and the width when narrower than the ring."""
+    if not 2 <= bits <= RING_BITS:
+        raise ValueError(f"expected a comparison width of 2..{RING_BITS} bits, got {bits}")
+    return (shape,) if bits == RING_BITS else (shape, bits)
 
 
 def udiv(x: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
@@ -119,15 +150,16 @@ def _draw(kind: str, generator: Any, rank: int, n: int) -> tuple[torch.Tensor, t
     return mask, root, shares
 
 
-def _key_words(kind: str, n: int) -> int:
-    # the DCF correction words of n gates of `kind` (none for a truncation)
-    return dcf.DcfKeys.size(n, LOW_BITS, DCF_KINDS[kind]) if kind in DCF_KINDS else 0
+def _key_words(kind: str, args: tuple) -> int:
+    # the DCF correction words of a request of `kind` (none for a truncation): one level
+    # per bit below the sign bit of its width
+    return dcf.DcfKeys.size(count(args), width(kind, args) - 1, DCF_KINDS[kind]) if kind in DCF_KINDS else 0
 
 
 def item_size(kind: str, rank: int, args: tuple) -> int:
     """int64 words the dealer sends party `rank` for one request (0: nothing)."""
     n = count(args)
-    return _key_words(kind, n) + (n * _SHARED[kind] if rank == 0 else 0)
+    return _key_words(kind, args) + (n * _SHARED[kind] if rank == 0 else 0)
 
 
 def dealer_material(kind: str, generators: list[Any], args: tuple) -> dict[int, torch.Tensor]:
@@ -139,15 +171,16 @@ def dealer_material(kind: str, generators: list[Any], args: tuple) -> dict[int, 
     n = count(args)
     draws = [_draw(kind, g, rank, n) for rank, g in enumerate(generators)]
     r = draws[0][0] + draws[1][0]
-    words = _key_words(kind, n)
+    words = _key_words(kind, args)
     buffer = torch.empty(words + n * _SHARED[kind], dtype=torch.int64)
     if kind == "trunc":
         secrets = [udiv(r, divisors(args)), _msb(r)]
     else:
-        r_msb = _msb(r)
+        bits = width(kind, args)
+        r_msb = _msb(r, bits)
         sign = 1 - 2 * r_msb
         beta = sign.view(n, 1) if kind == "ltz" else torch.stack([sign, r * sign], dim=1)
-        dcf.gen(r & _LOW, beta, (draws[0][1], draws[1][1]), LOW_BITS, out=buffer[:words])
+        dcf.gen(_low(r, bits), beta, (draws[0][1], draws[1][1]), bits - 1, out=buffer[:words])
         secrets = [r_msb] if kind == "ltz" else [r_msb, r * r_msb]
     corrections = buffer[words:].view(_SHARED[kind], n)
     for i, (secret, other) in enumerate(zip(secrets, draws[1][2])):
@@ -166,8 +199,8 @@ def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Ten
                              f"got {item.numel()} {item.dtype}")
         item = item.reshape(-1)
         if kind in DCF_KINDS:
-            size = _key_words(kind, n)
-            keys = dcf.DcfKeys.unpack(item[:size], n, LOW_BITS, DCF_KINDS[kind])
+            size = _key_words(kind, args)
+            keys = dcf.DcfKeys.unpack(item[:size], n, width(kind, args) - 1, DCF_KINDS[kind])
             item = item[size:]
         if rank == 0:
             shares = list(item.view(_SHARED[kind], n))
@@ -179,16 +212,18 @@ def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Ten
 
 def ltz_local(rank: int, opened: torch.Tensor, key: GateKey) -> torch.Tensor:
     """Share of [x < 0] (msb of x) from x^ = x + r."""
-    m = _msb(opened)
-    u = key.shares[0] + dcf.eval_(rank, key.root, key.keys, opened & _LOW)[:, 0]
+    bits = key.keys.bits + 1
+    m = _msb(opened, bits)
+    u = key.shares[0] + dcf.eval_(rank, key.root, key.keys, _low(opened, bits))[:, 0]
     out = (1 - 2 * m) * u
     return out + m if rank == 0 else out
 
 
 def relu_local(rank: int, opened: torch.Tensor, key: GateKey) -> torch.Tensor:
     """Share of ReLU(x) = x (1 - msb(x)) from x^ = x + r."""
-    m = _msb(opened)
-    d = dcf.eval_(rank, key.root, key.keys, opened & _LOW)
+    bits = key.keys.bits + 1
+    m = _msb(opened, bits)
+    d = dcf.eval_(rank, key.root, key.keys, _low(opened, bits))
     u, ru = key.shares[0] + d[:, 0], key.shares[1] + d[:, 1]
     sign = 1 - 2 * m
     out = sign * ru - opened * sign * u - (1 - m) * key.mask
@@ -216,6 +251,24 @@ def trunc_local(rank: int, opened: torch.Tensor, key: GateKey, d: torch.Tensor) 
 # gate then yields zeros of the right shape.
 
 
+# the width of the comparisons of the op running now (bounded_comparisons); every party
+# and the dealer's trace run the same program, so they name the same widths
+_width = [RING_BITS]
+
+
+@contextmanager
+def bounded_comparisons(bits: int | None) -> Iterator[None]:
+    """Within: comparisons run on `bits` bits (their inputs are known to lie in
+    [-2^(bits-1), 2^(bits-1))); None keeps the current width."""
+    if bits is not None and not 2 <= bits <= RING_BITS:
+        raise ValueError(f"expected a comparison width of 2..{RING_BITS} bits, got {bits}")
+    _width.append(_width[-1] if bits is None else bits)
+    try:
+        yield
+    finally:
+        _width.pop()
+
+
 def _gate(kind: str, share: torch.Tensor, divisor: int | torch.Tensor | None = None) -> torch.Tensor:
     import crypten.communicator as comm
     import crypten.mpc
@@ -223,7 +276,10 @@ def _gate(kind: str, share: torch.Tensor, divisor: int | torch.Tensor | None = N
     from smpc.meter import protocol_meter
 
     flat = share.reshape(-1)
-    args = (torch.Size(share.shape),) + ((divisor_arg(divisor),) if divisor is not None else ())
+    if kind in DCF_KINDS:
+        args = comparison_args(torch.Size(share.shape), _width[-1])
+    else:
+        args = (torch.Size(share.shape),) + ((divisor_arg(divisor),) if divisor is not None else ())
     with protocol_meter.spent("truncations" if kind == "trunc" else "comparisons"):
         key = crypten.mpc.get_default_provider().fss_key(kind, args)
         if key is None:  # the dealer's trace: only shapes matter
@@ -279,26 +335,11 @@ def truncate(share: torch.Tensor, divisor: int | torch.Tensor) -> torch.Tensor:
     return _gate("trunc", share, divisor)
 
 
-def _halves(x: Any, dim: int) -> tuple[Any, Any, Any]:
-    m = x.size(dim)
-    return x.split([m // 2, m // 2, m % 2], dim=dim)
-
-
-def max_values(x: Any, dim: int, keepdim: bool = False) -> Any:
-    """The maximum along `dim` by a tree of b + ReLU(a - b): one round per level."""
-    import crypten
-
-    dim = dim % x.dim()
-    while x.size(dim) > 1:
-        a, b, rest = _halves(x, dim)
-        top = b + relu(a - b)
-        x = crypten.cat([top, rest], dim=dim) if rest.size(dim) else top
-    return x if keepdim else x.squeeze(dim)
-
-
 def argmax_onehot(x: Any, dim: int) -> tuple[Any, Any]:
     """(max with keepdim, one-hot of the first maximal position) along `dim`."""
     import crypten
+
+    from smpc.protocols.approx import max_values
 
     dim = dim % x.dim()
     top = max_values(x, dim, keepdim=True)
@@ -322,6 +363,8 @@ def tensor_max(self: Any, dim: int | None = None, keepdim: bool = False, one_hot
     """CrypTen's `max` with these protocols (same signature and results; ties go to the
     first position instead of a random one)."""
     if dim is None:
+        from smpc.protocols.approx import max_values
+
         return max_values(self.flatten(), 0)
     top, onehot = argmax_onehot(self, dim)
     values = top if keepdim else top.squeeze(dim % self.dim())
@@ -341,6 +384,8 @@ def tensor_max_pool2d(self: Any, kernel_size: Any, padding: Any = 0, stride: Any
                       ceil_mode: bool = False, return_indices: bool = False) -> Any:
     """CrypTen's `max_pool2d` with these protocols (the values alone need no argmax)."""
     from crypten.common.functions.pooling import _pool2d_reshape
+
+    from smpc.protocols.approx import max_values
 
     windows = self.clone()
     windows.share, output_size = _pool2d_reshape(

@@ -72,6 +72,7 @@ class QueryBook:
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
         self._queries: dict[tuple[int, int], Query] = {}
+        self._taken: dict[tuple[int, int], Query] = {}  # in a batch, not answered yet
         # queries the parties gave up on: one arriving late here is refused at once
         self._given_up: dict[tuple[int, int], str] = {}
         self._cond = threading.Condition()
@@ -124,8 +125,18 @@ class QueryBook:
             return {k: self._queries[k] for k in keys if k in self._queries}
 
     def take(self, key: tuple[int, int]) -> Query | None:
+        """The query under `key`, moved from waiting into a batch (None if it left); it
+        stays in the book's care until `done`, so that `fail_all` answers it too."""
         with self._cond:
-            return self._queries.pop(key, None)
+            query = self._queries.pop(key, None)
+            if query is not None:
+                self._taken[key] = query
+            return query
+
+    def done(self, key: tuple[int, int]) -> None:
+        """The query under `key` has been answered (or failed) by its batch."""
+        with self._cond:
+            self._taken.pop(key, None)
 
     def give_up(self, key: tuple[int, int], message: str) -> Query | None:
         """Remove the query under `key` (if here) and refuse it should it arrive later."""
@@ -142,12 +153,14 @@ class QueryBook:
                 del self._queries[query.key]
 
     def fail_all(self, status: int, message: str, down: bool = False) -> int:
-        """Answer every waiting query with an error; with `down`, refuse new ones too."""
+        """Answer every waiting query, and every query taken into a batch that never
+        finished, with an error; with `down`, refuse new ones too."""
         with self._cond:
             if down:
                 self.unavailable = message
-            pending = list(self._queries.values())
+            pending = list(self._queries.values()) + list(self._taken.values())
             self._queries.clear()
+            self._taken.clear()
         for q in pending:
             q.answer(QueryFailed(status, message))
         return len(pending)

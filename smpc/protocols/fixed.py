@@ -1,0 +1,161 @@
+"""Weights paid for once: Beaver products with a fixed operand (`randomness: dealer`).
+
+CrypTen's Beaver product x * y opens x - a and y - b for a fresh triple (a, b, c = a b)
+every time, so every linear layer re-opens a masked copy of its whole weight matrix on
+every batch, and a lookup on secret ids the whole embedding table. A model's weights do
+not change between batches, so the mask of the weight side need not either: the
+fixed-operand mask reuse of SecureML (Mohassel and Zhang, "SecureML: A System for
+Scalable Privacy-Preserving Machine Learning", IEEE S&P 2017, section 4.2).
+
+- **Once per session**, for every weight W that is the fixed operand of a product
+  (`fixed_names`: a linear or convolution weight, a lookup table read by secret ids),
+  party i draws a share B_i of a mask B from a stream of the key it shares with the
+  dealer (`mask_key`), and the parties open D = W - B (one round for all of them;
+  `open_masks`). The dealer, holding every party's key, knows B; nobody else does.
+- **Per batch**, a product x op W takes a fresh pair (A, C = A op B) from the dealer
+  (party i draws A_i and C_i from its batch stream; party 0 gets C_0 as the dealer's
+  correction), opens only E = x - A, and each party computes
+  z_i = E op B_i + A_i op D + C_i (+ E op D at party 0), so that
+  sum z_i = (E + A) op (D + B) = x op W; then the usual truncation.
+
+Why it reveals nothing: D = W - B is uniform whatever W, because B is uniform and used
+for nothing else that is opened; each batch's E = x - A is uniform and independent of D
+and of every other batch's E, because A is fresh. The pair (A, C) is correlated with B,
+but its shares are the parties' secret draws and the dealer's correction, never opened.
+So the parties' view (D once, then one E per product) is a list of independent uniform
+ring elements, the same for any W and x (SECURITY.md).
+
+Bytes per product per party: |x| instead of |x| + |W|; per session: |W| once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from smpc.protocols.csprng import AesCtrGenerator, derive
+
+# the products that read a weight as their fixed operand: a linear layer is x @ W^T, a
+# lookup on one-hot ids onehot @ T, a convolution x * W
+PRODUCTS = {"matmul": torch.matmul, "conv1d": torch.conv1d, "conv2d": torch.conv2d}
+
+
+@dataclass
+class FixedWeight:
+    """A secret weight as the fixed operand of products: the weight itself (a CrypTensor,
+    for every other use), this party's share of its session mask B, and D = W - B
+    (opened once, public to the parties)."""
+
+    name: str
+    tensor: Any  # crypten.CrypTensor
+    mask: torch.Tensor  # this party's share of B (int64, the weight's shape)
+    opened: torch.Tensor  # D = W - B (int64, the weight's shape)
+
+    def size(self) -> torch.Size:
+        return self.mask.size()
+
+
+# the ops (smpc.ops) that take a FixedWeight, and the position of the weight among their
+# arguments; every other op gets the plain CrypTensor (`unwrap`)
+FIXED_OPERAND = {
+    torch.ops.aten.linear.default: 1,
+    torch.ops.aten.conv1d.default: 1,
+    torch.ops.aten.conv2d.default: 1,
+    torch.ops.aten.embedding.default: 0,
+}
+
+
+def fixed_names(program: Any) -> list[str]:
+    """The secret parameters of `program` that are the fixed operand of a product: the
+    weight of a linear layer or a convolution, a table looked up by secret ids."""
+    names = set()
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        position = FIXED_OPERAND.get(node.target)
+        if position is None or len(node.args) <= position:
+            continue
+        weight = node.args[position]
+        if isinstance(weight, torch.fx.Node) and weight.op == "placeholder":
+            # a placeholder read back from program.json may be renamed (see execute): its
+            # target keeps the parameter's name
+            name = weight.name if weight.name in program.secret else str(weight.target)
+            if name in program.secret:
+                names.add(name)
+    return sorted(names)
+
+
+def mask_key(seed: bytes, name: str) -> bytes:
+    """The key of party i's share of the session mask of weight `name`, from the key it
+    shares with the dealer (both sides derive it; a session's seeds are fresh)."""
+    return derive(seed, "fixed operand mask", name)
+
+
+def mask_share(seed: bytes, name: str, shape: torch.Size) -> torch.Tensor:
+    """Party i's share B_i of the session mask of weight `name`."""
+    return AesCtrGenerator(mask_key(seed, name)).ring(tuple(shape))
+
+
+def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, Any]:
+    """Once per session, at every party: each fixed operand's D = W - B opened (one round
+    for all), and the parameter wrapped as a FixedWeight."""
+    import crypten.communicator as comm
+
+    names = [n for n in fixed_names(program) if n in params]
+    if not names:
+        return params
+    masks = {n: mask_share(seed, n, params[n].size()) for n in names}
+    flat = torch.cat([(params[n].share - masks[n]).reshape(-1) for n in names])
+    opened = comm.get().all_reduce(flat)  # the one round: every D at once
+    out = dict(params)
+    offset = 0
+    for n in names:
+        count = masks[n].numel()
+        out[n] = FixedWeight(n, params[n], masks[n], opened[offset : offset + count].view(masks[n].shape))
+        offset += count
+    return out
+
+
+def unwrap(value: Any) -> Any:
+    """The CrypTensor of a FixedWeight (for any use but a fixed-operand product)."""
+    return value.tensor if isinstance(value, FixedWeight) else value
+
+
+def request(op: str, x_size: torch.Size, weight: FixedWeight, transposed: bool) -> tuple:
+    """The dealer request of one product (its args; the op's keyword arguments go beside):
+    op, x's size, the weight's name, its size, transposed."""
+    return (op, torch.Size(x_size), weight.name, torch.Size(weight.size()), transposed)
+
+
+def operand(value: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """The weight side of a product as the op reads it (W^T for a linear layer)."""
+    return value.t() if transposed else value
+
+
+def product(op: str, x: Any, weight: FixedWeight, transposed: bool = False, **kwargs: Any) -> Any:
+    """x op W (op: matmul, conv1d or conv2d; W^T with `transposed`) for a secret x and a
+    fixed weight: one opening of x - A, then the truncation of the product's scale."""
+    import crypten
+    import crypten.communicator as comm
+    from crypten.mpc import MPCTensor
+
+    args = request(op, x.size(), weight, transposed)
+    a, c = crypten.mpc.get_default_provider().fixed_pair(args, kwargs)
+    e = comm.get().all_reduce(x.share - a)  # the one round: E = x - A
+    z = local_product(comm.get().get_rank(), op, e, a, c, weight, transposed, kwargs)
+    out = MPCTensor.from_shares(z, precision=x.encoder._precision_bits)
+    out._tensor.div_(weight.tensor.encoder.scale)  # x at scale 2^p times W at 2^p: back to 2^p
+    return out
+
+
+def local_product(rank: int, op: str, e: torch.Tensor, a: torch.Tensor, c: torch.Tensor, weight: FixedWeight,
+                  transposed: bool, kwargs: dict[str, Any]) -> torch.Tensor:
+    """Party `rank`'s share of x op W (at the product's scale) from the opened E = x - A,
+    its shares of A and C = A op B, and the weight's mask share and D = W - B:
+    E op B_i + A_i op D + C_i, plus E op D at party 0."""
+    f = PRODUCTS[op]
+    b, d = operand(weight.mask, transposed), operand(weight.opened, transposed)
+    z = f(e, b, **kwargs) + f(a, d, **kwargs) + c
+    return z + f(e, d, **kwargs) if rank == 0 else z
