@@ -72,7 +72,7 @@ def test_kill_a_party_at_a_random_moment(tmp_path, victim):
     _kill_during_inference(tmp_path, victim, random.Random(victim))
 
 
-@pytest.mark.parametrize("trial", range(3))
+@pytest.mark.parametrize("trial", range(2))
 def test_kill_the_dealer_at_a_random_moment(tmp_path, trial):
     _kill_during_inference(tmp_path, "dealer", random.Random(100 + trial))
 
@@ -151,14 +151,14 @@ def test_without_a_launcher_the_survivors_exit_on_their_own(tmp_path):
             p.wait()
 
 
-@pytest.mark.parametrize("trial", range(4))
+@pytest.mark.parametrize("trial", range(3))
 def test_sigkill_of_any_launcher_child_at_any_moment_of_a_demo_run(tmp_path, trial):
     # the demo's settings (360 digits, batch 60, the dealer): a child is killed at a random
     # moment from 0.5 to 9 s after `smpc launch` starts: start-up, offline phase, online
     # batches, reveal or teardown. The launcher exits non-zero within 40 s, nothing is left.
     rng = random.Random(1000 + trial)
     config = write_config(tmp_path, samples=360, batch_size=60, dealer=True)
-    moment = 0.5 + (trial + rng.random()) * 8.5 / 4  # each trial in its own quarter of the run
+    moment = 0.5 + (trial + rng.random()) * 8.5 / 3  # each trial in its own third of the run
     while True:
         launcher = subprocess.Popen(SMPC + ["launch", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started = time.monotonic()
