@@ -69,7 +69,8 @@ FIXED_OPERAND = {
 
 def fixed_names(program: Any) -> list[str]:
     """The secret parameters of `program` that are the fixed operand of a product: the
-    weight of a linear layer or a convolution, a table looked up by secret ids."""
+    weight of a linear layer or a convolution, the table of a lookup (by secret ids a
+    product; by public ones a gather, whose mask is opened all the same, once)."""
     names = set()
     for node in program.graph.nodes:
         if node.op != "call_function":
