@@ -1,10 +1,11 @@
-"""`smpc launch CONFIG [--report FILE]`: run every party of a config on this machine."""
+"""`smpc launch CONFIG [--report FILE] [--profile]`: run every party of a config on this machine."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from launch import profile
 from launch.runner import run
 from smpc.errors import SmpcError
 
@@ -14,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("config", help="YAML run configuration")
     parser.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="do not relay party output")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the cost profile: bytes, rounds and seconds per layer and op, largest first")
     return parser
 
 
@@ -29,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: all parties stopped", file=sys.stderr)
         return 130
     print(report.summary())
+    if args.profile:
+        party = profile.busiest(report.parties)
+        print()
+        print(profile.table(report.parties[party]["layers"], party))
     if args.report:
         print(f"report written to {args.report}")
     return 0

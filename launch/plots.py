@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+from launch.profile import by_layer
 from launch.report import MIB, describe, varying
 
 
@@ -108,10 +109,11 @@ def _bytes_per_layer(ok: list[dict[str, Any]], out: Path) -> Path | None:
         firsts.setdefault(r["settings"]["model"], r)
     if not firsts:
         return None
-    height = sum(0.22 * len(next(iter(r["layers"].values()))) + 1.3 for r in firsts.values())
+    height = sum(0.22 * len(by_layer(next(iter(r["layers"].values())))) + 1.3 for r in firsts.values())
     fig, axes = plt.subplots(len(firsts), 1, figsize=(8, height), squeeze=False, layout="constrained")
     for ax, (model, r) in zip(axes[:, 0], firsts.items()):
-        party, layers = next(iter(r["layers"].items()))
+        party, rows = next(iter(r["layers"].items()))
+        layers = by_layer(rows)
         ax.barh(range(len(layers)), [layer["bytes_sent"] / MIB for layer in layers], color="tab:orange")
         ax.set_yticks(range(len(layers)), [layer["layer"] for layer in layers], fontsize=7)
         ax.invert_yaxis()

@@ -176,19 +176,19 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
         layer_blocks += [
             f"### {r['settings']['model']} (cell {r['cell']}, party {party}, all batches of the median run)",
             "",
-            "| layer | MiB | share | rounds | s |",
-            "|---|---|---|---|---|",
+            "| layer | op | MiB | share | rounds | s |",
+            "|---|---|---|---|---|---|",
         ]
         layer_blocks += [
-            f"| {layer['layer']} | {f_mib(layer['bytes_sent'])} | {100 * layer['bytes_sent'] / total:.1f}% |"
-            f" {layer['rounds']} | {f_seconds(layer['seconds'])} |"
+            f"| {layer['layer']} | {layer.get('op', '')} | {f_mib(layer['bytes_sent'])} |"
+            f" {100 * layer['bytes_sent'] / total:.1f}% | {layer['rounds']} | {f_seconds(layer['seconds'])} |"
             for layer in top
         ]
         if len(layers) > len(top):
-            layer_blocks.append(f"| ({len(layers) - len(top)} more) | | | | |")
+            layer_blocks.append(f"| ({len(layers) - len(top)} more) | | | | | |")
         layer_blocks.append("")
     if layer_blocks:
-        lines += ["## Communication per layer", "", *layer_blocks]
+        lines += ["## Communication per layer and op", "", *layer_blocks]
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)

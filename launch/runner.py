@@ -33,8 +33,10 @@ PARTY_FIELDS = (
 @dataclass
 class Report:
     """What a run measured. Accuracy fields are None when the data has no labels.
-    `parties` holds, per party: bytes_sent, rounds, peak_rss_mib, and layers (bytes,
-    rounds and seconds per model layer, input sharing, output reveal and setup); the
+    `parties` holds, per party: bytes_sent, rounds, peak_rss_mib, and layers (the cost
+    profile: one row per model layer and op inside it, and for input sharing, output
+    reveal and setup, each with layer, op, elements, bytes_sent, rounds, seconds and
+    key_bytes, the dealer's material it used; smpc.meter.LayerMeter); the
     split of bytes and rounds spent in comparisons and truncations; with
     comparisons: fss, the dealer's key bytes (in total and per comparison element).
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from launch import profile as cost_profile
 from launch.runner import Report, run
 from smpc import artifacts, runfiles
 from smpc.config import load_config
@@ -78,6 +79,7 @@ def simulate(
     timeout_s: float = 900.0,
     op_timeout_s: float = 30.0,
     keep: str | Path | None = None,
+    profile: bool = False,
 ) -> Simulation:
     """Run `model` on `inputs` privately across real party processes on this machine.
 
@@ -102,6 +104,9 @@ def simulate(
         op_timeout_s: bound on any one wait of a party (timeouts.op_s): raise it for
             batches whose dealer material takes longer than 30 s to make.
         keep: a folder to keep the packed model, config and logs in (else a temporary one).
+        profile: print the cost profile (bytes, rounds and seconds per layer and op,
+            largest first) of the party that sent the most; the rows are in
+            ``report.parties[name]["layers"]`` either way.
 
     Returns:
         The Simulation; raises SmpcError subclasses (one line each) on failure.
@@ -139,6 +144,9 @@ def simulate(
         (work / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         config = load_config(work / "config.yaml")
         report = run(config, echo=False, warn_local=False)
+        if profile:
+            busiest = cost_profile.busiest(report.parties)
+            print(cost_profile.table(report.parties[busiest]["layers"], busiest), flush=True)
         fields = runfiles.load_output_fields(config, "alice")
         revealed = [fields[name] for name, _ in program.outputs]
         with torch.no_grad():

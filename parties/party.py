@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
-from smpc import agreement, artifacts, compat, keys, model_dir, runfiles, sealed, session, share_cache
+from smpc import agreement, artifacts, compat, keys, meter, model_dir, runfiles, sealed, session, share_cache
 from smpc.audit import AuditLog
 from smpc.config import Config
 from smpc.convert import Program
@@ -172,12 +172,15 @@ class Party:
         ):
             print(f"connected to every party: {time.perf_counter() - joining:.2f} s", flush=True)
             self.meter = LayerMeter()  # counts from the session start: every byte sent gets a label
+            meter.activate(self.meter)  # the protocols' pieces and the dealer's material book to it
             try:
                 yield
             except BaseException as exc:
                 # the dealer must not take a failure for the end of the work: it hears the cause
                 self.close(bye=False, reason=str(exc) or type(exc).__name__)
                 raise
+            finally:
+                meter.activate(None)
             self.close()
 
     def agree(self) -> None:
@@ -232,6 +235,8 @@ class Party:
         started = time.perf_counter()
         if self.provider is not None:
             self.provider.next_batch(batch.bucket, batch.index)
+            if self.meter is not None:  # the wait for the dealer is a row of its own
+                self.meter.charge("<dealer material>", "wait")
         material_s = time.perf_counter() - started
         outputs = run_program(self.programs[batch.bucket], self.params, batch.inputs, self.meter,
                               checks=self.checks[batch.bucket], widths=self.widths[batch.bucket])

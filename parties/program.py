@@ -79,7 +79,7 @@ class OneOffRun:
                 if rows < spec_rows:  # pad the last batch to the converted shape
                     pieces.append(ops.to_secret(torch.zeros(spec_rows - rows, *spec.share_shape[1:])))
                 x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
-            party.meter.charge("<input sharing>")
+            party.meter.charge("<input sharing>", "share inputs")
             self._batch_start = time.perf_counter()
             yield Batch(party.buckets[0], index, x, context=(start, rows, parts))
 
@@ -108,7 +108,7 @@ class OneOffRun:
                     what=reveal,
                 )
             offset += n
-        party.meter.charge("<output reveal>")
+        party.meter.charge("<output reveal>", "reveal")
         self.reveal_s += time.perf_counter() - reveal_start
         if self.lines:
             print(f"batch {batch.index + 1}/{len(self.starts)}: {rows} rows, "
@@ -157,7 +157,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         print(f"offline phase (the dealer's material for the first batches): {offline_s:.2f} s"
               if stream is not None or party.provider is not None else f"ready to compute: {offline_s:.2f} s", flush=True)
 
-        party.meter.charge("<setup>")  # agreement, sharing the weights, the offline phase
+        party.meter.charge("<setup>", "setup")  # agreement, sharing the weights, the offline phase
         online_start = time.perf_counter()
         party.run(work)
         online_s = elapsed(online_start)

@@ -158,6 +158,13 @@ def layer_label(node: torch.fx.Node) -> str:
     return f"{module_path(node)} {kind}".strip()
 
 
+def op_label(node: torch.fx.Node) -> str:
+    """The short name of the operation `node` calls, e.g. 'linear', '_softmax', 'embedding'."""
+    target = node.target
+    name = getattr(target, "_opname", None) or getattr(target, "__name__", None) or str(target)
+    return str(name)
+
+
 def convert(model: torch.nn.Module, example_inputs: Any, example_kwargs: dict[str, Any] | None = None) -> Program:
     """Capture `model` for one set of input shapes and prepare it for secret-shared execution.
 

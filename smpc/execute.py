@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 import torch
 
-from smpc.convert import Program, layer_label
-from smpc.meter import LayerMeter
+from smpc.convert import Program, layer_label, op_label
+from smpc.meter import LayerMeter, numel, piece
 from smpc.ops import OPS
 from smpc.protocols.fixed import FIXED_OPERAND, unwrap
 from smpc.protocols.fss import bounded_comparisons
@@ -30,7 +30,7 @@ def run_program(
         inputs: the inputs by name (CrypTensors of each InputSpec's share_shape), or the
             one input of a single-input model.
         meter: if given, each node's communication and time are charged to the
-            module that issued it (its path and class).
+            module that issued it (its path and class) and to the node's op.
         observe: if given, called with each call node, its argument values and its result
             (the range checks of a plaintext run use it).
         checks: if given, called with each call node and its argument values before it
@@ -66,7 +66,9 @@ def run_program(
             keep = FIXED_OPERAND.get(node.target)
             args = tuple(a if i == keep else torch.fx.node.map_aggregate(a, unwrap) for i, a in enumerate(args))
             if checks is not None:
-                checks(node, args)
+                with piece("range checks") as checked:
+                    checks(node, args)
+                    checked.elements = numel(args)
             if widths is None:
                 env[node] = OPS[node.target](*args, **value(node.kwargs))
             else:
@@ -75,7 +77,7 @@ def run_program(
             if observe is not None:
                 observe(node, args, env[node])
             if meter is not None:
-                meter.charge(layer_label(node))
+                meter.charge(layer_label(node), op_label(node), numel(env[node]))
             # free intermediate shares as soon as their last reader has run
             for arg in node.all_input_nodes:
                 remaining[arg] -= 1

@@ -1,41 +1,144 @@
-"""What one party spends, per model layer: bytes sent, rounds, seconds; and its peak memory."""
+"""What one party spends, per model layer and per op inside it: bytes sent, rounds,
+seconds, elements, the dealer's material; and its peak memory."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
-from smpc import session
+F = TypeVar("F", bound=Callable[..., Any])
+
+# pieces that contain nothing worth splitting further: what runs inside one is its own
+LEAF_PIECES = frozenset({"products", "comparisons", "truncations", "range checks"})
+
+
+class Piece:
+    """What a piece of work reports when it ends: how many values it produced."""
+
+    __slots__ = ("elements",)
+
+    def __init__(self) -> None:
+        self.elements = 0
 
 
 class LayerMeter:
-    """Attributes this party's communication and time to labels (model layers, input
-    sharing, output reveal) as the work happens: each `charge(label)` books everything
-    since the previous charge to `label`. Totals per label add up over batches, and
-    all labels together add up to the party's whole traffic since the session began."""
+    """Attributes this party's communication and time to rows of (layer, op) as the
+    work happens. `charge(label, op)` books everything since the previous charge to the
+    layer `label`: to `op` itself, and to `op: piece` for what ran inside a `piece`
+    (products, comparisons, truncations and the approximations' steps, nested as
+    `softmax: reciprocal: products`). Totals add up over batches, and all rows together
+    add up to the party's whole traffic since the session began."""
 
     def __init__(self) -> None:
-        self._layers: dict[str, list[float]] = {}  # label -> [bytes, rounds, seconds], first use order
+        # (layer, op) -> [bytes, rounds, seconds, elements, key bytes], in first-use order
+        self._rows: dict[tuple[str, str], list[float]] = {}
+        self._pending: dict[str, list[float]] = {}  # the same, by piece path, since the last charge
+        self._path: list[str] = []
         self._bytes, self._rounds, self._time = 0, 0, time.perf_counter()
 
-    def charge(self, label: str) -> None:
-        """Book the bytes, rounds and seconds since the last charge to `label`."""
-        stats = session.communication_stats()
-        now = time.perf_counter()
-        row = self._layers.setdefault(label, [0, 0, 0.0])
-        row[0] += stats["bytes_sent"] - self._bytes
-        row[1] += stats["rounds"] - self._rounds
+    def _mark(self) -> list[float]:
+        # book the spend since the last mark to the open piece; return its pending row
+        import crypten.communicator as comm
+
+        stats = comm.get().get_communication_stats()  # smpc.session.communication_stats's source
+        sent, rounds, now = int(stats["bytes"]), int(stats["rounds"]), time.perf_counter()
+        row = self._pending.setdefault(": ".join(self._path), [0, 0, 0.0, 0, 0])
+        row[0] += sent - self._bytes
+        row[1] += rounds - self._rounds
         row[2] += now - self._time
-        self._bytes, self._rounds, self._time = stats["bytes_sent"], stats["rounds"], now
+        self._bytes, self._rounds, self._time = sent, rounds, now
+        return row
+
+    @contextlib.contextmanager
+    def piece(self, name: str) -> Iterator[Piece]:
+        """Book the block to the piece `name` inside the open op (or piece); the caller
+        sets the yielded Piece's `elements`. Inside a leaf piece, or inside a piece of
+        the same name, the block stays with the open one."""
+        piece = Piece()
+        if self._path and (self._path[-1] in LEAF_PIECES or self._path[-1] == name):
+            yield piece
+            return
+        self._mark()
+        self._path.append(name)
+        try:
+            yield piece
+        finally:
+            self._mark()[3] += piece.elements
+            self._path.pop()
+
+    def material(self, key_bytes: int) -> None:
+        """Book `key_bytes` of the dealer's material, read now, to the open piece."""
+        self._pending.setdefault(": ".join(self._path), [0, 0, 0.0, 0, 0])[4] += key_bytes
+
+    def charge(self, label: str, op: str, elements: int = 0) -> None:
+        """Book everything since the last charge to layer `label`: to `op` (which produced
+        `elements` values) and to `op: piece` for each piece that ran."""
+        self._mark()
+        self._pending[""][3] += elements
+        for path, spent in self._pending.items():
+            row = self._rows.setdefault((label, f"{op}: {path}" if path else op), [0, 0, 0.0, 0, 0])
+            for i, value in enumerate(spent):
+                row[i] += value
+        self._pending.clear()
 
     def layers(self) -> list[dict[str, Any]]:
-        """[{layer, bytes_sent, rounds, seconds}] in the order the labels were first used."""
+        """[{layer, op, elements, bytes_sent, rounds, seconds, key_bytes}] in the order
+        the rows were first used."""
         return [
-            {"layer": label, "bytes_sent": int(b), "rounds": int(r), "seconds": round(s, 4)}
-            for label, (b, r, s) in self._layers.items()
+            {"layer": label, "op": op, "elements": int(n), "bytes_sent": int(b), "rounds": int(r),
+             "seconds": round(s, 4), "key_bytes": int(k)}
+            for (label, op), (b, r, s, n, k) in self._rows.items()
         ]
+
+
+# the meter of this process's party while it is in a session (one party per process)
+_active: LayerMeter | None = None
+
+
+def activate(meter: LayerMeter | None) -> None:
+    """Make `meter` the one that pieces and the dealer's material are booked to."""
+    global _active
+    _active = meter
+
+
+def piece(name: str) -> contextlib.AbstractContextManager[Piece]:
+    """The active meter's `piece(name)`; a no-op outside a metered session (the dealer's
+    trace, plaintext runs)."""
+    return _active.piece(name) if _active is not None else contextlib.nullcontext(Piece())
+
+
+def material(key_bytes: int) -> None:
+    """Book the dealer's material to the active meter's open piece."""
+    if _active is not None:
+        _active.material(key_bytes)
+
+
+def step(name: str) -> Callable[[F], F]:
+    """Decorate an approximation's step: its cost is the piece `name`, and its elements
+    those of its result."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def metered(*args: Any, **kwargs: Any) -> Any:
+            with piece(name) as p:
+                result = function(*args, **kwargs)
+                p.elements = numel(result)
+            return result
+
+        return metered  # type: ignore[return-value]
+
+    return decorate
+
+
+def numel(value: Any) -> int:
+    """The elements of a tensor, a CrypTensor or a tuple/list of them."""
+    if isinstance(value, (tuple, list)):
+        return sum(numel(v) for v in value)
+    count = getattr(value, "numel", None)
+    return int(count()) if callable(count) else 0
 
 
 class ProtocolMeter:
@@ -59,8 +162,10 @@ class ProtocolMeter:
                 row[1] += key_bytes
 
     @contextlib.contextmanager
-    def spent(self, label: str) -> Iterator[None]:
-        """Book the bytes and rounds of the block to `label` (nothing outside a session)."""
+    def spent(self, label: str, elements: int = 0) -> Iterator[None]:
+        """Book the bytes and rounds of the block to `label` (nothing outside a session),
+        and to the piece `label` of the active LayerMeter, with `elements` compared or
+        truncated."""
         import crypten.communicator as comm
 
         communicator = comm.get() if comm.is_initialized() else None
@@ -68,7 +173,9 @@ class ProtocolMeter:
         before = communicator.get_communication_stats() if counting else None
         self._depth += 1
         try:
-            yield
+            with piece(label) as p:
+                p.elements = elements
+                yield
         finally:
             self._depth -= 1
             if counting:

@@ -16,6 +16,7 @@ from torch import nn
 
 import smpc
 from harness import write_program_config
+from launch.profile import by_layer
 from launch.runner import run
 from smpc import artifacts
 from smpc.config import load_config
@@ -121,7 +122,7 @@ def test_a_second_batch_costs_the_inputs_masks_not_the_weights(tmp_path):
     # a party's bytes_sent counts an opening of n ring elements as 16 n (it sends its
     # share, then the sum comes back)
     table, one_hot = 300 * 64 * 16, 4 * 5 * 300 * 16
-    layers = {rows: {layer["layer"]: layer["bytes_sent"] for layer in p["layers"]} for rows, p in parties.items()}
+    layers = {rows: {layer["layer"]: layer["bytes_sent"] for layer in by_layer(p["layers"])} for rows, p in parties.items()}
     assert layers[4]["<setup>"] == layers[8]["<setup>"] >= table  # W - B opened once, when the model is shared
     second = parties[8]["bytes_sent"] - parties[4]["bytes_sent"]
     lookup = layers[8]["table Embedding"] - layers[4]["table Embedding"]

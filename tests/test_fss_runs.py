@@ -51,6 +51,13 @@ def test_fss_sends_a_tenth_of_the_bytes_in_under_half_the_rounds(tmp_path):
         assert party["gates"]["relu"] == 120 * 3136
         assert 1500 < party["key_bytes_per_comparison"] < 2200
         assert party["key_bytes"] > party["gates"]["relu"] * 1500
+        # the profile books every key to the op that used it (bob gets keys alone, no corrections)
+        rows = party["layers"]
+        used = sum(row["key_bytes"] for row in rows)
+        assert used == party["key_bytes"] if name == "bob" else used > party["key_bytes"]
+        relu_keys = sum(row["key_bytes"] for row in rows if row["op"] == "relu: comparisons")
+        assert relu_keys == party["key_bytes"] - sum(row["key_bytes"] for row in rows if row["op"].endswith("truncations"))
+        assert [row["layer"] for row in rows].count("<dealer material>") == 1
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,31 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
     config = write_config(tmp_path, samples=100)
     report_file = tmp_path / "report.json"
     result = subprocess.run(
-        SMPC + ["launch", str(config), "--report", str(report_file)], capture_output=True, text=True, timeout=300
+        SMPC + ["launch", str(config), "--report", str(report_file), "--profile"], capture_output=True, text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(report_file.read_text())
+    # the cost profile: rows of (layer, op) that add up to the party's traffic
+    for name, party in report["parties"].items():
+        rows = party["layers"]
+        assert all(set(row) == {"layer", "op", "elements", "bytes_sent", "rounds", "seconds", "key_bytes"} for row in rows)
+        assert sum(row["bytes_sent"] for row in rows) == party["bytes_sent"], name
+        assert sum(row["rounds"] for row in rows) == party["rounds"], name
+        ops = {(row["layer"], row["op"]): row for row in rows}
+        # the digits CNN: ReLU(x) = x [x >= 0], a comparison of every element and a product
+        # (2048 a row in features.4; two batches of 64 rows, the last one padded)
+        relu = ops[("features.4 ReLU", "relu: comparisons")]
+        assert relu["elements"] == 2 * 64 * 2048 and relu["bytes_sent"] > 0 and relu["rounds"] > 0
+        assert ops[("features.4 ReLU", "relu: products")]["elements"] == relu["elements"]
+        assert ops[("features.3 Conv2d", "conv2d: products")]["elements"] == relu["elements"]
+        assert {"<setup>", "<input sharing>", "<output reveal>"} <= {layer for layer, _ in ops}
+    table = result.stdout[result.stdout.index("cost profile of party"):]
+    lines = table.splitlines()
+    assert lines[1].split() == ["layer", "op", "elements", "MiB", "share", "rounds", "seconds", "key", "MiB"]
+    first = lines[3]  # largest first: the digits CNN's widest ReLU's comparisons
+    assert first.startswith("features.4 ReLU") and "relu: comparisons" in first, table
+    assert any(line.startswith("total") and "100.0%" in line for line in lines), table
     for key in ("samples", "accuracy_mpc", "accuracy_plain", "agreement", "max_abs_error", "wall_s", "parties"):
         assert key in report
     assert report["samples"] == 100

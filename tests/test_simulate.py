@@ -24,7 +24,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def test_simulate_bert_on_a_padded_batch_matches_plaintext():
+def test_simulate_bert_on_a_padded_batch_matches_plaintext(capsys):
     pytest.importorskip("transformers")
     import smpc
     from transformers import BertConfig, BertModel
@@ -32,7 +32,23 @@ def test_simulate_bert_on_a_padded_batch_matches_plaintext():
     torch.manual_seed(0)
     model = realistic_bert_scaling(BertModel(BertConfig(**SMALL))).eval()
     ids, mask = text_inputs()
-    result = smpc.simulate(model, (ids, mask), parties=2, randomness="dealer")
+    result = smpc.simulate(model, (ids, mask), parties=2, randomness="dealer", profile=True)
+    # the cost profile, printed and in the report: the approximations' steps are rows of their own
+    printed = capsys.readouterr().out
+    assert "cost profile of party" in printed and "by kind of work: " in printed
+    for name, party in result.report.parties.items():
+        rows = party["layers"]
+        assert sum(row["bytes_sent"] for row in rows) == party["bytes_sent"]
+        ops = {row["op"] for row in rows}
+        for op in ("softmax: max: comparisons", "softmax: exp: polynomial: products", "softmax: reciprocal: newton: products",
+                   "layer_norm: levels: comparisons", "layer_norm: newton: products", "gelu: piecewise: comparisons",
+                   "linear: products", "linear: truncations", "embedding: products"):
+            assert op in ops, (op, sorted(ops))
+        assert all(row["bytes_sent"] > 0 for row in rows if row["op"].endswith(": products"))
+        if name == "bob":  # bob (party 1) receives no corrections: the dealer's material is alice's
+            assert all(row["key_bytes"] == 0 for row in rows)
+        else:
+            assert sum(row["key_bytes"] for row in rows) == party["dealer_bytes_received"]
     # the model's own output structure, with its fields
     assert type(result.outputs).__name__ == "BaseModelOutputWithPoolingAndCrossAttentions"
     got, want = result.outputs.last_hidden_state, result.plain.last_hidden_state

@@ -17,6 +17,7 @@ from crypten.mpc.provider.provider import TupleProvider
 from smpc.dealer import material
 from smpc.dealer.streams import MaterialPool, MaterialStream
 from smpc.errors import PartyError
+from smpc import meter
 from smpc.meter import protocol_meter
 from smpc.model.buckets import Bucket
 from smpc.protocols import fss
@@ -94,7 +95,9 @@ class PartyProvider(DealerTuples):
     def _take(self, kind: str, args: tuple, kwargs: dict[str, Any], what: str) -> torch.Tensor:
         if self.stream is None:
             raise PartyError(f"this party reads no material from the dealer, yet needs a {what}")
-        return self.stream.take(material.request_tag(kind, args, kwargs), what)
+        item = self.stream.take(material.request_tag(kind, args, kwargs), what)
+        meter.material(item.numel() * item.element_size())
+        return item
 
     def _shares(self, kind, args, kwargs):
         if self.generator is None:

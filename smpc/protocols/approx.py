@@ -42,6 +42,7 @@ import crypten
 import torch
 
 from smpc import compat
+from smpc.meter import step
 from smpc.protocols.tables import TABLES
 
 # past these magnitudes the functions are constant to below one unit at 16 bits
@@ -65,6 +66,7 @@ def less_than(x: Any, thresholds: Sequence[float]) -> Any:
     return (_repeat_last(x, len(thresholds)) - torch.tensor(thresholds, dtype=torch.float32)).lt(0)
 
 
+@step("max")
 def max_values(x: Any, dim: int, keepdim: bool = False) -> Any:
     """The maximum along `dim` by a tree of b + ReLU(a - b), one ReLU per level (with
     `fss`, one round each). CrypTen's `max(dim)` computes the argmax too (equality
@@ -78,6 +80,7 @@ def max_values(x: Any, dim: int, keepdim: bool = False) -> Any:
     return x if keepdim else x.squeeze(dim)
 
 
+@step("sign")
 def split_sign(x: Any) -> tuple[Any, Any, Any]:
     """(bits [x < 0], ReLU(x), |x|) with one comparison and one exact product."""
     negative = x.lt(0)
@@ -119,11 +122,13 @@ def _segments_value(u: Any, name: str) -> Any:
     return value.div(scale) + coeffs[0].float()
 
 
+@step("polynomial")
 def polynomial(u: Any, name: str) -> Any:
     """The single-segment function `name` of TABLES at u (u inside its segment)."""
     return _segments_value(u, name).squeeze(-1)
 
 
+@step("piecewise")
 def piecewise(u: Any, name: str) -> Any:
     """The piecewise function `name` of TABLES at u >= 0; 0 past its last point."""
     points = TABLES[name]["points"]
@@ -160,6 +165,7 @@ def sigmoid(x: Any) -> Any:
     return tanh(x * 0.5) * 0.5 + 0.5
 
 
+@step("exp")
 def exp(x: Any) -> Any:
     """e^x for x <= 12 (0 below -16); inputs above 12 give e^12."""
     bits = crypten.stack([x - EXP_LOW, -x + EXP_HIGH]).lt(0)  # [x < -16], [x > 12]
@@ -172,6 +178,7 @@ def exp(x: Any) -> Any:
     return r - r * low
 
 
+@step("exp")
 def exp_nonpositive(y: Any) -> Any:
     """e^y for y <= 0 (the softmax after subtracting the maximum); 0 below -16."""
     low = y.lt(EXP_LOW)
@@ -182,6 +189,7 @@ def exp_nonpositive(y: Any) -> Any:
     return r - r * low
 
 
+@step("levels")
 def _levels(x: Any, exponents: Sequence[int], base: int) -> Any:
     # one-hot of x's level: level i when base^e_i <= x < base^e_(i+1) (first and last open)
     above = 1 - less_than(x, [float(base) ** e for e in exponents[1:]])  # [x >= base^e_i], i >= 1
@@ -192,6 +200,7 @@ def _levels(x: Any, exponents: Sequence[int], base: int) -> Any:
     return crypten.cat([first, middle, above[..., -1:]], dim=-1)
 
 
+@step("reduce")
 def _reduce(x: Any, onehot: Any, exponents: Sequence[int], base: int) -> Any:
     # x / base^e for x's level e: each scaled copy exactly or by one truncation, then the
     # level's copy picked by the one-hot (an exact product with 0/1 bits)
@@ -204,6 +213,7 @@ def _reduce(x: Any, onehot: Any, exponents: Sequence[int], base: int) -> Any:
     return (onehot * copies).sum(-1)
 
 
+@step("newton")
 def _newton_reciprocal(m: Any) -> Any:
     # 1/m for m in [1, 2): start 24/17 - 8/17 m (relative error <= 1/17), quadratic steps
     y = m * (-8 / 17) + 24 / 17
@@ -212,6 +222,7 @@ def _newton_reciprocal(m: Any) -> Any:
     return y
 
 
+@step("newton")
 def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS) -> Any:
     # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- y (1.5 - (m / 2) y^2): with
     # m / 2 taken once, a step is three products (y (3 - m y^2) / 2 truncates a fourth
@@ -224,6 +235,7 @@ def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS) -> Any:
     return y
 
 
+@step("reciprocal")
 def reciprocal_positive(x: Any, low: int = -16, high: int = 24) -> Any:
     """1/x for x in [2^low, 2^high)."""
     exponents = list(range(low, high))
@@ -232,6 +244,7 @@ def reciprocal_positive(x: Any, low: int = -16, high: int = 24) -> Any:
     return _newton_reciprocal(m) * compat.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
 
 
+@step("reciprocal")
 def reciprocal(x: Any) -> Any:
     """1/x for 2^-16 <= |x| < 2^24, either sign."""
     negative, _, magnitude = split_sign(x)
@@ -239,6 +252,7 @@ def reciprocal(x: Any) -> Any:
     return r - (r * negative) * 2
 
 
+@step("inv_sqrt")
 def inv_sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     """1/sqrt(x) for x in [4^low, 4^high)."""
     exponents = list(range(low, high))
@@ -247,6 +261,7 @@ def inv_sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     return _newton_inv_sqrt(m) * compat.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
 
 
+@step("sqrt")
 def sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     """sqrt(x) for x in [4^low, 4^high) (0 gives about 0)."""
     exponents = list(range(low, high))

@@ -142,10 +142,14 @@ def product(op: str, x: Any, weight: FixedWeight, transposed: bool = False, **kw
     import crypten.communicator as comm
     from crypten.mpc import MPCTensor
 
+    from smpc import meter
+
     args = request(op, x.size(), weight, transposed)
-    a, c = crypten.mpc.get_default_provider().fixed_pair(args, kwargs)
-    e = comm.get().all_reduce(x.share - a)  # the one round: E = x - A
-    z = local_product(comm.get().get_rank(), op, e, a, c, weight, transposed, kwargs)
+    with meter.piece("products") as piece:
+        a, c = crypten.mpc.get_default_provider().fixed_pair(args, kwargs)
+        e = comm.get().all_reduce(x.share - a)  # the one round: E = x - A
+        z = local_product(comm.get().get_rank(), op, e, a, c, weight, transposed, kwargs)
+        piece.elements = z.numel()
     out = MPCTensor.from_shares(z, precision=x.encoder._precision_bits)
     out._tensor.div_(weight.tensor.encoder.scale)  # x at scale 2^p times W at 2^p: back to 2^p
     return out
