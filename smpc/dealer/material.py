@@ -28,6 +28,7 @@ from crypten.common.util import count_wraps
 
 from smpc.protocols import fixed, fss
 from smpc.protocols.csprng import AesCtrGenerator, derive
+from smpc.protocols.ring_matmul import FixedMatrix
 
 # The products a Beaver triple can be for (CrypTen's beaver protocol asserts the same set).
 PRODUCTS = {
@@ -48,12 +49,24 @@ class FixedMasks:
     def __init__(self, seeds: list[bytes]) -> None:
         self.seeds = seeds
         self._masks: dict[str, torch.Tensor] = {}
+        self._matrices: dict[tuple[str, bool], FixedMatrix] = {}  # B as a matmul operand, limbs kept
 
     def mask(self, name: str, shape: torch.Size) -> torch.Tensor:
         held = self._masks.get(name)
         if held is None or held.shape != shape:
             held = self._masks[name] = sum(fixed.mask_share(s, name, shape) for s in self.seeds)
+            self._matrices = {key: m for key, m in self._matrices.items() if key[0] != name}
         return held
+
+    def product(self, op: str, a: torch.Tensor, name: str, shape: torch.Size, transposed: bool,
+                kwargs: dict[str, Any]) -> torch.Tensor:
+        """C = A op B for the session mask B of weight `name`."""
+        b = self.mask(name, shape)
+        if op != "matmul":
+            return fixed.PRODUCTS[op](a, fixed.operand(b, transposed), **kwargs)
+        if (name, transposed) not in self._matrices:
+            self._matrices[(name, transposed)] = FixedMatrix(fixed.operand(b, transposed).contiguous())
+        return self._matrices[(name, transposed)].rmatmul(a)
 
 
 def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> torch.Size:
@@ -135,7 +148,7 @@ def correction(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs
             raise ValueError("a fixed-operand product needs the session's masks")
         op, _, name, w_size, transposed = args
         a = sum(s[0] for s in shares)
-        return fixed.PRODUCTS[op](a, fixed.operand(masks.mask(name, w_size), transposed), **kwargs) - sum(s[1] for s in others)
+        return masks.product(op, a, name, w_size, transposed, kwargs) - sum(s[1] for s in others)
     if kind == "additive":
         a = sum(s[0] for s in shares)
         b = sum(s[1] for s in shares)

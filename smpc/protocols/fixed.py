@@ -30,12 +30,13 @@ Bytes per product per party: |x| instead of |x| + |W|; per session: |W| once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from smpc.protocols.csprng import AesCtrGenerator, derive
+from smpc.protocols.ring_matmul import FixedMatrix
 
 # the products that read a weight as their fixed operand: a linear layer is x @ W^T, a
 # lookup on one-hot ids onehot @ T, a convolution x * W
@@ -52,9 +53,21 @@ class FixedWeight:
     tensor: Any  # crypten.CrypTensor
     mask: torch.Tensor  # this party's share of B (int64, the weight's shape)
     opened: torch.Tensor  # D = W - B (int64, the weight's shape)
+    # the matmul operands B_i and D (transposed or not), kept with their float64 limbs
+    _matrices: dict[tuple[str, bool], FixedMatrix] = field(default_factory=dict, repr=False)
 
     def size(self) -> torch.Size:
         return self.mask.size()
+
+    def matrix(self, which: str, transposed: bool) -> FixedMatrix:
+        """The mask share B_i ("mask"), D ("opened") or B_i + D ("mask plus opened") as
+        the right operand of a matmul."""
+        key = (which, transposed)
+        if key not in self._matrices:
+            value = {"mask": self.mask, "opened": self.opened}.get(which)
+            value = self.mask + self.opened if value is None else value
+            self._matrices[key] = FixedMatrix(operand(value, transposed).contiguous())
+        return self._matrices[key]
 
 
 # the ops (smpc.ops) that take a FixedWeight, and the position of the weight among their
@@ -112,11 +125,29 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
     opened = comm.get().all_reduce(flat)  # the one round: every D at once
     out = dict(params)
     offset = 0
+    rank = comm.get().get_rank()
     for n in names:
         count = masks[n].numel()
-        out[n] = FixedWeight(n, params[n], masks[n], opened[offset : offset + count].view(masks[n].shape))
+        out[n] = weight = FixedWeight(n, params[n], masks[n], opened[offset : offset + count].view(masks[n].shape))
         offset += count
+        for transposed in _matmul_uses(program).get(n, ()):  # the operands' limbs, made now
+            weight.matrix("mask plus opened" if rank == 0 else "mask", transposed).prepare()
+            weight.matrix("opened", transposed).prepare()
     return out
+
+
+def _matmul_uses(program: Any) -> dict[str, set[bool]]:
+    # the weights that are the fixed operand of a matmul (a linear layer reads W^T, a
+    # lookup the table), with how each is read
+    uses: dict[str, set[bool]] = {}
+    matmuls = {torch.ops.aten.linear.default: True, torch.ops.aten.embedding.default: False}
+    for node in program.graph.nodes:
+        transposed = matmuls.get(node.target) if node.op == "call_function" else None
+        weight = node.args[FIXED_OPERAND[node.target]] if transposed is not None else None
+        if isinstance(weight, torch.fx.Node) and weight.op == "placeholder":
+            for name in (weight.name, str(weight.target)):
+                uses.setdefault(name, set()).add(transposed)
+    return uses
 
 
 def unwrap(value: Any) -> Any:
@@ -160,6 +191,10 @@ def local_product(rank: int, op: str, e: torch.Tensor, a: torch.Tensor, c: torch
     """Party `rank`'s share of x op W (at the product's scale) from the opened E = x - A,
     its shares of A and C = A op B, and the weight's mask share and D = W - B:
     E op B_i + A_i op D + C_i, plus E op D at party 0."""
+    if op == "matmul":  # through float64 BLAS, with the operands' limbs kept (ring_matmul)
+        # party 0 adds E op D: E op (B_0 + D) is one product instead of two
+        b = weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
+        return b.rmatmul(e) + weight.matrix("opened", transposed).rmatmul(a) + c
     f = PRODUCTS[op]
     b, d = operand(weight.mask, transposed), operand(weight.opened, transposed)
     z = f(e, b, **kwargs) + f(a, d, **kwargs) + c
