@@ -336,6 +336,17 @@ def times_integers(x: Any, factors: Any) -> Any:
     return out
 
 
+def times_unscaled(x: Any, y: Any) -> Any:
+    """x * y (two secrets, elementwise) left at twice the fixed-point scale: the Beaver
+    product without its truncation, for a caller that adds it to other terms at that
+    scale and truncates the sum once (`.div(2 ** precision_bits)`)."""
+    from crypten.mpc.primitives import beaver
+
+    out = x.clone()
+    out._tensor.share = beaver.mul(x._tensor, y._tensor).share
+    return out
+
+
 def register_provider(name: str, provider: Any) -> None:
     """Make `provider` selectable as crypten.cfg.mpc.provider = name.
 

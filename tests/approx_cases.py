@@ -4,6 +4,8 @@ is meant to cover, with its edge values, and the exact function to compare with.
 from __future__ import annotations
 
 
+import math
+
 import torch
 
 
@@ -44,6 +46,14 @@ def layer_norm_rows() -> torch.Tensor:
     stds = torch.logspace(-2, 3, 61)
     rows = torch.randn(61, 64) * stds[:, None] + torch.linspace(-50, 50, 61)[:, None]
     return rows
+
+
+def small_variance_rows() -> torch.Tensor:
+    """Rows of width 64 with standard deviations from 2e-3 to 1e-2 (variances 4e-6 ..
+    1e-4: below 2^-14, where a variance of truncated squares loses its bits)."""
+    torch.manual_seed(2)
+    stds = torch.logspace(math.log10(2e-3), -2, 16)
+    return torch.randn(16, 64) * stds[:, None] + torch.linspace(-5, 5, 16)[:, None]
 
 
 def softmax_rows() -> torch.Tensor:

@@ -27,6 +27,7 @@ from smpc.convert import Program, layer_label
 from smpc.errors import ArtifactError, ConversionError, RangeCheckError
 from smpc.execute import run_program
 from smpc.model import ranges
+from smpc.protocols.approx import NORM_FINE_BITS
 
 FILE = "calibration.json"
 FORMAT = "smpc-calibration"
@@ -309,7 +310,9 @@ def range_checks(config: Any, program: Program, enforce: bool = True) -> RangeCh
 # units) and the input itself: GELU, SiLU, tanh and sigmoid compare x and |x| against
 # their table's points (at most 16); a softmax compares differences of its row (2m), the
 # row minus its maximum against -16, and its sum (at most n) against powers of two up to
-# 4n; a normalization compares its row's variance (at most (2m)^2) against 2^-14..2^24
+# 4n; a normalization compares its row's variance plus eps (at most (2m)^2) against
+# 2^-21..2^24, both held 2^NORM_FINE_BITS times larger
+_NORM = 2.0**NORM_FINE_BITS
 _NARROWED = {
     "gelu": lambda m, x, args: m + 16,
     "silu": lambda m, x, args: m + 16,
@@ -318,8 +321,8 @@ _NARROWED = {
     "softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
     "_softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
     "log_softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
-    "layer_norm": lambda m, x, args: max(4 * m * m, 2.0**24),
-    "rms_norm": lambda m, x, args: max(4 * m * m, 2.0**24),
+    "layer_norm": lambda m, x, args: max(4 * m * m + 1, 2.0**24) * _NORM,
+    "rms_norm": lambda m, x, args: max(4 * m * m + 1, 2.0**24) * _NORM,
 }
 # bits above the sign bit and the compared magnitude: values may reach 4x the
 # calibration's bound (with its margin) before a comparison of the op could be wrong

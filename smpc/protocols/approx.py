@@ -49,9 +49,14 @@ from smpc.protocols.tables import TABLES
 EXP_LOW, EXP_HIGH = -16.0, 12.0
 # (above e^12 a product of two shares wraps the ring with probability |value| / 2^32 in
 # CrypTen's two-party truncation: 4e-5 at e^12, 7% at e^19.5)
-# LayerNorm / RMSNorm: binary magnitudes of the row variance told apart (2^-14 .. 2^24)
-NORM_LEVELS = range(-14, 25)
+# LayerNorm / RMSNorm: binary magnitudes of the row variance told apart (2^-22 .. 2^24),
+# on the variance computed with NORM_FINE_BITS more fractional bits
+NORM_LEVELS = range(-22, 25)
+NORM_FINE_BITS = 8
 NORM_NR_ITERS = 4
+# a normalization's scaled variance lies in about [1, 2): a linear start fit to
+# [0.9, 2.1] (relative error 3.3e-2) is within 4e-6 after two steps (e -> 1.5 e^2)
+NORM_SCALED_START, NORM_SCALED_ITERS = (1.2832, 0.29332), 2
 RECIPROCAL_NR_ITERS = 3
 
 
@@ -223,15 +228,18 @@ def _newton_reciprocal(m: Any) -> Any:
 
 
 @step("newton")
-def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS) -> Any:
-    # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- y (1.5 - (m / 2) y^2): with
-    # m / 2 taken once, a step is three products (y (3 - m y^2) / 2 truncates a fourth
-    # time); the relative error e goes to about 1.5 e^2 a step: 39% at the ends of the
-    # range to 1e-4 in four steps
-    y = m * -0.225 + 1.4
-    half = m * 0.5
+def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS, start: tuple[float, float] = (1.4, 0.225)) -> Any:
+    # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- (3 y - (m y) y^2) / 2, the
+    # relative error e going to about 1.5 e^2 a step: 39% at the ends of the range to
+    # 1e-4 in four steps. y^2 and m y are one batched product; (m y) y^2 stays at twice
+    # the scale, where 3 y is exact, and the sum is truncated once: two openings and
+    # two truncations a step (y (1.5 - (m / 2) y^2) took three of each)
+    y = m * -start[1] + start[0]
+    scale = 2 ** crypten.cfg.encoder.precision_bits
     for _ in range(iterations):
-        y = y * (-(half * (y * y)) + 1.5)
+        square, my = crypten.stack([y, m]) * crypten.stack([y, y])
+        cube = compat.times_unscaled(my, square)  # m y^3 at scale^2
+        y = (compat.times_integers(y, 3 * scale) - cube).div(2 * scale)
     return y
 
 
@@ -283,12 +291,21 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     """(x - mean) / sqrt(var + eps) over `dims` (LayerNorm; RMSNorm when center=False).
 
     The row is first scaled by 2^(-l/2) for the binary magnitude 2^l of its variance
-    (a scale LayerNorm ignores), so the variance that is inverted lies in about [1, 2).
+    plus eps (a scale LayerNorm ignores), so the value that is inverted lies in about
+    [1, 2), where two Newton steps from a fitted linear start suffice.
     """
     c = x - _mean(x, dims) if center else x
-    coarse = _mean(c * c, dims)
+    # the variance 2^8 times finer than the fixed point (squares truncated by 2^(p - 8),
+    # the mean by an exact division), so that variances down to 2^-22 are told apart
+    fine = compat.times_unscaled(c, c).div(2 ** (crypten.cfg.encoder.precision_bits - NORM_FINE_BITS))
+    count = math.prod(x.size(d) for d in dims)
+    for d in sorted(dims, reverse=True):
+        fine = fine.sum(d, keepdim=True)
+    coarse = fine.div(count)  # (var) 2^8
     exponents = list(NORM_LEVELS)
-    onehot = _levels(coarse, exponents, 2)
+    # the level of var + eps, so that the scaled var + eps below lies in about [1, 2)
+    # whatever eps (the Newton steps start there)
+    onehot = _levels(coarse + eps * 2**NORM_FINE_BITS, [e + NORM_FINE_BITS for e in exponents], 2)
     scales = [2.0 ** (-e / 2) for e in exponents]
     # the scale as encoded (rounded to the grid), so that eps is scaled by exactly its square
     encoded = [round(s * 2**crypten.cfg.encoder.precision_bits) / 2**crypten.cfg.encoder.precision_bits for s in scales]
@@ -297,7 +314,7 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     m = _mean(scaled * scaled, dims)
     if eps * max(encoded) ** 2 * 2**crypten.cfg.encoder.precision_bits >= 0.5:
         m = m + compat.weighted_bits(onehot, [eps * s * s for s in encoded])
-    return scaled * _newton_inv_sqrt(m)
+    return scaled * _newton_inv_sqrt(m, NORM_SCALED_ITERS, NORM_SCALED_START)
 
 
 def softmax(x: Any, dim: int) -> Any:
