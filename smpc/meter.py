@@ -77,7 +77,7 @@ class LayerMeter:
         """Book everything since the last charge to layer `label`: to `op` (which produced
         `elements` values) and to `op: piece` for each piece that ran."""
         self._mark()
-        self._pending[""][3] += elements
+        self._pending.setdefault("", [0, 0, 0.0, 0, 0])[3] += elements
         for path, spent in self._pending.items():
             row = self._rows.setdefault((label, f"{op}: {path}" if path else op), [0, 0, 0.0, 0, 0])
             for i, value in enumerate(spent):

@@ -179,3 +179,23 @@ def test_the_dealer_hears_why_parties_whose_settings_differ_stop(tmp_path):
     dealer_err = results["dealer"][1]
     assert "error: dealer: stopped before the run: " in dealer_err and "protocol.precision_bits differs" in dealer_err
     assert "did not connect" not in dealer_err
+
+
+@pytest.mark.parametrize("a, b", [
+    ((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)), ((5, 2, 3), (3, 4)), ((2, 3), (7, 3, 4)), ((1, 2, 3), (6, 3, 4)),
+    ((6, 1, 2, 3), (5, 3, 4)), ((4, 1), (1, 5)), ((3,), (2, 3, 4)), ((2, 2, 3), (3,)),
+])
+def test_matmul_sizes_follow_torch_without_its_meta_kernels(a, b):
+    assert material.product_size("matmul", torch.Size(a), torch.Size(b), {}) == torch.matmul(torch.zeros(a), torch.zeros(b)).shape
+
+
+@pytest.mark.parametrize("a, b", [((2, 1, 3), (4, 1)), ((3,), (2, 3)), ((1,), (5, 5)), ((), (2,)), ((4, 1), (1, 5))])
+def test_elementwise_sizes_follow_torch(a, b):
+    assert material.product_size("mul", torch.Size(a), torch.Size(b), {}) == (torch.zeros(a) * torch.zeros(b)).shape
+
+
+def test_product_sizes_that_do_not_fit_are_refused():
+    with pytest.raises(ValueError, match="matmul of shapes"):
+        material.product_size("matmul", torch.Size((2, 3)), torch.Size((4, 5)), {})
+    with pytest.raises(ValueError, match="do not broadcast"):
+        material.product_size("mul", torch.Size((2, 3)), torch.Size((4, 3)), {})

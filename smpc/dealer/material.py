@@ -70,15 +70,43 @@ class FixedMasks:
 
 
 def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> torch.Size:
-    """Shape of `a op b`, computed on meta tensors (no arithmetic)."""
+    """Shape of `a op b` (no arithmetic)."""
     return _product_size(op, tuple(size0), tuple(size1), _hashable(kwargs))
 
 
 @functools.lru_cache(maxsize=4096)  # every batch repeats the same requests
 def _product_size(op: str, size0: tuple, size1: tuple, kwargs: tuple) -> torch.Size:
+    # elementwise and matrix products by their rules: torch's meta kernels for them (and
+    # torch.broadcast_shapes) import its compiler stack on first use, 1.5 s that landed
+    # in a party's first batch; convolutions on meta tensors (no such import)
+    if op == "mul":
+        return torch.Size(_broadcast(size0, size1))
+    if op == "matmul":
+        return torch.Size(_matmul_shape(size0, size1))
     a = torch.empty(size0, device="meta")
     b = torch.empty(size1, device="meta")
     return PRODUCTS[op](a, b, **dict(kwargs)).shape
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise ValueError(f"shapes {list(a)} and {list(b)} do not broadcast")
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
+def _matmul_shape(a: tuple, b: tuple) -> tuple:
+    # torch.matmul's rules: a vector is a row (left) or a column (right), dropped after
+    if not a or not b:
+        raise ValueError("matmul needs at least one dimension on each side")
+    row, column = len(a) == 1, len(b) == 1
+    a, b = (1,) + a if row else a, b + (1,) if column else b
+    if a[-1] != b[-2]:
+        raise ValueError(f"matmul of shapes {list(a)} and {list(b)}")
+    out = _broadcast(a[:-2], b[:-2]) + (a[-2], b[-1])
+    out = out[:-1] if column else out
+    return (out[:-1] if column else out[:-2] + out[-1:]) if row else out
 
 
 def request_tag(kind: str, args: tuple, kwargs: dict[str, Any]) -> bytes:
@@ -104,7 +132,7 @@ def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Siz
         return [(args[0], 64), (args[0], 64)]
     if kind == "binary":
         size0, size1 = args
-        return [(size0, 64), (size1, 64), (torch.broadcast_shapes(size0, size1), 64)]
+        return [(size0, 64), (size1, 64), (torch.Size(_broadcast(tuple(size0), tuple(size1))), 64)]
     if kind == "B2A":
         return [(args[0], 1), (args[0], 64)]
     if kind == "fixed":  # A, then C = A op B (B: the session's mask of the weight)

@@ -14,10 +14,10 @@ import torch
 from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
 from crypten.mpc.provider.provider import TupleProvider
 
+from smpc import meter
 from smpc.dealer import material
 from smpc.dealer.streams import MaterialPool, MaterialStream
 from smpc.errors import PartyError
-from smpc import meter
 from smpc.meter import protocol_meter
 from smpc.model.buckets import Bucket
 from smpc.protocols import fss

@@ -51,19 +51,25 @@ class FixedWeight:
 
     name: str
     tensor: Any  # crypten.CrypTensor
-    mask: torch.Tensor  # this party's share of B (int64, the weight's shape)
-    opened: torch.Tensor  # D = W - B (int64, the weight's shape)
-    # the matmul operands B_i and D (transposed or not), kept with their float64 limbs
+    mask: torch.Tensor | None  # this party's share of B (int64, the weight's shape)
+    opened: torch.Tensor | None  # D = W - B (int64, the weight's shape)
+    # the matmul operands made from them (transposed or not), held as limbs
     _matrices: dict[tuple[str, bool], FixedMatrix] = field(default_factory=dict, repr=False)
+    shape: torch.Size = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shape = self.mask.size()
 
     def size(self) -> torch.Size:
-        return self.mask.size()
+        return self.shape
 
     def matrix(self, which: str, transposed: bool) -> FixedMatrix:
         """The mask share B_i ("mask"), D ("opened") or B_i + D ("mask plus opened") as
         the right operand of a matmul."""
         key = (which, transposed)
         if key not in self._matrices:
+            if self.mask is None:
+                raise RuntimeError(f"{self.name}: its masks were kept only as the matmul operands the program reads")
             value = {"mask": self.mask, "opened": self.opened}.get(which)
             value = self.mask + self.opened if value is None else value
             self._matrices[key] = FixedMatrix(operand(value, transposed).contiguous())
@@ -130,23 +136,28 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
         count = masks[n].numel()
         out[n] = weight = FixedWeight(n, params[n], masks[n], opened[offset : offset + count].view(masks[n].shape))
         offset += count
-        for transposed in _matmul_uses(program).get(n, ()):  # the operands' limbs, made now
-            weight.matrix("mask plus opened" if rank == 0 else "mask", transposed).prepare()
-            weight.matrix("opened", transposed).prepare()
+        uses = _uses(program)
+        for transposed in uses.get(n, ()):  # the operands' limbs, made now
+            if transposed is not None:
+                weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
+                weight.matrix("opened", transposed)
+        if None not in uses.get(n, {None}):  # only matmuls read it: B_i and D live on as limbs
+            weight.mask = weight.opened = None
     return out
 
 
-def _matmul_uses(program: Any) -> dict[str, set[bool]]:
-    # the weights that are the fixed operand of a matmul (a linear layer reads W^T, a
-    # lookup the table), with how each is read
-    uses: dict[str, set[bool]] = {}
+def _uses(program: Any) -> dict[str, set[bool | None]]:
+    # how each weight is read as a fixed operand: by a matmul (a linear layer reads W^T:
+    # True; a lookup the table: False), or by a convolution (None)
+    uses: dict[str, set[bool | None]] = {}
     matmuls = {torch.ops.aten.linear.default: True, torch.ops.aten.embedding.default: False}
     for node in program.graph.nodes:
-        transposed = matmuls.get(node.target) if node.op == "call_function" else None
-        weight = node.args[FIXED_OPERAND[node.target]] if transposed is not None else None
+        if node.op != "call_function" or node.target not in FIXED_OPERAND:
+            continue
+        weight = node.args[FIXED_OPERAND[node.target]] if len(node.args) > FIXED_OPERAND[node.target] else None
         if isinstance(weight, torch.fx.Node) and weight.op == "placeholder":
             for name in (weight.name, str(weight.target)):
-                uses.setdefault(name, set()).add(transposed)
+                uses.setdefault(name, set()).add(matmuls.get(node.target))
     return uses
 
 

@@ -7,7 +7,7 @@ one-hot [16, 30522] @ table [30522, 384] takes 1.5 s, a [16, 384] @ [384, 1536] 
 product mod 2^64 is sum over i + j <= 3 of (x_i @ W_j) 2^(16 (i + j)): ten float64
 products, each exact while its sums stay below 2^53 (a limb product is below 2^32, so up
 to 2^21 terms), taken four at a time (the x limbs stacked). W's limbs are made once
-per session and kept as uint16 (as much memory as W itself; float64 limbs would take
+per session and kept as uint16 instead of W (the same memory; float64 limbs would take
 four times that), turned into float64 one at a time as they are used. Convolutions stay
 int64 (torch's float64 convolution is no faster here).
 """
@@ -30,24 +30,23 @@ def limbs(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 
 class FixedMatrix:
-    """An int64 right operand of matmuls, with its limbs made on first use and kept."""
+    """An int64 right operand of matmuls, held as its limbs (or, past the exact float64
+    range, as itself)."""
 
     def __init__(self, value: torch.Tensor) -> None:
-        self.value = value
-        self._limbs: torch.Tensor | None = None
-
-    def prepare(self) -> FixedMatrix:
-        """Make the limbs now (at set-up, rather than in the first product)."""
-        if self._limbs is None and self.value.dim() == 2 and self.value.shape[0] <= EXACT_TERMS:
-            self._limbs = limbs(self.value, torch.uint16)
-        return self
+        exact = value.dim() == 2 and value.shape[0] <= EXACT_TERMS
+        self.shape = value.shape
+        self._limbs = limbs(value, torch.uint16) if exact else None
+        self._value = None if exact else value
 
     def rmatmul(self, x: torch.Tensor) -> torch.Tensor:
         """x @ value mod 2^64 (int64), exactly as torch.matmul on int64 would give it."""
-        if x.dim() < 2 or self.prepare()._limbs is None:
-            return torch.matmul(x, self.value)
+        if self._limbs is None:
+            return torch.matmul(x, self._value)
+        if x.dim() < 2:
+            return self.rmatmul(x.unsqueeze(0)).squeeze(0)
         xl = limbs(x)
-        out = torch.zeros(*x.shape[:-1], self.value.shape[-1], dtype=torch.int64)
+        out = torch.zeros(*x.shape[:-1], self.shape[-1], dtype=torch.int64)
         for j in range(LIMBS):
             w = self._limbs[j].to(torch.float64)
             products = torch.matmul(xl[: LIMBS - j], w).to(torch.int64)  # i = 0 .. 3 - j
