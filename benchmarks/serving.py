@@ -19,11 +19,12 @@ For text and minilm, with `comparisons: circuits` and `fss`: p50/p90/p99 latency
 client, throughput at 1, 4 and 16 clients, bytes and rounds per query per party.
 The machine is shared and noisy: compare the figures of one run.
 
-    python benchmarks/serving.py [--services digits text minilm] [--comparisons circuits fss]
+    python benchmarks/serving.py [--services digits text minilm] [--comparisons circuits fss] [--keep DIR]
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -194,9 +195,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Services measured with smpc query.")
     parser.add_argument("--services", nargs="+", default=["digits", "text", "minilm"], choices=["digits", "text", "minilm"])
     parser.add_argument("--comparisons", nargs="+", default=["circuits", "fss"], choices=["circuits", "fss"])
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR (keys, models, every process's log) and keep it")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         _keys(work)
         if "text" in args.services:
             model_dir, text, labels = _text_model(work)
