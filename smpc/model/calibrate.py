@@ -313,16 +313,24 @@ def range_checks(config: Any, program: Program, enforce: bool = True) -> RangeCh
 # 4n; a normalization compares its row's variance plus eps (at most (2m)^2) against
 # 2^-21..2^24, both held 2^NORM_FINE_BITS times larger
 _NORM = 2.0**NORM_FINE_BITS
+
+
+def _activation(m: float, x: Any, args: tuple) -> float:
+    return m + 16
+
+
+def _softmax(m: float, x: Any, args: tuple) -> float:
+    return max(2 * m + 16, 4 * (x.size(args[1]) + 1))
+
+
+def _normalization(m: float, x: Any, args: tuple) -> float:
+    return max(4 * m * m + 1, 2.0**24) * _NORM
+
+
 _NARROWED = {
-    "gelu": lambda m, x, args: m + 16,
-    "silu": lambda m, x, args: m + 16,
-    "tanh": lambda m, x, args: m + 16,
-    "sigmoid": lambda m, x, args: m + 16,
-    "softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
-    "_softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
-    "log_softmax": lambda m, x, args: max(2 * m + 16, 4 * (x.size(args[1]) + 1)),
-    "layer_norm": lambda m, x, args: max(4 * m * m + 1, 2.0**24) * _NORM,
-    "rms_norm": lambda m, x, args: max(4 * m * m + 1, 2.0**24) * _NORM,
+    "gelu": _activation, "silu": _activation, "tanh": _activation, "sigmoid": _activation,
+    "softmax": _softmax, "_softmax": _softmax, "log_softmax": _softmax,
+    "layer_norm": _normalization, "rms_norm": _normalization,
 }
 # bits above the sign bit and the compared magnitude: values may reach 4x the
 # calibration's bound (with its margin) before a comparison of the op could be wrong
