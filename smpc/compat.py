@@ -22,21 +22,27 @@ _group_timeout: datetime.timedelta | None = None
 _store: Any = None
 
 
-def _stub_onnx_registration() -> None:
-    # crypten/nn/onnx_converter.py imports `torch.onnx.symbolic_registry`, else
-    # `torch.onnx._internal.registration`; both are gone by torch 2.13, so
-    # `import crypten` fails. The registry is only touched by CrypTen's own ONNX
-    # export path, which smpc does not use (see smpc/convert.py).
-    name = "torch.onnx._internal.registration"
+def _stub_onnx_converter() -> None:
+    # crypten/nn/onnx_converter.py (CrypTen's model import through ONNX) imports
+    # `torch.onnx.symbolic_registry`, else `torch.onnx._internal.registration`: both are
+    # gone by torch 2.13, so `import crypten` fails; it also imports `onnx`, 0.8 s of
+    # every process's start. smpc converts models itself (smpc/convert.py) and never
+    # calls it: crypten.nn gets a stand-in whose converters refuse by name.
+    name = "crypten.nn.onnx_converter"
     if name in sys.modules:
         return
-    try:
-        __import__(name)
-        return
-    except ImportError:
-        pass
     stub = types.ModuleType(name)
-    stub.registry = None  # type: ignore[attr-defined]
+
+    def converter(what: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(f"crypten.nn.{what} is not available with smpc: convert models with smpc.convert")
+
+        return refuse
+
+    stub.from_onnx = converter("from_onnx")  # type: ignore[attr-defined]
+    stub.from_pytorch = converter("from_pytorch")  # type: ignore[attr-defined]
+    stub.from_tensorflow = converter("from_tensorflow")  # type: ignore[attr-defined]
+    stub.TF_AND_TF2ONNX = False  # type: ignore[attr-defined]
     sys.modules[name] = stub
 
 
@@ -101,7 +107,7 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    _stub_onnx_registration()
+    _stub_onnx_converter()
 
     import torch.distributed as real_dist
 
