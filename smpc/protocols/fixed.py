@@ -132,16 +132,18 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
     out = dict(params)
     offset = 0
     rank = comm.get().get_rank()
+    uses = _uses(program)
     for n in names:
         count = masks[n].numel()
-        out[n] = weight = FixedWeight(n, params[n], masks[n], opened[offset : offset + count].view(masks[n].shape))
+        read = uses.get(n, {None})
+        d = opened[offset : offset + count].view(masks[n].shape)
         offset += count
-        uses = _uses(program)
-        for transposed in uses.get(n, ()):  # the operands' limbs, made now
-            if transposed is not None:
-                weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
-                weight.matrix("opened", transposed)
-        if None not in uses.get(n, {None}):  # only matmuls read it: B_i and D live on as limbs
+        # a D kept as itself is a copy: a view would keep every weight's D alive
+        out[n] = weight = FixedWeight(n, params[n], masks[n], d.clone() if None in read else d)
+        for transposed in read - {None}:  # the operands' limbs, made now
+            weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
+            weight.matrix("opened", transposed)
+        if None not in read:  # only matmuls read it: B_i and D live on as limbs
             weight.mask = weight.opened = None
     return out
 
