@@ -279,12 +279,14 @@ def sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     return root * compat.weighted_bits(onehot, [2.0**e for e in exponents])
 
 
-def _mean(x: Any, dims: Sequence[int]) -> Any:
-    count = 1
+def _row_sum(x: Any, dims: Sequence[int]) -> Any:
     for d in sorted(dims, reverse=True):
-        count *= x.size(d)
         x = x.sum(d, keepdim=True)
-    return x * (1.0 / count)
+    return x
+
+
+def _mean(x: Any, dims: Sequence[int]) -> Any:
+    return _row_sum(x, dims) * (1.0 / math.prod(x.size(d) for d in dims))
 
 
 def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
@@ -298,10 +300,7 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     # the variance 2^8 times finer than the fixed point (squares truncated by 2^(p - 8),
     # the mean by an exact division), so that variances down to 2^-22 are told apart
     fine = compat.times_unscaled(c, c).div(2 ** (crypten.cfg.encoder.precision_bits - NORM_FINE_BITS))
-    count = math.prod(x.size(d) for d in dims)
-    for d in sorted(dims, reverse=True):
-        fine = fine.sum(d, keepdim=True)
-    coarse = fine.div(count)  # (var) 2^8
+    coarse = _row_sum(fine, dims).div(math.prod(x.size(d) for d in dims))  # (var) 2^8
     exponents = list(NORM_LEVELS)
     # the level of var + eps, so that the scaled var + eps below lies in about [1, 2)
     # whatever eps (the Newton steps start there)
