@@ -30,6 +30,8 @@ class DealerTuples(TupleProvider):
     """CrypTen's five provider calls and smpc's FSS gates, in terms of `_shares(kind,
     args, kwargs)` and `fss_key(kind, args)` (the party's, or the dealer's trace)."""
 
+    tracing = False  # the dealer's shape-only run: values are thrown away
+
     def _shares(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
         raise NotImplementedError
 

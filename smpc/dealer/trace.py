@@ -73,6 +73,7 @@ class TracingProvider(DealerTuples):
     tuples) or None (its FSS keys): only shapes matter to it."""
 
     NAME = PROVIDER_NAME
+    tracing = True
 
     def __init__(self, generators: list[AesCtrGenerator], emit: Emit, masks: material.FixedMasks | None = None) -> None:
         super().__init__()

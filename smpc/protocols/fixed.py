@@ -190,9 +190,14 @@ def product(op: str, x: Any, weight: FixedWeight, transposed: bool = False, **kw
 
     args = request(op, x.size(), weight, transposed)
     with meter.piece("products") as piece:
-        a, c = crypten.mpc.get_default_provider().fixed_pair(args, kwargs)
+        provider = crypten.mpc.get_default_provider()
+        a, c = provider.fixed_pair(args, kwargs)
         e = comm.get().all_reduce(x.share - a)  # the one round: E = x - A
-        z = local_product(comm.get().get_rank(), op, e, a, c, weight, transposed, kwargs)
+        # the dealer's shape-only run needs the product's shape alone, which C has
+        if getattr(provider, "tracing", False):
+            z = c
+        else:
+            z = local_product(comm.get().get_rank(), op, e, a, c, weight, transposed, kwargs)
         piece.elements = z.numel()
     out = MPCTensor.from_shares(z, precision=x.encoder._precision_bits)
     out._tensor.div_(weight.tensor.encoder.scale)  # x at scale 2^p times W at 2^p: back to 2^p
