@@ -74,6 +74,66 @@ class _DistWithTimeout(types.ModuleType):
             kwargs.setdefault("timeout", _group_timeout)
         return self._real.new_group(*args, **kwargs)
 
+    def all_reduce(self, tensor: Any, op: Any = None, group: Any = None, async_op: bool = False) -> Any:
+        # Between two parties a sum (or xor) of shares is one exchange: each sends its
+        # tensor and combines the other's. gloo's all_reduce runs a ring algorithm of
+        # several steps instead: measured here through CrypTen, 1.7 ms for 1,000 elements
+        # against 0.6 ms for the exchange, the same bytes; every opening of a share is one.
+        real = self._real
+        op = real.ReduceOp.SUM if op is None else op
+        combine = _combiner(real, op)
+        peer = self._peer(group) if combine is not None else None
+        if peer is None:
+            return real.all_reduce(tensor, op=op, group=group, async_op=async_op)
+        exchange = _Exchange(real, tensor, peer, group, combine)
+        if async_op:
+            return exchange
+        exchange.wait()
+        return None
+
+    def _peer(self, group: Any) -> int | None:
+        # the other rank of a two-rank group (global rank), else None
+        ranks = self._real.get_process_group_ranks(group if group is not None else self._real.group.WORLD)
+        if len(ranks) != 2:
+            return None
+        me = self._real.get_rank()
+        return ranks[1] if ranks[0] == me else ranks[0]
+
+
+class _Exchange:
+    """One two-party all_reduce in flight: our tensor sent, theirs being received; wait()
+    combines theirs into ours (in place, as all_reduce does)."""
+
+    def __init__(self, real: Any, tensor: Any, peer: int, group: Any, combine: Any) -> None:
+        import torch
+
+        self._tensor, self._combine = tensor, combine
+        self._theirs = torch.empty(tensor.shape, dtype=tensor.dtype)
+        self._out = tensor.contiguous()  # gloo sends contiguous memory; kept until sent
+        self._sent = real.isend(self._out, peer, group=group)
+        self._received = real.irecv(self._theirs, peer, group=group)
+
+    def wait(self, timeout: Any = None) -> bool:
+        self._sent.wait()  # ours must be out before it is overwritten
+        self._received.wait()
+        self._combine(self._tensor, self._theirs)
+        return True
+
+    def is_completed(self) -> bool:
+        return self._sent.is_completed() and self._received.is_completed()
+
+
+def _combiner(real: Any, op: Any) -> Any:
+    # how an exchange combines the other party's tensor into ours, for the reductions
+    # that CrypTen's openings use (arithmetic shares: sum; binary shares: xor)
+    import torch
+
+    if op == real.ReduceOp.SUM:
+        return torch.Tensor.add_
+    if op == real.ReduceOp.BXOR:
+        return torch.Tensor.bitwise_xor_
+    return None
+
 
 def _refuse(name: str):
     def refuse(*args: Any, **kwargs: Any) -> Any:

@@ -137,3 +137,40 @@ def test_config_reads_are_cached_yet_every_way_of_changing_it_is_seen():
     finally:
         cfg.encoder.precision_bits = before
         cfg.functions["exp_iterations"] = 8
+
+
+def _openings(rank: int, world_size: int) -> dict:
+    import crypten.communicator as comm
+    import torch.distributed as dist
+
+    if world_size == 2:
+        # between two parties every opening is one exchange: gloo's ring all_reduce must
+        # not run at all
+        def refuse(*args, **kwargs):
+            raise AssertionError("gloo's all_reduce ran between two parties")
+
+        dist.all_reduce = refuse
+    base = torch.arange(12, dtype=torch.int64).reshape(3, 4) * (rank + 1) + (1 << 62)
+    transposed = base.t()  # not contiguous
+    out = {
+        "sum": comm.get().all_reduce(base),
+        "sum of a transposed tensor": comm.get().all_reduce(transposed),
+        "xor": comm.get().all_reduce(base, op=dist.ReduceOp.BXOR),
+        "batched": comm.get().all_reduce([base, transposed, base[:1]], batched=True),
+    }
+    return {k: [t.clone() for t in v] if isinstance(v, list) else v.clone() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_openings_sum_and_xor_the_shares_of_every_party(world_size):
+    results = run_parties(_openings, world_size, timeout=120)
+    shares = [torch.arange(12, dtype=torch.int64).reshape(3, 4) * (r + 1) + (1 << 62) for r in range(world_size)]
+    total = sum(shares[1:], shares[0])  # wraps mod 2^64 as the ring does
+    xor = shares[0]
+    for s in shares[1:]:
+        xor = xor ^ s
+    for got in results:  # every party gets the same, exact in the ring
+        assert torch.equal(got["sum"], total)
+        assert torch.equal(got["sum of a transposed tensor"], total.t())
+        assert torch.equal(got["xor"], xor)
+        assert [t.tolist() for t in got["batched"]] == [total.tolist(), total.t().tolist(), total[:1].tolist()]
