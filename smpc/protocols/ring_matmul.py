@@ -8,11 +8,15 @@ product mod 2^64 is sum over i + j <= 3 of (x_i @ W_j) 2^(16 (i + j)): ten float
 products, each exact while its sums stay below 2^53 (a limb product is below 2^32, so up
 to 2^21 terms), taken four at a time (the x limbs stacked). W's limbs are made once
 per session and kept as uint16 instead of W (the same memory; float64 limbs would take
-four times that), turned into float64 one at a time as they are used. Convolutions stay
-int64 (torch's float64 convolution is no faster here).
+four times that), turned into float64 one at a time as they are used, into a buffer kept
+for the purpose: a fresh 94 MB float64 tensor per limb (a lookup table's) costs 60 ms
+in page faults alone, the copy into a kept one 15 ms. Convolutions stay int64 (torch's
+float64 convolution is no faster here).
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 
@@ -27,6 +31,19 @@ def limbs(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """x's 16-bit limbs, lowest first: [LIMBS, *x.shape] (two's complement bits:
     x = sum_i limbs[i] 2^(16 i) mod 2^64), as float64 or as uint16."""
     return torch.stack([((x >> (LIMB_BITS * i)) & MASK).to(torch.int32).to(dtype) for i in range(LIMBS)])
+
+
+_scratch = threading.local()  # per thread: the dealer's threads may multiply at once
+
+
+def _as_float64(limb: torch.Tensor) -> torch.Tensor:
+    # limb as float64, in this thread's kept buffer (valid until the next call)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.numel() < limb.numel():
+        buffer = _scratch.buffer = torch.empty(limb.numel(), dtype=torch.float64)
+    out = buffer[: limb.numel()].view(limb.shape)
+    out.copy_(limb)
+    return out
 
 
 class FixedMatrix:
@@ -48,7 +65,7 @@ class FixedMatrix:
         xl = limbs(x)
         out = torch.zeros(*x.shape[:-1], self.shape[-1], dtype=torch.int64)
         for j in range(LIMBS):
-            w = self._limbs[j].to(torch.float64)
+            w = _as_float64(self._limbs[j])
             products = torch.matmul(xl[: LIMBS - j], w).to(torch.int64)  # i = 0 .. 3 - j
             for i in range(LIMBS - j):
                 out += products[i] << (LIMB_BITS * (i + j))
