@@ -174,3 +174,33 @@ def test_openings_sum_and_xor_the_shares_of_every_party(world_size):
         assert torch.equal(got["sum of a transposed tensor"], total.t())
         assert torch.equal(got["xor"], xor)
         assert [t.tolist() for t in got["batched"]] == [total.tolist(), total.t().tolist(), total[:1].tolist()]
+
+
+def _copies(rank: int, world_size: int) -> dict:
+    import crypten
+    import crypten.communicator as comm
+
+    from smpc.protocols import csprng
+
+    x = crypten.cryptensor(torch.arange(6, dtype=torch.float32).reshape(2, 3), src=0)
+    drawn = csprng._drawn
+    y = x.shallow_copy()
+    y += 1  # an in-place op: works on the shared tensor, as CrypTen's copy does
+    return {
+        "drawn": csprng._drawn - drawn,
+        "same tensor": y._tensor is x._tensor,
+        "ptype": y.ptype == x.ptype,
+        "grad": (y.requires_grad, y.grad_fn),
+        "value": x.get_plain_text().tolist(),
+        "rank": comm.get().get_rank(),
+        "world size": comm.get().get_world_size(),
+    }
+
+
+def test_shallow_copies_draw_no_randomness_and_share_the_tensor():
+    results = run_parties(_copies, 2, timeout=120)
+    for rank, got in enumerate(results):
+        assert got["drawn"] == 0  # CrypTen's own copy draws a zero-sharing of an empty tensor
+        assert got["same tensor"] and got["ptype"] and got["grad"] == (False, None)
+        assert got["value"] == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+        assert (got["rank"], got["world size"]) == (rank, 2)
