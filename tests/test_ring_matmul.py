@@ -49,6 +49,13 @@ def test_limbs_recompose_to_the_value():
     recomposed = sum(parts[i].to(torch.int64) << (16 * i) for i in range(ring_matmul.LIMBS))
     assert torch.equal(recomposed, EDGES)
     assert float(parts.max()) <= 2**16 - 1 and float(parts.min()) >= 0
+    # read from the int64's words: the same for a transposed view, a scalar, and as uint16
+    for value in (ring((5, 7), 8).t(), EDGES[3], EDGES.reshape(-1, 1)):
+        for dtype in (torch.float64, torch.uint16):
+            parts = ring_matmul.limbs(value, dtype)
+            assert parts.dtype == dtype and parts.is_contiguous() and parts.shape == (4, *value.shape)
+            shifted = torch.stack([(value >> (16 * i)) & 0xFFFF for i in range(4)])
+            assert torch.equal(parts.to(torch.int64), shifted)
 
 
 def test_past_the_exact_float64_range_it_is_int64_matmul(monkeypatch):

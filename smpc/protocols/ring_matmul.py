@@ -16,6 +16,7 @@ float64 convolution is no faster here).
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import torch
@@ -30,6 +31,9 @@ EXACT_TERMS = 2 ** (53 - 2 * LIMB_BITS)
 def limbs(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """x's 16-bit limbs, lowest first: [LIMBS, *x.shape] (two's complement bits:
     x = sum_i limbs[i] 2^(16 i) mod 2^64), as float64 or as uint16."""
+    if sys.byteorder == "little":  # an int64's four 16-bit words are its limbs, lowest first
+        words = x.contiguous().reshape(-1).view(torch.uint16).reshape(*x.shape, LIMBS)
+        return torch.empty((LIMBS, *x.shape), dtype=dtype).copy_(words.movedim(-1, 0))
     return torch.stack([((x >> (LIMB_BITS * i)) & MASK).to(torch.int32).to(dtype) for i in range(LIMBS)])
 
 
