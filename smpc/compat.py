@@ -114,6 +114,7 @@ class _Exchange:
         self._received = real.irecv(self._theirs, peer, group=group)
 
     def wait(self, timeout: Any = None) -> bool:
+        # gloo bounds both waits by the group's timeout (timeouts.op_s, set in new_group)
         self._sent.wait()  # ours must be out before it is overwritten
         self._received.wait()
         self._combine(self._tensor, self._theirs)
