@@ -16,7 +16,7 @@ from op_cases import CASES
 def _op_cases(rank: int, world_size: int, names: list[str]) -> dict[str, float]:
     from test_ops_mpc import evaluate_all_cases
 
-    use_stand_in_dealer(rank)
+    use_stand_in_dealer(rank, truncation="dealer")  # exact: see test_ops_mpc.evaluate_with_exact_truncation
     return evaluate_all_cases(rank, world_size, names)
 
 
