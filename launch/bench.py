@@ -359,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry: run the study; exit 0 when every cell succeeded, 1 when some failed,
-    2 on a bad study file, 130 on Ctrl-C (the report then covers the finished cells)."""
+    """CLI entry: run the study; exit 0 when every cell succeeded, 2 when some failed (as a
+    failed `smpc launch`) or on a bad study file, 130 on Ctrl-C (the report then covers
+    the finished cells); 1 stays the internal errors' code."""
     args = build_parser().parse_args(argv)
     try:
         study = load_study(args.study)
@@ -375,4 +376,4 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in records if r["status"] != "ok"]
     print(f"{len(records) - len(failed)} of {len(records)} cells measured; results in {out}/ "
           f"({RESULTS}, results.csv, report.md, plots)")
-    return 1 if failed else 0
+    return 2 if failed else 0

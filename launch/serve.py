@@ -25,11 +25,15 @@ GRACE_S = 25.0  # between SIGTERM (drain) and SIGKILL
 MAX_RESTARTS = 10  # per process, with serving.on_peer_loss: rejoin
 
 
+def _require_serving(config: Config) -> None:
+    if config.serving is None:
+        raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
+
+
 def preflight(config: Config) -> None:
     """Refuse before starting anything: no serving section, missing TLS files, or a
     packed program without the shapes the service would run."""
-    if config.serving is None:
-        raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
+    _require_serving(config)
     keys.check_identities(config, config.processes)
     pack.run_buckets(config)
 
@@ -79,6 +83,8 @@ def serve_all(config: Config, echo: bool = True) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`smpc serve CONFIG [--name NAME]`: exit 0 when drained on request, 2 on a mistake in
+    CONFIG or its files (one `error:` line) or when a process failed, as `smpc launch`."""
     parser = argparse.ArgumentParser(prog="smpc serve", description="Run the parties of CONFIG as a service.")
     parser.add_argument("config", help="YAML config with a serving section")
     parser.add_argument("--name", help="run only this party (or 'dealer'), as on its own host")
@@ -87,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.name == "dealer":
         from smpc.dealer.server import main as dealer_main
 
+        try:  # else a one-off config's dealer would wait timeouts.connect_s for parties that never come
+            _require_serving(load_config(args.config))
+        except SmpcError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return dealer_main([args.config])
     if args.name is not None:
         from parties.service import main as service_main

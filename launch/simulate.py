@@ -80,6 +80,7 @@ def simulate(
     op_timeout_s: float = 30.0,
     keep: str | Path | None = None,
     profile: bool = False,
+    quiet: bool = False,
 ) -> Simulation:
     """Run `model` on `inputs` privately across real party processes on this machine.
 
@@ -107,6 +108,8 @@ def simulate(
         profile: print the cost profile (bytes, rounds and seconds per layer and op,
             largest first) of the party that sent the most; the rows are in
             ``report.parties[name]["layers"]`` either way.
+        quiet: print nothing while it runs; else each process's phase lines as
+            `smpc launch` prints them (``[alice] converted the model: 0.41 s``, ...).
 
     Returns:
         The Simulation; raises SmpcError subclasses (one line each) on failure.
@@ -143,7 +146,7 @@ def simulate(
             document["dealer"] = {"host": "127.0.0.1", "port": free_port()}
         (work / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         config = load_config(work / "config.yaml")
-        report = run(config, echo=False, warn_local=False)
+        report = run(config, echo=not quiet, warn_local=False)
         if profile:
             busiest = cost_profile.busiest(report.parties)
             print(cost_profile.table(report.parties[busiest]["layers"], busiest), flush=True)

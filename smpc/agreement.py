@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +58,23 @@ def first_difference(mine: dict[str, str], theirs: dict[str, str]) -> str | None
     return extra[0] if extra else None
 
 
+def difference(key: str, first: tuple[str, str], second: tuple[str, str], program: Path | None = None) -> str:
+    """The one-line refusal when `key` differs between two sides, each a (name, digest).
+
+    Args:
+        key: the first field whose digests differ.
+        first, second: who (a party's name, or "the dealer") and the field's digest there.
+        program: the config's model.program; the model's fields come from that folder, so
+            a difference there is the folder's, named with each side's digest.
+    Returns:
+        The message (of an AgreementError or the dealer's SettingsError).
+    """
+    if program is not None and key.startswith("model."):
+        return (f"agreement check failed: model directory {program} differs between {first[0]} (sha256 {first[1]}) "
+                f"and {second[0]} (sha256 {second[1]}): give every party the same signed directory")
+    return f"agreement check failed: {key} differs between {first[0]} and {second[0]} (compare their configs)"
+
+
 def check_parties(config: Config, mine: dict[str, str]) -> None:
     """Compare digests with every other party; all raise together on a mismatch.
 
@@ -70,7 +88,12 @@ def check_parties(config: Config, mine: dict[str, str]) -> None:
     for rank, theirs in enumerate(everyone):
         for i, key in enumerate(keys):
             if int(theirs[i]) != int(everyone[0][i]):
-                raise AgreementError(
-                    f"agreement check failed: {key} differs between {config.parties[0].name} "
-                    f"and {config.parties[rank].name} (compare their configs)"
-                )
+                raise AgreementError(difference(
+                    key, (config.parties[0].name, _hex(everyone[0][i])), (config.parties[rank].name, _hex(theirs[i])),
+                    config.model.program,
+                ))
+
+
+def _hex(value: torch.Tensor) -> str:
+    # an exchanged int64 back to the field's hex digest (check_parties shifts it by 2^63)
+    return f"{int(value) + (1 << 63):016x}"

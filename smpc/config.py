@@ -7,10 +7,11 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -40,10 +41,10 @@ class _Section(BaseModel):
 class PartyConfig(_Section):
     """One organization's process. Order in the file is the party's rank."""
 
-    name: str
-    host: str
-    port: StrictInt = Field(ge=1, le=65535)
-    roles: tuple[Role, ...] = ()
+    name: str  # lower-case letters, digits, '-', '_' ("dealer" is reserved); its certificate's name
+    host: str  # where the party listens (an address or a host name)
+    port: StrictInt = Field(ge=1, le=65535)  # the parties' channel; the first party's is the rendezvous
+    roles: tuple[Role, ...] = ()  # none: a helper that only computes on shares
     weights: Path | None = None  # model owner only: safetensors file of the weights
     data: Path | None = None  # data owner only: safetensors file with `inputs` (and `labels`)
     # AES-256 key (32 bytes, mode 0600) that seals what this party keeps on disk
@@ -85,9 +86,10 @@ class ModelConfig(_Section):
     `input_shape`) or `program` (a packed model directory: the converted graph as data,
     so no party needs the model's code)."""
 
-    architecture: str | None = None
+    architecture: str | None = None  # a zoo name (smpc.zoo) or "package.module:factory"
+    # one sample's shape, without the batch dimension (with architecture only)
     input_shape: tuple[StrictInt, ...] | None = Field(default=None, min_length=1)
-    program: Path | None = None
+    program: Path | None = None  # a packed model directory (smpc model pack, smpc.pack)
     # the model owner's signing public key: its weights must then be a model directory
     # signed with the matching private key (smpc model pack + sign), checked before loading
     public_key: Path | None = None
@@ -119,30 +121,35 @@ class FidelityConfig(_Section):
     likely op. null switches a check off."""
 
     min_cosine: StrictFloat | None = Field(allow_inf_nan=False, default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
-    max_abs_error: StrictFloat | None = Field(allow_inf_nan=False, default=None, gt=0)
+    max_abs_error: StrictFloat | None = Field(allow_inf_nan=False, default=None, gt=0)  # over every output element
     min_agreement: StrictFloat | None = Field(allow_inf_nan=False, default=None, ge=0.0, le=1.0)  # top-1 of the first output
 
 
 class FunctionsConfig(_Section):
     """CrypTen's approximation settings (crypten.cfg.functions); defaults are CrypTen's."""
 
-    max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade"] = "log_reduction"
-    exp_iterations: StrictInt = Field(default=8, ge=1, le=32)
-    reciprocal_method: Literal["NR", "log"] = "NR"
-    reciprocal_nr_iters: StrictInt = Field(default=10, ge=1, le=64)
-    reciprocal_log_iters: StrictInt = Field(default=1, ge=1, le=64)
-    reciprocal_all_pos: StrictBool = False
-    sqrt_nr_iters: StrictInt = Field(default=3, ge=1, le=64)
-    sigmoid_tanh_method: Literal["reciprocal", "chebyshev"] = "reciprocal"
-    sigmoid_tanh_terms: StrictInt = Field(default=32, ge=2, le=128)
-    log_iterations: StrictInt = Field(default=2, ge=1, le=64)
-    log_exp_iterations: StrictInt = Field(default=8, ge=1, le=64)
-    log_order: StrictInt = Field(default=8, ge=1, le=64)
+    # Only max_method and the log_* settings still reach a converted model: smpc's own
+    # exp, reciprocal, square roots, sigmoid and tanh (smpc.protocols.approx) replace
+    # CrypTen's, so the other settings apply to CrypTen's functions called directly.
+    max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade"] = "log_reduction"  # max, max pooling
+    exp_iterations: StrictInt = Field(default=8, ge=1, le=32)  # CrypTen's exp only
+    reciprocal_method: Literal["NR", "log"] = "NR"  # CrypTen's reciprocal only
+    reciprocal_nr_iters: StrictInt = Field(default=10, ge=1, le=64)  # CrypTen's reciprocal only
+    reciprocal_log_iters: StrictInt = Field(default=1, ge=1, le=64)  # CrypTen's reciprocal only
+    reciprocal_all_pos: StrictBool = False  # CrypTen's reciprocal only
+    sqrt_nr_iters: StrictInt = Field(default=3, ge=1, le=64)  # CrypTen's square root only
+    sigmoid_tanh_method: Literal["reciprocal", "chebyshev"] = "reciprocal"  # CrypTen's sigmoid and tanh only
+    sigmoid_tanh_terms: StrictInt = Field(default=32, ge=2, le=128)  # CrypTen's sigmoid and tanh only
+    log_iterations: StrictInt = Field(default=2, ge=1, le=64)  # log
+    log_exp_iterations: StrictInt = Field(default=8, ge=1, le=64)  # log
+    log_order: StrictInt = Field(default=8, ge=1, le=64)  # log
 
 
 class ProtocolConfig(_Section):
-    precision_bits: StrictInt = Field(default=16, ge=8, le=24)
-    functions: FunctionsConfig = FunctionsConfig()
+    """How the parties compute: fixed point, approximations, comparisons, truncation."""
+
+    precision_bits: StrictInt = Field(default=16, ge=8, le=24)  # fixed-point fractional bits
+    functions: FunctionsConfig = FunctionsConfig()  # CrypTen's approximation settings
     # open one bit per tensor an approximation reads: is it inside the covered range?
     range_checks: StrictBool = False
     # circuits: CrypTen's binary adder circuits; fss: one-round comparisons and
@@ -158,8 +165,8 @@ class ProtocolConfig(_Section):
 class DealerConfig(_Section):
     """Address of the trusted dealer process (randomness: dealer)."""
 
-    host: str
-    port: StrictInt = Field(ge=1, le=65535)
+    host: str  # the dealer's host (a third host in a real deployment)
+    port: StrictInt = Field(ge=1, le=65535)  # where the parties check in and read their material
     # material prepared before the online phase starts, at most this much (party 0
     # holds it in memory); later batches are generated while the parties compute
     prefetch_mib: StrictInt = Field(default=1024, ge=1)
@@ -170,9 +177,9 @@ class TlsConfig(_Section):
     private key `certs`/X.key (only X's own key needs to exist on X's host). `crl`, when
     given, is the CA's revocation list (`smpc keys revoke`): a revoked peer is refused."""
 
-    ca: Path
-    certs: Path
-    crl: Path | None = None
+    ca: Path  # the consortium CA's certificate: the only issuer trusted
+    certs: Path  # the folder of NAME.pem (and this host's own NAME.key)
+    crl: Path | None = None  # the CA's revocation list
 
 
 class TimeoutConfig(_Section):
@@ -229,23 +236,24 @@ class ServingConfig(_Section):
 class Config(_Section):
     """A whole run: parties, model, inference settings."""
 
-    version: Literal[1] = 1
-    parties: tuple[PartyConfig, ...]
-    model: ModelConfig
+    version: Literal[1] = 1  # the config format's version
+    parties: tuple[PartyConfig, ...]  # at least 2; the order is the rank
+    model: ModelConfig  # what every party builds
     batch_size: StrictInt = Field(default=64, ge=1, le=1 << 16)  # bounded before anything is allocated
+    # dealer: a trusted dealer process; local: CrypTen's TFP, INSECURE, simulation only
     randomness: Literal["local", "dealer"] = "local"
-    dealer: DealerConfig | None = None
+    dealer: DealerConfig | None = None  # required with randomness: dealer, refused otherwise
     # gloo: plaintext, for one trusted host; tls: mutually authenticated TLS 1.3.
     # Unset: tls when the parties are on different hosts, else gloo.
     transport: Literal["gloo", "tls"] | None = None
-    tls: TlsConfig | None = None
-    protocol: ProtocolConfig = ProtocolConfig()
-    fidelity: FidelityConfig = FidelityConfig()
-    timeouts: TimeoutConfig = TimeoutConfig()
-    run_dir: Path = Path("runs")
+    tls: TlsConfig | None = None  # the consortium's keys (transport: tls)
+    protocol: ProtocolConfig = ProtocolConfig()  # how the parties compute
+    fidelity: FidelityConfig = FidelityConfig()  # the least fidelity to plaintext a launcher run must reach
+    timeouts: TimeoutConfig = TimeoutConfig()  # bounds on every wait
+    run_dir: Path = Path("runs")  # logs, audit logs, results and revealed outputs
     # keep each party's shares of the model sealed in run_dir and reuse them next run
     share_cache: StrictBool = False
-    serving: ServingConfig | None = None
+    serving: ServingConfig | None = None  # standing parties answering clients (smpc serve)
     source: Path = Field(default=Path("<memory>"), exclude=True)
 
     @field_validator("parties")
@@ -449,10 +457,39 @@ _EXPECTED = {
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def _message(err: dict[str, Any]) -> str:
+def _schemas_in(annotation: Any) -> list[type[BaseModel]]:
+    # the sections a field can hold, through Optional, tuple[...] and unions
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [s for arg in get_args(annotation) for s in _schemas_in(arg)]
+
+
+def _known_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `loc` (the path of a key inside `schema`) accepts; none
+    when the path does not lead to one section."""
+    for part in loc:
+        if isinstance(part, int):  # an item of a list: the same section
+            continue
+        field = schema.model_fields.get(part) if isinstance(part, str) else None
+        candidates = _schemas_in(field.annotation) if field is not None else []
+        if len(candidates) != 1:
+            return []
+        schema = candidates[0]
+    return [field.alias or name for name, field in schema.model_fields.items() if not field.exclude]
+
+
+def _unknown_key(schema: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    """`unknown key`, with the closest key the section knows when one is close."""
+    if schema is None or not loc or not isinstance(loc[-1], str):
+        return "unknown key"
+    close = difflib.get_close_matches(loc[-1], _known_keys(schema, loc[:-1]), n=1)
+    return f"unknown key; did you mean {close[0]}?" if close else "unknown key"
+
+
+def _message(err: dict[str, Any], schema: type[BaseModel] | None = None) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx", {})
     if kind == "extra_forbidden":
-        return "unknown key"
+        return _unknown_key(schema, err["loc"])
     if kind == "missing":
         return "required key is missing"
     if kind == "value_error":
@@ -467,16 +504,16 @@ def _message(err: dict[str, Any]) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}"
 
 
-def _validation_error(exc: ValidationError, source: str | Path) -> ConfigError:
+def _validation_error(exc: ValidationError, source: str | Path, schema: type[BaseModel] | None = None) -> ConfigError:
     """One line per problem, each naming `source` and the key path (shared by every
-    YAML schema of the project)."""
+    YAML schema of the project); an unknown key is told the closest key of `schema`."""
     lines = []
     for err in exc.errors():
         where = _loc(err["loc"])
         if err["type"] == "value_error" and not where:
             lines.extend(f"{source}: {line}" for line in str(err["ctx"]["error"]).splitlines())
         else:
-            lines.append(f"{source}: {where}: {_message(err)}")
+            lines.append(f"{source}: {where}: {_message(err, schema)}")
     return ConfigError("\n".join(lines))
 
 
@@ -489,7 +526,7 @@ def validate_document(schema: type[BaseModel], data: Any, source: str | Path) ->
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc, source) from None
+        raise _validation_error(exc, source, schema) from None
 
 
 def resolver(source: str | Path) -> Callable[[Path | None], Path | None]:

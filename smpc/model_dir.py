@@ -13,8 +13,11 @@ a stale signature refuses the model before anything is computed. Nothing is unpi
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,96 @@ def sign(directory: Path, private_key: Path) -> Path:
     return directory / SIGNATURE
 
 
+def key_fingerprint(public_key: Path) -> str:
+    """A public key's fingerprint as model-signing records it in a signature (the hex
+    SHA-256 of its PEM SubjectPublicKeyInfo); raises ArtifactError when it is no EC key."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_public_key(public_key.read_bytes())
+    except (OSError, ValueError, TypeError):
+        raise ArtifactError(f"{public_key}: not a PEM public key (the owner's NAME.pub from `smpc keys`)") from None
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(pem).hexdigest()
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What a signature file says was signed: each file's digest, the hash, the signer's
+    key fingerprint ("" when it names none). Read without checking the signature: trust
+    it only after `verify` succeeded (before, it only explains a refusal)."""
+
+    files: dict[str, str]
+    algorithm: str
+    key: str
+
+
+def read_signature(signature: Path) -> Signed | None:
+    """The signed file list of a model-signing bundle (a Sigstore bundle whose DSSE
+    envelope carries an in-toto statement); None when it is not one this module can read."""
+    try:
+        bundle = json.loads(signature.read_bytes())
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"], validate=True))
+        predicate = statement["predicate"]
+        files = {str(r["name"]): str(r["digest"]) for r in predicate["resources"]}
+        serialization = predicate["serialization"]
+        method, algorithm = serialization["method"], str(serialization["hash_type"])
+        key = str((bundle.get("verificationMaterial") or {}).get("publicKey", {}).get("hint") or "")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # binascii and JSON errors are ValueErrors
+        return None
+    if method != "files" or algorithm not in hashlib.algorithms_available:
+        return None  # sharded or other digests: not recomputed here
+    return Signed(files, algorithm, key)
+
+
+def _on_disk(directory: Path, algorithm: str) -> tuple[dict[str, str], list[str]]:
+    # every file but the signature, digested as model-signing's "files" method does; and
+    # the symbolic links, which it refuses to sign
+    digests, links = {}, []
+    for path in sorted(directory.rglob("*")):
+        name = path.relative_to(directory).as_posix()
+        if name == SIGNATURE:
+            continue
+        if path.is_symlink():
+            links.append(name)
+        elif path.is_file():
+            digest = hashlib.new(algorithm)
+            with path.open("rb") as f:  # in chunks (hashlib.file_digest needs Python 3.11)
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            digests[name] = digest.hexdigest()
+    return digests, links
+
+
+def _why_refused(directory: Path, public_key: Path) -> str:
+    """Why the signature library refused `directory`, in one line that says what to do:
+    the files that differ from the signed ones (computed here, not read from the
+    library's message), else the key, else the signature file itself."""
+    sign_again = f"smpc model sign {directory} --key OWNER.key"
+    signed = read_signature(directory / SIGNATURE)
+    if signed is None:
+        return f"{SIGNATURE} is damaged or not a model signature: sign the directory again with `{sign_again}`"
+    disk, links = _on_disk(directory, signed.algorithm)
+    if links:
+        return (f"{', '.join(links)}: {'symbolic links' if len(links) > 1 else 'a symbolic link'}, which a signed "
+                "directory may not hold: put the file itself there")
+    differ = [
+        ("changed", sorted(n for n in signed.files.keys() & disk.keys() if signed.files[n] != disk[n])),
+        ("added", sorted(disk.keys() - signed.files.keys())),
+        ("removed", sorted(signed.files.keys() - disk.keys())),
+    ]
+    if any(names for _, names in differ):
+        what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in differ if names)
+        return (f"the files differ from the signed ones ({what}): if the change is yours, "
+                f"sign the directory again with `{sign_again}`")
+    mine = key_fingerprint(public_key)
+    if signed.key and signed.key != mine:
+        return (f"signed by another key (sha256 {signed.key[:16]}) than {public_key} (sha256 {mine[:16]}): "
+                f"give the signer's public key (model.public_key), or sign again with `{sign_again}`")
+    return (f"{SIGNATURE} does not verify with {public_key} (damaged, or made with another key): "
+            f"sign the directory again with `{sign_again}`")
+
+
 def verify(directory: Path, public_key: Path) -> dict[str, Any]:
     """Check the directory's signature against the owner's public key; returns the manifest.
 
@@ -105,9 +198,8 @@ def verify(directory: Path, public_key: Path) -> dict[str, Any]:
         verifying.Config().use_elliptic_key_verifier(public_key=public_key).set_hashing_config(_hashing()).verify(
             directory, directory / SIGNATURE
         )
-    except Exception as exc:  # the library raises ValueError and others for every kind of mismatch
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise ArtifactError(f"{directory}: signature verification failed: {reason}") from None
+    except Exception:  # the library raises ValueError and others for every kind of mismatch
+        raise ArtifactError(f"{directory}: signature verification failed: {_why_refused(directory, public_key)}") from None
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except json.JSONDecodeError as exc:
@@ -115,6 +207,36 @@ def verify(directory: Path, public_key: Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ArtifactError(f"{directory / MANIFEST}: expected format {FORMAT} version {VERSION}")
     return manifest
+
+
+def describe_verified(directory: Path, public_key: Path, manifest: dict[str, Any]) -> list[str]:
+    """What `verify` checked, for `smpc model verify`: the kind of model, its inputs with
+    their shapes, the signer's key and the files the signature covers."""
+    signed = read_signature(directory / SIGNATURE)
+    files = sorted(signed.files) if signed is not None else []
+    if manifest.get("architecture") == "program":
+        shapes = sorted({(int(r), int(q)) for r, q in manifest.get("buckets") or []})
+        rows = sorted({r for r, _ in shapes})
+        seqs = sorted({q for _, q in shapes if q})
+        kind = (f"packed program ({len(shapes) or 1} shapes: batches of {', '.join(map(str, rows)) or '?'} rows"
+                + (f" x {', '.join(map(str, seqs))} tokens)" if seqs else ")"))
+        inputs = [f"{i['name']} {i['shape']} ({i['kind']})" for i in manifest.get("inputs", [])]
+    else:
+        kind = f"zoo model {manifest.get('architecture')} (any batch size)"
+        inputs = [f"one row of shape {manifest.get('input_shape')}"]
+    # a folder (a packed program's buckets) is one entry with its count
+    top: dict[str, int] = {}
+    for name in files:
+        head, _, rest = name.partition("/")
+        top[head + "/" if rest else head] = top.get(head + "/" if rest else head, 0) + 1
+    listed = ", ".join(name if not name.endswith("/") else f"{name} ({n} files)" for name, n in top.items())
+    return [
+        f"verified: {directory}",
+        f"  kind:   {kind}",
+        f"  inputs: {'; '.join(inputs)}",
+        f"  signer: key sha256 {key_fingerprint(public_key)[:16]} ({public_key})",
+        f"  files:  {len(files)} signed: {listed}",
+    ]
 
 
 def load_verified(model: torch.nn.Module, directory: Path, public_key: Path, architecture: str, input_shape: tuple[int, ...]) -> None:
@@ -167,14 +289,20 @@ def _pack_command(args: argparse.Namespace) -> None:
         held = packing.layout(args.out)
         rows = sorted({b.rows for b in held.buckets})
         seqs = sorted({b.seq for b in held.buckets if b.seq})
-        print(f"packed {args.out}: {len(held.buckets)} shapes, batches of {', '.join(map(str, rows))} rows"
-              + (f" x {', '.join(map(str, seqs))} tokens" if seqs else "")
-              + ("; with its tokenizer" if held.tokenizer else ""))
-        return
-    if args.weights is None or args.input_shape is None:
-        raise ArtifactError(f"{args.architecture}: --weights and --input-shape are required for an architecture")
-    pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
-    print(f"packed {args.out}")
+        print(f"packed {args.out} ({len(held.buckets)} shapes)")
+        print(f"  batch sizes:      {', '.join(map(str, rows))} rows")
+        print(f"  sequence lengths: {', '.join(map(str, seqs)) + ' tokens' if seqs else 'none (not a text model)'}")
+        if held.tokenizer:
+            print(f"  tokenizer:        {packing.TOKENIZER} (clients tokenize with it)")
+    else:
+        if args.weights is None or args.input_shape is None:
+            raise ArtifactError(f"{args.architecture}: --weights and --input-shape are required for an architecture")
+        pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
+        print(f"packed {args.out} ({args.architecture})")
+        # a zoo model is built by every party for the config's batch_size: no batch is fixed here
+        print("  batch sizes:      any (the config's batch_size)")
+        print(f"  one row's shape:  {list(args.input_shape)}")
+    print(f"next: sign it with the owner's key: smpc model sign {args.out} --key OWNER.key")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, help="safetensors (or .pt state dict) file (architecture only)")
     p.add_argument("--input-shape", type=int, nargs="+", help="one sample's shape (architecture only)")
     p.add_argument("--batch", type=int, default=1,
-                   help="most rows in a batch; every batch up to it is packed (save_pretrained)")
+                   help="most rows in a batch; every batch up to it is packed (save_pretrained; default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=16,
-                   help="most tokens per sequence; every length up to it is served (save_pretrained text models)")
-    p.add_argument("--out", type=Path, required=True)
+                   help="most tokens per sequence; every length up to it is served "
+                        "(save_pretrained text models; default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="the model directory to write (must not exist yet)")
     s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
     s.add_argument("directory", type=Path)
     s.add_argument("--key", type=Path, required=True)
@@ -200,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("directory", type=Path, help="the owner's model directory (packed program or zoo model)")
     c.add_argument("--data", type=Path, required=True, help="sample rows, a data file as a data owner's")
-    c.add_argument("--margin", type=float, default=2.0, help="factor by which every range must be covered (default 2)")
+    c.add_argument("--margin", type=float, default=2.0, help="factor by which every range must be covered (default: %(default)s)")
     v = sub.add_parser("verify", help="check a model directory's signature")
     v.add_argument("directory", type=Path)
     v.add_argument("--public-key", type=Path, required=True)
@@ -220,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"note: {args.directory} was signed before: sign it again (smpc model sign) so the calibration is covered")
         else:
             manifest = verify(args.directory, args.public_key)
-            print(f"verified: {args.directory} ({manifest['architecture']}, input {manifest['input_shape']})")
+            print("\n".join(describe_verified(args.directory, args.public_key, manifest)))
     except SmpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

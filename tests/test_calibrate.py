@@ -63,6 +63,21 @@ def test_calibrate_records_the_ranges_each_approximation_sees(tmp_path):
     assert calibrate.load(tmp_path / "model") == calibration  # the file round-trips
 
 
+def test_the_table_shows_whole_operation_names_and_labels_every_row():
+    long = "encoder.layer.11.attention.output.dense_with_a_long_name Linear"
+    calibration = calibrate.Calibration(
+        "program", 5, 2.0,
+        (calibrate.OpRange("gelu", long, "gelu", "magnitude", -3.0, 4.5), calibrate.OpRange("exp", "<model> Wide", "exp", "input", -1.5, 1.0)),
+        calibrate.OpRange("fc", "fc Linear", "output", "magnitude", -1490.0, 1490.0),
+    )
+    assert calibrate.describe(calibration).splitlines() == [
+        "operation                                                              quantity           low        high",
+        "encoder.layer.11.attention.output.dense_with_a_long_name Linear (gelu) magnitude           -3         4.5",
+        "<model> Wide (exp)                                                     input             -1.5           1",
+        "all operations: largest output (fc Linear)                             magnitude        -1490        1490",
+    ]
+
+
 def test_settings_that_do_not_cover_the_calibrated_ranges_are_refused_by_op(tmp_path):
     rows = torch.linspace(-3, 3, 30).reshape(5, 6)
     data = _packed(tmp_path, 1000.0, rows)  # GELU inputs reach ±1.5e4
@@ -96,6 +111,7 @@ def test_a_launch_refuses_before_anyone_starts_and_the_cli_says_so(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "<model> Wide (gelu)" in done.stdout and f"calibrated on 5 rows (margin x2): {tmp_path / 'model' / 'calibration.json'}" in done.stdout
+    assert done.stdout.splitlines()[3] == "all operations: largest output (fc Linear) magnitude    -1.49e+04    1.49e+04"
     config = write_program_config(tmp_path, tmp_path / "model", data, batch_size=2, protocol={"precision_bits": 20})
     launched = subprocess.run(SMPC + ["launch", str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert launched.returncode == 2 and "Traceback" not in launched.stderr

@@ -106,8 +106,8 @@ CORPUS: list[tuple[str, Callable, str]] = [
     ("missing-data", sub("    data: ../data/digits-test.safetensors\n", ""), "parties[0].data: required for the data owner"),
     ("missing-dealer", regex(r"^dealer:\n(  .*\n)+", ""), "dealer: required when randomness is 'dealer'"),
     ("unknown-top-key", append("bogus: 1\n"), "bogus: unknown key"),
-    ("unknown-party-key", sub("    roles: [model_owner]\n", "    roles: [model_owner]\n    rolez: []\n"), "parties[1].rolez: unknown key"),
-    ("typo-batch", sub("batch_size: 60", "batchsize: 60"), "batchsize: unknown key"),
+    ("unknown-party-key", sub("    roles: [model_owner]\n", "    roles: [model_owner]\n    rolez: []\n"), "parties[1].rolez: unknown key; did you mean roles?"),
+    ("typo-batch", sub("batch_size: 60", "batchsize: 60"), "batchsize: unknown key; did you mean batch_size?"),
     ("no-output-role", sub("roles: [data_owner, output]", "roles: [data_owner]"), "parties: expected at least one party with role output"),
     ("no-model-owner", sub("roles: [model_owner]", "roles: []"), "parties: expected exactly one party with role model_owner, found 0"),
     # missing or wrong-kind files

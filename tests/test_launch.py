@@ -106,7 +106,12 @@ def test_malformed_yaml_is_one_line(tmp_path):
 
 def test_unknown_key_is_named(tmp_path):
     result = _cli_error(write_config(tmp_path, batchsize=3))
-    assert result.stderr.strip() == f"error: {tmp_path / 'config.yaml'}: batchsize: unknown key"
+    assert result.stderr.strip() == f"error: {tmp_path / 'config.yaml'}: batchsize: unknown key; did you mean batch_size?"
+
+
+def test_an_unknown_key_is_told_the_closest_known_one(tmp_path):
+    result = _cli_error(write_config(tmp_path, batch_sise=4))
+    assert result.stderr == f"error: {tmp_path / 'config.yaml'}: batch_sise: unknown key; did you mean batch_size?\n"
 
 
 def test_missing_weights_file_is_named(tmp_path):

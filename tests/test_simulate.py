@@ -79,6 +79,20 @@ def test_simulate_passes_the_comparison_protocol_and_the_op_timeout():
     assert torch.allclose(result.outputs, result.plain, atol=0.01)
 
 
+def test_simulate_prints_the_run_phases_unless_quiet(capsys):
+    import smpc
+
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval(), torch.randn(2, 4)
+    smpc.simulate(model, x, randomness="local")
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("alice", "bob"):  # each process's phases, as `smpc launch` relays them
+        for phase in ("converted the model", "connected to every party: ", "settings agreed: ", "online phase: "):
+            assert any(line.startswith(f"[{name}] {phase}") for line in lines), (name, phase, lines)
+    smpc.simulate(model, x, randomness="local", quiet=True)
+    assert capsys.readouterr().out == ""
+
+
 USER_SCRIPT = """
 import torch
 from torch import nn
@@ -182,6 +196,13 @@ def test_smpc_model_pack_converts_a_save_pretrained_directory(tmp_path):
         env=_clean_env(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    out = tmp_path / "packed"
+    assert done.stdout == (
+        f"packed {out} (2 shapes)\n"
+        "  batch sizes:      1, 2 rows\n"
+        "  sequence lengths: 8 tokens\n"
+        f"next: sign it with the owner's key: smpc model sign {out} --key OWNER.key\n"
+    )
     program = program_format.load(tmp_path / "packed")
     assert [(s.name, s.shape, s.kind) for s in program.inputs] == [
         ("input_ids", (2, 8), "ids"), ("attention_mask", (2, 8), "binary"),

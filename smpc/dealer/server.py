@@ -80,7 +80,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
     # Over TLS a party must also prove, by its certificate, the name it claims.
     server_ctx = tls_contexts(config, "dealer")[0] if config.effective_transport == "tls" else None
     audit = AuditLog(runfiles.audit_path(config, "dealer"), "dealer")
-    roll = RollCall(list(config.names), expected)
+    roll = RollCall(list(config.names), expected, config.model.program)
     conns: dict[int, socket.socket] = {}
     deadline = time.monotonic() + config.timeouts.connect_s
     arrived: queue.Queue = queue.Queue()

@@ -11,6 +11,7 @@ mean or raises ProtocolError; the sockets live in server.py and streams.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -26,9 +27,10 @@ class ProtocolError(Exception):
 class RollCall:
     """The dealer's check-in: one CHECK_IN per party of `names`, with `expected` settings."""
 
-    def __init__(self, names: list[str], expected: dict[str, str]) -> None:
+    def __init__(self, names: list[str], expected: dict[str, str], program: Path | None = None) -> None:
         self.names = names
         self.expected = expected
+        self.program = program  # the config's model.program: a difference there names the folder
         self.ranks: set[int] = set()
 
     @property
@@ -58,7 +60,10 @@ class RollCall:
             raise SettingsError(f"dealer: stopped before the run: {name} reports: {message.reason}")
         differs = agreement.first_difference(self.expected, message.agreement)
         if differs is not None:
-            raise SettingsError(f"agreement check failed: {differs} differs between the dealer and {name} (compare their configs)")
+            raise SettingsError(agreement.difference(
+                differs, ("the dealer", self.expected.get(differs, "none")), (name, message.agreement.get(differs, "none")),
+                self.program,
+            ))
         self.ranks.add(rank)
         return rank
 

@@ -261,10 +261,15 @@ def calibrate_directory(directory: Path, data: Path, margin: float = DEFAULT_MAR
 
 
 def describe(calibration: Calibration) -> str:
-    """The calibrated ranges as a table, one operation per line."""
-    lines = [f"{'operation':<48} {'quantity':<10} {'low':>11} {'high':>11}"]
-    for e in list(calibration.ops) + [calibration.largest]:
-        lines.append(f"{(e.layer + ' (' + e.op + ')')[:48]:<48} {e.quantity:<10} {e.low:>11.4g} {e.high:>11.4g}")
+    """The calibrated ranges as a table: one operation per line, whole names, then the
+    largest output of any operation (the row precision_bits must hold)."""
+    top = calibration.largest
+    rows = [(f"{e.layer} ({e.op})", e) for e in calibration.ops]
+    rows.append((f"all operations: largest output ({top.layer})" if top.layer else "all operations: largest output", top))
+    width = max(len("operation"), *(len(label) for label, _ in rows))
+    lines = [f"{'operation':<{width}} {'quantity':<10} {'low':>11} {'high':>11}"]
+    for label, e in rows:
+        lines.append(f"{label:<{width}} {e.quantity:<10} {e.low:>11.4g} {e.high:>11.4g}")
     return "\n".join(lines)
 
 

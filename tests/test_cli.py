@@ -1,0 +1,61 @@
+"""`smpc`'s exit codes, alike for every subcommand: 2 and one `error:` line for the
+user's mistake, 1 and a traceback for an internal error."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from harness import write_config, write_serve_config
+from smpc.cli import main
+from smpc.errors import ConfigError
+
+
+def _mistake(path, **changes):
+    doc = yaml.safe_load(path.read_text())
+    doc.update(changes)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("command", [["serve"], ["serve", "--name", "alice"], ["serve", "--name", "dealer"], ["launch"]])
+def test_a_config_with_a_mistake_exits_2_from_every_command(tmp_path, capsys, command):
+    path = _mistake(write_serve_config(tmp_path) if command[0] == "serve" else write_config(tmp_path), batch_sise=4)
+    assert main([command[0], str(path), *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {path}: batch_sise: unknown key; did you mean batch_size?\n"
+
+
+def test_serving_a_one_off_config_exits_2_at_once_even_as_the_dealer(tmp_path, capsys):
+    path = write_config(tmp_path, dealer=True)  # no serving section
+    started = time.monotonic()
+    assert main(["serve", str(path), "--name", "dealer"]) == 2
+    assert time.monotonic() - started < 10  # not after timeouts.connect_s
+    assert capsys.readouterr().err == f"error: {path}: serving: required by `smpc serve` (the client API's settings)\n"
+
+
+def test_a_mistake_a_subcommand_lets_through_exits_2(monkeypatch, capsys):
+    def refuse(argv):
+        raise ConfigError("x.yaml: tls: required")
+
+    monkeypatch.setattr("smpc.sealed.main", refuse)
+    assert main(["open", "f.sealed", "--key", "k"]) == 2
+    assert capsys.readouterr().err == "error: x.yaml: tls: required\n"
+
+
+def test_an_internal_error_exits_1_with_its_traceback(monkeypatch, capsys):
+    def crash(argv):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("launch.cli.main", crash)
+    assert main(["launch", "config.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err
+    assert err.endswith("error: internal error (RuntimeError): please report it with the traceback above\n")
+
+
+def test_an_unknown_command_or_none_is_a_usage_mistake(capsys):
+    assert main(["lanch"]) == 2 and main([]) == 2
+    assert "smpc: unknown command 'lanch'" in capsys.readouterr().err
