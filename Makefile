@@ -5,13 +5,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.smpc-installed
 
-.PHONY: demo text-demo serve serve-text test bench study clean
+.PHONY: demo text-demo serve serve-text test docs bench study clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# exact pin: the CPU wheel; a loose `torch` would pull a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	# CrypTen's own metadata is broken (withdrawn `sklearn`, torchvision): no deps;
 	# what it really needs is pinned in pyproject.toml
 	$(PY) -m pip install --quiet --no-deps crypten==0.4.1
@@ -43,6 +43,11 @@ serve-text: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the documentation site, into site/: strict (a broken link, reference or include fails);
+# the two variables silence banners that MkDocs' plugins print about their own future
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) benchmarks/inference_overhead.py
 	$(PY) benchmarks/randomness_sources.py
@@ -50,10 +55,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/transport_overhead.py
 	$(PY) benchmarks/generators.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/bert_encoder.py --settings 16x1 --comparisons circuits fss
+	$(PY) benchmarks/demos.py
 
 # a study of a few cells (about 3 minutes): tables and plots in bench-results/quick
 study: $(STAMP)
 	$(VENV)/bin/smpc bench configs/studies/quick.yaml --out bench-results/quick --force
 
 clean:
-	rm -rf $(VENV) runs bench-results
+	rm -rf $(VENV) runs bench-results site

@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from results_page import results_page
+
 
 def build_model() -> torch.nn.Module:
     from transformers import BertConfig, BertModel
@@ -66,7 +68,7 @@ def main() -> None:
         seq, batch = (int(v) for v in setting.split("x"))
         ids, mask = inputs(seq, batch)
         result = smpc.simulate(model, (ids, mask), parties=2, randomness="dealer", comparisons=comparisons, timeout_s=3600,
-                               op_timeout_s=600)  # the dealer makes a large batch's material while the parties wait
+                               op_timeout_s=600, quiet=True)  # the dealer makes a large batch's material while the parties wait
         plain = plain_seconds(model, ids, mask) / batch
         online = result.online_s / batch
         # per party, the batch's bytes and rounds apart from the set-up's (agreement, the
@@ -82,4 +84,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with results_page("bert_encoder"):
+        main()

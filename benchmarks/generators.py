@@ -23,6 +23,8 @@ import torch
 from common import launch_model
 from smpc.protocols import csprng
 
+from results_page import results_page
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,4 +62,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with results_page("generators"):
+        code = main()
+    sys.exit(code)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from common import launch_model
+from results_page import results_page
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,4 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with results_page("inference_overhead"):
+        code = main()
+    sys.exit(code)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common import launch_model
 from upstream_ttp import run_upstream_ttp
+from results_page import results_page
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,4 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with results_page("randomness_sources"):
+        code = main()
+    sys.exit(code)

@@ -40,6 +40,8 @@ from smpc import keys
 from smpc.serve.client import Client
 from smpc.serve.query import query
 
+from results_page import results_page
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "digits-test.safetensors"
 
@@ -201,17 +203,22 @@ def main() -> int:
         work = Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         _keys(work)
+        # one results page per service (docs/results/serving-NAME.md), so that measuring one
+        # service again leaves the others' pages as they were
         if "text" in args.services:
-            model_dir, text, labels = _text_model(work)
-            queries = {1: {"text": text, "labels": labels, "rows": 40}, 4: {"text": text, "labels": labels},
-                       16: {"text": text, "labels": labels}}
-            _print_packed("text", {m: _packed_service(work, "text", model_dir, m, 16, queries) for m in args.comparisons})
+            with results_page("serving-text"):
+                model_dir, text, labels = _text_model(work)
+                queries = {1: {"text": text, "labels": labels, "rows": 40}, 4: {"text": text, "labels": labels},
+                           16: {"text": text, "labels": labels}}
+                _print_packed("text", {m: _packed_service(work, "text", model_dir, m, 16, queries) for m in args.comparisons})
         if "minilm" in args.services:
-            model_dir, data = _minilm_model(work, 16)
-            queries = {1: {"data": data, "rows": 6}, 4: {"data": data, "rows": 8}, 16: {"data": data, "rows": 16}}
-            _print_packed("minilm", {m: _packed_service(work, "minilm", model_dir, m, 1, queries) for m in args.comparisons})
+            with results_page("serving-minilm"):
+                model_dir, data = _minilm_model(work, 16)
+                queries = {1: {"data": data, "rows": 6}, 4: {"data": data, "rows": 8}, 16: {"data": data, "rows": 16}}
+                _print_packed("minilm", {m: _packed_service(work, "minilm", model_dir, m, 1, queries) for m in args.comparisons})
         if "digits" in args.services:
-            _digits(work)
+            with results_page("serving-digits"):
+                _digits(work)
     return 0
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from results_page import results_page
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,4 +93,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with results_page("soak"):
+        code = main()
+    sys.exit(code)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from common import launch_model
+from results_page import results_page
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,4 +46,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with results_page("transport_overhead"):
+        code = main()
+    sys.exit(code)

@@ -17,7 +17,7 @@ def _log_sweep(low_exp: float, high_exp: float, n: int = 2001) -> torch.Tensor:
     return torch.logspace(low_exp, high_exp, n)
 
 
-# name -> (input builder, exact function, what is measured, tolerance, range shown in README)
+# name -> (input builder, exact function, what is measured, tolerance, range shown in docs/explanation/models.md)
 # Errors are absolute, except "relative": |mpc - exact| / max(|exact|, 0.01) (below 0.01
 # fixed point has too few units for a relative figure). The exact function is applied to
 # the input as encoded (rounded to 2^-16), so that the input's own rounding is not counted.

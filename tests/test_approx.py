@@ -2,7 +2,8 @@
 edge values included, on shares in two real party processes with the protocols a
 two-party run with a dealer uses by default (CrypTen's comparison circuits, the dealer's
 truncation; a stand-in dealer in each party); the worst error of each is the figure
-README's range table shows (`python tests/test_approx.py` prints it)."""
+the range table of docs/explanation/models.md shows (`python benchmarks/approximations.py`
+writes it)."""
 
 from __future__ import annotations
 
@@ -99,16 +100,3 @@ def test_committed_tables_are_the_fit_of_their_definitions():
         assert table["points"] == fresh["points"]
         for mine, theirs in zip(table["coefficients"], fresh["coefficients"]):
             assert max(abs(a - b) for a, b in zip(mine, theirs)) < 1e-9, name
-
-
-if __name__ == "__main__":  # the README table
-    found = worst_errors(run_parties(_evaluate, 2, timeout=600)[0])
-    ranges = {name: spec[4] for name, spec in SWEEPS.items()}
-    ranges |= {"layer_norm": "row variance 1e-4 .. 1e6", "rms_norm": "row mean square 1e-4 .. 1e6",
-               "layer_norm eps 0.1": "row variance 1e-4 .. 1e6", "layer_norm small variance": "row variance 4e-6 .. 1e-4",
-               "softmax": "scores × 0.1 .. 20, rows masked with -1e4"}
-    print("| function | input range swept | worst error |")
-    print("|---|---|---|")
-    for name, err in found.items():
-        kind = SWEEPS[name][2] if name in SWEEPS else "absolute"
-        print(f"| {name} | {ranges[name]} | {err:.1e} ({kind}) |")

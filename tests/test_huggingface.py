@@ -1,5 +1,5 @@
 """Hugging Face models converted as they are, executed exactly on plain tensors, and on
-shares by two real party processes with the fidelity README lists."""
+shares by two real party processes with the fidelity docs/explanation/models.md lists."""
 
 from __future__ import annotations
 

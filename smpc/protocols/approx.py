@@ -30,7 +30,7 @@ the ring above about 19; its inverse square root converges for inputs in about
 Comparison results are 0/1 shares at scale 1 (as CrypTen's `_ltz` leaves them):
 multiplying by them needs no truncation, and `compat.weighted_bits` combines them with
 public weights exactly. The worst error of each function over its whole input range is
-measured by tests/test_approx.py and listed in README.
+measured by tests/test_approx.py and listed in docs/explanation/models.md.
 """
 
 from __future__ import annotations
