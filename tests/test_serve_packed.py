@@ -44,7 +44,9 @@ def packed(tmp_path_factory):
     done = subprocess.run([SMPC, "model", "pack", str(tmp / "hf"), "--out", str(tmp / "M"), "--batch", "4", "--seq-len", "16"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "6 shapes, batches of 1, 2, 4 rows x 8, 16 tokens" in done.stdout
+    assert done.stdout.startswith(f"packed {tmp / 'M'} (6 shapes)\n"
+                                  "  batch sizes:      1, 2, 4 rows\n"
+                                  "  sequence lengths: 8, 16 tokens\n")
     keys.create_ca(tmp / "owner")
     keys.issue(tmp / "owner", "bob")
     signed = subprocess.run([SMPC, "model", "sign", str(tmp / "M"), "--key", str(tmp / "owner" / "bob.key")],
