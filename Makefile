@@ -57,6 +57,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/bert_encoder.py --settings 16x1 --comparisons circuits fss
 	$(PY) benchmarks/demos.py
+	$(PY) benchmarks/approximations.py
+	$(PY) benchmarks/huggingface_fidelity.py
 
 # a study of a few cells (about 3 minutes): tables and plots in bench-results/quick
 study: $(STAMP)
