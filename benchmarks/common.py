@@ -9,8 +9,10 @@ import torch
 import yaml
 
 from launch import Report, run
-from launch.bench import consortium, consortium_keys, free_port
-from smpc import artifacts, zoo
+from launch.study.bench import consortium, consortium_keys
+from smpc.runs.processes import free_port
+from smpc import artifacts
+from smpc.model import zoo
 
 
 def launch_model(

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from launch import run
-from launch.bench import free_port
+from smpc.runs.processes import free_port
 from smpc import keys
 from smpc.serve.client import Client
 from smpc.serve.query import query
@@ -138,7 +138,8 @@ def _text_model(work: Path) -> tuple[Path, Path, Path]:
 def _minilm_model(work: Path, queries: int) -> tuple[Path, Path]:
     import torch
 
-    from smpc import artifacts, model_dir
+    from smpc import artifacts
+    from smpc.model import model_dir
     from smpc.model import pack
 
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -32,7 +32,7 @@ def rss_mib() -> float:
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     from launch import load_config, run
-    from launch.bench import free_port
+    from smpc.runs.processes import free_port
     from smpc import artifacts, keys
     from smpc.errors import SmpcError
 

@@ -21,8 +21,7 @@ from typing import Any
 
 def _join(rank: int, world_size: int, port: int, timeout_s: float) -> None:
     """Configure CrypTen for the TTP provider (crypten.init is called by the caller)."""
-    import smpc  # noqa: F401  -- must precede crypten: makes it importable on torch 2.13
-    from smpc import compat
+    from smpc import compat  # first: it makes crypten importable on this torch
 
     import crypten
 
@@ -58,7 +57,8 @@ def _party(rank: int, world_size: int, port: int, batch: int, batches: int, time
     import crypten
     from crypten.mpc.provider import TTPServer
 
-    from smpc import convert, execute, session, zoo
+    from smpc import session
+    from smpc.model import convert, execute, zoo
 
     if rank == world_size:
         TTPServer()  # calls crypten.init() and serves until party 0 sends "terminate"
@@ -113,7 +113,7 @@ def run_upstream_ttp(world_size: int, batch: int, batches: int = 2, timeout_s: f
     """
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    from launch.bench import free_port
+    from smpc.runs.processes import free_port
 
     port = free_port()
     procs = [

@@ -1,6 +1,8 @@
+"""`python -m launch COMMAND ...` is `smpc COMMAND ...` (the launcher starts every party,
+service party and dealer process so)."""
+
 import sys
 
 from launch.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

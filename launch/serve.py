@@ -1,7 +1,7 @@
-"""`smpc serve CONFIG [--name NAME]`: standing parties that answer clients.
+"""`smpc serve CONFIG`: standing parties that answer clients.
 
-With `--name`, this process is that one party (or `dealer`), as on its own host. Without
-it, every party and the dealer of CONFIG start on this machine, supervised as `smpc
+(With `--name`, the command table runs that one party, or the dealer, as on its own
+host.) Every party and the dealer of CONFIG start on this machine, supervised as `smpc
 launch` does: when one fails the others are stopped and the root cause is printed;
 SIGTERM or Ctrl-C drains every party (the queries waiting are answered) and stops them
 all within `GRACE_S`.
@@ -9,23 +9,22 @@ all within `GRACE_S`.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 
-from launch.processes import Child, supervise
-from launch.runner import failure_message, processes_of
+from smpc.runs.processes import Child, supervise
+from smpc.runs.runner import failure_message, processes_of
 from smpc import keys
 from smpc.model import pack
-from smpc.config import Config, load_config
-from smpc.errors import ConfigError, SmpcError
+from smpc.config import Config
+from smpc.errors import ConfigError
 from smpc.runfiles import error_path
 
 GRACE_S = 25.0  # between SIGTERM (drain) and SIGKILL
 MAX_RESTARTS = 10  # per process, with serving.on_peer_loss: rejoin
 
 
-def _require_serving(config: Config) -> None:
+def require_serving(config: Config) -> None:
     if config.serving is None:
         raise ConfigError(f"{config.source}: serving: required by `smpc serve` (the client API's settings)")
 
@@ -33,7 +32,7 @@ def _require_serving(config: Config) -> None:
 def preflight(config: Config) -> None:
     """Refuse before starting anything: no serving section, missing TLS files, or a
     packed program without the shapes the service would run."""
-    _require_serving(config)
+    require_serving(config)
     keys.check_identities(config, config.processes)
     pack.run_buckets(config)
 
@@ -53,7 +52,7 @@ def serve_all(config: Config, echo: bool = True) -> int:
     names = config.processes
     for name in names:
         error_path(config, name).unlink(missing_ok=True)
-    children = processes_of(config, names, "parties.service")
+    children = processes_of(config, names, "serve")
     restarts = {name: 0 for name in names}
 
     def restart(child: Child) -> bool:
@@ -80,32 +79,3 @@ def serve_all(config: Config, echo: bool = True) -> int:
         print(f"error: {failure_message(config, outcome)}", file=sys.stderr)
         return 2
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`smpc serve CONFIG [--name NAME]`: exit 0 when drained on request, 2 on a mistake in
-    CONFIG or its files (one `error:` line) or when a process failed, as `smpc launch`."""
-    parser = argparse.ArgumentParser(prog="smpc serve", description="Run the parties of CONFIG as a service.")
-    parser.add_argument("config", help="YAML config with a serving section")
-    parser.add_argument("--name", help="run only this party (or 'dealer'), as on its own host")
-    parser.add_argument("--quiet", action="store_true", help="do not relay the processes' output")
-    args = parser.parse_args(argv)
-    if args.name == "dealer":
-        from smpc.dealer.server import main as dealer_main
-
-        try:  # else a one-off config's dealer would wait timeouts.connect_s for parties that never come
-            _require_serving(load_config(args.config))
-        except SmpcError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return dealer_main([args.config])
-    if args.name is not None:
-        from parties.service import main as service_main
-
-        return service_main([args.config, "--name", args.name])
-    try:
-        config = load_config(args.config)
-        return serve_all(config, echo=not args.quiet)
-    except SmpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

@@ -81,7 +81,7 @@ def encode(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> int:
     import smpc
-    from launch.bench import free_port
+    from smpc.runs.processes import free_port
     from launch.cli import main as launch_main
     from smpc import artifacts
 
@@ -116,7 +116,7 @@ def main() -> int:
     }
     (WORK / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     print(f"alice: {len(texts)} sentences tokenized locally, e.g. {texts[0]!r} -> {ids[0][:8].tolist()}...", flush=True)
-    return launch_main([str(WORK / "config.yaml"), "--report", str(WORK / "report.json")])
+    return launch_main(["launch", str(WORK / "config.yaml"), "--report", str(WORK / "report.json")])
 
 
 def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
@@ -129,8 +129,8 @@ def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
 
     import smpc
     from smpc import artifacts
-    from smpc import model_dir as signing
-    from smpc.model import calibrate
+    from smpc.model import model_dir as signing
+    from smpc.model import owner
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
     samples = out / "calibration-samples.safetensors"
     sample_ids, sample_mask = encode(tokenizer, sentences(200, seed=2)[0])
     artifacts.save_inputs(samples, {"input_ids": sample_ids, "attention_mask": sample_mask})
-    calibrate.calibrate_directory(packed, samples)
+    owner.calibrate_directory(packed, samples)
     if sign_key is not None:
         signing.sign(packed, sign_key)
     (out / "heldout.txt").write_text("".join(t + "\n" for t in texts))

@@ -1,4 +1,4 @@
-"""Train the demo model: smpc.zoo.DigitsCNN on scikit-learn's bundled 8x8 digits.
+"""Train the demo model: smpc.model.zoo.DigitsCNN on scikit-learn's bundled 8x8 digits.
 
 Writes models/digits_cnn.safetensors (the model owner's weights) and
 data/digits-test.safetensors (the data owner's held-out split: 360 images with
@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from smpc.artifacts import save_data, save_weights
-from smpc.zoo import DigitsCNN
+from smpc.model.zoo import DigitsCNN
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
-"""The party program (`smpc party CONFIG --name NAME`, or `python -m parties`)."""
+"""The party: its lifecycle (party), a one-off run's workload (program) and a service's
+(service). `smpc party CONFIG --name NAME` and `smpc serve CONFIG --name NAME` run one
+(the command table is launch.cli)."""
 
-from parties.program import main, run_party
-
-__all__ = ["main", "run_party"]
+__all__ = ["party", "program", "service"]

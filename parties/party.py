@@ -27,14 +27,15 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
-from smpc import agreement, artifacts, compat, keys, meter, model_dir, runfiles, sealed, session, share_cache
+from smpc import agreement, artifacts, compat, keys, meter, runfiles, sealed, session, share_cache
+from smpc.model import model_dir
 from smpc.audit import AuditLog
 from smpc.config import Config
-from smpc.convert import Program
+from smpc.model.convert import Program
 from smpc.dealer.client import DealerClient
 from smpc.dealer.provider import PROVIDER_NAME, PartyProvider
 from smpc.errors import AgreementError, PartyError, RangeCheckError
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket

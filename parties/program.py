@@ -8,7 +8,6 @@ revealed to its receivers only; and this party's result file.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -17,8 +16,9 @@ from typing import Any, Iterator
 import torch
 
 from parties.party import Batch, Computed, Party, elapsed, phase
-from smpc import ops, parent_watch, runfiles, session
-from smpc.config import Config, load_config
+from smpc import runfiles, session
+from smpc.model import ops
+from smpc.config import Config
 from smpc.errors import ConfigError, RangeCheckError
 from smpc.meter import peak_rss_mib, protocol_meter
 from smpc.model import pack
@@ -59,7 +59,7 @@ class OneOffRun:
         self._batch_start = 0.0
 
     def batches(self) -> Iterator[Batch]:
-        party, config, spec_rows = self.party, self.config, self.config.batch_size
+        party, spec_rows = self.party, self.config.batch_size
         starts: Any = self.starts
         if self.bar:
             from tqdm import tqdm
@@ -201,30 +201,11 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
     return record
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smpc party", description="Run exactly one party of a joint inference.")
-    parser.add_argument("config", help="the run's YAML config (the same file at every party)")
-    parser.add_argument("--name", required=True, help="which party of the config this process is")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry: run one party; on failure write its error file and exit non-zero."""
-    args = build_parser().parse_args(argv)
-    config = None
-    try:
-        config = load_config(args.config)
-        config.rank_of(args.name)
-        parent_watch.watch(parent_watch.GRACE_FRACTION * config.timeouts.op_s)
-        record = run_party(config, args.name, progress=not args.no_progress)
-    except Exception as exc:
-        # an unknown --name gets no error file: there is no such process to report on
-        known = config is not None and args.name in config.names
-        return runfiles.fail(config if known else None, args.name, exc)
+def party_process(config: Config, name: str, progress: bool = True) -> None:
+    """`smpc party`: run one party and print its summary (the entry point's body, under
+    smpc.runfiles.run_process)."""
+    record = run_party(config, name, progress=progress)
     summary = {k: record[k] for k in ("samples", "online_s", "bytes_sent", "rounds")}
     if "accuracy_mpc" in record:
         summary["accuracy_mpc"] = round(record["accuracy_mpc"], 4)
     print(f"done: {json.dumps(summary)}", flush=True)
-    return 0
-

@@ -16,17 +16,15 @@ the party exits non-zero or joins again (serving.on_peer_loss).
 
 from __future__ import annotations
 
-import argparse
 import signal
-import sys
 import time
 from typing import Any, Iterator
 
 import torch
 
 from parties.party import Batch, Computed, Party
-from smpc import compat, parent_watch, runfiles, session, transport
-from smpc.config import Config, load_config
+from smpc import compat, session, transport
+from smpc.config import Config
 from smpc.errors import AgreementError, PartyError, RangeCheckError
 from smpc.model import pack
 from smpc.model.buckets import Bucket, smallest_holding
@@ -281,25 +279,3 @@ class Service:
 def _cause(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`smpc serve CONFIG --name NAME` for one party: exit 0 when drained, non-zero on failure."""
-    parser = argparse.ArgumentParser(prog="smpc serve", description="Run one party of CONFIG as a service.")
-    parser.add_argument("config")
-    parser.add_argument("--name", required=True)
-    args = parser.parse_args(argv)
-    config = None
-    try:
-        config = load_config(args.config)
-        config.rank_of(args.name)
-        parent_watch.watch(parent_watch.GRACE_FRACTION * config.timeouts.op_s)
-        Service(config, args.name).run()
-    except Exception as exc:
-        known = config is not None and args.name in config.names
-        return runfiles.fail(config if known else None, args.name, exc)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

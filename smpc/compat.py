@@ -1,8 +1,10 @@
 """The one place where CrypTen 0.4.1 is made to work on torch 2.13.
 
-Every patch says what upstream broke and since when. `apply()` is idempotent and
-runs when `smpc` is imported, so any process that imports smpc (a party, a
-spawned child, a test) gets a working `crypten`. Nothing in site-packages is edited.
+Every patch says what upstream broke and since when. `apply()` is idempotent and runs
+when this module is first imported: every smpc module that uses CrypTen imports
+`smpc.compat` before `crypten` (tests/test_imports.py checks it), so any process that
+reaches CrypTen through smpc gets a working `crypten`, while `import smpc` alone imports
+neither. Nothing in site-packages is edited.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _stub_onnx_converter() -> None:
     # crypten/nn/onnx_converter.py (CrypTen's model import through ONNX) imports
     # `torch.onnx.symbolic_registry`, else `torch.onnx._internal.registration`: both are
     # gone by torch 2.13, so `import crypten` fails; it also imports `onnx`, 0.8 s of
-    # every process's start. smpc converts models itself (smpc/convert.py) and never
+    # every process's start. smpc converts models itself (smpc/model/convert.py) and never
     # calls it: crypten.nn gets a stand-in whose converters refuse by name.
     name = "crypten.nn.onnx_converter"
     if name in sys.modules:
@@ -35,7 +37,7 @@ def _stub_onnx_converter() -> None:
 
     def converter(what: str) -> Any:
         def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(f"crypten.nn.{what} is not available with smpc: convert models with smpc.convert")
+            raise RuntimeError(f"crypten.nn.{what} is not available with smpc: convert models with smpc.model.convert")
 
         return refuse
 
@@ -505,14 +507,10 @@ def init_communicator(
     rendezvous: str,
     connect_timeout_s: float = 60.0,
     op_timeout_s: float = 30.0,
-    precision_bits: int = 16,
     store: Any = None,
-    provider: str = "TFP",
-    functions: dict[str, Any] | None = None,
-    comparisons: str = "circuits",
-    truncation: str = "local",
 ) -> None:
-    """Join the gloo process group as `rank` and initialise CrypTen on it.
+    """Join the gloo process group as `rank` and initialise CrypTen on it (with the
+    settings that smpc.protocols.switches.configure made).
 
     Args:
         rank: this party's rank, 0..world_size-1.
@@ -521,12 +519,7 @@ def init_communicator(
             (ignored when `store` is given).
         connect_timeout_s: bound on waiting for all parties to join.
         op_timeout_s: bound on every later communication step.
-        precision_bits: CrypTen's fixed-point precision.
         store: an already-joined torch.distributed store to rendezvous on.
-        provider: crypten.cfg.mpc.provider ("TFP", or a name given to register_provider).
-        functions: overrides of crypten.cfg.functions (approximation settings).
-        comparisons: the comparison protocol (`use_comparisons`).
-        truncation: the two-party truncation ("local" or "dealer", `use_comparisons`).
     """
     import os
 
@@ -543,106 +536,8 @@ def init_communicator(
         RANK=str(rank),
         DISTRIBUTED_BACKEND="gloo",
     )
-    configure(precision_bits, provider, functions, comparisons, truncation)
     crypten.cfg.communicator.verbose = True  # counts rounds and bytes
     crypten.init()
-
-
-def configure(
-    precision_bits: int, provider: str, functions: dict[str, Any] | None, comparisons: str = "circuits",
-    truncation: str = "local",
-) -> None:
-    """Set CrypTen's global settings (precision, provider, approximations) and which
-    comparison and truncation protocols run (`use_comparisons`)."""
-    import crypten
-
-    crypten.cfg.encoder.precision_bits = precision_bits
-    crypten.cfg.mpc.provider = provider
-    for key, value in (functions or {}).items():
-        crypten.cfg.functions[key] = value
-    use_comparisons(comparisons, truncation)
-
-
-# CrypTen's own methods that `use_comparisons("fss")` replaces: (class, name) -> the
-# class's own attribute, or None where it inherits one (then deleting ours restores it)
-_ORIGINALS: dict[tuple[Any, str], Any] = {}
-
-
-def use_comparisons(mode: str, truncation: str = "local") -> None:
-    """Run CrypTen's comparisons with its binary circuits ("circuits", upstream) or with
-    smpc's one-round FSS gates ("fss": [x < 0], ReLU, ==, max, argmax, max pooling and the
-    two-party truncation after each fixed-point product; smpc.protocols.fss).
-
-    `truncation` "dealer" (implied by "fss") puts the dealer-aided truncation in place of
-    CrypTen's two-party one with circuits too; "local" keeps CrypTen's.
-
-    CrypTen dispatches all of these through MPCTensor's methods and
-    ArithmeticSharedTensor.div_, looked up at call time; both modes count the bytes and
-    rounds of comparisons apart (smpc.meter.protocol_meter).
-    """
-    apply()
-    from crypten.mpc import MPCTensor
-    from crypten.mpc.primitives import ArithmeticSharedTensor
-
-    from smpc.meter import protocol_meter
-    from smpc.protocols import fss
-
-    if mode not in ("circuits", "fss"):
-        raise ValueError(f"unknown comparison protocol {mode!r}")
-    if truncation not in ("local", "dealer"):
-        raise ValueError(f"unknown truncation protocol {truncation!r}")
-    names = ("_ltz", "_eqz_2PC", "relu", "eq", "max", "argmax", "max_pool2d")
-    for name in names:
-        _ORIGINALS.setdefault((MPCTensor, name), MPCTensor.__dict__.get(name))
-    _ORIGINALS.setdefault((ArithmeticSharedTensor, "div_"), ArithmeticSharedTensor.__dict__["div_"])
-    for (cls, name), original in _ORIGINALS.items():  # back to upstream
-        if original is None:
-            if name in cls.__dict__:
-                delattr(cls, name)
-        else:
-            setattr(cls, name, original)
-
-    def metered(original: Any) -> Any:
-        def comparison(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with protocol_meter.spent("comparisons", self.numel()):
-                return original(self, *args, **kwargs)
-
-        return comparison
-
-    if mode == "circuits":
-        for name in ("_ltz", "_eqz_2PC"):
-            setattr(MPCTensor, name, metered(_ORIGINALS[(MPCTensor, name)]))
-    else:
-        MPCTensor._ltz = fss.ltz
-        MPCTensor.relu = fss.relu
-        MPCTensor.eq = fss.eq
-        MPCTensor.max = fss.tensor_max
-        MPCTensor.argmax = fss.tensor_argmax
-        MPCTensor.max_pool2d = fss.tensor_max_pool2d
-    if mode == "fss" or truncation == "dealer":
-        ArithmeticSharedTensor.div_ = _dealer_div_(_ORIGINALS[(ArithmeticSharedTensor, "div_")])
-
-
-def _dealer_div_(original: Any) -> Any:
-    # CrypTen's two-party division by a public integer divides each share locally
-    # (wrong by 2^64 / d with probability about |x| / 2^64); here it is the dealer-aided
-    # truncation (smpc.protocols.fss.truncate). Other divisions (by fractions: a product
-    # with the reciprocal) are CrypTen's own, whose truncation lands back here.
-    def div_(self: Any, y: Any) -> Any:
-        import torch
-
-        if isinstance(y, float) and int(y) == y:
-            y = int(y)
-        if isinstance(y, torch.Tensor) and (not y.is_floating_point() or bool(y.frac().eq(0).all())):
-            y = y.long()
-        if isinstance(y, int) or (isinstance(y, torch.Tensor) and not y.is_floating_point()):
-            from smpc.protocols import fss
-
-            self.share = fss.truncate(self.share, y)
-            return self
-        return original(self, y)
-
-    return div_
 
 
 def shutdown_communicator() -> None:
@@ -674,3 +569,7 @@ def share_for_client(x: Any) -> Any:
     x = to_fixed_point(x)
     zero = ArithmeticSharedTensor.PRZS(x.size(), device=x.device)
     return x._tensor.share + zero.share
+
+
+# see the module's docstring: importing smpc.compat is what makes `import crypten` work
+apply()

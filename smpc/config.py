@@ -86,7 +86,7 @@ class ModelConfig(_Section):
     `input_shape`) or `program` (a packed model directory: the converted graph as data,
     so no party needs the model's code)."""
 
-    architecture: str | None = None  # a zoo name (smpc.zoo) or "package.module:factory"
+    architecture: str | None = None  # a zoo name (smpc.model.zoo) or "package.module:factory"
     # one sample's shape, without the batch dimension (with architecture only)
     input_shape: tuple[StrictInt, ...] | None = Field(default=None, min_length=1)
     program: Path | None = None  # a packed model directory (smpc model pack, smpc.pack)

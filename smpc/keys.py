@@ -13,10 +13,8 @@ TLS peer must prove. Private keys are written with mode 0600 and never printed o
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -192,8 +190,8 @@ def revoke(ca_dir: Path, name: str) -> tuple[Path, list[int]]:
         for entry in x509.load_pem_x509_crl(crl_path.read_bytes()):
             revoked[entry.serial_number] = entry.revocation_date_utc
     now = datetime.datetime.now(datetime.timezone.utc)
-    new = [c.serial_number for c in _issued(ca_dir) if _common_name(c) == name and c.serial_number not in revoked]
-    if not new and not any(_common_name(c) == name for c in _issued(ca_dir)):
+    new = [c.serial_number for c in _issued(ca_dir) if common_name(c) == name and c.serial_number not in revoked]
+    if not new and not any(common_name(c) == name for c in _issued(ca_dir)):
         raise SmpcError(f"{ca_dir}: the CA issued no certificate to {name!r}")
     revoked.update({serial: now for serial in new})
     builder = (
@@ -215,7 +213,7 @@ def _issued(ca_dir: Path) -> list[x509.Certificate]:
     return [x509.load_pem_x509_certificate(p.read_bytes()) for p in sorted((ca_dir / ISSUED).glob("*.pem"))]
 
 
-def _common_name(cert: x509.Certificate) -> str:
+def common_name(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
 
@@ -254,8 +252,8 @@ def check_certificate(name: str, ca: Path, cert: Path, key: Path, crl: Path | No
         ca_cert.public_key().verify(mine.signature, mine.tbs_certificate_bytes, ec.ECDSA(mine.signature_hash_algorithm))
     except Exception:  # InvalidSignature, or a CA key of another kind
         raise SmpcError(f"{cert}: not issued by the consortium CA {ca}") from None
-    if _common_name(mine) != name:
-        raise SmpcError(f"{cert}: a certificate for {_common_name(mine)!r}, not {name!r}")
+    if common_name(mine) != name:
+        raise SmpcError(f"{cert}: a certificate for {common_name(mine)!r}, not {name!r}")
     if mine.public_key().public_numbers() != private.public_key().public_numbers():
         raise SmpcError(f"{cert}: does not match the private key {key}")
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -290,24 +288,24 @@ def describe(directory: Path) -> list[str]:
         issuer = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()[:32]
         lines.append(
-            f"{path.name:<16} {_common_name(cert):<20} issued by {issuer:<20} valid until {cert.not_valid_after_utc:%Y-%m-%d}  sha256:{fingerprint}"
+            f"{path.name:<16} {common_name(cert):<20} issued by {issuer:<20} valid until {cert.not_valid_after_utc:%Y-%m-%d}  sha256:{fingerprint}"
         )
     if (directory / ISSUED).is_dir():
         _, ca_cert = _load_ca(directory)
         revoked = _revocations(directory / CRL if (directory / CRL).is_file() else None, ca_cert)
         now = datetime.datetime.now(datetime.timezone.utc)
         lines.append(f"signed by this CA ({len(list((directory / ISSUED).glob('*.pem')))}):")
-        for cert in sorted(_issued(directory), key=lambda c: (_common_name(c), c.not_valid_before_utc)):
+        for cert in sorted(_issued(directory), key=lambda c: (common_name(c), c.not_valid_before_utc)):
             status = ("revoked " + f"{revoked[cert.serial_number]:%Y-%m-%d}" if cert.serial_number in revoked
                       else "expired" if now > cert.not_valid_after_utc else "valid")
             lines.append(
-                f"  {_common_name(cert):<20} serial {cert.serial_number:x}  {cert.not_valid_before_utc:%Y-%m-%d} .. "
+                f"  {common_name(cert):<20} serial {cert.serial_number:x}  {cert.not_valid_before_utc:%Y-%m-%d} .. "
                 f"{cert.not_valid_after_utc:%Y-%m-%d}  {status}"
             )
     return lines
 
 
-def _known_names(config_path: Path | None) -> list[str] | None:
+def known_names(config_path: Path | None) -> list[str] | None:
     # the identities a config knows: its parties, the dealer, and a service's clients
     if config_path is None:
         return None
@@ -318,72 +316,40 @@ def _known_names(config_path: Path | None) -> list[str] | None:
     return config.processes + clients
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`smpc keys init|add|request|sign|revoke|show|rotate`."""
-    parser = argparse.ArgumentParser(prog="smpc keys", description="Consortium CA and per-party keys.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    init = sub.add_parser("init", help="create a CA, and (for a demo) a key and certificate for each NAME")
-    init.add_argument("directory", type=Path)
-    init.add_argument("names", nargs="*", help="party names as in the config (and 'dealer'); none: the CA only")
-    add = sub.add_parser("add", help="a key and certificate from the existing CA for each new NAME (e.g. a client)")
-    add.add_argument("directory", type=Path)
-    add.add_argument("names", nargs="+")
-    req = sub.add_parser("request", help="on NAME's host: a private key (kept there) and a signing request for the CA")
-    req.add_argument("name", help="the party's (client's, dealer's) name in the config")
-    req.add_argument("--out", type=Path, required=True, help="folder for NAME.key (0600), NAME.csr, NAME.pub, NAME.storage")
-    sig = sub.add_parser("sign", help="the CA holder signs a request: the certificate binds the request's name")
-    sig.add_argument("csr", type=Path, help="NAME.csr from `smpc keys request`")
-    sig.add_argument("--ca", type=Path, required=True, help="the CA's folder (ca.key, ca.pem)")
-    sig.add_argument("--out", type=Path, required=True, help="the certificate to write (NAME.pem)")
-    sig.add_argument("--days", type=int, default=VALID_DAYS, help=f"validity in days (default {VALID_DAYS})")
-    sig.add_argument("--config", type=Path, help="refuse a name this config does not know")
-    rev = sub.add_parser("revoke", help="revoke every certificate issued to NAME (writes the CA's crl.pem)")
-    rev.add_argument("name")
-    rev.add_argument("--ca", type=Path, required=True)
-    show = sub.add_parser("show", help="list the certificates (never the keys); in a CA's folder, all it signed")
-    show.add_argument("directory", type=Path)
-    rotate = sub.add_parser("rotate", help="replace NAME's key and certificate")
-    rotate.add_argument("directory", type=Path)
-    rotate.add_argument("name")
-    args = parser.parse_args(argv)
-    try:
-        from smpc.config import valid_name
+def check_names(names: Sequence[str]) -> None:
+    """Refuse a name that the config could not hold (before any file is written)."""
+    from smpc.config import valid_name
 
-        names = getattr(args, "names", None) or ([args.name] if args.command in ("rotate", "request", "revoke") else [])
-        for name in names:
-            if not valid_name(name):
-                raise SmpcError(f"{name!r}: expected a lower-case name (letters, digits, '-', '_'), as in the config")
-        if args.command == "init":
-            if (args.directory / f"{CA_NAME}.key").exists():
-                raise SmpcError(f"{args.directory}: a CA exists already (use `smpc keys rotate` for one party)")
-            create_ca(args.directory)
-            for name in args.names:
-                issue(args.directory, name)
-        elif args.command == "add":
-            for name in args.names:
-                if (args.directory / f"{name}.pem").exists():
-                    raise SmpcError(f"{args.directory}: {name!r} has a certificate already (use `smpc keys rotate`)")
-            for name in args.names:
-                issue(args.directory, name)
-        elif args.command == "rotate":
-            if not (args.directory / f"{args.name}.pem").exists():
-                raise SmpcError(f"{args.directory}: no certificate for {args.name!r}")
-            issue(args.directory, args.name)
-        elif args.command == "request":
-            csr = request(args.name, args.out)
-            print(f"private key {args.out / (args.name + '.key')} (keep it on this host); send {csr} to the CA holder")
-            return 0
-        elif args.command == "sign":
-            cert = sign_request(args.csr, args.ca, args.out, args.days, _known_names(args.config))
-            print(f"signed {_common_name(cert)!r}: {args.out} (serial {cert.serial_number:x}, valid until "
-                  f"{cert.not_valid_after_utc:%Y-%m-%d})")
-            return 0
-        elif args.command == "revoke":
-            crl, serials = revoke(args.ca, args.name)
-            print(f"revoked {args.name!r} ({len(serials)} certificate(s)): distribute {crl} and set tls.crl to it")
-            return 0
-        print("\n".join(describe(args.directory)))
-    except SmpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    for name in names:
+        if not valid_name(name):
+            raise SmpcError(f"{name!r}: expected a lower-case name (letters, digits, '-', '_'), as in the config")
+
+
+def init_consortium(directory: Path, names: Sequence[str]) -> None:
+    """`smpc keys init`: a new CA in `directory`, and (for a demo) a key and certificate
+    for each of `names`."""
+    check_names(names)
+    if (directory / f"{CA_NAME}.key").exists():
+        raise SmpcError(f"{directory}: a CA exists already (use `smpc keys rotate` for one party)")
+    create_ca(directory)
+    for name in names:
+        issue(directory, name)
+
+
+def add_members(directory: Path, names: Sequence[str]) -> None:
+    """`smpc keys add`: a key and certificate from the CA in `directory` for each new name."""
+    check_names(names)
+    for name in names:
+        if (directory / f"{name}.pem").exists():
+            raise SmpcError(f"{directory}: {name!r} has a certificate already (use `smpc keys rotate`)")
+    for name in names:
+        issue(directory, name)
+
+
+def rotate(directory: Path, name: str) -> None:
+    """`smpc keys rotate`: replace `name`'s key and certificate."""
+    check_names([name])
+    if not (directory / f"{name}.pem").exists():
+        raise SmpcError(f"{directory}: no certificate for {name!r}")
+    issue(directory, name)
+

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from smpc.config import Config
 
@@ -118,3 +118,27 @@ def fail(config: Config | None, name: str, exc: BaseException) -> int:
             pass
         AuditLog(audit_path(config, name), name).record("failure", message=message)
     return code
+
+
+def run_process(config_path: str | Path, name: str, body: Callable[[Config], None]) -> int:
+    """Every process entry point (a party, a service's party, the dealer) runs through this:
+    load the config, check that `name` is one of its processes, watch the parent (a
+    launcher that dies takes its children along), run `body`; on an exception, `fail`.
+
+    Returns the exit code (0, or what `fail` returns)."""
+    from smpc import parent_watch
+    from smpc.config import load_config
+
+    config = None
+    try:
+        config = load_config(config_path)
+        if name != "dealer":
+            config.rank_of(name)
+        parent_watch.watch(parent_watch.GRACE_FRACTION * config.timeouts.op_s)
+        body(config)
+    except Exception as exc:
+        # an unknown name gets no error file: there is no such process to report on
+        known = config is not None and (name == "dealer" or name in config.names)
+        return fail(config if known else None, name, exc)
+    return 0
+

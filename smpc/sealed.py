@@ -95,36 +95,3 @@ def describe(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> list
     for name in sorted(tensors):
         lines.append(f"  {name:<24} {str(tensors[name].dtype).replace('torch.', ''):<8} {list(tensors[name].shape)}")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`smpc open FILE --key KEY [--out FILE]`: open a sealed file of one's own."""
-    import argparse
-    import sys
-
-    from safetensors.torch import save_file
-
-    parser = argparse.ArgumentParser(
-        prog="smpc open", description="Decrypt a sealed file of your own: print a summary, or write its tensors."
-    )
-    parser.add_argument("file", type=Path, help="a .sealed file (outputs, or cached shares)")
-    parser.add_argument("--key", type=Path, required=True, help="your storage key (NAME.storage)")
-    parser.add_argument("--out", type=Path, help="write the outputs as safetensors (outputs only)")
-    args = parser.parse_args(argv)
-    try:
-        tensors, metadata = unseal(args.file, load_key(args.key))
-        if args.out is None:
-            print("\n".join(describe(tensors, metadata)))
-            return 0
-        if metadata.get("kind") != "outputs":
-            raise ArtifactError(f"{args.file}: holds this party's shares of the model, kept sealed: no --out (summary only)")
-        if args.out.resolve() == args.file.resolve():
-            raise ArtifactError(f"{args.out}: --out must not be the sealed file itself")
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, args.out)  # never half-written
-        print(f"opened {args.file}: {len(tensors)} tensor(s) -> {args.out}")
-    except ArtifactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

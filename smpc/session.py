@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from smpc import compat, errors
 import crypten
 import torch
 
-from smpc import compat, errors
-from smpc.convert import Program
+from smpc.protocols import switches
+from smpc.model.convert import Program
 from smpc.errors import PartyError, no_show
 
 
@@ -86,10 +87,8 @@ def joined(
     if tls is None:
         host, port = addresses[0]
         store = roll_call(rank, names, host, port, connect_timeout_s)
-        compat.init_communicator(
-            rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, precision_bits,
-            store=store, provider=provider, functions=functions, comparisons=comparisons, truncation=truncation,
-        )
+        switches.configure(precision_bits, provider, functions, comparisons, truncation)
+        compat.init_communicator(rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, store=store)
         try:
             yield
         except BaseException as exc:
@@ -105,7 +104,7 @@ def joined(
         connect_timeout_s, op_timeout_s, log=log or (lambda line: print(line, flush=True)),
     )
     communicator = transport.TlsCommunicator(rank, names, peers)
-    compat.configure(precision_bits, provider, functions, comparisons, truncation)
+    switches.configure(precision_bits, provider, functions, comparisons, truncation)
     try:
         compat.install_communicator(communicator)
         yield

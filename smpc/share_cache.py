@@ -13,11 +13,12 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 import crypten
 import torch
 
 from smpc import sealed, session
-from smpc.convert import Program
+from smpc.model.convert import Program
 
 
 def load_or_share(

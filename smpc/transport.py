@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from crypten.communicator.communicator import Communicator
 
 from smpc import wire

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import yaml
 
-from launch.bench import free_port
+from smpc import compat  # noqa: F401  (first: the party functions below import crypten)
+from smpc.runs.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "models" / "digits_cnn.safetensors"
@@ -100,6 +101,7 @@ def use_stand_in_dealer(rank: int, comparisons: str = "fss", truncation: str = "
     import crypten
 
     from smpc import compat
+    from smpc.protocols import switches
     from smpc.dealer import material
     from smpc.dealer.provider import DealerTuples
 
@@ -126,7 +128,7 @@ def use_stand_in_dealer(rank: int, comparisons: str = "fss", truncation: str = "
 
     compat.register_provider("TEST_DEALER", _StandInDealer())
     crypten.cfg.mpc.provider = "TEST_DEALER"
-    compat.use_comparisons(comparisons, truncation)
+    switches.use_comparisons(comparisons, truncation)
 
 
 def write_config(

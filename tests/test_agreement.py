@@ -18,7 +18,7 @@ from smpc.dealer import messages as m
 from smpc.dealer.states import RollCall, SettingsError
 from smpc.errors import AgreementError
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 ROOT = Path(__file__).resolve().parent.parent
 MINE = {"parties": "00000000000000aa", "model.architecture": "ab12ab12ab12ab12", "batch_size": "0000000000000040"}
 THEIRS = dict(MINE, **{"model.architecture": "cd34cd34cd34cd34"})

@@ -13,9 +13,9 @@ import yaml
 from PIL import Image, ImageStat
 
 from harness import DATA, WEIGHTS, processes_mentioning
-from launch import report
+from launch.study import report
 from launch.study import load_study, parse_study
-from smpc.cli import main as smpc_main
+from launch.cli import main as smpc_main
 from smpc.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,10 +18,10 @@ from harness import ROOT, WEIGHTS, run_parties, write_program_config
 from smpc import artifacts
 from smpc.config import load_config
 from smpc.errors import ArtifactError, ConversionError, PartyError
-from launch.runner import run
-from smpc.model import calibrate
+from smpc.runs.runner import run
+from smpc.model import calibrate, owner
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 UNIT = 2.0**-16
 
 
@@ -51,7 +51,7 @@ def _packed(tmp_path: Path, scale: float, rows: torch.Tensor) -> Path:
 def test_calibrate_records_the_ranges_each_approximation_sees(tmp_path):
     rows = torch.linspace(-3, 3, 30).reshape(5, 6)
     data = _packed(tmp_path, 100.0, rows)
-    calibration, path = calibrate.calibrate_directory(tmp_path / "model", data, margin=2.0)
+    calibration, path = owner.calibrate_directory(tmp_path / "model", data, margin=2.0)
     assert path == tmp_path / "model" / "calibration.json" and calibration.rows == 5
     by_op = {e.op: e for e in calibration.ops}
     hidden = rows @ torch.full((4, 6), 100.0).T
@@ -81,7 +81,7 @@ def test_the_table_shows_whole_operation_names_and_labels_every_row():
 def test_settings_that_do_not_cover_the_calibrated_ranges_are_refused_by_op(tmp_path):
     rows = torch.linspace(-3, 3, 30).reshape(5, 6)
     data = _packed(tmp_path, 1000.0, rows)  # GELU inputs reach ±1.5e4
-    calibration, _ = calibrate.calibrate_directory(tmp_path / "model", data)
+    calibration, _ = owner.calibrate_directory(tmp_path / "model", data)
     program = smpc.model.program_format.load(tmp_path / "model")
     calibrate.check(calibration, program, 16, "where")  # ±2^20 holds 3.6e4
     with pytest.raises(ConversionError, match=(
@@ -95,7 +95,7 @@ def test_settings_that_do_not_cover_the_calibrated_ranges_are_refused_by_op(tmp_
 def test_a_range_no_approximation_covers_is_refused_naming_it(tmp_path):
     rows = torch.linspace(-40, 40, 30).reshape(5, 6)  # exp(x/2) inputs reach 14.5, x2 margin: 15.2 > 12
     data = _packed(tmp_path, 1.0, rows)
-    calibration, _ = calibrate.calibrate_directory(tmp_path / "model", data)
+    calibration, _ = owner.calibrate_directory(tmp_path / "model", data)
     program = smpc.model.program_format.load(tmp_path / "model")
     with pytest.raises(ConversionError, match=(
         r"^w: <model> Wide \(exp\): calibrated input \[-20, 14\.5\] x2 margin is \[-20\.7, 15\.2\], beyond the "
@@ -171,7 +171,7 @@ def test_one_bit_per_tensor_at_the_edges_on_shares():
 def test_a_run_beyond_what_calibration_saw_fails_by_name_with_range_checks(tmp_path):
     rows = torch.linspace(-3, 3, 30).reshape(5, 6)
     data = _packed(tmp_path, 10.0, rows)
-    calibrate.calibrate_directory(tmp_path / "model", data)
+    owner.calibrate_directory(tmp_path / "model", data)
     far = tmp_path / "far.safetensors"
     artifacts.save_inputs(far, {"x": rows * 5})  # GELU inputs 5x what calibration saw, margin 2
     checked = write_program_config(tmp_path, tmp_path / "model", far, batch_size=2, dealer=True,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness import write_config, write_serve_config
-from smpc.cli import main
+from launch.cli import main
 from smpc.errors import ConfigError
 
 
@@ -37,19 +37,19 @@ def test_serving_a_one_off_config_exits_2_at_once_even_as_the_dealer(tmp_path, c
 
 
 def test_a_mistake_a_subcommand_lets_through_exits_2(monkeypatch, capsys):
-    def refuse(argv):
+    def refuse(path):
         raise ConfigError("x.yaml: tls: required")
 
-    monkeypatch.setattr("smpc.sealed.main", refuse)
+    monkeypatch.setattr("smpc.sealed.load_key", refuse)
     assert main(["open", "f.sealed", "--key", "k"]) == 2
     assert capsys.readouterr().err == "error: x.yaml: tls: required\n"
 
 
 def test_an_internal_error_exits_1_with_its_traceback(monkeypatch, capsys):
-    def crash(argv):
+    def crash(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("launch.cli.main", crash)
+    monkeypatch.setattr("smpc.runs.runner.run", crash)
     assert main(["launch", "config.yaml"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a bug" in err

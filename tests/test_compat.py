@@ -32,7 +32,7 @@ def test_importing_smpc_makes_crypten_importable_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "Linear False", "crypten.nn.from_pytorch is not available with smpc: convert models with smpc.convert"]
+        "Linear False", "crypten.nn.from_pytorch is not available with smpc: convert models with smpc.model.convert"]
 
 
 def _inspect_child(rank: int, world_size: int) -> dict:
@@ -60,7 +60,7 @@ def test_patches_hold_in_spawned_party_processes():
 
 
 def test_decode_is_exact_for_negative_values_near_integers():
-    import smpc  # noqa: F401  (smpc must be imported before crypten)
+    from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
     from crypten.encoder import FixedPointEncoder
 
     encoder = FixedPointEncoder(precision_bits=16)
@@ -71,7 +71,7 @@ def test_decode_is_exact_for_negative_values_near_integers():
 
 
 def test_unpickling_loaders_are_disabled():
-    import smpc  # noqa: F401
+    from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
     import crypten
 
     with pytest.raises(RuntimeError, match="unpickles files and is disabled"):
@@ -117,7 +117,7 @@ def test_timeout_proxy_passes_through_other_attributes():
 def test_config_reads_are_cached_yet_every_way_of_changing_it_is_seen():
     # smpc.compat caches CrypTen's config sections (OmegaConf reads cost over half of a
     # forward pass's CPU); every way CrypTen and smpc change the config must still show
-    import smpc  # noqa: F401  (applies the patches)
+    from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
     from crypten.config import cfg
 
     before = cfg.encoder.precision_bits
@@ -128,7 +128,7 @@ def test_config_reads_are_cached_yet_every_way_of_changing_it_is_seen():
         with cfg.temp_override({"encoder.precision_bits": 20}):  # the whole config swapped
             assert cfg.encoder.precision_bits == 20
         assert cfg.encoder.precision_bits == 12
-        cfg.functions["exp_iterations"] = 5  # item writes, as compat.configure does
+        cfg.functions["exp_iterations"] = 5  # item writes, as switches.configure does
         assert cfg.functions.exp_iterations == 5 and cfg.functions["exp_iterations"] == 5
         cfg.__setattr__("debug.validation_mode", True)  # a merge: a new OmegaConf object
         assert cfg.debug.validation_mode is True

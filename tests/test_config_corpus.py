@@ -164,7 +164,7 @@ def test_the_corpus_is_large_and_distinct():
 def test_every_malformed_config_is_one_error_line(workdir, capsys, case, change, expected):
     path = _write_case(workdir / "configs" / f"{case}.yaml", change)
     started = time.monotonic()
-    code = launch_main([str(path)])
+    code = launch_main(["launch", str(path)])
     err = capsys.readouterr().err
     assert code != 0 and time.monotonic() - started < 20
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -178,7 +178,7 @@ def test_from_the_command_line_too(workdir, case):
     change, expected = {c: (f, e) for c, f, e in CORPUS}[case]
     path = _write_case(workdir / "configs" / f"cli-{case}.yaml", change)
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())", "launch", str(path)],
+        [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())", "launch", str(path)],
         capture_output=True, text=True, timeout=20,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

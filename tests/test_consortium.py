@@ -17,20 +17,21 @@ import pytest
 import yaml
 
 from harness import write_config
-from launch.runner import run
+from smpc.runs.runner import run
 from smpc import keys, transport
 from smpc.config import load_config
 from smpc.errors import SmpcError
+from launch.cli import main as smpc_main
 
 
 def _member(tmp_path, ca, name, certs, **sign):
     # on NAME's host: key and request; at the CA holder: the signature; back on the host
     host = tmp_path / "hosts" / name
-    assert keys.main(["request", name, "--out", str(host)]) == 0
+    assert smpc_main(["keys", "request", name, "--out", str(host)]) == 0
     argv = ["sign", str(host / f"{name}.csr"), "--ca", str(ca), "--out", str(host / f"{name}.pem")]
     for option, value in sign.items():
         argv += [f"--{option}", str(value)]
-    assert keys.main(argv) == 0
+    assert smpc_main(["keys", *argv]) == 0
     certs.mkdir(exist_ok=True)  # one machine stands for every host: each member's own files
     for suffix in (".key", ".pem"):
         shutil.copy(host / f"{name}{suffix}", certs / f"{name}{suffix}")
@@ -47,7 +48,7 @@ def _tls_config(tmp_path, ca, certs, helpers, **tls):
 
 def test_three_organizations_then_a_fourth_with_requests_and_signatures_only(tmp_path):
     ca, certs = tmp_path / "ca", tmp_path / "certs"
-    assert keys.main(["init", str(ca)]) == 0  # the CA alone: the holder makes no member's key
+    assert smpc_main(["keys", "init", str(ca)]) == 0  # the CA alone: the holder makes no member's key
     for name in ("alice", "bob", "helper0", "dealer"):
         _member(tmp_path, ca, name, certs)
     assert sorted(p.name for p in ca.iterdir() if p.suffix == ".key") == ["ca.key"]
@@ -62,7 +63,7 @@ def test_three_organizations_then_a_fourth_with_requests_and_signatures_only(tmp
     shown = "\n".join(keys.describe(ca))
     assert "signed by this CA (5):" in shown and sum(line.endswith("  valid") for line in shown.splitlines()) == 5
 
-    assert keys.main(["revoke", "helper1", "--ca", str(ca)]) == 0
+    assert smpc_main(["keys", "revoke", "helper1", "--ca", str(ca)]) == 0
     with pytest.raises(SmpcError, match=rf"^{certs / 'helper1.pem'}: the certificate of helper1 was revoked on "):
         run(_tls_config(tmp_path, ca, certs, helpers=2, crl=ca / "crl.pem"), echo=False)
     assert "revoked" in "\n".join(keys.describe(ca))
@@ -70,7 +71,7 @@ def test_three_organizations_then_a_fourth_with_requests_and_signatures_only(tmp
 
 def test_a_revoked_peer_is_refused_in_the_handshake(tmp_path):
     ca, certs = tmp_path / "ca", tmp_path / "certs"
-    keys.main(["init", str(ca)])
+    smpc_main(["keys", "init", str(ca)])
     for name in ("bob", "carol"):
         _member(tmp_path, ca, name, certs)
     keys.revoke(ca, "carol")
@@ -104,7 +105,7 @@ def test_a_revoked_peer_is_refused_in_the_handshake(tmp_path):
 ])
 def test_own_certificate_problems_are_one_line_naming_the_file(tmp_path, case, message):
     ca, certs = tmp_path / "ca", tmp_path / "certs"
-    keys.main(["init", str(ca)])
+    smpc_main(["keys", "init", str(ca)])
     keys.request("alice", certs)
     keys.request("bob", tmp_path / "bob")
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -115,7 +116,7 @@ def test_own_certificate_problems_are_one_line_naming_the_file(tmp_path, case, m
     elif case == "wrong_name":
         keys.sign_request(tmp_path / "bob" / "bob.csr", ca, certs / "alice.pem")
     else:
-        keys.main(["init", str(tmp_path / "other")])
+        smpc_main(["keys", "init", str(tmp_path / "other")])
         keys.sign_request(certs / "alice.csr", tmp_path / "other", certs / "alice.pem")
     with pytest.raises(SmpcError, match=rf"^{certs / 'alice.pem'}: {message}"):
         keys.check_certificate("alice", ca / "ca.pem", certs / "alice.pem", certs / "alice.key")
@@ -123,20 +124,20 @@ def test_own_certificate_problems_are_one_line_naming_the_file(tmp_path, case, m
 
 def test_signing_refuses_what_it_must_in_one_line(tmp_path, capsys):
     ca = tmp_path / "ca"
-    keys.main(["init", str(ca)])
+    smpc_main(["keys", "init", str(ca)])
     keys.request("mallory", tmp_path / "m")
     config = write_config(tmp_path, samples=10, batch_size=10)
-    assert keys.main(["sign", str(tmp_path / "m" / "mallory.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem"),
+    assert smpc_main(["keys", "sign", str(tmp_path / "m" / "mallory.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem"),
                       "--config", str(config)]) == 2
     assert capsys.readouterr().err == (
         f"error: {tmp_path / 'm' / 'mallory.csr'}: 'mallory' is not a party, the dealer or a client of the config (alice, bob)\n"
     )
     assert not (tmp_path / "x.pem").exists()
-    assert keys.main(["sign", str(tmp_path / "m" / "mallory.key"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]) == 2
+    assert smpc_main(["keys", "sign", str(tmp_path / "m" / "mallory.key"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]) == 2
     assert "not a certificate signing request" in capsys.readouterr().err
     forged = (tmp_path / "m" / "mallory.csr").read_bytes().replace(b"A", b"B", 1)
     (tmp_path / "forged.csr").write_bytes(forged)
-    assert keys.main(["sign", str(tmp_path / "forged.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]) == 2
+    assert smpc_main(["keys", "sign", str(tmp_path / "forged.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'forged.csr'}: ")
-    assert keys.main(["request", "mallory", "--out", str(tmp_path / "m")]) == 2  # a key is never overwritten
+    assert smpc_main(["keys", "request", "mallory", "--out", str(tmp_path / "m")]) == 2  # a key is never overwritten
     assert "exists already" in capsys.readouterr().err

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from op_cases import CASES, make_case
-from smpc import ops, zoo
-from smpc.convert import convert
+from smpc.model import ops, zoo
+from smpc.model.convert import convert
 from smpc.errors import ConversionError, UnsupportedOpError
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -135,7 +135,7 @@ def test_every_zoo_model_converts_at_its_input_shape(name):
 
 
 def test_layer_labels_name_module_and_class():
-    from smpc.convert import layer_label
+    from smpc.model.convert import layer_label
 
     program = convert(zoo.build("lenet5"), torch.zeros(1, 1, 28, 28))
     labels = {layer_label(n) for n in program.graph.nodes if n.op == "call_function"}

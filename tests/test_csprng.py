@@ -52,12 +52,12 @@ def test_keys_seeds_and_sub_streams():
 
 
 def test_crypten_draws_only_from_the_secure_generator():
+    from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
+
     import crypten
     from crypten.common import rng
     from crypten.mpc.primitives import arithmetic, binary
     from crypten.mpc.provider import tfp_provider
-
-    import smpc  # noqa: F401  (applies the compat patches)
 
     for module in (rng, arithmetic, binary, tfp_provider):
         assert module.generate_random_ring_element is csprng.ring_element

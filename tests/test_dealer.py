@@ -16,7 +16,7 @@ from smpc import artifacts
 from smpc.dealer import material
 from smpc.runfiles import output_path
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 
 
 def _shares(kind, args, kwargs, parties):

@@ -21,12 +21,12 @@ from harness import processes_mentioning, write_config
 from launch import load_config, run
 from smpc.errors import PartyError
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 BOUND_S = 30
 
 
 def _pid_of(config_path: Path, name: str) -> int:
-    marker = b"-m\x00smpc.dealer" if name == "dealer" else f"--name\x00{name}\x00".encode()
+    marker = b"launch\x00dealer" if name == "dealer" else f"--name\x00{name}\x00".encode()
     for pid in processes_mentioning(str(config_path)):
         try:
             if marker in Path(f"/proc/{pid}/cmdline").read_bytes():

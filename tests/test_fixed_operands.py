@@ -16,8 +16,8 @@ from torch import nn
 
 import smpc
 from harness import write_program_config
-from launch.profile import by_layer
-from launch.runner import run
+from smpc.runs.profile import by_layer
+from smpc.runs.runner import run
 from smpc import artifacts
 from smpc.config import load_config
 from smpc.dealer import material

@@ -31,6 +31,7 @@ HOSTILE_BOB = r"""
 import struct, sys, time
 import torch
 from smpc import wire
+from launch.cli import main as smpc_main
 
 config, fault, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 honest_send, frames = wire.send, [0]
@@ -67,8 +68,8 @@ def hostile_send(sock, kind, tensor, tag=bytes(16)):
     time.sleep(3600)  # hold the connection: alice must find the fault herself
 
 wire.send = hostile_send
-from parties.program import main
-sys.exit(main([config, "--name", "bob", "--no-progress"]))
+from launch.cli import main
+sys.exit(main(["party", config, "--name", "bob", "--no-progress"]))
 """
 
 FAULTS = {
@@ -86,7 +87,7 @@ FAULTS = {
 @pytest.fixture(scope="module")
 def tls_config(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("hostile")
-    keys.main(["init", str(tmp / "keys"), "alice", "bob"])
+    smpc_main(["keys", "init", str(tmp / "keys"), "alice", "bob"])
     path = write_config(tmp, samples=120, batch_size=60)
     doc = yaml.safe_load(path.read_text())
     doc.update(transport="tls", tls={"ca": str(tmp / "keys" / "ca.pem"), "certs": str(tmp / "keys")})
@@ -112,7 +113,7 @@ def test_a_certified_peer_breaking_the_protocol_mid_run_stops_the_honest_party(t
     at = rng.randint(1, 40)  # which of bob's DATA frames to alice is the bad one (1: the agreement)
     alice_err = (tmp_path / "alice.err").open("w")
     bob_out = (tmp_path / "bob.out").open("w")
-    alice = subprocess.Popen([sys.executable, "-m", "parties", str(tls_config), "--name", "alice", "--no-progress"],
+    alice = subprocess.Popen([sys.executable, "-m", "launch", "party", str(tls_config), "--name", "alice", "--no-progress"],
                              stdout=subprocess.DEVNULL, stderr=alice_err)
     bob = subprocess.Popen([sys.executable, "-c", HOSTILE_BOB, str(tls_config), fault, str(at)],
                            stdout=bob_out, stderr=subprocess.STDOUT)

@@ -25,8 +25,8 @@ def _feeds(program, args, kwargs) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_converts_unedited_and_runs_exactly_on_plain_tensors(name):
-    from smpc.convert import convert
-    from smpc.execute import run_program
+    from smpc.model.convert import convert
+    from smpc.model.execute import run_program
 
     model, args, kwargs = build(name)
     program = convert(model, args, kwargs)
@@ -40,8 +40,8 @@ def test_converts_unedited_and_runs_exactly_on_plain_tensors(name):
 
 def _on_shares(rank: int, world_size: int, names: list[str]) -> dict[str, list[float]]:
     from smpc import session
-    from smpc.convert import convert
-    from smpc.execute import run_program
+    from smpc.model.convert import convert
+    from smpc.model.execute import run_program
 
     owner, data_owner = 1, 0
     result = {}

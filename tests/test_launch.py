@@ -15,7 +15,7 @@ from harness import WEIGHTS, processes_mentioning, write_config
 from launch import load_config, run
 from smpc import artifacts
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 
 
 def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
@@ -180,7 +180,7 @@ def test_top3_reveals_the_three_best_classes_in_order(tmp_path, comparisons):
     # first tied position, one round each
     from safetensors.torch import load_file
 
-    from smpc import zoo
+    from smpc.model import zoo
     from smpc.runfiles import output_path
 
     # with the dealer in both modes, so with its exact truncation: CrypTen's local one

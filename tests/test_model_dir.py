@@ -14,10 +14,11 @@ import torch
 
 from harness import WEIGHTS, write_config
 from launch import load_config, run
-from smpc import artifacts, keys, model_dir, zoo
+from smpc import artifacts, keys
+from smpc.model import model_dir, zoo
 from smpc.errors import ArtifactError
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 
 
 @pytest.fixture(scope="module")

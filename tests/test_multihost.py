@@ -124,13 +124,13 @@ def test_joint_inference_across_network_namespaces_over_tls(tmp_path, hosts):
         )
 
     procs = {
-        "alice": in_ns("alice", "-m", "parties", str(config), "--name", "alice", "--no-progress"),
+        "alice": in_ns("alice", "-m", "launch", "party", str(config), "--name", "alice", "--no-progress"),
         "mallory": in_ns("mallory", "-c", MALLORY, str(certs / "ca.pem"), str(foreign / "bob.pem"), str(foreign / "bob.key"), hosts["alice"][1], "29600"),
     }
-    procs["dealer"] = in_ns("dealer", "-m", "smpc.dealer", str(config))
+    procs["dealer"] = in_ns("dealer", "-m", "launch", "dealer", str(config))
     time.sleep(8)  # alice listens at once; mallory knocks before the real bob even starts
-    procs["bob"] = in_ns("bob", "-m", "parties", str(config), "--name", "bob", "--no-progress")
-    procs["carol"] = in_ns("carol", "-m", "parties", str(config), "--name", "carol", "--no-progress")
+    procs["bob"] = in_ns("bob", "-m", "launch", "party", str(config), "--name", "bob", "--no-progress")
+    procs["carol"] = in_ns("carol", "-m", "launch", "party", str(config), "--name", "carol", "--no-progress")
     try:
         out = {name: p.communicate(timeout=180)[0] for name, p in procs.items()}
     finally:

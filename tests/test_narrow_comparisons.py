@@ -16,11 +16,11 @@ from torch import nn
 
 import smpc
 from harness import write_program_config
-from launch.runner import run
+from smpc.runs.runner import run
 from smpc import agreement, artifacts
 from smpc.config import load_config
 from smpc.errors import PartyError
-from smpc.model import calibrate, pack
+from smpc.model import calibrate, owner, pack
 
 
 class Block(nn.Module):
@@ -46,7 +46,7 @@ def _model(tmp_path: Path, calibrated: bool) -> tuple[Path, Path]:
     data = tmp_path / "rows.safetensors"
     artifacts.save_inputs(data, {"x": rows})
     if calibrated:
-        calibrate.calibrate_directory(directory, data)
+        owner.calibrate_directory(directory, data)
     return directory, data
 
 

@@ -17,8 +17,8 @@ def evaluate_all_cases(rank: int, world_size: int, names: list[str]) -> dict[str
     """In each party: the model owner (last rank) shares weights, rank 0 the input;
     only rank 0 learns the output. Returns max |error| per case at rank 0."""
     from smpc import session
-    from smpc.convert import convert
-    from smpc.execute import run_program
+    from smpc.model.convert import convert
+    from smpc.model.execute import run_program
 
     owner, data_owner = world_size - 1, 0
     errors = {}

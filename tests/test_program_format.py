@@ -10,9 +10,9 @@ import torch
 
 from hf_cases import build
 from op_cases import make_case
-from smpc.convert import convert
+from smpc.model.convert import convert
 from smpc.errors import ArtifactError
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 from smpc.model import program_format
 
 
@@ -124,7 +124,8 @@ def test_bad_rows_are_refused_naming_the_input(tmp_path, token_program, ids, mas
 def test_signed_packed_program_is_verified_before_the_owner_loads_it(tmp_path, token_program):
     from types import SimpleNamespace
 
-    from smpc import keys, model_dir
+    from smpc import keys
+    from smpc.model import model_dir
     from smpc.model import pack
 
     keys.create_ca(tmp_path / "keys")

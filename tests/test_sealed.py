@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from smpc import sealed
 from smpc.errors import ArtifactError
+from launch.cli import main as smpc_main
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_a_receiver_with_a_storage_key_keeps_its_outputs_sealed(tmp_path):
         sealed.unseal(path, sealed.load_key(tmp_path / "bob.storage"))
 
     # the receiving organization opens its own result with its own key
-    smpc = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+    smpc = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
     shown = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and shown.stdout.splitlines() == ["outputs: party alice, rows 20", "  outputs                  float32  [20, 10]"]
     out = tmp_path / "mine.safetensors"
@@ -119,9 +120,9 @@ def test_open_summarizes_cached_shares_but_never_writes_them_out(tmp_path, key_f
     path = tmp_path / "bob.shares.sealed"
     sealed.seal(path, {"fc.weight": torch.zeros(3, 4, dtype=torch.long)}, sealed.load_key(key_file),
                 {"fingerprint": "f", "names": ["alice", "bob"], "rank": 1, "set_id": 7, "weights_sha256": "w"})
-    assert sealed.main([str(path), "--key", str(key_file)]) == 0
+    assert smpc_main(["open", str(path), "--key", str(key_file)]) == 0
     assert capsys.readouterr().out.splitlines() == ["shares: rank 1, set_id 7", "  fc.weight                int64    [3, 4]"]
-    assert sealed.main([str(path), "--key", str(key_file), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert smpc_main(["open", str(path), "--key", str(key_file), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "kept sealed: no --out" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
 
@@ -130,7 +131,8 @@ def test_shares_are_kept_sealed_and_reused_across_runs(tmp_path):
 
     from harness import WEIGHTS, write_config
     from launch import load_config, run
-    from smpc import artifacts, zoo
+    from smpc import artifacts
+    from smpc.model import zoo
 
     for name in ("alice", "bob"):
         sealed.create_key(tmp_path / f"{name}.storage")

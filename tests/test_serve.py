@@ -20,7 +20,7 @@ import torch
 
 from smpc import artifacts, transport
 from smpc.config import load_config
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 from smpc.model import pack
 from smpc.model.buckets import Bucket
 from smpc.serve.client import Client, ServiceError

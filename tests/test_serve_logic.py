@@ -255,7 +255,7 @@ def test_serving_config_mistakes_are_refused_by_name(change, message):
 def test_one_off_commands_refuse_a_service_config(tmp_path):
     import yaml
 
-    from launch.runner import run
+    from smpc.runs.runner import run
     from parties.program import run_party
 
     path = tmp_path / "s.yaml"
@@ -271,14 +271,14 @@ def test_one_off_commands_refuse_a_service_config(tmp_path):
 def test_keys_add_issues_client_identities_from_the_same_ca(tmp_path, capsys):
     from cryptography import x509
 
-    from smpc.keys import main
+    from launch.cli import main
 
-    assert main(["init", str(tmp_path), "alice", "bob"]) == 0
-    assert main(["add", str(tmp_path), "analyst"]) == 0
+    assert main(["keys", "init", str(tmp_path), "alice", "bob"]) == 0
+    assert main(["keys", "add", str(tmp_path), "analyst"]) == 0
     ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
     cert = x509.load_pem_x509_certificate((tmp_path / "analyst.pem").read_bytes())
     cert.verify_directly_issued_by(ca)
-    assert main(["add", str(tmp_path), "analyst"]) == 2
-    assert main(["add", str(tmp_path), "../analyst"]) == 2
+    assert main(["keys", "add", str(tmp_path), "analyst"]) == 2
+    assert main(["keys", "add", str(tmp_path), "../analyst"]) == 2
     err = capsys.readouterr().err
     assert "'analyst' has a certificate already" in err and "'../analyst': expected a lower-case name" in err

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from launch.bench import free_port
+from smpc.runs.processes import free_port
 from smpc import keys
 from smpc.serve.client import Client
 from tests.harness import ROOT
@@ -56,7 +56,7 @@ def _plaintext_accuracy(made: Path, rows: int) -> float:
     # the packed program itself, in plaintext, on the first `rows` held-out sentences
     from tokenizers import Tokenizer
 
-    from smpc.execute import run_program
+    from smpc.model.execute import run_program
     from smpc.model import pack
     from smpc.model.buckets import Bucket
 

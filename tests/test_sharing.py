@@ -8,8 +8,9 @@ from harness import run_parties
 
 
 def _views(rank: int, world_size: int) -> dict:
-    from smpc import session, zoo
-    from smpc.convert import convert
+    from smpc import session
+    from smpc.model import zoo
+    from smpc.model.convert import convert
 
     torch.manual_seed(7)  # the same weights in every process, so the test can compare
     model = zoo.build("digits_cnn")
@@ -23,7 +24,7 @@ def _views(rank: int, world_size: int) -> dict:
 
 
 def _encode(weight: torch.Tensor) -> torch.Tensor:
-    import smpc  # noqa: F401
+    from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
     from crypten.encoder import FixedPointEncoder
 
     return FixedPointEncoder(precision_bits=16).encode(weight)

@@ -16,9 +16,10 @@ import torch
 from harness import free_port, run_parties
 from smpc import keys, transport
 from smpc.errors import PartyError
+from launch.cli import main as smpc_main
 from test_ops_mpc import evaluate_with_exact_truncation
 
-SMPC = [sys.executable, "-c", "import sys; from smpc.cli import main; sys.exit(main())"]
+SMPC = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,7 @@ def test_a_tls_run_completes_while_a_stranger_keeps_connecting_to_a_party(tmp_pa
     from harness import write_config
     from launch import load_config, run
 
-    keys.main(["init", str(tmp_path / "keys"), "alice", "bob", "dealer"])
+    smpc_main(["keys", "init", str(tmp_path / "keys"), "alice", "bob", "dealer"])
     path = write_config(tmp_path, samples=120, batch_size=60, dealer=True)
     doc = yaml.safe_load(path.read_text())
     doc.update(transport="tls", tls={"ca": str(tmp_path / "keys" / "ca.pem"), "certs": str(tmp_path / "keys")})

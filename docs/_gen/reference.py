@@ -155,7 +155,7 @@ def config_page() -> str:
 
 # ---------------------------------------------------------------- the command line
 
-# (argv before --help): every command of `smpc` (smpc/cli.py dispatches each to its own parser)
+# (argv before --help): every command of `smpc` (the command table, launch/cli.py)
 COMMANDS = [
     ["launch"], ["party"], ["dealer"], ["serve"], ["query"],
     ["keys", "init"], ["keys", "add"], ["keys", "show"], ["keys", "rotate"],
@@ -166,7 +166,7 @@ COMMANDS = [
 
 
 def _help(argv: list[str]) -> str:
-    from smpc import cli
+    from launch import cli
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -178,7 +178,7 @@ def _help(argv: list[str]) -> str:
 
 
 def cli_page() -> str:
-    from smpc import cli
+    from launch import cli
 
     os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width: the same page everywhere
     lines = [
@@ -186,9 +186,10 @@ def cli_page() -> str:
         "",
         "<!-- generated from the commands' parsers by docs/_gen/reference.py -->",
         "",
-        "Every command is `smpc COMMAND ...` (installed with the package; `python -m launch`,",
-        "`python -m parties` and `python -m smpc.dealer` run the same programs). Each section",
-        "below is the command's own `--help`, generated at every build of this site.",
+        "Every command is `smpc COMMAND ...` (installed with the package; `python -m launch",
+        "COMMAND ...` is the same, and is how the launcher starts each party and the dealer).",
+        "Each section below is the command's own `--help`, from the command table",
+        "(`launch/cli.py`), generated at every build of this site.",
         "Exit codes are in [Errors and exit codes](errors.md).",
         "",
         "## smpc",
@@ -330,6 +331,12 @@ PAGES = {
     "explanation/states.md": states_page,
 }
 
-for page, make in PAGES.items():
-    with mkdocs_gen_files.open(page, "w") as f:
-        f.write(make())
+if __name__ == "__main__":
+    # `python docs/_gen/reference.py`: refresh the copies kept in docs/ for readers of the
+    # repository (the site regenerates them at every build)
+    for page, make in PAGES.items():
+        (ROOT / "docs" / page).write_text(make())
+else:
+    for page, make in PAGES.items():
+        with mkdocs_gen_files.open(page, "w") as f:
+            f.write(make())

@@ -9,3 +9,5 @@
     messages   one typed schema per message kind
     states     the protocol's states without I/O (RollCall, StreamState)
 """
+
+__all__ = ["client", "material", "messages", "provider", "server", "states", "streams", "trace"]

@@ -24,6 +24,7 @@ from typing import Any
 import blake3
 import numpy as np
 import torch
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from crypten.common.util import count_wraps
 
 from smpc.protocols import fixed, fss

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
 from crypten.mpc.provider.provider import TupleProvider
 

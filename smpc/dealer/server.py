@@ -11,7 +11,6 @@ sees inputs, weights or outputs, and nothing it receives is unpickled or looked 
 
 from __future__ import annotations
 
-import argparse
 import json
 import queue
 import secrets
@@ -23,10 +22,10 @@ from typing import Any
 
 import torch
 
-from smpc import agreement, compat, keys, parent_watch, runfiles, transport, wire
+from smpc import agreement, keys, runfiles, transport, wire
 from smpc.audit import AuditLog
-from smpc.config import Config, load_config
-from smpc.convert import Program
+from smpc.config import Config
+from smpc.model.convert import Program
 from smpc.dealer import material
 from smpc.dealer import messages as m
 from smpc.dealer.client import material_receivers, tls_contexts
@@ -34,6 +33,7 @@ from smpc.dealer.material import Binding
 from smpc.dealer.provider import PROVIDER_NAME
 from smpc.dealer.states import ProtocolError, RollCall, SettingsError, pool_label, run_label
 from smpc.dealer.trace import TracingProvider, replay, shape_run
+from smpc.protocols import switches
 from smpc.errors import AgreementError, PartyError, no_show
 from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket
@@ -155,7 +155,7 @@ def serve(config: Config) -> dict[str, Any]:
     expected = agreement.fields(config, program, checks, others)
     if config.effective_transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
-    compat.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump(),
+    switches.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump(),
                      config.protocol.comparisons, config.truncation)
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
@@ -299,22 +299,13 @@ def _serve_pool(config: Config, conns: dict[int, socket.socket], seeds: list[byt
     return {"batches": sum(made.values()), "bytes_sent": writer.sent, "buckets": [[b.rows, b.seq] for b in programs]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`smpc dealer CONFIG`: serve one run; exit non-zero with one error line on failure."""
-    parser = argparse.ArgumentParser(prog="smpc dealer", description="Run the trusted dealer of CONFIG.")
-    parser.add_argument("config")
-    args = parser.parse_args(argv)
-    config = None
-    try:
-        config = load_config(args.config)
-        if config.dealer is None:
-            raise PartyError(f"{config.source}: randomness is 'local': this config has no dealer")
-        if config.serving is not None:  # a service drains: the dealer leaves when party 0 does
-            signal.signal(signal.SIGTERM, lambda *_: _terminating.set())
-        parent_watch.watch(parent_watch.GRACE_FRACTION * config.timeouts.op_s)
-        summary = serve(config)
-    except Exception as exc:
-        return runfiles.fail(config, "dealer", exc)
+def dealer_process(config: Config) -> None:
+    """`smpc dealer`: serve the run (or the service) of `config` and write its summary (the
+    entry point's body, under smpc.runfiles.run_process)."""
+    if config.dealer is None:
+        raise PartyError(f"{config.source}: randomness is 'local': this config has no dealer")
+    if config.serving is not None:  # a service drains: the dealer leaves when party 0 does
+        signal.signal(signal.SIGTERM, lambda *_: _terminating.set())
+    summary = serve(config)
     runfiles.write_json(runfiles.result_path(config, "dealer"), summary)
     print(f"done: {json.dumps(summary)}", flush=True)
-    return 0

@@ -15,10 +15,10 @@ import torch
 
 from smpc import compat
 from smpc.config import Config
-from smpc.convert import Program
+from smpc.model.convert import Program
 from smpc.dealer import material
 from smpc.dealer.provider import PROVIDER_NAME, DealerTuples
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 from smpc.model import calibrate
 from smpc.protocols import fixed, top_k
 from smpc.protocols.csprng import AesCtrGenerator

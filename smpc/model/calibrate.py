@@ -14,7 +14,6 @@ range and what would cover it; `check_bounds` gives the in-protocol range checks
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -23,9 +22,9 @@ from typing import Any, Iterable
 
 import torch
 
-from smpc.convert import Program, layer_label
+from smpc.model.convert import Program, layer_label
 from smpc.errors import ArtifactError, ConversionError, RangeCheckError
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 from smpc.model import ranges
 from smpc.protocols.approx import NORM_FINE_BITS
 
@@ -209,57 +208,6 @@ def check_bounds(program: Program, precision_bits: int, calibration: Calibration
     return bounds
 
 
-def calibrate_directory(directory: Path, data: Path, margin: float = DEFAULT_MARGIN) -> tuple[Calibration, Path]:
-    """`smpc model calibrate`: the owner's model directory (a packed program, or a zoo
-    model directory) run on the sample rows in `data`; writes calibration.json there.
-
-    Returns the calibration and the file written."""
-    from smpc import artifacts, model_dir, zoo
-    from smpc.convert import convert
-    from smpc.model import pack, program_format
-
-    directory, data = Path(directory), Path(data)
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: model directory not found")
-    if not data.is_file():
-        raise ArtifactError(f"{data}: sample data file not found")
-    if (directory / program_format.GRAPH_FILE).is_file():
-        program = program_format.load(directory)
-        pack.load_owner_secret(program, directory)
-        batch = pack.batch_size(program)
-        inputs, architecture = artifacts.load_inputs(data, program.inputs).inputs, "packed program"
-    else:
-        manifest_path = directory / model_dir.MANIFEST
-        if not manifest_path.is_file():
-            raise ArtifactError(f"{directory}: not a model directory (no {model_dir.MANIFEST} or {program_format.GRAPH_FILE})")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            architecture, shape = str(manifest["architecture"]), tuple(int(v) for v in manifest["input_shape"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{manifest_path}: not a model manifest ({exc})") from None
-        model = zoo.build(architecture)
-        artifacts.load_weights(model, directory / model_dir.WEIGHTS)
-        dataset = artifacts.load_data(data, shape)
-        batch = min(64, len(dataset.inputs))
-        program = convert(model, torch.zeros(batch, *shape))
-        inputs = {program.inputs[0].name: dataset.inputs}
-    count = len(next(iter(inputs.values())))
-    if count == 0:
-        raise ArtifactError(f"{data}: no sample rows")
-    batches = []
-    for start in range(0, count, batch):
-        feeds = {}
-        for spec in program.inputs:
-            part = spec.encode(inputs[spec.name][start : start + batch], str(data))
-            if len(part) < batch:  # a short last batch repeats its last row (ranges unchanged)
-                part = torch.cat([part, part[-1:].expand(batch - len(part), *part.shape[1:])])
-            feeds[spec.name] = part
-        batches.append(feeds)
-    # the sample's own rows (observe also counts the repeated rows of a short last batch)
-    calibration = dataclasses.replace(observe(program, batches, margin, architecture), rows=count)
-    return calibration, save(calibration, directory)
-
-
 def describe(calibration: Calibration) -> str:
     """The calibrated ranges as a table: one operation per line, whole names, then the
     largest output of any operation (the row precision_bits must hold)."""
@@ -284,7 +232,7 @@ class RangeChecks:
         self.labels = {n.name: f"{layer_label(n)} ({_op(n.target)})" for n in program.graph.nodes if n.name in bounds}
 
     def __call__(self, node: torch.fx.Node, args: tuple) -> None:
-        from smpc.ops import is_secret
+        from smpc.model.ops import is_secret
         from smpc.protocols.range_check import out_of_range
 
         bound = self.bounds.get(node.name)

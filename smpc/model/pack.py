@@ -7,7 +7,7 @@ data: smpc.model.program_format) for its largest shapes, the same for every smal
 bucket under `buckets/` (smpc.model.buckets), `weights.safetensors` (the secret
 parameters, by graph name: only the model owner needs this file), `manifest.json`, and a
 text model's `tokenizer.json` (public). It can be signed and
-verified like any model directory (smpc.model_dir). Parties load the program: they need
+verified like any model directory (smpc.model.model_dir). Parties load the program: they need
 neither the model's Python code nor the library it was written with.
 """
 
@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from smpc import artifacts, model_dir, zoo
-from smpc.convert import Program, convert
+from smpc import artifacts
+from smpc.model import model_dir, zoo
+from smpc.model.convert import Program, convert
 from smpc.errors import ArtifactError, ConfigError, ConversionError
-from smpc.model import program_format
+from smpc.model import calibrate, program_format
 from smpc.model.buckets import Bucket, grid
 
 PROGRAM_ARCHITECTURE = "program"  # the manifest's architecture for a packed program
@@ -276,8 +277,6 @@ def build_program(config: Any, owner_weights: Path | None = None, bucket: Bucket
 
 def _check_calibration(config: Any, program: Program, owner_weights: Path) -> None:
     # the owner refuses settings that do not cover what its model was calibrated to reach
-    from smpc.model import calibrate
-
     calibration = calibrate.load(owner_weights)
     if calibration is not None:
         calibrate.check(calibration, program, config.protocol.precision_bits, str(owner_weights / calibrate.FILE))

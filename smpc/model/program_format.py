@@ -4,10 +4,10 @@
 values and references to earlier nodes), the inputs and outputs, and the shapes of the
 secret parameters; `constants.safetensors` holds the public constants (position ids,
 masks, rotary tables). Loading looks each operation name up in the table built from
-smpc.ops.OPS, so only operations the project implements can be named; nothing is
+smpc.model.ops.OPS, so only operations the project implements can be named; nothing is
 unpickled or imported, and a party needs neither the model's Python code nor the library
 it was written with. The secret weights are not part of it: the model owner keeps them in
-its own `weights.safetensors` (smpc.model_dir).
+its own `weights.safetensors` (smpc.model.model_dir).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from smpc import ops
-from smpc.convert import InputSpec, Program
+from smpc.model import ops
+from smpc.model.convert import InputSpec, Program
 from smpc.errors import ArtifactError
 
 FORMAT = "smpc-program"

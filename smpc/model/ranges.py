@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from smpc.convert import Program, layer_label
-from smpc.execute import run_program
+from smpc.model.convert import Program, layer_label
+from smpc.model.execute import run_program
 
 aten = torch.ops.aten
 

@@ -38,10 +38,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from smpc import compat
 import crypten
 import torch
 
-from smpc import compat
 from smpc.meter import step
 from smpc.protocols.tables import TABLES
 

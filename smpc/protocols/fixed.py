@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from smpc.protocols.csprng import AesCtrGenerator, derive
 from smpc.protocols.ring_matmul import FixedMatrix
 
@@ -76,7 +77,7 @@ class FixedWeight:
         return self._matrices[key]
 
 
-# the ops (smpc.ops) that take a FixedWeight, and the position of the weight among their
+# the ops (smpc.model.ops) that take a FixedWeight, and the position of the weight among their
 # arguments; every other op gets the plain CrypTensor (`unwrap`)
 FIXED_OPERAND = {
     torch.ops.aten.linear.default: 1,

@@ -19,7 +19,7 @@ plus its DCF output, and msb(x) = msb(x^) + (1 - 2 msb(x^)) u is linear in u.
   **argmax** by the maximum, then [x == max] (two ltz in one round), then the first of
   the tied positions ([cumsum > 0] differences, one round): exact, ties to the lowest index.
 - **eq**: 1 - [x < 0] - [-x < 0], one round (exact for every ring value but -2^63).
-- **select** b + c (a - b) for a comparison bit c (smpc.ops.where, and the pieces of the
+- **select** b + c (a - b) for a comparison bit c (smpc.model.ops.where, and the pieces of the
   approximations): one Beaver product, unchanged.
 - **truncation** (division by a public integer d, after every fixed-point product):
   party 0 adds K = d floor(2^62 / d) so that y = x + K is in [0, 2^63) for |x| < 2^61;
@@ -60,6 +60,7 @@ from typing import Any, Iterator
 
 import torch
 
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from smpc.protocols import dcf
 
 RING_BITS = 64
@@ -245,7 +246,7 @@ def trunc_local(rank: int, opened: torch.Tensor, key: GateKey, d: torch.Tensor) 
 
 # -- online, on CrypTensors: keys from the default provider, one opening per gate ----
 #
-# `smpc.compat.use_comparisons("fss")` puts these in place of CrypTen's comparisons and
+# `smpc.switches.use_comparisons("fss")` puts these in place of CrypTen's comparisons and
 # two-party truncation (`truncation="dealer"`: the truncation alone). At the dealer's
 # shape-only run the provider records the request, emits its keys and returns None: the
 # gate then yields zeros of the right shape.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 import crypten
 
 from smpc.protocols.approx import less_than

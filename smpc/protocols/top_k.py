@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from smpc import compat
 import crypten
 import torch
 
-from smpc import compat
 
 # below any logit the ring holds safely (|x| < 2^20 at 16 bits: smpc.model.ranges)
 PUSH_DOWN = 2.0**19

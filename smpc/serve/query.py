@@ -11,10 +11,7 @@ bytes a query sends each party, and the protocol the service runs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +19,9 @@ from typing import Any
 import torch
 
 from smpc import artifacts
-from smpc.convert import InputSpec
+from smpc.model.convert import InputSpec
 from smpc.errors import SmpcError
-from smpc.serve.client import Client, ServiceError
+from smpc.serve.client import Client
 from smpc.serve.model_info import ModelInfo
 
 
@@ -163,34 +160,3 @@ def query(
         "service": {"model": info.name, **info.protocol},
     }
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smpc query", description="Query a running service with the rows of a data file.")
-    parser.add_argument("config", help="the service's YAML config")
-    parser.add_argument("--client", required=True, help="this client's identity (its certificate in tls.certs)")
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--data", help="safetensors file of the model's inputs (and labels), as a data owner's")
-    what.add_argument("--text", help="a text file of sentences, one per line (a model with a tokenizer)")
-    parser.add_argument("--labels", help="with --text: a text file of integer labels, one per line")
-    parser.add_argument("--rows", type=int, help="only the first N rows")
-    parser.add_argument("--concurrency", type=int, default=1, help="clients querying at once (default 1)")
-    parser.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
-    args = parser.parse_args(argv)
-    try:
-        report = query(args.config, args.client, args.data, args.rows, args.concurrency, args.text, args.labels)
-    except ServiceError as exc:  # the service could not answer: not the user's mistake
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (SmpcError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.report:
-        from smpc.runfiles import write_json
-
-        write_json(Path(args.report), report)
-    return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -181,3 +182,20 @@ def _stop_all(children: list[Child], grace_s: float) -> None:
         if child.process is not None:
             # a party may have started helpers in its session: make sure none survive
             _signal_group(child, signal.SIGKILL)
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, and never one this process handed out
+    before: the kernel may offer a port again once its probe is closed, and the ports of
+    one config must differ."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError("no free TCP port on 127.0.0.1 that was not handed out already")

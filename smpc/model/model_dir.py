@@ -12,19 +12,18 @@ a stale signature refuses the model before anything is computed. Nothing is unpi
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from smpc import artifacts, zoo
-from smpc.errors import ArtifactError, SmpcError
+from smpc import artifacts
+from smpc.model import zoo
+from smpc.errors import ArtifactError
 
 FORMAT = "smpc-model"
 VERSION = 1
@@ -270,87 +269,3 @@ def load_owner_weights(model: torch.nn.Module, weights: Path, config_model: Any)
         )
     else:
         artifacts.load_weights(model, weights)
-
-
-def _pack_command(args: argparse.Namespace) -> None:
-    from smpc.model import huggingface
-    from smpc.model import pack as packing
-
-    source = Path(args.architecture)
-    if source.is_dir():  # a Hugging Face save_pretrained folder: its converted program
-        if args.weights is not None or args.input_shape is not None:
-            raise ArtifactError(f"{source}: --weights and --input-shape are for zoo architectures, not a directory")
-        if args.batch < 1 or args.seq_len < 1:
-            raise ArtifactError(f"--batch and --seq-len: expected positive integers, got {args.batch} and {args.seq_len}")
-        model = huggingface.load_pretrained(source)
-        example, kwargs = huggingface.example_inputs(model, args.batch, args.seq_len)
-        tokenizer = source / packing.TOKENIZER  # a fast tokenizer saved beside the model travels with it
-        packing.pack(model, example, args.out, kwargs, tokenizer=tokenizer if tokenizer.is_file() else None)
-        held = packing.layout(args.out)
-        rows = sorted({b.rows for b in held.buckets})
-        seqs = sorted({b.seq for b in held.buckets if b.seq})
-        print(f"packed {args.out} ({len(held.buckets)} shapes)")
-        print(f"  batch sizes:      {', '.join(map(str, rows))} rows")
-        print(f"  sequence lengths: {', '.join(map(str, seqs)) + ' tokens' if seqs else 'none (not a text model)'}")
-        if held.tokenizer:
-            print(f"  tokenizer:        {packing.TOKENIZER} (clients tokenize with it)")
-    else:
-        if args.weights is None or args.input_shape is None:
-            raise ArtifactError(f"{args.architecture}: --weights and --input-shape are required for an architecture")
-        pack(args.architecture, args.weights, tuple(args.input_shape), args.out)
-        print(f"packed {args.out} ({args.architecture})")
-        # a zoo model is built by every party for the config's batch_size: no batch is fixed here
-        print("  batch sizes:      any (the config's batch_size)")
-        print(f"  one row's shape:  {list(args.input_shape)}")
-    print(f"next: sign it with the owner's key: smpc model sign {args.out} --key OWNER.key")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`smpc model pack|sign|calibrate|verify`."""
-    parser = argparse.ArgumentParser(prog="smpc model", description="Model directories: pack, sign, calibrate, verify.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser(
-        "pack", help="architecture + weights, or a save_pretrained directory -> a model directory"
-    )
-    p.add_argument("architecture", help="a zoo name or module:factory, or a local save_pretrained directory")
-    p.add_argument("--weights", type=Path, help="safetensors (or .pt state dict) file (architecture only)")
-    p.add_argument("--input-shape", type=int, nargs="+", help="one sample's shape (architecture only)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="most rows in a batch; every batch up to it is packed (save_pretrained; default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=16,
-                   help="most tokens per sequence; every length up to it is served "
-                        "(save_pretrained text models; default: %(default)s)")
-    p.add_argument("--out", type=Path, required=True, help="the model directory to write (must not exist yet)")
-    s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
-    s.add_argument("directory", type=Path)
-    s.add_argument("--key", type=Path, required=True)
-    c = sub.add_parser(
-        "calibrate", help="run the owner's model on sample rows; store the ranges its approximations see"
-    )
-    c.add_argument("directory", type=Path, help="the owner's model directory (packed program or zoo model)")
-    c.add_argument("--data", type=Path, required=True, help="sample rows, a data file as a data owner's")
-    c.add_argument("--margin", type=float, default=2.0, help="factor by which every range must be covered (default: %(default)s)")
-    v = sub.add_parser("verify", help="check a model directory's signature")
-    v.add_argument("directory", type=Path)
-    v.add_argument("--public-key", type=Path, required=True)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "pack":
-            _pack_command(args)
-        elif args.command == "sign":
-            print(f"signed: {sign(args.directory, args.key)}")
-        elif args.command == "calibrate":
-            from smpc.model import calibrate
-
-            calibration, path = calibrate.calibrate_directory(args.directory, args.data, args.margin)
-            print(calibrate.describe(calibration))
-            print(f"calibrated on {calibration.rows} rows (margin x{calibration.margin:g}): {path}")
-            if (args.directory / SIGNATURE).is_file():
-                print(f"note: {args.directory} was signed before: sign it again (smpc model sign) so the calibration is covered")
-        else:
-            manifest = verify(args.directory, args.public_key)
-            print("\n".join(describe_verified(args.directory, args.public_key, manifest)))
-    except SmpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

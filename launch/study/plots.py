@@ -9,8 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from launch.profile import by_layer
-from launch.report import MIB, describe, varying
+from launch.study.formatting import MIB, describe, varying
+from smpc.runs.profile import by_layer
 
 
 def _pyplot() -> Any:

@@ -12,10 +12,10 @@ import math
 import operator
 from typing import Any, Callable, Sequence
 
+from smpc import compat
 import crypten
 import torch
 
-from smpc import compat
 from smpc.protocols import approx, fixed, lookup
 
 aten = torch.ops.aten

@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 import torch
 
-from smpc.convert import Program, layer_label, op_label
+from smpc.model.convert import Program, layer_label, op_label
 from smpc.meter import LayerMeter, numel, piece
-from smpc.ops import OPS
+from smpc.model.ops import OPS
 from smpc.protocols.fixed import FIXED_OPERAND, unwrap
 from smpc.protocols.fss import bounded_comparisons
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from launch.processes import Child, supervise
+from smpc.runs.processes import Child, supervise
 from smpc import artifacts, keys
 from smpc.config import Config, load_config
-from smpc.convert import Program
+from smpc.model.convert import Program
 from smpc.errors import ConfigError, FidelityError, PartyError
-from smpc.execute import run_program
+from smpc.model.execute import run_program
 from smpc.model import pack, ranges
 from smpc.protocols import top_k
 from smpc.runfiles import CLASSES, audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
@@ -157,7 +157,7 @@ def run(
     for name in config.processes:
         for stale in (result_path(config, name), error_path(config, name), output_path(config, name), audit_path(config, name)):
             stale.unlink(missing_ok=True)
-    children = processes_of(config, config.processes, "parties")
+    children = processes_of(config, config.processes, "party")
     started = time.perf_counter()
     outcome = supervise(children, deadline_s=config.timeouts.run_s, echo=echo)
     wall_s = time.perf_counter() - started
@@ -177,15 +177,17 @@ def run(
     return report
 
 
-def processes_of(config: Config, names: list[str], party_module: str) -> list[Child]:
-    """The processes to supervise: the dealer, and each party run by `party_module`
-    (`parties` for a one-off run, `parties.service` for a service), logging to run_dir."""
+def processes_of(config: Config, names: list[str], command: str) -> list[Child]:
+    """The processes to supervise, each logging to run_dir: the dealer (`smpc dealer`), and
+    each party run by `command` (`party` for a one-off run, `serve` for a service), the
+    same commands that run one process per host (`python -m launch` is `smpc`)."""
+    launch = [sys.executable, "-m", "launch"]
     return [
         Child(
             name=name,
-            argv=[sys.executable, "-m", "smpc.dealer", str(config.source)]
+            argv=[*launch, "dealer", str(config.source)]
             if name == "dealer"
-            else [sys.executable, "-m", party_module, str(config.source), "--name", name],
+            else [*launch, command, str(config.source), "--name", name],
             log_path=log_path(config, name),
         )
         for name in names

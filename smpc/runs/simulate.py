@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import yaml
 
-from launch import profile as cost_profile
-from launch.runner import Report, run
+from smpc.runs import profile as cost_profile
+from smpc.runs.runner import Report, run
 from smpc import artifacts, runfiles
 from smpc.config import load_config
 from smpc.model import pack
@@ -114,7 +114,7 @@ def simulate(
     Returns:
         The Simulation; raises SmpcError subclasses (one line each) on failure.
     """
-    from launch.bench import free_port
+    from smpc.runs.processes import free_port
 
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     kwargs = dict(kwargs or {})

@@ -1,7 +1,7 @@
 """PyTorch model -> a graph of ATen calls that runs on CrypTensors.
 
 The model is captured with torch.export (no ONNX, no TorchScript), functionalised,
-checked op by op against smpc.ops.OPS, and eval-mode BatchNorms are folded into
+checked op by op against smpc.model.ops.OPS, and eval-mode BatchNorms are folded into
 the convolution or linear layer before them (or into a per-channel affine map).
 Every party converts the same architecture and gets the same graph; only the model
 owner's parameter values are real, the others hold same-shaped placeholders.
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.export.graph_signature import InputKind
 
-from smpc import ops
+from smpc.model import ops
 from smpc.errors import ConversionError, UnsupportedOpError
 
 aten = torch.ops.aten

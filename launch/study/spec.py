@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from smpc import zoo
+from smpc.model import zoo
 from smpc.config import FunctionsConfig, TimeoutConfig, read_yaml, resolver, validate_document
 from smpc.errors import ConfigError
 

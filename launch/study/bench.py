@@ -11,12 +11,10 @@ so any cell can be re-run alone with `smpc launch`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,31 +25,16 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from launch.report import PARTY_COUNTS, STATS
-from launch.runner import Report, run
-from launch.study import Cell, ModelEntry, Study, load_study
-from smpc import artifacts, keys, zoo
+from launch.study.report import PARTY_COUNTS, STATS
+from smpc.runs.processes import free_port
+from smpc.runs.runner import Report, run
+from launch.study.spec import Cell, ModelEntry, Study
+from smpc import artifacts, keys
+from smpc.model import zoo
 from smpc.errors import ConfigError, SmpcError
 
 RESULTS = "results.jsonl"
 HELPER_NAMES = ("carol", "dave", "erin", "frank", "grace", "heidi")
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now, and never one this process handed out
-    before: the kernel may offer a port again once its probe is closed, and the ports of
-    one config must differ."""
-    for _ in range(1000):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise OSError("no free TCP port on 127.0.0.1 that was not handed out already")
 
 
 def consortium(parties: int, data: Path, weights: Path) -> list[dict[str, Any]]:
@@ -272,7 +255,7 @@ def run_study(study: Study, out: Path, progress: bool = True, force: bool = Fals
     """
     from tqdm import tqdm
 
-    from launch import report as report_module
+    from launch.study import report as report_module
 
     out = Path(out).resolve()  # cell configs live below `out`: their paths must not depend on the cwd
 
@@ -345,35 +328,3 @@ def run_study(study: Study, out: Path, progress: bool = True, force: bool = Fals
         if records:
             report_module.write_all(out, study)
     return records
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="smpc bench", description="Measure every cell of a study (a YAML matrix of settings)."
-    )
-    parser.add_argument("study", help="study YAML file (see configs/studies/)")
-    parser.add_argument("--out", metavar="DIR", help="results folder (default: bench-results/NAME)")
-    parser.add_argument("--force", action="store_true", help="replace the results already in the folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry: run the study; exit 0 when every cell succeeded, 2 when some failed (as a
-    failed `smpc launch`) or on a bad study file, 130 on Ctrl-C (the report then covers
-    the finished cells); 1 stays the internal errors' code."""
-    args = build_parser().parse_args(argv)
-    try:
-        study = load_study(args.study)
-        out = Path(args.out) if args.out else Path("bench-results") / study.name
-        records = run_study(study, out, progress=not args.no_progress, force=args.force)
-    except SmpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: all parties stopped; the report covers the finished cells", file=sys.stderr)
-        return 130
-    failed = [r for r in records if r["status"] != "ok"]
-    print(f"{len(records) - len(failed)} of {len(records)} cells measured; results in {out}/ "
-          f"({RESULTS}, results.csv, report.md, plots)")
-    return 2 if failed else 0

@@ -1,5 +1,5 @@
 """A study's tables, made from its records (results.jsonl) and nothing else:
-results.csv, report.md, and the plots (launch.plots)."""
+results.csv, report.md, and the plots (launch.study.plots)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from launch.study import plots
+from launch.study.formatting import (
+    HEADINGS, SETTINGS, describe, f_error, f_mib, f_ms, f_pct, f_ratio, f_seconds, varying,
+)
+
 CSV = "results.csv"
 MARKDOWN = "report.md"
-SETTINGS = ("model", "parties", "randomness", "comparisons", "transport", "precision_bits", "batch_size", "functions")
-_HEADINGS = {
-    "model": "model", "parties": "parties", "randomness": "randomness", "comparisons": "comparisons",
-    "transport": "transport", "precision_bits": "bits", "batch_size": "batch", "functions": "approximations",
-}
 # per party and run: what it sent (in all, in comparisons, in FSS truncations) and the
 # dealer's FSS key bytes it received
 PARTY_COUNTS = (
@@ -25,7 +25,6 @@ PARTY_COUNTS = (
 )
 STATS = ("online_s", "online_s_per_sample", "offline_s", "wall_s", "plain_s", "slowdown", "max_abs_error", "agreement",
          "accuracy_mpc", "accuracy_plain")
-MIB = 2**20
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
@@ -38,43 +37,6 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)  # a reader never sees half a report
-
-
-def varying(records: list[dict[str, Any]]) -> list[str]:
-    """The settings that differ between cells (the model is always shown)."""
-    return [k for k in SETTINGS if k == "model" or len({str(r["settings"][k]) for r in records}) > 1]
-
-
-def describe(record: dict[str, Any], keys: list[str]) -> str:
-    """A cell named by the settings in `keys`, e.g. 'lenet5 parties=3 dealer'."""
-    s = record["settings"]
-    parts = [str(s[k]) if k in ("model", "randomness", "comparisons", "transport") else f"{_HEADINGS[k]}={s[k]}" for k in keys]
-    return " ".join(parts)
-
-
-# how each number is printed; the tests read the report back with the same precision
-def f_seconds(v: float) -> str:
-    return f"{v:.3f}"
-
-
-def f_ms(v: float) -> str:
-    return f"{1000 * v:.2f}"
-
-
-def f_ratio(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.0f}"
-
-
-def f_mib(v: float) -> str:
-    return f"{v / MIB:.2f}"
-
-
-def f_error(v: float) -> str:
-    return f"{v:.2e}"
-
-
-def f_pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
 def one_line(record: dict[str, Any]) -> str:
@@ -116,9 +78,9 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
         "",
     ]
     if fixed:
-        lines += ["Same in every cell: " + ", ".join(f"{_HEADINGS[k]} {first['settings'][k]}" for k in fixed) + ".", ""]
+        lines += ["Same in every cell: " + ", ".join(f"{HEADINGS[k]} {first['settings'][k]}" for k in fixed) + ".", ""]
     if ok:
-        heads = ["cell"] + [_HEADINGS[k] for k in shown] + [
+        heads = ["cell"] + [HEADINGS[k] for k in shown] + [
             "samples", "online s", "ms/sample", "offline s", "plain ms", "slowdown", "MiB/party", "rounds",
             "comparison MiB", "comparison rounds", "key MiB/party", "dealer s/batch", "peak MiB", "max abs error",
             "agreement", "accuracy MPC", "accuracy plain",
@@ -225,8 +187,6 @@ def csv_text(records: list[dict[str, Any]]) -> str:
 
 def write_all(out: Path, study: Any) -> list[Path]:
     """(Re)write results.csv, the plots and report.md in `out` from its results.jsonl."""
-    from launch import plots
-
     records = read_records(out)
     _write_text(out / CSV, csv_text(records))
     pngs = plots.write_plots(records, out)
