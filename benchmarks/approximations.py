@@ -21,8 +21,10 @@ from results_page import results_page  # noqa: E402
 from test_approx import _evaluate, worst_errors  # noqa: E402
 
 RANGES = {
-    "layer_norm": "row variance 1e-4 .. 1e6", "rms_norm": "row mean square 1e-4 .. 1e6",
-    "layer_norm eps 0.1": "row variance 1e-4 .. 1e6", "layer_norm small variance": "row variance 4e-6 .. 1e-4",
+    "layer_norm": "row variance 1e-4 .. 1e6",
+    "rms_norm": "row mean square 1e-4 .. 1e6",
+    "layer_norm eps 0.1": "row variance 1e-4 .. 1e6",
+    "layer_norm small variance": "row variance 4e-6 .. 1e-4",
     "softmax": "scores × 0.1 .. 20, rows masked with -1e4",
 }
 

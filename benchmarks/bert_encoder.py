@@ -24,10 +24,17 @@ def build_model() -> torch.nn.Module:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    model = BertModel(BertConfig(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-        max_position_embeddings=512, attn_implementation="eager",
-    )).eval()
+    model = BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=12,
+            intermediate_size=1536,
+            max_position_embeddings=512,
+            attn_implementation="eager",
+        )
+    ).eval()
     with torch.no_grad():
         model.embeddings.word_embeddings.weight.mul_(0.05)
         for layer in model.encoder.layer:
@@ -62,25 +69,42 @@ def main() -> None:
     parser.add_argument("--comparisons", nargs="+", default=["circuits"], choices=["circuits", "fss"])
     args = parser.parse_args()
     model = build_model()
-    print(f"{'comparisons':>11} {'seq':>4} {'batch':>5} {'online s/sent':>13} {'plain s/sent':>12} {'MPC/plain':>9} "
-          f"{'MiB/sent':>8} {'rounds':>6} {'setup MiB':>9} {'peak MiB':>8} {'cosine':>9}")
+    print(
+        f"{'comparisons':>11} {'seq':>4} {'batch':>5} {'online s/sent':>13} {'plain s/sent':>12} {'MPC/plain':>9} "
+        f"{'MiB/sent':>8} {'rounds':>6} {'setup MiB':>9} {'peak MiB':>8} {'cosine':>9}"
+    )
     for setting, comparisons in ((s, c) for s in args.settings for c in args.comparisons):
         seq, batch = (int(v) for v in setting.split("x"))
         ids, mask = inputs(seq, batch)
-        result = smpc.simulate(model, (ids, mask), parties=2, randomness="dealer", comparisons=comparisons, timeout_s=3600,
-                               op_timeout_s=600, quiet=True)  # the dealer makes a large batch's material while the parties wait
+        result = smpc.simulate(
+            model,
+            (ids, mask),
+            parties=2,
+            randomness="dealer",
+            comparisons=comparisons,
+            timeout_s=3600,
+            op_timeout_s=600,
+            quiet=True,
+        )  # the dealer makes a large batch's material while the parties wait
         plain = plain_seconds(model, ids, mask) / batch
         online = result.online_s / batch
         # per party, the batch's bytes and rounds apart from the set-up's (agreement, the
         # weights shared and their masks opened once: a service pays it once per session)
-        setup = {name: sum(r["bytes_sent"] for r in p["layers"] if r["layer"] == "<setup>")
-                 for name, p in result.report.parties.items()}
+        setup = {
+            name: sum(r["bytes_sent"] for r in p["layers"] if r["layer"] == "<setup>")
+            for name, p in result.report.parties.items()
+        }
         mib = max(result.bytes_sent[n] - setup[n] for n in setup) / 2**20 / batch
-        rounds = max(p["rounds"] - sum(r["rounds"] for r in p["layers"] if r["layer"] == "<setup>")
-                     for p in result.report.parties.values())
+        rounds = max(
+            p["rounds"] - sum(r["rounds"] for r in p["layers"] if r["layer"] == "<setup>")
+            for p in result.report.parties.values()
+        )
         peak = max(p["peak_rss_mib"] for p in result.report.parties.values())
-        print(f"{comparisons:>11} {seq:>4} {batch:>5} {online:>13.3f} {plain:>12.5f} {online / plain:>9.0f} {mib:>8.1f} "
-              f"{rounds:>6} {max(setup.values()) / 2**20:>9.1f} {peak:>8.0f} {result.cosine:>9.6f}", flush=True)
+        print(
+            f"{comparisons:>11} {seq:>4} {batch:>5} {online:>13.3f} {plain:>12.5f} {online / plain:>9.0f} {mib:>8.1f} "
+            f"{rounds:>6} {max(setup.values()) / 2**20:>9.1f} {peak:>8.0f} {result.cosine:>9.6f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -33,13 +33,23 @@ def main(argv: list[str] | None = None) -> int:
             cell = {"batch": batch}
             for mode in ("circuits", "fss"):
                 report, _ = launch_model(
-                    Path(tmp), f"{mode} b{batch}", "lenet5", (1, 28, 28), batch, n, randomness="dealer", comparisons=mode,
+                    Path(tmp),
+                    f"{mode} b{batch}",
+                    "lenet5",
+                    (1, 28, 28),
+                    batch,
+                    n,
+                    randomness="dealer",
+                    comparisons=mode,
                     truncation="local" if mode == "circuits" else None,  # circuits as upstream CrypTen runs them
                 )
                 alice = report.parties["alice"]
                 cell[mode] = {
-                    "online": report.online_s / n, "mib": alice["bytes_sent"] / 2**20 / n, "rounds": alice["rounds"] / n,
-                    "keys_mib": alice.get("key_bytes", 0) / 2**20 / n, "per_comparison": alice.get("key_bytes_per_comparison"),
+                    "online": report.online_s / n,
+                    "mib": alice["bytes_sent"] / 2**20 / n,
+                    "rounds": alice["rounds"] / n,
+                    "keys_mib": alice.get("key_bytes", 0) / 2**20 / n,
+                    "per_comparison": alice.get("key_bytes_per_comparison"),
                     "dealer_s": (report.dealer or {}).get("generation_s_per_batch"),
                 }
             cell["ttp"] = run_upstream_ttp(2, batch, batches=n)["online_s_per_batch"]
@@ -47,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"done: batch {batch}", file=sys.stderr, flush=True)
     print("LeNet-5, 2 parties, per batch at party 0 (online seconds, MiB sent, rounds); dealer: key MiB sent to each")
     print("party and its generation seconds per batch")
-    print(f"{'batch':>5}{'fss s':>8}{'circ s':>8}{'ttp s':>8}{'fss/ttp':>9}{'fss/circ':>10}"
-          f"{'fss MiB':>9}{'circ MiB':>10}{'fss rnd':>9}{'circ rnd':>10}{'keys MiB':>10}{'B/cmp':>7}{'dealer s':>10}")
+    print(
+        f"{'batch':>5}{'fss s':>8}{'circ s':>8}{'ttp s':>8}{'fss/ttp':>9}{'fss/circ':>10}"
+        f"{'fss MiB':>9}{'circ MiB':>10}{'fss rnd':>9}{'circ rnd':>10}{'keys MiB':>10}{'B/cmp':>7}{'dealer s':>10}"
+    )
     for r in rows:
         f, c = r["fss"], r["circuits"]
         print(

@@ -44,20 +44,33 @@ def main() -> int:
     mt = torch.Generator().manual_seed(1)
     aes_rate = fill_rate(lambda n: aes.ring((n,)))
     mt_rate = fill_rate(lambda n: torch.randint(-(2**63), 2**63 - 1, (n,), generator=mt, dtype=torch.long))
-    print(f"fill rate, ring elements, one thread: AES-256-CTR {aes_rate / 2**20:.0f} MiB/s, "
-          f"Mersenne Twister {mt_rate / 2**20:.0f} MiB/s (ratio {aes_rate / mt_rate:.2f})")
+    print(
+        f"fill rate, ring elements, one thread: AES-256-CTR {aes_rate / 2**20:.0f} MiB/s, "
+        f"Mersenne Twister {mt_rate / 2**20:.0f} MiB/s (ratio {aes_rate / mt_rate:.2f})"
+    )
     weights = ROOT / "models" / "digits_cnn.safetensors"
     with tempfile.TemporaryDirectory() as tmp:
         for randomness in ("local", "dealer"):
-            report, _ = launch_model(Path(tmp), f"digits {randomness}", "digits_cnn", (1, 8, 8), 60, 6,
-                                     randomness=randomness, weights=weights, truncation="local")
+            report, _ = launch_model(
+                Path(tmp),
+                f"digits {randomness}",
+                "digits_cnn",
+                (1, 8, 8),
+                60,
+                6,
+                randomness=randomness,
+                weights=weights,
+                truncation="local",
+            )
             for name in report.parties:
                 record = json.loads((Path(tmp) / "runs" / f"digits_{randomness}" / f"{name}.result.json").read_text())
                 drawn, online = record["random_bytes"], record["online_s"]
                 # every draw of the run (sharing the model, the online phase) against the online time: an upper bound
-                print(f"{randomness:>6} {name:<6} drew {drawn / 2**20:7.1f} MiB in the run; drawing it all takes "
-                      f"{100 * drawn / aes_rate / online:.2f}% of its online {online:.2f} s with AES-CTR, "
-                      f"{100 * drawn / mt_rate / online:.2f}% with MT")
+                print(
+                    f"{randomness:>6} {name:<6} drew {drawn / 2**20:7.1f} MiB in the run; drawing it all takes "
+                    f"{100 * drawn / aes_rate / online:.2f}% of its online {online:.2f} s with AES-CTR, "
+                    f"{100 * drawn / mt_rate / online:.2f}% with MT"
+                )
     return 0
 
 

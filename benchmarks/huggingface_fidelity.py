@@ -32,8 +32,10 @@ def main() -> int:
         with torch.no_grad():
             outputs = list(model(*args, **kwargs).keys())
         inputs = ["input_ids" if args[0].dtype == torch.long else "pixel_values", *kwargs]
-        print(f"| `{name}` | {', '.join(f'`{i}`' for i in inputs)} | {', '.join(f'`{o}`' for o in outputs)} | "
-              f"{', '.join(f'{c:.6f}' for c in cosines[name])} |")
+        print(
+            f"| `{name}` | {', '.join(f'`{i}`' for i in inputs)} | {', '.join(f'`{o}`' for o in outputs)} | "
+            f"{', '.join(f'{c:.6f}' for c in cosines[name])} |"
+        )
     return 0
 
 

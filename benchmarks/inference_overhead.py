@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(bench(*setting, batches=args.batches, work=Path(tmp)))
             print(f"done: {setting[0]}", file=sys.stderr, flush=True)
     print("per batch; bytes and rounds per party as counted by CrypTen (8 bytes per ring element)")
-    print(f"{'setting':<18}{'MPC s':>10}{'plain s':>12}{'MPC/plain':>12}{'MiB alice':>11}{'MiB bob':>10}{'rounds':>8}{'max err':>10}")
+    print(
+        f"{'setting':<18}{'MPC s':>10}{'plain s':>12}{'MPC/plain':>12}{'MiB alice':>11}{'MiB bob':>10}{'rounds':>8}{'max err':>10}"
+    )
     for r in rows:
         print(
             f"{r['setting']:<18}{r['mpc_s']:>10.3f}{r['plain_s']:>12.6f}{r['ratio']:>12.0f}"

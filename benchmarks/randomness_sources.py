@@ -30,8 +30,15 @@ def main(argv: list[str] | None = None) -> int:
                 cell = {"parties": parties, "batch": batch}
                 for source in ("dealer", "local"):
                     report, _ = launch_model(
-                        Path(tmp), f"{source} p{parties} b{batch}", "lenet5", (1, 28, 28), batch, args.batches,
-                        parties=parties, randomness=source, truncation="local",  # the same protocol, only the source differs
+                        Path(tmp),
+                        f"{source} p{parties} b{batch}",
+                        "lenet5",
+                        (1, 28, 28),
+                        batch,
+                        args.batches,
+                        parties=parties,
+                        randomness=source,
+                        truncation="local",  # the same protocol, only the source differs
                     )
                     cell[source] = report.online_s / args.batches
                     if source == "dealer":
@@ -40,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(cell)
                 print(f"done: {parties} parties, batch {batch}", file=sys.stderr, flush=True)
     print("LeNet-5, online seconds per batch (offline: the dealer's trace + first batch, before the online phase)")
-    print(f"{'parties':>7}{'batch':>6}{'dealer':>9}{'local':>9}{'ttp':>9}{'dealer/local':>14}{'dealer/ttp':>12}{'offline':>9}")
+    print(
+        f"{'parties':>7}{'batch':>6}{'dealer':>9}{'local':>9}{'ttp':>9}{'dealer/local':>14}{'dealer/ttp':>12}{'offline':>9}"
+    )
     for r in rows:
         print(
             f"{r['parties']:>7}{r['batch']:>6}{r['dealer']:>9.3f}{r['local']:>9.3f}{r['ttp']:>9.3f}"

@@ -104,8 +104,11 @@ def _per_query(client: Client, run) -> tuple[dict, float, float]:
     report = run()
     after = client.get("alice", "/metrics").text
     n = report["samples"]
-    return (report, (_metric(after, "smpc_bytes_sent_total") - _metric(before, "smpc_bytes_sent_total")) / n,
-            (_metric(after, "smpc_rounds_total") - _metric(before, "smpc_rounds_total")) / n)
+    return (
+        report,
+        (_metric(after, "smpc_bytes_sent_total") - _metric(before, "smpc_bytes_sent_total")) / n,
+        (_metric(after, "smpc_rounds_total") - _metric(before, "smpc_rounds_total")) / n,
+    )
 
 
 def _packed_config(work: Path, name: str, model_dir: Path, comparisons: str, max_batch: int) -> Path:
@@ -136,7 +139,6 @@ def _text_model(work: Path) -> tuple[Path, Path, Path]:
 
 
 def _minilm_model(work: Path, queries: int) -> tuple[Path, Path]:
-    import torch
 
     from smpc import artifacts
     from smpc.model import model_dir
@@ -166,7 +168,8 @@ def _packed_service(work: Path, name: str, model_dir: Path, comparisons: str, ma
         warm = queries[1] | {"rows": 2}
         query(path, "analyst", **warm)
         results[1], results["bytes"], results["rounds"] = _per_query(
-            client, lambda: query(path, "analyst", concurrency=1, **queries[1]))
+            client, lambda: query(path, "analyst", concurrency=1, **queries[1])
+        )
         for c in (4, 16):
             results[c] = query(path, "analyst", concurrency=c, **queries[c])
     finally:
@@ -175,28 +178,38 @@ def _packed_service(work: Path, name: str, model_dir: Path, comparisons: str, ma
 
 
 def _print_packed(name: str, by_mode: dict) -> None:
-    print(f"\n{name}: {'mode':>9} {'clients':>7} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}")
+    print(
+        f"\n{name}: {'mode':>9} {'clients':>7} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}"
+    )
     for mode, results in by_mode.items():
         for c in (1, 4, 16):
             r = results[c]
             lat, acc = r["latency_ms"], r["accuracy"]
-            print(f"{'':>{len(name) + 1}} {mode:>9} {c:>7} {r['samples']:>5} {'-' if acc is None else f'{acc:.4f}':>9} "
-                  f"{lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}")
+            print(
+                f"{'':>{len(name) + 1}} {mode:>9} {c:>7} {r['samples']:>5} {'-' if acc is None else f'{acc:.4f}':>9} "
+                f"{lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}"
+            )
     for mode, results in by_mode.items():
-        print(f"{name} {mode}: per query per party {results['bytes'] / 2**20:.2f} MiB sent, {results['rounds']:.0f} rounds, "
-              f"{results[1]['bytes_per_query_per_party'] / 1024:.1f} KiB from the client; "
-              f"throughput 16 clients / 1 client {results[16]['throughput_qps'] / results[1]['throughput_qps']:.2f}")
+        print(
+            f"{name} {mode}: per query per party {results['bytes'] / 2**20:.2f} MiB sent, {results['rounds']:.0f} rounds, "
+            f"{results[1]['bytes_per_query_per_party'] / 1024:.1f} KiB from the client; "
+            f"throughput 16 clients / 1 client {results[16]['throughput_qps'] / results[1]['throughput_qps']:.2f}"
+        )
     if len(by_mode) == 2:
         a, b = by_mode["circuits"], by_mode["fss"]
-        print(f"{name}: ratio p50 fss / circuits {b[1]['latency_ms']['p50'] / a[1]['latency_ms']['p50']:.2f}, "
-              f"rounds fss / circuits {b['rounds'] / a['rounds']:.2f}, bytes fss / circuits {b['bytes'] / a['bytes']:.2f}")
+        print(
+            f"{name}: ratio p50 fss / circuits {b[1]['latency_ms']['p50'] / a[1]['latency_ms']['p50']:.2f}, "
+            f"rounds fss / circuits {b['rounds'] / a['rounds']:.2f}, bytes fss / circuits {b['bytes'] / a['bytes']:.2f}"
+        )
 
 
 def main() -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Services measured with smpc query.")
-    parser.add_argument("--services", nargs="+", default=["digits", "text", "minilm"], choices=["digits", "text", "minilm"])
+    parser.add_argument(
+        "--services", nargs="+", default=["digits", "text", "minilm"], choices=["digits", "text", "minilm"]
+    )
     parser.add_argument("--comparisons", nargs="+", default=["circuits", "fss"], choices=["circuits", "fss"])
     parser.add_argument("--keep", metavar="DIR", help="work in DIR (keys, models, every process's log) and keep it")
     args = parser.parse_args()
@@ -209,14 +222,21 @@ def main() -> int:
         if "text" in args.services:
             with results_page("serving-text"):
                 model_dir, text, labels = _text_model(work)
-                queries = {1: {"text": text, "labels": labels, "rows": 40}, 4: {"text": text, "labels": labels},
-                           16: {"text": text, "labels": labels}}
-                _print_packed("text", {m: _packed_service(work, "text", model_dir, m, 16, queries) for m in args.comparisons})
+                queries = {
+                    1: {"text": text, "labels": labels, "rows": 40},
+                    4: {"text": text, "labels": labels},
+                    16: {"text": text, "labels": labels},
+                }
+                _print_packed(
+                    "text", {m: _packed_service(work, "text", model_dir, m, 16, queries) for m in args.comparisons}
+                )
         if "minilm" in args.services:
             with results_page("serving-minilm"):
                 model_dir, data = _minilm_model(work, 16)
                 queries = {1: {"data": data, "rows": 6}, 4: {"data": data, "rows": 8}, 16: {"data": data, "rows": 16}}
-                _print_packed("minilm", {m: _packed_service(work, "minilm", model_dir, m, 1, queries) for m in args.comparisons})
+                _print_packed(
+                    "minilm", {m: _packed_service(work, "minilm", model_dir, m, 1, queries) for m in args.comparisons}
+                )
         if "digits" in args.services:
             with results_page("serving-digits"):
                 _digits(work)
@@ -241,15 +261,23 @@ def _digits(work: Path) -> None:
     report = run(_config(work, serving=False), echo=False)
     cold_s = time.perf_counter() - started
 
-    print(f"\ndigits: {'clients':>8} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}")
+    print(
+        f"\ndigits: {'clients':>8} {'rows':>5} {'accuracy':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'queries/s':>10}"
+    )
     for c, r in results.items():
         lat = r["latency_ms"]
-        print(f"{'':>7} {c:>8} {r['samples']:>5} {r['accuracy']:>9.4f} {lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}")
+        print(
+            f"{'':>7} {c:>8} {r['samples']:>5} {r['accuracy']:>9.4f} {lat['p50']:>8.1f} {lat['p90']:>8.1f} {lat['p99']:>8.1f} {r['throughput_qps']:>10.2f}"
+        )
     print(f"per query at 1 client (alice): {per_query_bytes / 2**20:.2f} MiB sent, {per_query_rounds:.0f} rounds")
     launch_qps, online_qps = report.samples / cold_s, report.samples / report.online_s
-    print(f"cold smpc launch of {report.samples} rows (batch 64): {cold_s:.2f} s wall ({launch_qps:.2f} rows/s), "
-          f"online {report.online_s:.2f} s ({online_qps:.2f} rows/s), accuracy {report.accuracy_mpc:.4f}")
-    print(f"ratio throughput 16 clients / 1 client:      {results[16]['throughput_qps'] / results[1]['throughput_qps']:.2f}")
+    print(
+        f"cold smpc launch of {report.samples} rows (batch 64): {cold_s:.2f} s wall ({launch_qps:.2f} rows/s), "
+        f"online {report.online_s:.2f} s ({online_qps:.2f} rows/s), accuracy {report.accuracy_mpc:.4f}"
+    )
+    print(
+        f"ratio throughput 16 clients / 1 client:      {results[16]['throughput_qps'] / results[1]['throughput_qps']:.2f}"
+    )
     print(f"ratio throughput 64 clients / cold launch:   {results[64]['throughput_qps'] / launch_qps:.2f}")
     print(f"ratio throughput 64 clients / launch online: {results[64]['throughput_qps'] / online_qps:.2f}")
     print(f"ratio one query's latency / cold launch:     {results[1]['latency_ms']['p50'] / 1000 / cold_s:.3f}")

@@ -50,10 +50,20 @@ def main() -> int:
         doc = {
             "version": 1,
             "parties": [
-                {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"],
-                 "data": str(work / "data.safetensors")},
-                {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"],
-                 "weights": str(ROOT / "models" / "digits_cnn.safetensors")},
+                {
+                    "name": "alice",
+                    "host": "127.0.0.1",
+                    "port": free_port(),
+                    "roles": ["data_owner", "output"],
+                    "data": str(work / "data.safetensors"),
+                },
+                {
+                    "name": "bob",
+                    "host": "127.0.0.1",
+                    "port": free_port(),
+                    "roles": ["model_owner"],
+                    "weights": str(ROOT / "models" / "digits_cnn.safetensors"),
+                },
                 {"name": "carol", "host": "127.0.0.1", "port": free_port()},
             ],
             "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
@@ -84,11 +94,15 @@ def main() -> int:
     print(f"failed                {len(failures)}" + "".join(f"\n  run {i + 1}: {m}" for i, m in failures))
     print(f"stalls (> 3x median)  {len(slow)}")
     print(f"wall s                median {median:.2f}, slowest {max(walls):.2f} (run {walls.index(max(walls)) + 1})")
-    print(f"launcher RSS MiB      first {tenth}: {statistics.mean(launcher_rss[:tenth]):.0f}, "
-          f"last {tenth}: {statistics.mean(launcher_rss[-tenth:]):.0f}")
+    print(
+        f"launcher RSS MiB      first {tenth}: {statistics.mean(launcher_rss[:tenth]):.0f}, "
+        f"last {tenth}: {statistics.mean(launcher_rss[-tenth:]):.0f}"
+    )
     if party_peak:
-        print(f"party peak MiB        first {tenth}: {statistics.mean(party_peak[:tenth]):.0f}, "
-              f"last {tenth}: {statistics.mean(party_peak[-tenth:]):.0f}")
+        print(
+            f"party peak MiB        first {tenth}: {statistics.mean(party_peak[:tenth]):.0f}, "
+            f"last {tenth}: {statistics.mean(party_peak[-tenth:]):.0f}"
+        )
     return 1 if failures or slow else 0
 
 

@@ -27,7 +27,8 @@ def page_body(report: str, name: str) -> str:
     keeps those), headings one level down, plots pointing at the copies beside the page."""
     body = report.split("\n", 1)[1]  # the "# Study: NAME" title: the guide has its own heading
     body = body.split("\n## Communication per layer and op", 1)[0] + (
-        "\n## Plots" + body.split("\n## Plots", 1)[1] if "\n## Plots" in body else "")
+        "\n## Plots" + body.split("\n## Plots", 1)[1] if "\n## Plots" in body else ""
+    )
     body = re.sub(r"(?m)^## ", "#### ", body)
     return re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1](study-{name}/\2)", body)
 
@@ -40,8 +41,9 @@ def main() -> int:
     for name in args.studies:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / name
-            done = subprocess.run([smpc, "bench", str(STUDIES / f"{name}.yaml"), "--out", str(out), "--no-progress"],
-                                  cwd=ROOT)
+            done = subprocess.run(
+                [smpc, "bench", str(STUDIES / f"{name}.yaml"), "--out", str(out), "--no-progress"], cwd=ROOT
+            )
             if done.returncode != 0:  # the last good page stays
                 print(f"study {name} failed (exit {done.returncode}); its page is unchanged", file=sys.stderr)
                 return done.returncode

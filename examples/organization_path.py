@@ -55,10 +55,17 @@ def sentences(rows: int, seed: int) -> dict[str, torch.Tensor]:
 def main(work: Path) -> int:
     # 1. bob's checkpoint
     torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(
-        vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=16, num_labels=3,
-    )).save_pretrained(work / "checkpoint")
+    BertForSequenceClassification(
+        BertConfig(
+            vocab_size=200,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=16,
+            num_labels=3,
+        )
+    ).save_pretrained(work / "checkpoint")
 
     # 2. the consortium's keys
     sh(SMPC, "keys", "init", str(work / "keys"), "alice", "bob", "dealer")
@@ -77,8 +84,13 @@ def main(work: Path) -> int:
     config = {
         "version": 1,
         "parties": [
-            {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"],
-             "data": "alice.safetensors"},
+            {
+                "name": "alice",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "roles": ["data_owner", "output"],
+                "data": "alice.safetensors",
+            },
             {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": "model"},
         ],
         "model": {"program": "model", "public_key": "keys/bob.pub"},

@@ -48,10 +48,18 @@ def wait_ready(client: smpc.Client, service: subprocess.Popen, timeout_s: float 
 
 def main(work: Path) -> int:
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=16, num_labels=3, attn_implementation="eager",
-    )).eval()
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=200,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=16,
+            num_labels=3,
+            attn_implementation="eager",
+        )
+    ).eval()
     example = torch.ones(2, 8, dtype=torch.long)  # the largest query: 2 sentences of 8 tokens
     smpc.pack(model, (example,), work / "model", {"attention_mask": torch.ones_like(example)})
     subprocess.run([SMPC, "keys", "init", str(work / "keys"), "alice", "bob", "dealer", "analyst"], check=True)
@@ -60,8 +68,14 @@ def main(work: Path) -> int:
         "version": 1,
         "parties": [
             {"name": "alice", "host": "127.0.0.1", "port": free_port(), "api_port": free_port()},
-            {"name": "bob", "host": "127.0.0.1", "port": free_port(), "api_port": free_port(),
-             "roles": ["model_owner"], "weights": "model"},
+            {
+                "name": "bob",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "api_port": free_port(),
+                "roles": ["model_owner"],
+                "weights": "model",
+            },
         ],
         "model": {"program": "model"},
         "randomness": "dealer",

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 USAGE = """usage: smpc COMMAND ...
 
@@ -61,8 +61,11 @@ def launch_parser() -> argparse.ArgumentParser:
     parser.add_argument("config", help="YAML run configuration")
     parser.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="do not relay party output")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print the cost profile: bytes, rounds and seconds per layer and op, largest first")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print the cost profile: bytes, rounds and seconds per layer and op, largest first",
+    )
     return parser
 
 
@@ -148,7 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def query_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smpc query", description="Query a running service with the rows of a data file.")
+    parser = argparse.ArgumentParser(
+        prog="smpc query", description="Query a running service with the rows of a data file."
+    )
     parser.add_argument("config", help="the service's YAML config")
     parser.add_argument("--client", required=True, help="this client's identity (its certificate in tls.certs)")
     what = parser.add_mutually_exclusive_group(required=True)
@@ -196,7 +201,9 @@ def keys_parser() -> argparse.ArgumentParser:
     add.add_argument("names", nargs="+")
     req = sub.add_parser("request", help="on NAME's host: a private key (kept there) and a signing request for the CA")
     req.add_argument("name", help="the party's (client's, dealer's) name in the config")
-    req.add_argument("--out", type=Path, required=True, help="folder for NAME.key (0600), NAME.csr, NAME.pub, NAME.storage")
+    req.add_argument(
+        "--out", type=Path, required=True, help="folder for NAME.key (0600), NAME.csr, NAME.pub, NAME.storage"
+    )
     sig = sub.add_parser("sign", help="the CA holder signs a request: the certificate binds the request's name")
     sig.add_argument("csr", type=Path, help="NAME.csr from `smpc keys request`")
     sig.add_argument("--ca", type=Path, required=True, help="the CA's folder (ca.key, ca.pem)")
@@ -230,8 +237,10 @@ def _keys(args: argparse.Namespace) -> int:
         return 0
     elif args.command == "sign":
         cert = keys.sign_request(args.csr, args.ca, args.out, args.days, keys.known_names(args.config))
-        print(f"signed {keys.common_name(cert)!r}: {args.out} (serial {cert.serial_number:x}, valid until "
-              f"{cert.not_valid_after_utc:%Y-%m-%d})")
+        print(
+            f"signed {keys.common_name(cert)!r}: {args.out} (serial {cert.serial_number:x}, valid until "
+            f"{cert.not_valid_after_utc:%Y-%m-%d})"
+        )
         return 0
     elif args.command == "revoke":
         keys.check_names([args.name])
@@ -248,17 +257,23 @@ def _keys(args: argparse.Namespace) -> int:
 def model_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smpc model", description="Model directories: pack, sign, calibrate, verify.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser(
-        "pack", help="architecture + weights, or a save_pretrained directory -> a model directory"
-    )
+    p = sub.add_parser("pack", help="architecture + weights, or a save_pretrained directory -> a model directory")
     p.add_argument("architecture", help="a zoo name or module:factory, or a local save_pretrained directory")
     p.add_argument("--weights", type=Path, help="safetensors (or .pt state dict) file (architecture only)")
     p.add_argument("--input-shape", type=int, nargs="+", help="one sample's shape (architecture only)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="most rows in a batch; every batch up to it is packed (save_pretrained; default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=16,
-                   help="most tokens per sequence; every length up to it is served "
-                        "(save_pretrained text models; default: %(default)s)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="most rows in a batch; every batch up to it is packed (save_pretrained; default: %(default)s)",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=16,
+        help="most tokens per sequence; every length up to it is served "
+        "(save_pretrained text models; default: %(default)s)",
+    )
     p.add_argument("--out", type=Path, required=True, help="the model directory to write (must not exist yet)")
     s = sub.add_parser("sign", help="sign a model directory with the owner's EC private key")
     s.add_argument("directory", type=Path)
@@ -268,7 +283,9 @@ def model_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("directory", type=Path, help="the owner's model directory (packed program or zoo model)")
     c.add_argument("--data", type=Path, required=True, help="sample rows, a data file as a data owner's")
-    c.add_argument("--margin", type=float, default=2.0, help="factor by which every range must be covered (default: %(default)s)")
+    c.add_argument(
+        "--margin", type=float, default=2.0, help="factor by which every range must be covered (default: %(default)s)"
+    )
     v = sub.add_parser("verify", help="check a model directory's signature")
     v.add_argument("directory", type=Path)
     v.add_argument("--public-key", type=Path, required=True)
@@ -314,7 +331,9 @@ def _model(args: argparse.Namespace) -> int:
         print(calibrate.describe(calibration))
         print(f"calibrated on {calibration.rows} rows (margin x{calibration.margin:g}): {path}")
         if (args.directory / model_dir.SIGNATURE).is_file():
-            print(f"note: {args.directory} was signed before: sign it again (smpc model sign) so the calibration is covered")
+            print(
+                f"note: {args.directory} was signed before: sign it again (smpc model sign) so the calibration is covered"
+            )
     else:
         manifest = model_dir.verify(args.directory, args.public_key)
         print("\n".join(model_dir.describe_verified(args.directory, args.public_key, manifest)))
@@ -345,7 +364,9 @@ def _open(args: argparse.Namespace) -> int:
         print("\n".join(describe(tensors, metadata)))
         return 0
     if metadata.get("kind") != "outputs":
-        raise ArtifactError(f"{args.file}: holds this party's shares of the model, kept sealed: no --out (summary only)")
+        raise ArtifactError(
+            f"{args.file}: holds this party's shares of the model, kept sealed: no --out (summary only)"
+        )
     if args.out.resolve() == args.file.resolve():
         raise ArtifactError(f"{args.out}: --out must not be the sealed file itself")
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
@@ -383,8 +404,10 @@ def _bench(args: argparse.Namespace) -> int:
         print("interrupted: all parties stopped; the report covers the finished cells", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = [r for r in records if r["status"] != "ok"]
-    print(f"{len(records) - len(failed)} of {len(records)} cells measured; results in {out}/ "
-          f"({RESULTS}, results.csv, report.md, plots)")
+    print(
+        f"{len(records) - len(failed)} of {len(records)} cells measured; results in {out}/ "
+        f"({RESULTS}, results.csv, report.md, plots)"
+    )
     return EXIT_USAGE if failed else 0
 
 
@@ -421,7 +444,9 @@ def _guarded(parser: Parser, handler: Handler, rest: list[str]) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         traceback.print_exc()
-        print(f"error: internal error ({type(exc).__name__}): please report it with the traceback above", file=sys.stderr)
+        print(
+            f"error: internal error ({type(exc).__name__}): please report it with the traceback above", file=sys.stderr
+        )
         return EXIT_INTERNAL
 
 

@@ -60,8 +60,11 @@ def serve_all(config: Config, echo: bool = True) -> int:
         if config.serving.on_peer_loss != "rejoin" or restarts[child.name] >= MAX_RESTARTS:
             return False
         restarts[child.name] += 1
-        print(f"[serve] {child.name} ended ({child.describe_exit()}): starting it again "
-              f"({restarts[child.name]} of {MAX_RESTARTS})", flush=True)
+        print(
+            f"[serve] {child.name} ended ({child.describe_exit()}): starting it again "
+            f"({restarts[child.name]} of {MAX_RESTARTS})",
+            flush=True,
+        )
         return True
 
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -23,13 +23,31 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "text-demo"
 SEQ = 16
-GOOD = ["great", "wonderful", "excellent", "lovely", "brilliant", "superb", "enjoyable", "delightful", "fantastic", "charming"]
+GOOD = [
+    "great",
+    "wonderful",
+    "excellent",
+    "lovely",
+    "brilliant",
+    "superb",
+    "enjoyable",
+    "delightful",
+    "fantastic",
+    "charming",
+]
 BAD = ["awful", "terrible", "boring", "dreadful", "poor", "dull", "horrible", "disappointing", "weak", "tedious"]
 THINGS = ["film", "movie", "story", "plot", "acting", "music", "ending", "cast", "script", "soundtrack"]
 FRAMES = [
-    "the {t} was {w}", "what a {w} {t}", "i found the {t} {w}", "honestly the {t} felt {w} to me",
-    "a {w} {t} from start to finish", "my friends thought the {t} was {w}", "{w} , simply {w}",
-    "the {t} and the {t2} were both {w}", "overall a {w} experience", "it was a {w} {t} , really",
+    "the {t} was {w}",
+    "what a {w} {t}",
+    "i found the {t} {w}",
+    "honestly the {t} felt {w} to me",
+    "a {w} {t} from start to finish",
+    "my friends thought the {t} was {w}",
+    "{w} , simply {w}",
+    "the {t} and the {t2} were both {w}",
+    "overall a {w} experience",
+    "it was a {w} {t} , really",
 ]
 
 
@@ -55,15 +73,23 @@ def train(work: Path):
     tokenizer.enable_padding(length=SEQ)
     tokenizer.enable_truncation(SEQ)
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=SEQ, num_labels=2, attn_implementation="eager",
-    ))
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tokenizer.get_vocab_size(),
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=SEQ,
+            num_labels=2,
+            attn_implementation="eager",
+        )
+    )
     ids, mask = encode(tokenizer, texts)
     y = torch.tensor(labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
-    for epoch in range(3):
+    for _epoch in range(3):
         for start in range(0, len(y), 32):
             out = model(ids[start : start + 32], attention_mask=mask[start : start + 32], labels=y[start : start + 32])
             optimizer.zero_grad()
@@ -103,8 +129,13 @@ def main() -> int:
     config = {
         "version": 1,
         "parties": [
-            {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"],
-             "data": "alice.safetensors"},
+            {
+                "name": "alice",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "roles": ["data_owner", "output"],
+                "data": "alice.safetensors",
+            },
             {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": "model"},
         ],
         "model": {"program": "model"},
@@ -156,17 +187,24 @@ def serve_model(out: Path, sign_key: Path | None, rows: int) -> int:
     (out / "heldout.txt").write_text("".join(t + "\n" for t in texts))
     (out / "heldout-labels.txt").write_text("".join(f"{y}\n" for y in labels))
     (out / "plaintext-accuracy.txt").write_text(f"{accuracy:.4f}\n")
-    print(f"packed {packed} ({'signed, ' if sign_key else ''}plaintext accuracy on the held-out sentences: "
-          f"{accuracy:.4f}); sentences in {out / 'heldout.txt'}, labels in {out / 'heldout-labels.txt'}", flush=True)
+    print(
+        f"packed {packed} ({'signed, ' if sign_key else ''}plaintext accuracy on the held-out sentences: "
+        f"{accuracy:.4f}); sentences in {out / 'heldout.txt'}, labels in {out / 'heldout-labels.txt'}",
+        flush=True,
+    )
     return 0
 
 
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="The text demo: a one-off run, or (--serve DIR) the model of `make serve-text`.")
+    parser = argparse.ArgumentParser(
+        description="The text demo: a one-off run, or (--serve DIR) the model of `make serve-text`."
+    )
     parser.add_argument("--serve", type=Path, metavar="DIR", help="train, pack and sign the served model into DIR")
     parser.add_argument("--sign-key", type=Path, help="with --serve: the model owner's private key")
-    parser.add_argument("--rows", type=int, default=16, help="with --serve: the most rows of a batch (serving.max_batch)")
+    parser.add_argument(
+        "--rows", type=int, default=16, help="with --serve: the most rows of a batch (serving.max_batch)"
+    )
     args = parser.parse_args()
     sys.exit(serve_model(args.serve, args.sign_key, args.rows) if args.serve else main())

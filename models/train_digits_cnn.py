@@ -28,7 +28,7 @@ def main() -> None:
 
     model = DigitsCNN()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(30):
+    for _epoch in range(30):
         model.train()
         perm = torch.randperm(len(x_train))
         for i in range(0, len(perm), 64):

@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -142,12 +143,18 @@ class Party:
         top_k.check_supported(self.config, self.program)
         self.checks = {b: calibrate.range_checks(self.config, p) for b, p in self.programs.items()}
         self.widths = {b: calibrate.comparison_widths(self.config, p) for b, p in self.programs.items()}
-        self.fields = agreement.fields(self.config, self.program, self.checks[first], [self.programs[b] for b in others])
+        self.fields = agreement.fields(
+            self.config, self.program, self.checks[first], [self.programs[b] for b in others]
+        )
         if self.is_owner:
             self.weights_sha256 = artifacts.file_digest(model_dir.weights_file(self.me.weights))
         self.audit.record(
-            "start", rank=self.rank, roles=list(self.me.roles), transport=self.config.effective_transport,
-            randomness=self.config.randomness, architecture=self.program.architecture_fingerprint(),
+            "start",
+            rank=self.rank,
+            roles=list(self.me.roles),
+            transport=self.config.effective_transport,
+            randomness=self.config.randomness,
+            architecture=self.program.architecture_fingerprint(),
             weights_sha256=self.weights_sha256,
         )
 
@@ -163,9 +170,14 @@ class Party:
             print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
         joining = time.perf_counter()
         with session.joined(
-            self.rank, config.names, [(p.host, p.port) for p in config.parties],
-            config.timeouts.connect_s, config.timeouts.op_s, config.protocol.precision_bits,
-            PROVIDER_NAME if config.randomness == "dealer" else "TFP", config.protocol.functions.model_dump(),
+            self.rank,
+            config.names,
+            [(p.host, p.port) for p in config.parties],
+            config.timeouts.connect_s,
+            config.timeouts.op_s,
+            config.protocol.precision_bits,
+            PROVIDER_NAME if config.randomness == "dealer" else "TFP",
+            config.protocol.functions.model_dump(),
             comparisons=config.protocol.comparisons,
             truncation=config.truncation,
             tls=config.tls_files(self.name) if config.effective_transport == "tls" else None,
@@ -187,7 +199,9 @@ class Party:
     def agree(self) -> None:
         """Compare settings with every party (all raise together on a mismatch), then,
         with randomness: dealer, check in with the dealer and take this party's seed."""
-        with phase("settings agreed" + (" (and checked in with the dealer)" if self.config.randomness == "dealer" else "")):
+        with phase(
+            "settings agreed" + (" (and checked in with the dealer)" if self.config.randomness == "dealer" else "")
+        ):
             try:
                 agreement.check_parties(self.config, self.fields)
             except AgreementError as exc:
@@ -222,7 +236,9 @@ class Party:
             if all(int(flag[0]) for flag in session.all_gather_int64(torch.tensor([int(mine)]))):
                 return time.monotonic() - started
             if time.monotonic() - started > timeouts.run_s:
-                raise PartyError(f"the dealer's offline phase did not finish within timeouts.run_s = {timeouts.run_s:g} s")
+                raise PartyError(
+                    f"the dealer's offline phase did not finish within timeouts.run_s = {timeouts.run_s:g} s"
+                )
 
     def compute(self, batch: Batch) -> Computed:
         """The one compute path of a run and a service: switch to the batch's dealer
@@ -239,13 +255,22 @@ class Party:
             if self.meter is not None:  # the wait for the dealer is a row of its own
                 self.meter.charge("<dealer material>", "wait")
         material_s = time.perf_counter() - started
-        outputs = run_program(self.programs[batch.bucket], self.params, batch.inputs, self.meter,
-                              checks=self.checks[batch.bucket], widths=self.widths[batch.bucket])
+        outputs = run_program(
+            self.programs[batch.bucket],
+            self.params,
+            batch.inputs,
+            self.meter,
+            checks=self.checks[batch.bucket],
+            widths=self.widths[batch.bucket],
+        )
         best = {k: top_k.top_k(outputs[0], k) for k in top_k.reveal_kinds(self.config)}
         after = session.communication_stats()
         return Computed(
-            outputs, best, seconds={"dealer_material": material_s, "program": time.perf_counter() - started - material_s},
-            bytes_sent=after["bytes_sent"] - before["bytes_sent"], rounds=after["rounds"] - before["rounds"],
+            outputs,
+            best,
+            seconds={"dealer_material": material_s, "program": time.perf_counter() - started - material_s},
+            bytes_sent=after["bytes_sent"] - before["bytes_sent"],
+            rounds=after["rounds"] - before["rounds"],
         )
 
     def run(self, workload: Workload) -> None:
@@ -268,8 +293,13 @@ class Party:
         config = self.config
         if config.share_cache:
             self.params = share_cache.load_or_share(
-                self.program, runfiles.shares_path(config, self.name), self.me.storage_key, config.names,
-                self.owner, self.weights_sha256, self.audit.record,
+                self.program,
+                runfiles.shares_path(config, self.name),
+                self.me.storage_key,
+                config.names,
+                self.owner,
+                self.weights_sha256,
+                self.audit.record,
             )
         else:
             self.params = session.share_parameters(self.program, self.owner)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import torch
 
@@ -74,8 +75,12 @@ class OneOffRun:
                 for d, first_row, n in parts:
                     values = None
                     if party.rank == self.data_ranks[d]:
-                        values = spec.encode(self.dataset.inputs[spec.name][first_row : first_row + n], str(party.me.data))
-                    pieces.append(session.share_input(values, torch.Size((n, *spec.share_shape[1:])), self.data_ranks[d]))
+                        values = spec.encode(
+                            self.dataset.inputs[spec.name][first_row : first_row + n], str(party.me.data)
+                        )
+                    pieces.append(
+                        session.share_input(values, torch.Size((n, *spec.share_shape[1:])), self.data_ranks[d])
+                    )
                 if rows < spec_rows:  # pad the last batch to the converted shape
                     pieces.append(ops.to_secret(torch.zeros(spec_rows - rows, *spec.share_shape[1:])))
                 x[spec.name] = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
@@ -104,15 +109,21 @@ class OneOffRun:
                     if revealed is not None:
                         self.mine[runfiles.CLASSES].append(revealed.round().long())
                 party.audit.record(
-                    "reveal", rows=n, owner=data_owners[d].name, to=[config.parties[r].name for r in receivers],
+                    "reveal",
+                    rows=n,
+                    owner=data_owners[d].name,
+                    to=[config.parties[r].name for r in receivers],
                     what=reveal,
                 )
             offset += n
         party.meter.charge("<output reveal>", "reveal")
         self.reveal_s += time.perf_counter() - reveal_start
         if self.lines:
-            print(f"batch {batch.index + 1}/{len(self.starts)}: {rows} rows, "
-                  f"{time.perf_counter() - self._batch_start:.2f} s", flush=True)
+            print(
+                f"batch {batch.index + 1}/{len(self.starts)}: {rows} rows, "
+                f"{time.perf_counter() - self._batch_start:.2f} s",
+                flush=True,
+            )
 
     def refused(self, batch: Batch, error: RangeCheckError) -> None:
         raise error  # a one-off run has no answer without this batch: every party stops
@@ -154,8 +165,12 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             party.dealer.start_run(len(work.starts))
         party.await_material(lambda wait_s: stream is None or stream.offline_done(len(work.starts), wait_s))
         offline_s = elapsed(offline_start)
-        print(f"offline phase (the dealer's material for the first batches): {offline_s:.2f} s"
-              if stream is not None or party.provider is not None else f"ready to compute: {offline_s:.2f} s", flush=True)
+        print(
+            f"offline phase (the dealer's material for the first batches): {offline_s:.2f} s"
+            if stream is not None or party.provider is not None
+            else f"ready to compute: {offline_s:.2f} s",
+            flush=True,
+        )
 
         party.meter.charge("<setup>", "setup")  # agreement, sharing the weights, the offline phase
         online_start = time.perf_counter()
@@ -195,7 +210,12 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         record["output_rows"] = len(first)
         record["revealed"] = me.reveal
         predicted = first[:, 0] if me.reveal != "logits" else (first.argmax(1) if first.dim() == 2 else None)
-        if dataset is not None and dataset.labels is not None and predicted is not None and len(first) == len(dataset.labels):
+        if (
+            dataset is not None
+            and dataset.labels is not None
+            and predicted is not None
+            and len(first) == len(dataset.labels)
+        ):
             record["accuracy_mpc"] = float((predicted == dataset.labels).float().mean())
     runfiles.write_json(runfiles.result_path(config, name), record)
     return record

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import torch
 
@@ -61,11 +62,20 @@ class Service:
         info = model_info.describe(config, party.programs, self.layout)
         tokenizer = (config.model.program / self.layout.tokenizer).read_bytes() if info.tokenizer else None
         app = api.build_app(
-            party.name, info, self.serving.clients, self.book, self.status, self.metrics, party.audit.record,
-            query_timeout_s=self.serving.query_timeout_s, tokenizer=tokenizer,
+            party.name,
+            info,
+            self.serving.clients,
+            self.book,
+            self.status,
+            self.metrics,
+            party.audit.record,
+            query_timeout_s=self.serving.query_timeout_s,
+            tokenizer=tokenizer,
         )
         me = party.me
-        self.server = api.ApiServer(app, me.host, me.api_port, transport.server_context(*config.tls_files(party.name)), party.name)
+        self.server = api.ApiServer(
+            app, me.host, me.api_port, transport.server_context(*config.tls_files(party.name)), party.name
+        )
         self.server.start()
         print(f"client API on https://{me.host}:{me.api_port}/v2/models/{info.name} (mutual TLS)", flush=True)
 
@@ -123,9 +133,14 @@ class Service:
             self.status.up()
             self.metrics.ready.set(1)
             self.metrics.peers_up.set(len(config.parties) - 1 + (config.dealer is not None))
-            party.audit.record("serving", model=self.serving.model_name, joined_s=round(time.perf_counter() - started, 3))
-            print(f"serving {self.serving.model_name!r} ({self._protocol()}): ready in "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)
+            party.audit.record(
+                "serving", model=self.serving.model_name, joined_s=round(time.perf_counter() - started, 3)
+            )
+            print(
+                f"serving {self.serving.model_name!r} ({self._protocol()}): ready in "
+                f"{time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
             party.run(self)
             self.status.down("the service has stopped")
             self.metrics.ready.set(0)
@@ -168,8 +183,14 @@ class Service:
             offset += item.rows
         seconds = {"agreement": agreed_s, **computed.seconds, "answer": time.perf_counter() - started}
         bucket = batch.bucket
-        self.metrics.batch((bucket.rows, bucket.seq or None), sum(i.rows for i in items), len(items),
-                           computed.bytes_sent, computed.rounds, seconds)
+        self.metrics.batch(
+            (bucket.rows, bucket.seq or None),
+            sum(i.rows for i in items),
+            len(items),
+            computed.bytes_sent,
+            computed.rounds,
+            seconds,
+        )
 
     def refused(self, batch: Batch, error: RangeCheckError) -> None:
         """A range check failed (every party learnt the same bit): alone, the query fails
@@ -181,9 +202,12 @@ class Service:
             return
         query = queries[0]
         self.book.done(items[0].key)
-        self.party.audit.record("range_check_failed", message=str(error),
-                                client=None if query is None else query.client,
-                                id=None if query is None else query.query_id)
+        self.party.audit.record(
+            "range_check_failed",
+            message=str(error),
+            client=None if query is None else query.client,
+            id=None if query is None else query.query_id,
+        )
         print(f"a query failed its range check: {error}", flush=True)
         if query is not None:
             query.answer(QueryFailed(422, str(error)))
@@ -211,7 +235,8 @@ class Service:
             began = time.perf_counter()
         held = book.wait_for([item.key for item in proposal.items], 0 if leader else FOLLOWER_WAIT_S)
         states = [
-            MISSING if item.key not in held
+            MISSING
+            if item.key not in held
             else (HELD if (held[item.key].rows, held[item.key].seq) == (item.rows, item.seq) else DIFFERENT)
             for item in proposal.items
         ]
@@ -225,9 +250,15 @@ class Service:
             return STOP
         self.metrics.deferred.inc(len(decision.deferred))
         for i in decision.different:
-            self._fail(proposal.items[i], 400, "the parties received different queries under this id (rows or tokens differ)")
+            self._fail(
+                proposal.items[i], 400, "the parties received different queries under this id (rows or tokens differ)"
+            )
         for i in decision.missing:
-            self._fail(proposal.items[i], 503, f"the query did not reach every party within serving.arrival_s = {serving.arrival_s:g} s")
+            self._fail(
+                proposal.items[i],
+                503,
+                f"the query did not reach every party within serving.arrival_s = {serving.arrival_s:g} s",
+            )
         pool = party.dealer.pool if party.dealer is not None else None
         if pool is not None:
             if pool.failed:

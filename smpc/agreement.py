@@ -40,8 +40,10 @@ def fields(config: Config, program: Program, checks: Any = None, others: Any = (
         "protocol.comparisons": config.protocol.comparisons,
         "protocol.truncation": config.truncation,
         "protocol.range_checks": None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items()),
-        "protocol.comparison_widths": [None if w is None else sorted(w.bounds.items())
-                                       for w in (calibrate.comparison_widths(config, p) for p in (program, *others))],
+        "protocol.comparison_widths": [
+            None if w is None else sorted(w.bounds.items())
+            for w in (calibrate.comparison_widths(config, p) for p in (program, *others))
+        ],
         # the weights whose session mask is opened once (smpc.protocols.fixed)
         "model.fixed_operands": fixed.fixed_names(program) if config.randomness == "dealer" else None,
         "serving": None if config.serving is None else config.serving.model_dump(mode="json"),
@@ -70,8 +72,10 @@ def difference(key: str, first: tuple[str, str], second: tuple[str, str], progra
         The message (of an AgreementError or the dealer's SettingsError).
     """
     if program is not None and key.startswith("model."):
-        return (f"agreement check failed: model directory {program} differs between {first[0]} (sha256 {first[1]}) "
-                f"and {second[0]} (sha256 {second[1]}): give every party the same signed directory")
+        return (
+            f"agreement check failed: model directory {program} differs between {first[0]} (sha256 {first[1]}) "
+            f"and {second[0]} (sha256 {second[1]}): give every party the same signed directory"
+        )
     return f"agreement check failed: {key} differs between {first[0]} and {second[0]} (compare their configs)"
 
 
@@ -88,10 +92,14 @@ def check_parties(config: Config, mine: dict[str, str]) -> None:
     for rank, theirs in enumerate(everyone):
         for i, key in enumerate(keys):
             if int(theirs[i]) != int(everyone[0][i]):
-                raise AgreementError(difference(
-                    key, (config.parties[0].name, _hex(everyone[0][i])), (config.parties[rank].name, _hex(theirs[i])),
-                    config.model.program,
-                ))
+                raise AgreementError(
+                    difference(
+                        key,
+                        (config.parties[0].name, _hex(everyone[0][i])),
+                        (config.parties[rank].name, _hex(theirs[i])),
+                        config.model.program,
+                    )
+                )
 
 
 def _hex(value: torch.Tensor) -> str:

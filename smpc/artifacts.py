@@ -55,9 +55,7 @@ def read_fitting(path: Path, expected: dict[str, torch.Tensor], what: str) -> di
         raise ArtifactError(f"{path}: weights do not fit {what} (missing: {missing[:5]}, unexpected: {extra[:5]})")
     for key, value in expected.items():
         if tensors[key].shape != value.shape:
-            raise ArtifactError(
-                f"{path}: {key}: expected shape {list(value.shape)}, got {list(tensors[key].shape)}"
-            )
+            raise ArtifactError(f"{path}: {key}: expected shape {list(value.shape)}, got {list(tensors[key].shape)}")
     return tensors
 
 
@@ -123,7 +121,9 @@ def load_inputs(path: Path, specs: Any) -> InputData:
         tensors[specs[0].name] = tensors.pop("inputs")
     missing = [s.name for s in specs if s.name not in tensors]
     if missing:
-        raise ArtifactError(f"{path}: expected a tensor for each model input {[s.name for s in specs]}, missing {missing}")
+        raise ArtifactError(
+            f"{path}: expected a tensor for each model input {[s.name for s in specs]}, missing {missing}"
+        )
     inputs, rows = {}, None
     for spec in specs:
         value = tensors[spec.name]

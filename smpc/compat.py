@@ -13,7 +13,8 @@ import contextlib
 import datetime
 import sys
 import types
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 _applied = False
 # Bounds set by init_communicator: joining the default group, and every op on the
@@ -140,9 +141,7 @@ def _combiner(real: Any, op: Any) -> Any:
 
 def _refuse(name: str):
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(
-            f"{name} unpickles files and is disabled by smpc; use safetensors (smpc.artifacts)"
-        )
+        raise RuntimeError(f"{name} unpickles files and is disabled by smpc; use safetensors (smpc.artifacts)")
 
     return refuse
 

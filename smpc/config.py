@@ -11,11 +11,20 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Literal, get_args
+from collections.abc import Callable
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -105,7 +114,7 @@ class ModelConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelConfig":
+    def _one_source(self) -> ModelConfig:
         if (self.architecture is None) == (self.program is None):
             raise ValueError("expected exactly one of architecture or program (a packed model directory)")
         if self.architecture is not None and self.input_shape is None:
@@ -120,9 +129,13 @@ class FidelityConfig(_Section):
     a run must reach; below it the run fails naming the output, the figure and the
     likely op. null switches a check off."""
 
-    min_cosine: StrictFloat | None = Field(allow_inf_nan=False, default=0.99, ge=-1.0, le=1.0)  # every output row (token) not masked
+    min_cosine: StrictFloat | None = Field(
+        allow_inf_nan=False, default=0.99, ge=-1.0, le=1.0
+    )  # every output row (token) not masked
     max_abs_error: StrictFloat | None = Field(allow_inf_nan=False, default=None, gt=0)  # over every output element
-    min_agreement: StrictFloat | None = Field(allow_inf_nan=False, default=None, ge=0.0, le=1.0)  # top-1 of the first output
+    min_agreement: StrictFloat | None = Field(
+        allow_inf_nan=False, default=None, ge=0.0, le=1.0
+    )  # top-1 of the first output
 
 
 class FunctionsConfig(_Section):
@@ -131,7 +144,9 @@ class FunctionsConfig(_Section):
     # Only max_method and the log_* settings still reach a converted model: smpc's own
     # exp, reciprocal, square roots, sigmoid and tanh (smpc.protocols.approx) replace
     # CrypTen's, so the other settings apply to CrypTen's functions called directly.
-    max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade"] = "log_reduction"  # max, max pooling
+    max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade"] = (
+        "log_reduction"  # max, max pooling
+    )
     exp_iterations: StrictInt = Field(default=8, ge=1, le=32)  # CrypTen's exp only
     reciprocal_method: Literal["NR", "log"] = "NR"  # CrypTen's reciprocal only
     reciprocal_nr_iters: StrictInt = Field(default=10, ge=1, le=64)  # CrypTen's reciprocal only
@@ -183,8 +198,12 @@ class TlsConfig(_Section):
 
 
 class TimeoutConfig(_Section):
-    connect_s: StrictFloat = Field(allow_inf_nan=False, default=60.0, gt=0)  # every party (and the dealer) must have joined by then
-    op_s: StrictFloat = Field(allow_inf_nan=False, default=30.0, gt=0)  # bound on any single communication step: a vanished peer is noticed by then
+    connect_s: StrictFloat = Field(
+        allow_inf_nan=False, default=60.0, gt=0
+    )  # every party (and the dealer) must have joined by then
+    op_s: StrictFloat = Field(
+        allow_inf_nan=False, default=30.0, gt=0
+    )  # bound on any single communication step: a vanished peer is noticed by then
     run_s: StrictFloat = Field(allow_inf_nan=False, default=1800.0, gt=0)  # bound on the whole run (launcher)
 
 
@@ -195,7 +214,9 @@ class ServingConfig(_Section):
     model_name: str = "model"  # the model's name in the client API: /v2/models/{model_name}
     clients: tuple[str, ...] = Field(min_length=1)  # certificate names allowed to query it
     max_batch: StrictInt = Field(default=16, ge=1, le=1024)  # most rows in one secret batch
-    max_wait_ms: StrictFloat = Field(allow_inf_nan=False, default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    max_wait_ms: StrictFloat = Field(
+        allow_inf_nan=False, default=5.0, ge=0, le=10_000
+    )  # how long a batch waits to fill
     pool: StrictInt = Field(default=2, ge=1, le=64)  # dealer batches kept ready per batch size
     # a query the leader proposes must reach every party within this time, else it fails
     arrival_s: StrictFloat = Field(allow_inf_nan=False, default=5.0, gt=0, le=600)
@@ -264,7 +285,7 @@ class Config(_Section):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         problems = []
         names = [p.name for p in self.parties]
         for name in sorted({n for n in names if names.count(n) > 1}):
@@ -305,7 +326,9 @@ class Config(_Section):
             problems.append("dealer: required when randomness is 'dealer'")
         if self.protocol.comparisons == "fss":
             if self.randomness != "dealer":
-                problems.append("protocol.comparisons: fss needs randomness: dealer (the dealer makes the comparison keys)")
+                problems.append(
+                    "protocol.comparisons: fss needs randomness: dealer (the dealer makes the comparison keys)"
+                )
             if len(self.parties) != 2:
                 problems.append(
                     f"protocol.comparisons: fss needs exactly 2 parties (its keys are two-party function secret "
@@ -320,7 +343,9 @@ class Config(_Section):
                     "(with more, CrypTen's truncation is already exact to one unit); leave it unset"
                 )
         if self.protocol.truncation == "local" and self.protocol.comparisons == "fss":
-            problems.append("protocol.truncation: local cannot go with comparisons: fss (its truncation is the dealer's); leave it unset")
+            problems.append(
+                "protocol.truncation: local cannot go with comparisons: fss (its truncation is the dealer's); leave it unset"
+            )
         if self.randomness == "local" and self.dealer is not None:
             problems.append("dealer: only allowed when randomness is 'dealer'")
         if self.dealer is not None and (self.dealer.host, self.dealer.port) in addresses:
@@ -328,7 +353,9 @@ class Config(_Section):
         if self.share_cache:
             for i, p in enumerate(self.parties):
                 if p.storage_key is None:
-                    problems.append(f"parties[{i}].storage_key: required when share_cache is true (the shares are sealed)")
+                    problems.append(
+                        f"parties[{i}].storage_key: required when share_cache is true (the shares are sealed)"
+                    )
         if self.effective_transport == "tls" and self.tls is None:
             problems.append("tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)")
         if self.serving is None:
@@ -357,7 +384,9 @@ class Config(_Section):
         for host, port in sorted({a for a in apis if apis.count(a) > 1}):
             problems.append(f"parties: api address {host}:{port} is used by more than one party")
         if self.effective_transport != "tls":
-            problems.append("transport: serving needs tls (clients authenticate with certificates from the consortium CA)")
+            problems.append(
+                "transport: serving needs tls (clients authenticate with certificates from the consortium CA)"
+            )
         if self.share_cache:
             problems.append("share_cache: not used with serving (the model is shared once, at start)")
         return problems
@@ -553,11 +582,15 @@ def parse_config(data: Any, source: str | Path = "<memory>") -> Config:
     config = validate_document(Config, data, source)
     resolve = resolver(source)
     parties = tuple(
-        p.model_copy(update={"weights": resolve(p.weights), "data": resolve(p.data), "storage_key": resolve(p.storage_key)})
+        p.model_copy(
+            update={"weights": resolve(p.weights), "data": resolve(p.data), "storage_key": resolve(p.storage_key)}
+        )
         for p in config.parties
     )
-    tls = None if config.tls is None else TlsConfig(
-        ca=resolve(config.tls.ca), certs=resolve(config.tls.certs), crl=resolve(config.tls.crl)
+    tls = (
+        None
+        if config.tls is None
+        else TlsConfig(ca=resolve(config.tls.ca), certs=resolve(config.tls.certs), crl=resolve(config.tls.crl))
     )
     model = config.model.model_copy(
         update={"public_key": resolve(config.model.public_key), "program": resolve(config.model.program)}
@@ -614,7 +647,9 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text (UTF-8) {what} file: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}") from None
+        raise ConfigError(
+            f"{path}: not a text (UTF-8) {what} file: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        ) from None
     if "\x00" in text:
         raise ConfigError(f"{path}: not a text {what} file: it holds NUL bytes")
     try:

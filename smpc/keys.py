@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,7 +43,11 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    _write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+    _write(
+        path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        0o600,
+    )
 
 
 def _write_public(path: Path, pem: Any) -> None:
@@ -51,7 +56,12 @@ def _write_public(path: Path, pem: Any) -> None:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "smpc consortium"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "smpc consortium"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def create_ca(directory: Path) -> None:
@@ -116,8 +126,10 @@ def _certify(
 def _write_identity_extras(directory: Path, name: str, key: ec.EllipticCurvePrivateKey) -> None:
     # the bare public key, for checking what NAME signs (e.g. `smpc model verify`), and the
     # AES key that seals NAME's files at rest (kept on rotation)
-    _write(directory / f"{name}.pub",
-           key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write(
+        directory / f"{name}.pub",
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+    )
     storage = directory / f"{name}.storage"
     if not storage.exists():
         from smpc.sealed import create_key
@@ -156,7 +168,11 @@ def request(name: str, out: Path) -> Path:
 
 
 def sign_request(
-    csr_path: Path, ca_dir: Path, out: Path, days: int = VALID_DAYS, known: Sequence[str] | None = None,
+    csr_path: Path,
+    ca_dir: Path,
+    out: Path,
+    days: int = VALID_DAYS,
+    known: Sequence[str] | None = None,
     start: datetime.datetime | None = None,
 ) -> x509.Certificate:
     """The CA holder signs a request: the identity is the request's name, which must be a
@@ -171,7 +187,9 @@ def sign_request(
     if not valid_name(name):
         raise SmpcError(f"{csr_path}: requests identity {name!r}; expected one party name")
     if known is not None and name not in known:
-        raise SmpcError(f"{csr_path}: {name!r} is not a party, the dealer or a client of the config ({', '.join(known)})")
+        raise SmpcError(
+            f"{csr_path}: {name!r} is not a party, the dealer or a client of the config ({', '.join(known)})"
+        )
     if not 1 <= days <= 3650:
         raise SmpcError(f"--days: expected 1..3650, got {days}")
     cert = _certify(ca_dir, name, csr.public_key(), days, start)
@@ -260,7 +278,9 @@ def check_certificate(name: str, ca: Path, cert: Path, key: Path, crl: Path | No
     if now > mine.not_valid_after_utc:
         raise SmpcError(f"{cert}: the certificate of {name} expired on {mine.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     if now < mine.not_valid_before_utc:
-        raise SmpcError(f"{cert}: the certificate of {name} is not valid before {mine.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+        raise SmpcError(
+            f"{cert}: the certificate of {name} is not valid before {mine.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
     revoked = _revocations(crl, ca_cert).get(mine.serial_number)
     if revoked is not None:
         raise SmpcError(f"{cert}: the certificate of {name} was revoked on {revoked:%Y-%m-%d %H:%M} UTC ({crl})")
@@ -296,8 +316,13 @@ def describe(directory: Path) -> list[str]:
         now = datetime.datetime.now(datetime.timezone.utc)
         lines.append(f"signed by this CA ({len(list((directory / ISSUED).glob('*.pem')))}):")
         for cert in sorted(_issued(directory), key=lambda c: (common_name(c), c.not_valid_before_utc)):
-            status = ("revoked " + f"{revoked[cert.serial_number]:%Y-%m-%d}" if cert.serial_number in revoked
-                      else "expired" if now > cert.not_valid_after_utc else "valid")
+            status = (
+                "revoked " + f"{revoked[cert.serial_number]:%Y-%m-%d}"
+                if cert.serial_number in revoked
+                else "expired"
+                if now > cert.not_valid_after_utc
+                else "valid"
+            )
             lines.append(
                 f"  {common_name(cert):<20} serial {cert.serial_number:x}  {cert.not_valid_before_utc:%Y-%m-%d} .. "
                 f"{cert.not_valid_after_utc:%Y-%m-%d}  {status}"
@@ -352,4 +377,3 @@ def rotate(directory: Path, name: str) -> None:
     if not (directory / f"{name}.pem").exists():
         raise SmpcError(f"{directory}: no certificate for {name!r}")
     issue(directory, name)
-

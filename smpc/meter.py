@@ -7,7 +7,8 @@ import contextlib
 import functools
 import resource
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,8 +89,15 @@ class LayerMeter:
         """[{layer, op, elements, bytes_sent, rounds, seconds, key_bytes}] in the order
         the rows were first used."""
         return [
-            {"layer": label, "op": op, "elements": int(n), "bytes_sent": int(b), "rounds": int(r),
-             "seconds": round(s, 4), "key_bytes": int(k)}
+            {
+                "layer": label,
+                "op": op,
+                "elements": int(n),
+                "bytes_sent": int(b),
+                "rounds": int(r),
+                "seconds": round(s, 4),
+                "key_bytes": int(k),
+            }
             for (label, op), (b, r, s, n, k) in self._rows.items()
         ]
 
@@ -191,7 +199,9 @@ class ProtocolMeter:
         key_bytes, key_bytes_per_comparison}}; this party's, 0 key bytes where the
         dealer sent it none)."""
         out: dict[str, Any] = {
-            f"{label}_{what}": row[i] for label, row in self.totals.items() for i, what in enumerate(("bytes", "rounds"))
+            f"{label}_{what}": row[i]
+            for label, row in self.totals.items()
+            for i, what in enumerate(("bytes", "rounds"))
         }
         if self.gates:
             compared = sum(row[0] for kind, row in self.gates.items() if kind != "trunc")
@@ -201,7 +211,11 @@ class ProtocolMeter:
             out["key_bytes_per_comparison"] = round(compared_bytes / compared, 1) if compared else None
         if self.widths:
             out["comparison_widths"] = {
-                str(bits): {"comparisons": n, "key_bytes": b, "key_bytes_per_comparison": round(b / n, 1) if n else None}
+                str(bits): {
+                    "comparisons": n,
+                    "key_bytes": b,
+                    "key_bytes_per_comparison": round(b / n, 1) if n else None,
+                }
                 for bits, (n, b) in sorted(self.widths.items())
             }
         return out

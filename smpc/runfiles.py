@@ -6,7 +6,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from smpc.config import Config
 
@@ -141,4 +142,3 @@ def run_process(config_path: str | Path, name: str, body: Callable[[Config], Non
         known = config is not None and (name == "dealer" or name in config.names)
         return fail(config if known else None, name, exc)
     return 0
-

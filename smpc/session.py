@@ -10,7 +10,8 @@ import contextlib
 import datetime
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from smpc import compat, errors
 import crypten
@@ -32,8 +33,12 @@ def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: 
     deadline = time.monotonic() + timeout_s
     try:
         store = TCPStore(
-            host, port, len(names), is_master=rank == 0,
-            timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False,
+            host,
+            port,
+            len(names),
+            is_master=rank == 0,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            wait_for_workers=False,
         )
     except Exception as exc:  # torch raises several types for refused/unreachable stores
         if rank == 0:
@@ -100,8 +105,14 @@ def joined(
     from smpc import transport
 
     peers = transport.connect_mesh(
-        rank, names, addresses, transport.server_context(*tls), transport.client_context(*tls),
-        connect_timeout_s, op_timeout_s, log=log or (lambda line: print(line, flush=True)),
+        rank,
+        names,
+        addresses,
+        transport.server_context(*tls),
+        transport.client_context(*tls),
+        connect_timeout_s,
+        op_timeout_s,
+        log=log or (lambda line: print(line, flush=True)),
     )
     communicator = transport.TlsCommunicator(rank, names, peers)
     switches.configure(precision_bits, provider, functions, comparisons, truncation)
@@ -158,7 +169,9 @@ def share_input(values: torch.Tensor | None, shape: torch.Size, owner: int) -> c
     return crypten.cryptensor(torch.zeros(shape), src=owner)
 
 
-def reveal(value: crypten.CrypTensor, receivers: list[int], entitled: Sequence[int] | None = None) -> torch.Tensor | None:
+def reveal(
+    value: crypten.CrypTensor, receivers: list[int], entitled: Sequence[int] | None = None
+) -> torch.Tensor | None:
     """Open `value` to each receiver only; returns the plaintext there, None elsewhere.
 
     With `entitled` (the ranks this party's config allows for these rows), the parties

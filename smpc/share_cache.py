@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 import crypten
@@ -52,8 +53,13 @@ def load_or_share(
         return {name: crypten.mpc.MPCTensor.from_shares(cached[name]) for name in sorted(program.secret)}
     params = session.share_parameters(program, owner)
     new_id = session.broadcast_int(secrets.randbits(62) if rank == owner else None, owner)
-    meta = {"fingerprint": fingerprint, "names": names, "rank": rank, "set_id": new_id, "weights_sha256": weights_digest}
+    meta = {
+        "fingerprint": fingerprint,
+        "names": names,
+        "rank": rank,
+        "set_id": new_id,
+        "weights_sha256": weights_digest,
+    }
     sealed.seal(path, {name: value._tensor.share for name, value in params.items()}, key, meta)
     record("shares_sealed", set_id=new_id)
     return params
-

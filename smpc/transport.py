@@ -18,7 +18,8 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
@@ -367,7 +368,7 @@ def accept_handshakes(
         listener.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
         try:
             raw, address = listener.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return
@@ -428,7 +429,9 @@ def connect_mesh(
             listener = socket.create_server((host, port))
         except OSError as exc:
             raise PartyError(f"{names[rank]}: cannot listen on {host}:{port}: {exc.strerror}") from None
-        acceptor = threading.Thread(target=accept_handshakes, args=(listener, handshake, joined, deadline, refused), daemon=True)
+        acceptor = threading.Thread(
+            target=accept_handshakes, args=(listener, handshake, joined, deadline, refused), daemon=True
+        )
         acceptor.start()
     try:
         for r in range(rank):

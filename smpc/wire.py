@@ -98,7 +98,6 @@ def _frame(kind: Kind, tensor: torch.Tensor, tag: bytes) -> tuple[bytes, memoryv
     return header + shape, data
 
 
-
 def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
     """A JSON object as the uint8 tensor that carries it."""
     return torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
@@ -145,7 +144,7 @@ def _read_exact(sock: socket.socket, n: int) -> bytearray:
         chunks.append(chunk)
     buf = bytearray(n)
     for i, chunk in enumerate(chunks):
-        buf[i * EAGER_BYTES: i * EAGER_BYTES + len(chunk)] = chunk
+        buf[i * EAGER_BYTES : i * EAGER_BYTES + len(chunk)] = chunk
         chunks[i] = None  # type: ignore[call-overload]  # freed as copied
     return buf
 

@@ -14,7 +14,8 @@ import queue
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import yaml
 
@@ -44,7 +45,9 @@ def _child(fn, rank, world_size, ports, args, results, tls_dir) -> None:
         results.put((rank, "error", traceback.format_exc()))
 
 
-def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 120, tls_dir: Path | None = None) -> list[Any]:
+def run_parties(
+    fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 120, tls_dir: Path | None = None
+) -> list[Any]:
     """Call fn(rank, world_size, *args) in each of `world_size` joined parties
     (named p0, p1, ...), over gloo, or over TLS with the keys in `tls_dir`.
 
@@ -54,7 +57,9 @@ def run_parties(fn: Callable[..., Any], world_size: int, *args: Any, timeout: fl
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     ports = [free_port() for _ in range(world_size)]
-    procs = [ctx.Process(target=_child, args=(fn, r, world_size, ports, args, results, tls_dir)) for r in range(world_size)]
+    procs = [
+        ctx.Process(target=_child, args=(fn, r, world_size, ports, args, results, tls_dir)) for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     got: dict[int, tuple[str, Any]] = {}
@@ -100,7 +105,6 @@ def use_stand_in_dealer(rank: int, comparisons: str = "fss", truncation: str = "
     given comparison and truncation protocols."""
     import crypten
 
-    from smpc import compat
     from smpc.protocols import switches
     from smpc.dealer import material
     from smpc.dealer.provider import DealerTuples
@@ -152,8 +156,18 @@ def write_config(
         data = tmp_path / f"data{i}.safetensors"
         artifacts.save_data(data, full.inputs[bounds[i] : bounds[i + 1]], full.labels[bounds[i] : bounds[i + 1]])
         name = "alice" if i == 0 else f"owner{i}"
-        parties.append({"name": name, "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)})
-    parties.insert(1, {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(WEIGHTS)})
+        parties.append(
+            {
+                "name": name,
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "roles": ["data_owner", "output"],
+                "data": str(data),
+            }
+        )
+    parties.insert(
+        1, {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(WEIGHTS)}
+    )
     for i in range(helpers):
         parties.append({"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()})
     model = {"architecture": "digits_cnn", "input_shape": [1, 8, 8]}
@@ -192,17 +206,27 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def write_program_config(tmp_path: Path, model_dir: Path, data: Path, batch_size: int, dealer: bool = False, **overrides: Any) -> Path:
+def write_program_config(
+    tmp_path: Path, model_dir: Path, data: Path, batch_size: int, dealer: bool = False, **overrides: Any
+) -> Path:
     """A config for a packed model directory: alice (data, output) and bob (model), on
     free local ports."""
     parties = [
-        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
+        {
+            "name": "alice",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "roles": ["data_owner", "output"],
+            "data": str(data),
+        },
         {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(model_dir)},
     ]
     return _write(tmp_path, parties, {"program": str(model_dir)}, batch_size, dealer, overrides)
 
 
-def write_serve_config(tmp_path: Path, clients: tuple[str, ...] = ("analyst",), dealer: bool = True, **serving: Any) -> Path:
+def write_serve_config(
+    tmp_path: Path, clients: tuple[str, ...] = ("analyst",), dealer: bool = True, **serving: Any
+) -> Path:
     """A service config for the digits CNN (alice a helper, bob the model owner) on free
     local ports, with its consortium keys made in tmp_path/keys (CA, parties, dealer,
     the clients and a stranger `eve` the config does not allow)."""
@@ -214,8 +238,14 @@ def write_serve_config(tmp_path: Path, clients: tuple[str, ...] = ("analyst",), 
         keys.issue(key_dir, name)
     parties = [
         {"name": "alice", "host": "127.0.0.1", "port": free_port(), "api_port": free_port()},
-        {"name": "bob", "host": "127.0.0.1", "port": free_port(), "api_port": free_port(),
-         "roles": ["model_owner"], "weights": str(WEIGHTS)},
+        {
+            "name": "bob",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "api_port": free_port(),
+            "roles": ["model_owner"],
+            "weights": str(WEIGHTS),
+        },
     ]
     model = {"architecture": "digits_cnn", "input_shape": [1, 8, 8]}
     overrides = {

@@ -3,13 +3,19 @@ download), with the inputs each takes and the fidelity each must reach on shares
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
 SMALL = dict(
-    vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-    max_position_embeddings=32, attn_implementation="eager",
+    vocab_size=400,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=32,
+    attn_implementation="eager",
 )
 
 
@@ -66,28 +72,51 @@ def _roberta_text(model):
 def _distilbert():
     from transformers import DistilBertConfig, DistilBertModel
 
-    return DistilBertModel(DistilBertConfig(
-        vocab_size=400, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=32,
-        attn_implementation="eager",
-    ))
+    return DistilBertModel(
+        DistilBertConfig(
+            vocab_size=400,
+            dim=64,
+            n_layers=2,
+            n_heads=4,
+            hidden_dim=128,
+            max_position_embeddings=32,
+            attn_implementation="eager",
+        )
+    )
 
 
 def _gpt2():
     from transformers import GPT2Config, GPT2Model
 
-    return GPT2Model(GPT2Config(
-        vocab_size=400, n_embd=64, n_layer=2, n_head=4, n_positions=32, attn_implementation="eager", use_cache=False,
-        bos_token_id=0, eos_token_id=0,
-    ))
+    return GPT2Model(
+        GPT2Config(
+            vocab_size=400,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=32,
+            attn_implementation="eager",
+            use_cache=False,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def _vit():
     from transformers import ViTConfig, ViTModel
 
-    return ViTModel(ViTConfig(
-        image_size=16, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, attn_implementation="eager",
-    ))
+    return ViTModel(
+        ViTConfig(
+            image_size=16,
+            patch_size=4,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            attn_implementation="eager",
+        )
+    )
 
 
 def _llama():

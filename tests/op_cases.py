@@ -7,7 +7,7 @@ go through CrypTen's approximations (exp, reciprocal, inverse square root).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -189,7 +189,11 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], float]] = {
     "rms_norm": (lambda: nn.RMSNorm(8, eps=1e-6), (4, 8), APPROX_TOL),
     "layer_norm_wide_variance": (lambda: Scaled(nn.LayerNorm(16), 300.0, 5.0), (4, 16), APPROX_TOL),
     "layer_norm_tiny_variance": (lambda: Scaled(nn.LayerNorm(16, eps=1e-12), 0.02, 1.0), (4, 16), APPROX_TOL),
-    "compare_where": (lambda: Lambda(lambda x: (x > 0.3).float() * 0.5 + torch.where(x < 0, x, 0.25 * x)), (4, 8), LINEAR_TOL),
+    "compare_where": (
+        lambda: Lambda(lambda x: (x > 0.3).float() * 0.5 + torch.where(x < 0, x, 0.25 * x)),
+        (4, 8),
+        LINEAR_TOL,
+    ),
     "max_argmax": (lambda: Lambda(lambda x: x.max(dim=1).values + x.argmax(dim=1).float() * 0.5), (4, 8), LINEAR_TOL),
     "secret_index_lookup": (SecretIndex, (4, 8), LINEAR_TOL),
     "masked_attention": (MaskedAttention, (2, 5, 8), APPROX_TOL),

@@ -34,13 +34,20 @@ def _vector(fields: dict[str, str]) -> torch.Tensor:
     return torch.tensor([int(d, 16) - (1 << 63) for d in fields.values()], dtype=torch.long)
 
 
-@pytest.mark.parametrize("model, message", [
-    ({"program": "../models/x"},
-     f"agreement check failed: model directory {ROOT / 'models' / 'x'} differs between alice (sha256 ab12ab12ab12ab12) "
-     "and bob (sha256 cd34cd34cd34cd34): give every party the same signed directory"),
-    ({"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
-     "agreement check failed: model.architecture differs between alice and bob (compare their configs)"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            {"program": "../models/x"},
+            f"agreement check failed: model directory {ROOT / 'models' / 'x'} differs between alice (sha256 ab12ab12ab12ab12) "
+            "and bob (sha256 cd34cd34cd34cd34): give every party the same signed directory",
+        ),
+        (
+            {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
+            "agreement check failed: model.architecture differs between alice and bob (compare their configs)",
+        ),
+    ],
+)
 def test_parties_are_told_what_differs(monkeypatch, model, message):
     monkeypatch.setattr("smpc.session.all_gather_int64", lambda vector: [vector, _vector(THEIRS)])
     with pytest.raises(AgreementError) as err:
@@ -66,16 +73,25 @@ def test_parties_with_different_program_folders_under_one_config_name_the_folder
     for name, width in (("alice", 3), ("bob", 5)):  # each party's copy of "the" program
         smpc.pack(torch.nn.Sequential(torch.nn.Linear(6, width)).eval(), x, tmp_path / name / "model", buckets=False)
     artifacts.save_inputs(tmp_path / "data.safetensors", {"input": x})
-    base = write_program_config(tmp_path, tmp_path / "alice" / "model", tmp_path / "data.safetensors", batch_size=4,
-                                timeouts={"connect_s": 30, "op_s": 10, "run_s": 60})
+    base = write_program_config(
+        tmp_path,
+        tmp_path / "alice" / "model",
+        tmp_path / "data.safetensors",
+        batch_size=4,
+        timeouts={"connect_s": 30, "op_s": 10, "run_s": 60},
+    )
     doc = yaml.safe_load(base.read_text())
     configs = {}
     for name in ("alice", "bob"):  # the same settings; only the folder's content differs
         doc["model"]["program"] = doc["parties"][1]["weights"] = str(tmp_path / name / "model")
         configs[name] = tmp_path / name / "config.yaml"
         configs[name].write_text(yaml.safe_dump(doc, sort_keys=False))
-    procs = {n: subprocess.Popen(SMPC + ["party", str(c), "--name", n], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n, c in configs.items()}
+    procs = {
+        n: subprocess.Popen(
+            SMPC + ["party", str(c), "--name", n], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for n, c in configs.items()
+    }
     try:
         errors = {n: p.communicate(timeout=120)[1] for n, p in procs.items()}
     finally:
@@ -85,8 +101,10 @@ def test_parties_with_different_program_folders_under_one_config_name_the_folder
     for name, err in errors.items():
         assert procs[name].returncode == 2, err
         folder = tmp_path / name / "model"
-        assert f"error: agreement check failed: model directory {folder} differs between alice (sha256 {digests['alice']}) " \
-               f"and bob (sha256 {digests['bob']}): give every party the same signed directory" in err, err
+        assert (
+            f"error: agreement check failed: model directory {folder} differs between alice (sha256 {digests['alice']}) "
+            f"and bob (sha256 {digests['bob']}): give every party the same signed directory" in err
+        ), err
     assert all(processes_mentioning(str(c)) == [] for c in configs.values())
 
 

@@ -28,25 +28,53 @@ def write(tmp_path: Path, doc: object, name: str = "study.yaml") -> Path:
 
 
 BAD_STUDIES = [
-    ({"name": "s", "matrix": {"models": ["mlp"], "batchsize": [1]}}, r"study\.yaml: matrix\.batchsize: unknown key; did you mean batch_size\?"),
-    ({"name": "s", "matrix": {"models": ["mlp"], "parties": [1, 3]}}, r"matrix\.parties: expected party counts 2\.\.8, got 1"),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "batchsize": [1]}},
+        r"study\.yaml: matrix\.batchsize: unknown key; did you mean batch_size\?",
+    ),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "parties": [1, 3]}},
+        r"matrix\.parties: expected party counts 2\.\.8, got 1",
+    ),
     ({"name": "s", "repetitions": 2, "matrix": {"models": ["mlp"]}}, r"repetitions: expected a value >= 3, got 2"),
     ({"name": "s", "matrix": {}}, r"matrix\.models: required key is missing"),
     ({"name": "s", "matrix": {"models": []}}, r"matrix\.models: expected a non-empty list"),
-    ({"name": "s", "matrix": {"models": ["mlp"], "randomness": ["ttp"]}}, r"matrix\.randomness\[0\]: expected 'dealer' or 'local', got 'ttp'"),
-    ({"name": "s", "matrix": {"models": ["mlp"], "precision_bits": [16, 30]}}, r"matrix\.precision_bits: expected precision bits 8\.\.24, got 30"),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "randomness": ["ttp"]}},
+        r"matrix\.randomness\[0\]: expected 'dealer' or 'local', got 'ttp'",
+    ),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "precision_bits": [16, 30]}},
+        r"matrix\.precision_bits: expected precision bits 8\.\.24, got 30",
+    ),
     ({"name": "s", "matrix": {"models": ["mlp"], "batch_size": [4, 4]}}, r"matrix\.batch_size: 4 is listed twice"),
     ({"name": "s", "matrix": {"models": ["mlp", "mlp"]}}, r"matrix\.models: model 'mlp' is listed twice"),
-    ({"name": "s", "matrix": {"models": [{"architecture": "torch.nn:ReLU"}]}}, r"matrix\.models\[0\]: input_shape: required for 'torch\.nn:ReLU'"),
-    ({"name": "s", "matrix": {"models": ["mlp"], "functions": [{"exp_iteration": 4}]}}, r"matrix\.functions\[0\]\.exp_iteration: unknown key"),
-    ({"name": "s", "matrix": {"models": [{"architecture": "mlp", "data": "nowhere.safetensors"}]}}, r"matrix\.models\[0\]\.data: file not found"),
+    (
+        {"name": "s", "matrix": {"models": [{"architecture": "torch.nn:ReLU"}]}},
+        r"matrix\.models\[0\]: input_shape: required for 'torch\.nn:ReLU'",
+    ),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "functions": [{"exp_iteration": 4}]}},
+        r"matrix\.functions\[0\]\.exp_iteration: unknown key",
+    ),
+    (
+        {"name": "s", "matrix": {"models": [{"architecture": "mlp", "data": "nowhere.safetensors"}]}},
+        r"matrix\.models\[0\]\.data: file not found",
+    ),
     ({"name": "two words", "matrix": {"models": ["mlp"]}}, r"name: expected letters, digits"),
     ("name: [unclosed\n", r"study\.yaml: malformed YAML: line 2"),
     ("- a list\n", r"study\.yaml: expected a mapping at the top level, got list"),
-    ({"name": "s", "matrix": {"models": ["mlp"], "randomness": ["dealer", "local"], "comparisons": ["circuits", "fss"]}},
-     r"study\.yaml: matrix: comparisons: fss runs with randomness dealer and 2 parties only"),
-    ({"name": "s", "matrix": {"models": ["mlp"], "parties": [2, 3], "comparisons": ["fss"]}},
-     r"matrix: comparisons: fss runs with randomness dealer and 2 parties only"),
+    (
+        {
+            "name": "s",
+            "matrix": {"models": ["mlp"], "randomness": ["dealer", "local"], "comparisons": ["circuits", "fss"]},
+        },
+        r"study\.yaml: matrix: comparisons: fss runs with randomness dealer and 2 parties only",
+    ),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "parties": [2, 3], "comparisons": ["fss"]}},
+        r"matrix: comparisons: fss runs with randomness dealer and 2 parties only",
+    ),
 ]
 
 
@@ -67,11 +95,17 @@ def test_missing_study_file(tmp_path, capsys):
 
 
 def test_cells_are_the_product_models_outermost():
-    study = parse_study({
-        "name": "s",
-        "matrix": {"models": ["mlp", "lenet5"], "parties": [2, 3], "batch_size": [1, 8],
-                   "functions": [{}, {"exp_iterations": 4}]},
-    })
+    study = parse_study(
+        {
+            "name": "s",
+            "matrix": {
+                "models": ["mlp", "lenet5"],
+                "parties": [2, 3],
+                "batch_size": [1, 8],
+                "functions": [{}, {"exp_iterations": 4}],
+            },
+        }
+    )
     cells = study.cells()
     assert len(cells) == 2 * 2 * 2 * 2
     assert [c.index for c in cells] == list(range(16))
@@ -149,8 +183,15 @@ def test_failing_cells_are_recorded_and_the_study_goes_on(study_run):
         assert r["samples"] == 6 and r["batches"] == 2
         assert r["env"]["torch"].startswith("2.13") and r["env"]["cpu_count"] >= 1
         assert r["env"]["threads_per_party"] == 1
-        assert set(r["settings"]) >= {"model", "parties", "randomness", "transport", "precision_bits", "batch_size",
-                                      "functions"}
+        assert set(r["settings"]) >= {
+            "model",
+            "parties",
+            "randomness",
+            "transport",
+            "precision_bits",
+            "batch_size",
+            "functions",
+        }
         assert r["settings"]["trained_weights"] and r["settings"]["real_data"]
         assert r["agreement"]["min"] == 1.0 and r["accuracy_plain"]["median"] > 0.8
         assert 0 < r["plain_s"]["median"] < r["online_s"]["median"]

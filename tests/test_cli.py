@@ -20,7 +20,9 @@ def _mistake(path, **changes):
     return path
 
 
-@pytest.mark.parametrize("command", [["serve"], ["serve", "--name", "alice"], ["serve", "--name", "dealer"], ["launch"]])
+@pytest.mark.parametrize(
+    "command", [["serve"], ["serve", "--name", "alice"], ["serve", "--name", "dealer"], ["launch"]]
+)
 def test_a_config_with_a_mistake_exits_2_from_every_command(tmp_path, capsys, command):
     path = _mistake(write_serve_config(tmp_path) if command[0] == "serve" else write_config(tmp_path), batch_sise=4)
     assert main([command[0], str(path), *command[1:]]) == 2

@@ -32,7 +32,9 @@ def test_importing_smpc_makes_crypten_importable_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "Linear False", "crypten.nn.from_pytorch is not available with smpc: convert models with smpc.model.convert"]
+        "Linear False",
+        "crypten.nn.from_pytorch is not available with smpc: convert models with smpc.model.convert",
+    ]
 
 
 def _inspect_child(rank: int, world_size: int) -> dict:
@@ -67,7 +69,7 @@ def test_decode_is_exact_for_negative_values_near_integers():
     values = torch.tensor([-24.99969, -1.00001, -0.5, -3.0, -100.0001, 2.99999, 0.0])
     decoded = encoder.decode(encoder.encode(values))
     # upstream decoded -24.99969 as -25.99969 (floor division by scale - 1)
-    assert (decoded - values).abs().max() < 2 ** -15
+    assert (decoded - values).abs().max() < 2**-15
 
 
 def test_unpickling_loaders_are_disabled():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from smpc.config import load_config, parse_config
 from smpc.errors import ConfigError
@@ -53,16 +54,30 @@ BAD = [
     (_set(["parties", 1, "port"], 0), "x.yaml: parties[1].port: expected a value >= 1, got 0"),
     (_set(["bogus"], 1), "x.yaml: bogus: unknown key"),
     (_set(["batch_sise"], 4), "x.yaml: batch_sise: unknown key; did you mean batch_size?"),
-    (_set(["serving"], {"clients": ["analyst"], "max_batchs": 8}), "x.yaml: serving.max_batchs: unknown key; did you mean max_batch?"),
+    (
+        _set(["serving"], {"clients": ["analyst"], "max_batchs": 8}),
+        "x.yaml: serving.max_batchs: unknown key; did you mean max_batch?",
+    ),
     (_set(["parties", 0, "rolez"], []), "x.yaml: parties[0].rolez: unknown key; did you mean roles?"),
     (_set(["model", "inputshape"], [1]), "x.yaml: model.inputshape: unknown key; did you mean input_shape?"),
     (_drop(["parties", 0, "host"]), "x.yaml: parties[0].host: required key is missing"),
-    (_drop(["model", "architecture"]), "x.yaml: model: expected exactly one of architecture or program (a packed model directory)"),
-    (_set(["model", "program"], "models/x"), "x.yaml: model: expected exactly one of architecture or program (a packed model directory)"),
+    (
+        _drop(["model", "architecture"]),
+        "x.yaml: model: expected exactly one of architecture or program (a packed model directory)",
+    ),
+    (
+        _set(["model", "program"], "models/x"),
+        "x.yaml: model: expected exactly one of architecture or program (a packed model directory)",
+    ),
     (_drop(["model", "input_shape"]), "x.yaml: model: input_shape is required with architecture"),
-    (lambda d: (d["model"].pop("architecture"), d["model"].__setitem__("program", "m")),
-     "x.yaml: model: input_shape is not allowed with program (the program holds its input shapes)"),
-    (lambda d: d.__setitem__("fidelity", {"min_cosine": 2}), "x.yaml: fidelity.min_cosine: expected a value <= 1.0, got 2"),
+    (
+        lambda d: (d["model"].pop("architecture"), d["model"].__setitem__("program", "m")),
+        "x.yaml: model: input_shape is not allowed with program (the program holds its input shapes)",
+    ),
+    (
+        lambda d: d.__setitem__("fidelity", {"min_cosine": 2}),
+        "x.yaml: fidelity.min_cosine: expected a value <= 1.0, got 2",
+    ),
     (_drop(["model"]), "x.yaml: model: required key is missing"),
     (
         _set(["parties", 0, "roles"], ["data_owner", "boss"]),
@@ -101,14 +116,21 @@ BAD = [
         _set(["protocol", "functions"], {"sigmoid_tanh_method": "magic"}),
         "x.yaml: protocol.functions.sigmoid_tanh_method: expected 'reciprocal' or 'chebyshev', got 'magic'",
     ),
-    (_set(["protocol", "functions"], {"exp_iters": 4}), "x.yaml: protocol.functions.exp_iters: unknown key; did you mean exp_iterations?"),
+    (
+        _set(["protocol", "functions"], {"exp_iters": 4}),
+        "x.yaml: protocol.functions.exp_iters: unknown key; did you mean exp_iterations?",
+    ),
     (_set(["parties", 1, "name"], "dealer"), "x.yaml: parties[1].name: 'dealer' is reserved for the dealer process"),
     (
         _set(["parties", 0, "roles"], ["data_owner"]),
         "x.yaml: parties: expected at least one party with role output",
     ),
     (
-        lambda d: (d["parties"][0].__setitem__("roles", ["data_owner"]), d["parties"][1].__setitem__("roles", ["model_owner", "data_owner", "output"]), d["parties"][1].__setitem__("data", "b.safetensors")),
+        lambda d: (
+            d["parties"][0].__setitem__("roles", ["data_owner"]),
+            d["parties"][1].__setitem__("roles", ["model_owner", "data_owner", "output"]),
+            d["parties"][1].__setitem__("data", "b.safetensors"),
+        ),
         "x.yaml: parties[0].roles: the outputs of data owner 'alice' would be revealed to nobody "
         "(give it role output, or add an output party that owns no data)",
     ),
@@ -122,7 +144,10 @@ BAD = [
         "x.yaml: parties: expected exactly one party with role model_owner, found 2\n"
         "x.yaml: parties[0].weights: required for the model owner",
     ),
-    (_set(["model", "input_shape"], [1, 0, 8]), "x.yaml: model.input_shape: expected positive dimensions, got [1, 0, 8]"),
+    (
+        _set(["model", "input_shape"], [1, 0, 8]),
+        "x.yaml: model.input_shape: expected positive dimensions, got [1, 0, 8]",
+    ),
     (_set(["model", "input_shape"], []), "x.yaml: model.input_shape: expected a non-empty list, got []"),
     (lambda d: d.__setitem__("parties", d["parties"][:1]), "x.yaml: parties: expected at least 2 parties, got 1"),
     (
@@ -131,8 +156,14 @@ BAD = [
         "x.yaml: parties[1].weights: only the model owner may provide weights",
     ),
     (_drop(["parties", 1, "weights"]), "x.yaml: parties[1].weights: required for the model owner"),
-    (_set(["parties", 0, "weights"], "w.safetensors"), "x.yaml: parties[0].weights: only the model owner may provide weights"),
-    (_set(["transport"], "tls"), "x.yaml: tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)"),
+    (
+        _set(["parties", 0, "weights"], "w.safetensors"),
+        "x.yaml: parties[0].weights: only the model owner may provide weights",
+    ),
+    (
+        _set(["transport"], "tls"),
+        "x.yaml: tls: required for transport tls (the consortium CA and certificates; see `smpc keys`)",
+    ),
     (_set(["transport"], "ssl"), "x.yaml: transport: expected 'gloo' or 'tls', got 'ssl'"),
     (
         lambda d: d.update(transport="tls", tls={"ca": "ca.pem", "certs": "keys", "key": "x"}),
@@ -215,18 +246,21 @@ def test_unknown_party_name():
 
 def test_config_is_frozen():
     config = load_config(SHIPPED)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         config.batch_size = 3
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (_set(["parties", 1, "port"], True), "x.yaml: parties[1].port: expected an integer, got True"),
-    (_set(["parties", 1, "port"], 29611.0), "x.yaml: parties[1].port: expected an integer, got 29611.0"),
-    (_set(["timeouts"], {"op_s": True}), "x.yaml: timeouts.op_s: expected a number, got True"),
-    (_set(["model", "input_shape"], [1, True, 8]), "x.yaml: model.input_shape[1]: expected an integer, got True"),
-    (_set(["share_cache"], "yes"), "x.yaml: share_cache: expected true or false, got 'yes'"),
-    (_set(["batch_size"], 10**12), "x.yaml: batch_size: expected a value <= 65536, got 1000000000000"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (_set(["parties", 1, "port"], True), "x.yaml: parties[1].port: expected an integer, got True"),
+        (_set(["parties", 1, "port"], 29611.0), "x.yaml: parties[1].port: expected an integer, got 29611.0"),
+        (_set(["timeouts"], {"op_s": True}), "x.yaml: timeouts.op_s: expected a number, got True"),
+        (_set(["model", "input_shape"], [1, True, 8]), "x.yaml: model.input_shape[1]: expected an integer, got True"),
+        (_set(["share_cache"], "yes"), "x.yaml: share_cache: expected true or false, got 'yes'"),
+        (_set(["batch_size"], 10**12), "x.yaml: batch_size: expected a value <= 65536, got 1000000000000"),
+    ],
+)
 def test_booleans_are_never_numbers_and_sizes_are_bounded(mutate, expected):
     doc = copy.deepcopy(BASE)
     mutate(doc)
@@ -238,7 +272,9 @@ def test_booleans_are_never_numbers_and_sizes_are_bounded(mutate, expected):
 def test_a_key_given_twice_is_refused_by_line(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text("version: 1\nbatch_size: 8\nbatch_size: 64\n")
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: malformed YAML: line 3, column 1: duplicate key 'batch_size'$"):
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}: malformed YAML: line 3, column 1: duplicate key 'batch_size'$"
+    ):
         load_config(path)
 
 
@@ -246,5 +282,7 @@ def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
     doc = copy.deepcopy(BASE)
     (tmp_path / "runs").write_text("not a folder")
     doc["run_dir"] = str(tmp_path / "runs")
-    with pytest.raises(ConfigError, match=r"^x.yaml: run_dir: .*runs is a file; expected a folder \(created when missing\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^x.yaml: run_dir: .*runs is a file; expected a folder \(created when missing\)$"
+    ):
         parse_config(doc, "x.yaml")

@@ -97,12 +97,15 @@ def test_a_revoked_peer_is_refused_in_the_handshake(tmp_path):
     assert seen and "revoked" in seen[0]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("expired", "the certificate of alice expired on "),
-    ("future", "the certificate of alice is not valid before "),
-    ("wrong_name", "a certificate for 'bob', not 'alice'"),
-    ("foreign_ca", "not issued by the consortium CA "),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("expired", "the certificate of alice expired on "),
+        ("future", "the certificate of alice is not valid before "),
+        ("wrong_name", "a certificate for 'bob', not 'alice'"),
+        ("foreign_ca", "not issued by the consortium CA "),
+    ],
+)
 def test_own_certificate_problems_are_one_line_naming_the_file(tmp_path, case, message):
     ca, certs = tmp_path / "ca", tmp_path / "certs"
     smpc_main(["keys", "init", str(ca)])
@@ -127,17 +130,39 @@ def test_signing_refuses_what_it_must_in_one_line(tmp_path, capsys):
     smpc_main(["keys", "init", str(ca)])
     keys.request("mallory", tmp_path / "m")
     config = write_config(tmp_path, samples=10, batch_size=10)
-    assert smpc_main(["keys", "sign", str(tmp_path / "m" / "mallory.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem"),
-                      "--config", str(config)]) == 2
+    assert (
+        smpc_main(
+            [
+                "keys",
+                "sign",
+                str(tmp_path / "m" / "mallory.csr"),
+                "--ca",
+                str(ca),
+                "--out",
+                str(tmp_path / "x.pem"),
+                "--config",
+                str(config),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err == (
         f"error: {tmp_path / 'm' / 'mallory.csr'}: 'mallory' is not a party, the dealer or a client of the config (alice, bob)\n"
     )
     assert not (tmp_path / "x.pem").exists()
-    assert smpc_main(["keys", "sign", str(tmp_path / "m" / "mallory.key"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]) == 2
+    assert (
+        smpc_main(
+            ["keys", "sign", str(tmp_path / "m" / "mallory.key"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]
+        )
+        == 2
+    )
     assert "not a certificate signing request" in capsys.readouterr().err
     forged = (tmp_path / "m" / "mallory.csr").read_bytes().replace(b"A", b"B", 1)
     (tmp_path / "forged.csr").write_bytes(forged)
-    assert smpc_main(["keys", "sign", str(tmp_path / "forged.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")]) == 2
+    assert (
+        smpc_main(["keys", "sign", str(tmp_path / "forged.csr"), "--ca", str(ca), "--out", str(tmp_path / "x.pem")])
+        == 2
+    )
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'forged.csr'}: ")
     assert smpc_main(["keys", "request", "mallory", "--out", str(tmp_path / "m")]) == 2  # a key is never overwritten
     assert "exists already" in capsys.readouterr().err

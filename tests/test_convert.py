@@ -114,13 +114,18 @@ def test_fingerprint_depends_on_architecture_not_weights():
     torch.nn.init.constant_(b.classifier[1].weight, 0.5)
     x = torch.zeros(4, 1, 8, 8)
     assert convert(a, x).architecture_fingerprint() == convert(b, x).architecture_fingerprint()
-    assert convert(a, x).architecture_fingerprint() != convert(zoo.build("lenet5"), torch.zeros(4, 1, 28, 28)).architecture_fingerprint()
+    assert (
+        convert(a, x).architecture_fingerprint()
+        != convert(zoo.build("lenet5"), torch.zeros(4, 1, 28, 28)).architecture_fingerprint()
+    )
 
 
 def test_unknown_architecture_lists_the_zoo():
     from smpc.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^model\.architecture: unknown architecture 'resnet' \(known: digits_cnn, lenet5, mlp"):
+    with pytest.raises(
+        ConfigError, match=r"^model\.architecture: unknown architecture 'resnet' \(known: digits_cnn, lenet5, mlp"
+    ):
         zoo.build("resnet")
 
 

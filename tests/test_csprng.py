@@ -4,7 +4,6 @@ must share agree while the private ones differ from run to run."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch

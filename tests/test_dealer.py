@@ -146,7 +146,11 @@ def test_dealer_refuses_a_party_whose_settings_differ(tmp_path):
     results = _finish(procs, timeout=90)
     assert procs["dealer"].returncode == 2 and procs["alice"].returncode == 2
     assert "agreement check failed: protocol.precision_bits differs between the dealer and" in results["dealer"][1]
-    refused = [n for n in ("alice", "bob") if "agreement check failed: protocol.precision_bits differs between the dealer" in results[n][1]]
+    refused = [
+        n
+        for n in ("alice", "bob")
+        if "agreement check failed: protocol.precision_bits differs between the dealer" in results[n][1]
+    ]
     assert refused, results
 
 
@@ -154,7 +158,10 @@ def test_parties_whose_settings_differ_stop_together(tmp_path):
     write_config(tmp_path, samples=8, batch_size=8, timeouts={"connect_s": 30, "op_s": 10, "run_s": 60})
     base = tmp_path / "config.yaml"
     other = _variant(tmp_path, "other.yaml", **{"protocol": {"precision_bits": 20}})
-    procs = {"alice": _start("party", str(base), "--name", "alice"), "bob": _start("party", str(other), "--name", "bob")}
+    procs = {
+        "alice": _start("party", str(base), "--name", "alice"),
+        "bob": _start("party", str(other), "--name", "bob"),
+    }
     results = _finish(procs, timeout=90)
     for name, (_, err) in results.items():
         assert procs[name].returncode == 2, err
@@ -181,12 +188,26 @@ def test_the_dealer_hears_why_parties_whose_settings_differ_stop(tmp_path):
     assert "did not connect" not in dealer_err
 
 
-@pytest.mark.parametrize("a, b", [
-    ((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)), ((5, 2, 3), (3, 4)), ((2, 3), (7, 3, 4)), ((1, 2, 3), (6, 3, 4)),
-    ((6, 1, 2, 3), (5, 3, 4)), ((4, 1), (1, 5)), ((3,), (2, 3, 4)), ((2, 2, 3), (3,)),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ((3,), (3,)),
+        ((2, 3), (3,)),
+        ((3,), (3, 4)),
+        ((5, 2, 3), (3, 4)),
+        ((2, 3), (7, 3, 4)),
+        ((1, 2, 3), (6, 3, 4)),
+        ((6, 1, 2, 3), (5, 3, 4)),
+        ((4, 1), (1, 5)),
+        ((3,), (2, 3, 4)),
+        ((2, 2, 3), (3,)),
+    ],
+)
 def test_matmul_sizes_follow_torch_without_its_meta_kernels(a, b):
-    assert material.product_size("matmul", torch.Size(a), torch.Size(b), {}) == torch.matmul(torch.zeros(a), torch.zeros(b)).shape
+    assert (
+        material.product_size("matmul", torch.Size(a), torch.Size(b), {})
+        == torch.matmul(torch.zeros(a), torch.zeros(b)).shape
+    )
 
 
 @pytest.mark.parametrize("a, b", [((2, 1, 3), (4, 1)), ((3,), (2, 3)), ((1,), (5, 5)), ((), (2,)), ((4, 1), (1, 5))])

@@ -57,11 +57,23 @@ def test_material_keeps_its_tag_and_tensor():
 @pytest.mark.parametrize(
     "kind, body, error",
     [
-        (wire.Kind.CHECK_IN, {"party": "alice", "rank": "0", "agreement": {}}, "CHECK_IN: field 'rank': expected a non-negative integer, got '0'"),
-        (wire.Kind.CHECK_IN, {"party": "alice", "rank": 0}, "CHECK_IN: field 'agreement': expected a mapping of strings"),
+        (
+            wire.Kind.CHECK_IN,
+            {"party": "alice", "rank": "0", "agreement": {}},
+            "CHECK_IN: field 'rank': expected a non-negative integer, got '0'",
+        ),
+        (
+            wire.Kind.CHECK_IN,
+            {"party": "alice", "rank": 0},
+            "CHECK_IN: field 'agreement': expected a mapping of strings",
+        ),
         (wire.Kind.START, {"batches": True}, "START: field 'batches': expected a non-negative integer, got True"),
         (wire.Kind.READY, {"batch": 1}, "READY: field 'prefetch': expected a non-negative integer, got None"),
-        (wire.Kind.POOLED, {"rows": -1, "seq": 0, "index": 0}, "POOLED: field 'rows': expected a non-negative integer, got -1"),
+        (
+            wire.Kind.POOLED,
+            {"rows": -1, "seq": 0, "index": 0},
+            "POOLED: field 'rows': expected a non-negative integer, got -1",
+        ),
         (wire.Kind.ERROR, {"message": 7}, "ERROR: field 'message': expected a string, got int"),
         (wire.Kind.HELLO, {"party": "alice", "rank": 0}, "HELLO is not a dealer message"),
     ],
@@ -174,16 +186,22 @@ def test_a_replayed_key_is_refused():
     stream.next_batch()
     stream.take(REQUEST, "relu key of 4 elements")
     stream.next_batch()
-    with pytest.raises(PartyError, match=r"dealer stream of alice: item #0 of batch 1 \(relu key of 4 elements\): made for "
-                                         r"another request, batch or run"):
+    with pytest.raises(
+        PartyError,
+        match=r"dealer stream of alice: item #0 of batch 1 \(relu key of 4 elements\): made for "
+        r"another request, batch or run",
+    ):
         stream.take(REQUEST, "relu key of 4 elements")
     for s in socks:
         s.close()
 
 
 def test_a_key_of_another_run_or_for_another_request_is_refused():
-    stream, socks = _stream_of([[(run_label(0), torch.zeros(4, dtype=torch.long))]], secrets.token_bytes(32),
-                               dealer_seed=secrets.token_bytes(32))
+    stream, socks = _stream_of(
+        [[(run_label(0), torch.zeros(4, dtype=torch.long))]],
+        secrets.token_bytes(32),
+        dealer_seed=secrets.token_bytes(32),
+    )
     stream.next_batch()
     with pytest.raises(PartyError, match="made for another request, batch or run"):
         stream.take(REQUEST, "ltz key")
@@ -209,8 +227,11 @@ def test_corrupted_key_bytes_are_refused():
     stream = MaterialStream(party, Binding(seed), "bob", timeout_s=5)
     stream.start()
     stream.next_batch()
-    with pytest.raises(PartyError, match=r"dealer stream of bob: item #0 of batch 0 \(trunc key\): its bytes differ from "
-                                         r"what the dealer made"):
+    with pytest.raises(
+        PartyError,
+        match=r"dealer stream of bob: item #0 of batch 0 \(trunc key\): its bytes differ from "
+        r"what the dealer made",
+    ):
         stream.take(REQUEST, "trunc key")
     party.close(), dealer.close()
 
@@ -218,7 +239,9 @@ def test_corrupted_key_bytes_are_refused():
 def test_an_item_the_dealer_never_sent_is_missing_by_name():
     stream, socks = _stream_of([[]], secrets.token_bytes(32))
     stream.next_batch()
-    with pytest.raises(PartyError, match=r"item #0 of batch 0 \(ltz key\): missing: the dealer traced a different computation"):
+    with pytest.raises(
+        PartyError, match=r"item #0 of batch 0 \(ltz key\): missing: the dealer traced a different computation"
+    ):
         stream.take(REQUEST, "ltz key")
     for s in socks:
         s.close()

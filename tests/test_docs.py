@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
     assert warnings == []
@@ -50,9 +56,20 @@ def schema_keys(model: type[BaseModel] = schema.Config, prefix: str = "") -> set
 
 
 def test_the_site_builds_strictly_with_every_kind_of_page(site):
-    for page in ("tutorials/demo", "tutorials/your-model", "tutorials/service", "how-to/two-hosts",
-                 "how-to/serving", "explanation/architecture", "explanation/states", "explanation/security",
-                 "reference/config", "reference/cli", "reference/api", "reference/errors"):
+    for page in (
+        "tutorials/demo",
+        "tutorials/your-model",
+        "tutorials/service",
+        "how-to/two-hosts",
+        "how-to/serving",
+        "explanation/architecture",
+        "explanation/states",
+        "explanation/security",
+        "reference/config",
+        "reference/cli",
+        "reference/api",
+        "reference/errors",
+    ):
         assert (site / page / "index.html").is_file(), page
 
 
@@ -65,14 +82,24 @@ def test_config_reference_lists_exactly_the_schema_keys(site):
 
 def test_cli_reference_holds_every_command_help(site):
     page = html.unescape((site / "reference" / "cli" / "index.html").read_text())
-    for usage in ("usage: smpc launch", "usage: smpc party", "usage: smpc serve", "usage: smpc query",
-                  "usage: smpc model pack", "usage: smpc keys init", "usage: smpc bench", "usage: smpc dealer"):
+    for usage in (
+        "usage: smpc launch",
+        "usage: smpc party",
+        "usage: smpc serve",
+        "usage: smpc query",
+        "usage: smpc model pack",
+        "usage: smpc keys init",
+        "usage: smpc bench",
+        "usage: smpc dealer",
+    ):
         assert usage in page, usage
 
 
 def test_api_reference_renders_the_docstrings(site):
     page = html.unescape((site / "reference" / "api" / "index.html").read_text())
-    assert "Run `model` on `inputs` privately" in page or "Run <code>model</code> on <code>inputs</code> privately" in page
+    assert (
+        "Run `model` on `inputs` privately" in page or "Run <code>model</code> on <code>inputs</code> privately" in page
+    )
     assert "Client" in page
 
 

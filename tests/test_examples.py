@@ -11,15 +11,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_example(name: str, *args: str, timeout: float = 900) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
 
 def test_every_example_is_run_here():
     assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(
-        ["simulate_hf_model.py", "organization_path.py", "service_and_client.py"])
+        ["simulate_hf_model.py", "organization_path.py", "service_and_client.py"]
+    )
 
 
 def test_simulate_hf_model():
@@ -31,8 +37,14 @@ def test_simulate_hf_model():
 
 def test_organization_path(tmp_path):
     out = run_example("organization_path.py", "--work", str(tmp_path))
-    for step in ("smpc keys init", "smpc model pack", "smpc model calibrate", "smpc model sign", "smpc model verify",
-                 "smpc launch"):
+    for step in (
+        "smpc keys init",
+        "smpc model pack",
+        "smpc model calibrate",
+        "smpc model sign",
+        "smpc model verify",
+        "smpc launch",
+    ):
         assert f"$ {step}" in out
     assert (tmp_path / "model" / "calibration.json").is_file()
     assert (tmp_path / "model" / "model.sig").is_file()

@@ -104,26 +104,39 @@ def test_a_missing_first_party_is_named_by_the_others(tmp_path):
 def test_a_dealer_that_never_comes_is_named(tmp_path):
     config = write_config(tmp_path, dealer=True, timeouts={"connect_s": 3, "op_s": 5, "run_s": 60})
     dealer = load_config(config).dealer
-    procs = [subprocess.Popen(SMPC + ["party", str(config), "--name", n], stderr=subprocess.PIPE, text=True) for n in ("alice", "bob")]
+    procs = [
+        subprocess.Popen(SMPC + ["party", str(config), "--name", n], stderr=subprocess.PIPE, text=True)
+        for n in ("alice", "bob")
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     for p, err in zip(procs, errors):
         assert p.returncode == 2
-        assert err.strip() == f"error: the dealer at {dealer.host}:{dealer.port} did not answer within timeouts.connect_s = 3 s"
+        assert (
+            err.strip()
+            == f"error: the dealer at {dealer.host}:{dealer.port} did not answer within timeouts.connect_s = 3 s"
+        )
 
 
 def test_dealer_names_the_parties_that_never_connect(tmp_path):
     config = write_config(tmp_path, dealer=True, helpers=1, timeouts={"connect_s": 3, "op_s": 5, "run_s": 60})
     result = _run_alone(["dealer", str(config)])
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: dealer: parties alice, bob, helper0 did not connect within timeouts.connect_s = 3 s"
+    assert (
+        result.stderr.strip()
+        == "error: dealer: parties alice, bob, helper0 did not connect within timeouts.connect_s = 3 s"
+    )
 
 
 def test_without_a_launcher_the_survivors_exit_on_their_own(tmp_path):
     # one process per party, as on separate hosts: bob is killed mid-inference, and
     # alice and the helper must notice and exit by themselves within the op timeout
-    config = write_config(tmp_path, samples=360, batch_size=2, helpers=1, timeouts={"connect_s": 60, "op_s": 5, "run_s": 120})
+    config = write_config(
+        tmp_path, samples=360, batch_size=2, helpers=1, timeouts={"connect_s": 60, "op_s": 5, "run_s": 120}
+    )
     procs = {
-        name: subprocess.Popen(SMPC + ["party", str(config), "--name", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        name: subprocess.Popen(
+            SMPC + ["party", str(config), "--name", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         for name in ("alice", "bob", "helper0")
     }
     computing = threading.Event()
@@ -160,7 +173,9 @@ def test_sigkill_of_any_launcher_child_at_any_moment_of_a_demo_run(tmp_path, tri
     config = write_config(tmp_path, samples=360, batch_size=60, dealer=True)
     moment = 0.5 + (trial + rng.random()) * 8.5 / 3  # each trial in its own third of the run
     while True:
-        launcher = subprocess.Popen(SMPC + ["launch", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        launcher = subprocess.Popen(
+            SMPC + ["launch", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         started = time.monotonic()
         victim, pid = None, None
         while time.monotonic() - started < moment and launcher.poll() is None:

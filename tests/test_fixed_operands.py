@@ -49,16 +49,27 @@ def _product(op: str, x: torch.Tensor, w: torch.Tensor, transposed: bool, kwargs
     pairs = [material.draw("fixed", AesCtrGenerator(s), rank, args, kwargs) for rank, s in enumerate(batch_seeds)]
     pairs[0].append(correction)
     e = sum(xs - a for xs, (a, _) in zip(x_shares, pairs))  # E = x - A, the batch's one opening
-    z = sum(fixed.local_product(rank, op, e, a, c, weights[rank], transposed, kwargs) for rank, (a, c) in enumerate(pairs))
+    z = sum(
+        fixed.local_product(rank, op, e, a, c, weights[rank], transposed, kwargs) for rank, (a, c) in enumerate(pairs)
+    )
     return z, opened, e
 
 
-@pytest.mark.parametrize("op, x_shape, w_shape, transposed, kwargs", [
-    ("matmul", (3, 5, 8), (6, 8), True, {}),  # a linear layer: x @ W^T
-    ("matmul", (2, 4, 10), (10, 6), False, {}),  # a lookup: one-hot ids @ T
-    ("conv2d", (2, 3, 7, 7), (4, 3, 3, 3), False, {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1}),
-    ("conv1d", (2, 4, 9), (6, 2, 3), False, {"stride": (1,), "padding": (0,), "dilation": (1,), "groups": 2}),
-])
+@pytest.mark.parametrize(
+    "op, x_shape, w_shape, transposed, kwargs",
+    [
+        ("matmul", (3, 5, 8), (6, 8), True, {}),  # a linear layer: x @ W^T
+        ("matmul", (2, 4, 10), (10, 6), False, {}),  # a lookup: one-hot ids @ T
+        (
+            "conv2d",
+            (2, 3, 7, 7),
+            (4, 3, 3, 3),
+            False,
+            {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1},
+        ),
+        ("conv1d", (2, 4, 9), (6, 2, 3), False, {"stride": (1,), "padding": (0,), "dilation": (1,), "groups": 2}),
+    ],
+)
 def test_the_local_halves_add_up_to_the_product_exactly_in_the_ring(op, x_shape, w_shape, transposed, kwargs):
     x, w = _ring(*x_shape), _ring(*w_shape)
     flat_w = w.view(-1)
@@ -115,14 +126,17 @@ def test_a_second_batch_costs_the_inputs_masks_not_the_weights(tmp_path):
     for rows in (4, 8):  # one batch of 4, then two
         data = tmp_path / f"ids{rows}.safetensors"
         artifacts.save_inputs(data, {"ids": ids[:rows]})
-        report = run(load_config(write_program_config(tmp_path, tmp_path / "model", data, batch_size=4, dealer=True)),
-                     echo=False)
+        report = run(
+            load_config(write_program_config(tmp_path, tmp_path / "model", data, batch_size=4, dealer=True)), echo=False
+        )
         assert min(o["min_cosine"] for o in report.outputs.values()) > 0.9999
         parties[rows] = report.parties["alice"]
     # a party's bytes_sent counts an opening of n ring elements as 16 n (it sends its
     # share, then the sum comes back)
     table, one_hot = 300 * 64 * 16, 4 * 5 * 300 * 16
-    layers = {rows: {layer["layer"]: layer["bytes_sent"] for layer in by_layer(p["layers"])} for rows, p in parties.items()}
+    layers = {
+        rows: {layer["layer"]: layer["bytes_sent"] for layer in by_layer(p["layers"])} for rows, p in parties.items()
+    }
     assert layers[4]["<setup>"] == layers[8]["<setup>"] >= table  # W - B opened once, when the model is shared
     second = parties[8]["bytes_sent"] - parties[4]["bytes_sent"]
     lookup = layers[8]["table Embedding"] - layers[4]["table Embedding"]

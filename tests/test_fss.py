@@ -23,8 +23,27 @@ UNIT = 2**16  # one at 16 fractional bits
 # 0, one unit of the last place, the largest and smallest ring values, the values
 # next to the wrap-around, the largest encodable values at 16 bits, and fixed-point 1
 EDGES = torch.tensor(
-    [0, 1, -1, 2, -2, TOP, BOTTOM, TOP - 1, BOTTOM + 1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1,
-     2**47, -(2**47), UNIT, -UNIT, UNIT + 1, -UNIT - 1],
+    [
+        0,
+        1,
+        -1,
+        2,
+        -2,
+        TOP,
+        BOTTOM,
+        TOP - 1,
+        BOTTOM + 1,
+        2**62,
+        -(2**62),
+        2**62 - 1,
+        -(2**62) + 1,
+        2**47,
+        -(2**47),
+        UNIT,
+        -UNIT,
+        UNIT + 1,
+        -UNIT - 1,
+    ],
     dtype=torch.long,
 )
 
@@ -45,7 +64,9 @@ def test_dcf_is_beta_below_alpha_and_zero_elsewhere(bits, k):
     top = (1 << bits) - 1
     alpha = torch.cat([torch.tensor([0, 1, top, top - 1, 1 << (bits - 1)]) & top, _random(300) & top])
     n = len(alpha)
-    beta = torch.cat([torch.tensor([[1] * k, [TOP] * k, [BOTTOM] * k, [-1] * k, [0] * k]), _random(300 * k).view(-1, k)])
+    beta = torch.cat(
+        [torch.tensor([[1] * k, [TOP] * k, [BOTTOM] * k, [-1] * k, [0] * k]), _random(300 * k).view(-1, k)]
+    )
     for x in (alpha, alpha - 1, alpha + 1, torch.zeros(n, dtype=torch.long), torch.full((n,), top), _random(n)):
         x = x & top
         expected = torch.where((x < alpha).view(n, 1), beta, torch.zeros_like(beta))
@@ -150,7 +171,9 @@ def test_truncation_is_within_one_unit_and_never_wraps(divisor):
 def test_truncation_by_a_different_divisor_per_element():
     d = torch.tensor([1, 2, 3, 2**16, 7, 2**30], dtype=torch.long)
     x = torch.cat([EDGES[:6].clamp(-(2**61), 2**61), _random(6) >> 3]).view(2, 6)
-    error = _gate("trunc", x.reshape(-1), d.expand(2, 6).reshape(-1)) - torch.div(x, d, rounding_mode="floor").reshape(-1)
+    error = _gate("trunc", x.reshape(-1), d.expand(2, 6).reshape(-1)) - torch.div(x, d, rounding_mode="floor").reshape(
+        -1
+    )
     assert error.abs().max() <= 1
 
 

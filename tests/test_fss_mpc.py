@@ -13,6 +13,7 @@ import torch
 from harness import run_parties, use_stand_in_dealer
 from op_cases import CASES
 
+
 def _op_cases(rank: int, world_size: int, names: list[str]) -> dict[str, float]:
     from test_ops_mpc import evaluate_all_cases
 
@@ -42,8 +43,9 @@ def _gates(rank: int, world_size: int) -> dict:
     unit = 2.0**-16
     # edge values at 16 fractional bits: 0, one unit either side, the largest magnitudes
     # the encoder holds safely, and ties for max/argmax
-    x = torch.tensor([[0.0, unit, -unit, 3.5, -3.5, 2.0**30, -(2.0**30), 1.0],
-                      [-2.0, -2.0, -7.0, -2.0, -9.0, -2.0, -100.0, -50.0]])
+    x = torch.tensor(
+        [[0.0, unit, -unit, 3.5, -3.5, 2.0**30, -(2.0**30), 1.0], [-2.0, -2.0, -7.0, -2.0, -9.0, -2.0, -100.0, -50.0]]
+    )
     secret = crypten.cryptensor(x, src=0)
     before = session.communication_stats()["rounds"]
     out = {
@@ -77,7 +79,9 @@ def test_each_gate_through_crypten_with_fss():
     assert torch.equal(got["eq"], (x == -2.0).float())
     assert torch.equal(got["max"], x.max(dim=1).values)
     # ties go to the first maximal position
-    assert torch.equal(got["argmax"], torch.tensor([[0, 0, 0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.float))
+    assert torch.equal(
+        got["argmax"], torch.tensor([[0, 0, 0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.float)
+    )
     assert torch.equal(got["argmax_index"], torch.tensor([5.0, 0.0]))
     assert float(got["max_all"]) == 2.0**30
     assert torch.equal(got["pool"], torch.nn.functional.max_pool2d(x.view(1, 1, 2, 8), 2))

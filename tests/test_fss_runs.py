@@ -56,7 +56,9 @@ def test_fss_sends_a_tenth_of_the_bytes_in_under_half_the_rounds(tmp_path):
         used = sum(row["key_bytes"] for row in rows)
         assert used == party["key_bytes"] if name == "bob" else used > party["key_bytes"]
         relu_keys = sum(row["key_bytes"] for row in rows if row["op"] == "relu: comparisons")
-        assert relu_keys == party["key_bytes"] - sum(row["key_bytes"] for row in rows if row["op"].endswith("truncations"))
+        assert relu_keys == party["key_bytes"] - sum(
+            row["key_bytes"] for row in rows if row["op"].endswith("truncations")
+        )
         assert [row["layer"] for row in rows].count("<dealer material>") == 1
 
 
@@ -64,12 +66,22 @@ def test_fss_sends_a_tenth_of_the_bytes_in_under_half_the_rounds(tmp_path):
     "changes, message",
     [
         ({"randomness": "local"}, "protocol.comparisons: fss needs randomness: dealer"),
-        ({"helpers": 1}, "protocol.comparisons: fss needs exactly 2 parties (its keys are two-party function secret sharing), got 3"),
-        ({"truncation": "local"}, "protocol.truncation: local cannot go with comparisons: fss (its truncation is the dealer's); leave it unset"),
-        ({"comparisons": "circuits", "truncation": "dealer", "randomness": "local"},
-         "protocol.truncation: dealer needs randomness: dealer (the dealer makes the masks)"),
-        ({"comparisons": "circuits", "truncation": "dealer", "helpers": 1},
-         "protocol.truncation: dealer is for exactly 2 parties, got 3 (with more, CrypTen's truncation is already exact to one unit); leave it unset"),
+        (
+            {"helpers": 1},
+            "protocol.comparisons: fss needs exactly 2 parties (its keys are two-party function secret sharing), got 3",
+        ),
+        (
+            {"truncation": "local"},
+            "protocol.truncation: local cannot go with comparisons: fss (its truncation is the dealer's); leave it unset",
+        ),
+        (
+            {"comparisons": "circuits", "truncation": "dealer", "randomness": "local"},
+            "protocol.truncation: dealer needs randomness: dealer (the dealer makes the masks)",
+        ),
+        (
+            {"comparisons": "circuits", "truncation": "dealer", "helpers": 1},
+            "protocol.truncation: dealer is for exactly 2 parties, got 3 (with more, CrypTen's truncation is already exact to one unit); leave it unset",
+        ),
     ],
 )
 def test_fss_settings_it_cannot_run_are_refused_by_name(tmp_path, changes, message):
@@ -79,7 +91,6 @@ def test_fss_settings_it_cannot_run_are_refused_by_name(tmp_path, changes, messa
     config = write_config(tmp_path, samples=8, batch_size=8, helpers=helpers, dealer=dealer, protocol=protocol)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(config)
-
 
 
 def test_the_truncation_is_the_dealers_wherever_it_can_make_it(tmp_path):

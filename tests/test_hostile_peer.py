@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from harness import processes_mentioning, write_config
-from smpc import keys
+from launch.cli import main as smpc_main
 
 OP_S = 6.0
 
@@ -31,7 +31,6 @@ HOSTILE_BOB = r"""
 import struct, sys, time
 import torch
 from smpc import wire
-from launch.cli import main as smpc_main
 
 config, fault, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 honest_send, frames = wire.send, [0]
@@ -113,10 +112,14 @@ def test_a_certified_peer_breaking_the_protocol_mid_run_stops_the_honest_party(t
     at = rng.randint(1, 40)  # which of bob's DATA frames to alice is the bad one (1: the agreement)
     alice_err = (tmp_path / "alice.err").open("w")
     bob_out = (tmp_path / "bob.out").open("w")
-    alice = subprocess.Popen([sys.executable, "-m", "launch", "party", str(tls_config), "--name", "alice", "--no-progress"],
-                             stdout=subprocess.DEVNULL, stderr=alice_err)
-    bob = subprocess.Popen([sys.executable, "-c", HOSTILE_BOB, str(tls_config), fault, str(at)],
-                           stdout=bob_out, stderr=subprocess.STDOUT)
+    alice = subprocess.Popen(
+        [sys.executable, "-m", "launch", "party", str(tls_config), "--name", "alice", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=alice_err,
+    )
+    bob = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE_BOB, str(tls_config), fault, str(at)], stdout=bob_out, stderr=subprocess.STDOUT
+    )
     ended = None
     try:
         ended = _wait(alice.pid, 120)

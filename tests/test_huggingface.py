@@ -50,7 +50,9 @@ def _on_shares(rank: int, world_size: int, names: list[str]) -> dict[str, list[f
         program = convert(model, args, kwargs)
         params = session.share_parameters(program, owner)
         feeds = _feeds(program, args, kwargs)
-        shared = {k: session.share_input(v if rank == data_owner else None, v.shape, data_owner) for k, v in feeds.items()}
+        shared = {
+            k: session.share_input(v if rank == data_owner else None, v.shape, data_owner) for k, v in feeds.items()
+        }
         outputs = run_program(program, params, shared)
         revealed = [session.reveal(o, [data_owner]) for o in outputs]
         if rank == data_owner:

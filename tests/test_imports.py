@@ -84,8 +84,13 @@ def test_no_import_cycle_and_the_library_never_imports_the_application():
         TopologicalSorter(graph).prepare()
     except CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
-    upward = sorted(f"{m} -> {d}" for m, ds in graph.items() if m.startswith("smpc") for d in ds
-                    if d.split(".")[0] in ("launch", "parties"))
+    upward = sorted(
+        f"{m} -> {d}"
+        for m, ds in graph.items()
+        if m.startswith("smpc")
+        for d in ds
+        if d.split(".")[0] in ("launch", "parties")
+    )
     assert not upward, f"smpc/ imports the application: {upward}"
     assert len(graph) > 70 and sum(map(len, graph.values())) > 250  # the walk saw the whole house
 
@@ -107,8 +112,12 @@ def test_every_module_that_uses_crypten_imports_compat_first():
         if module in BELOW_COMPAT:
             continue
         tree = ast.parse(path.read_text(), str(path))
-        uses = any(name.split(".")[0] == "crypten" for node in ast.walk(tree)
-                   if isinstance(node, (ast.Import, ast.ImportFrom)) for name in _imported(node, module, False))
+        uses = any(
+            name.split(".")[0] == "crypten"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for name in _imported(node, module, False)
+        )
         if not uses:
             continue
         compat_at = crypten_at = None
@@ -141,15 +150,24 @@ def test_import_smpc_only_defines():
 
 
 def test_one_command_table_and_every_package_says_what_it_exports():
-    mains = sorted(module for module, path in MODULES.items() if module != "launch.cli"
-                   for node in ast.walk(ast.parse(path.read_text()))
-                   if isinstance(node, ast.FunctionDef) and node.name == "main")
+    mains = sorted(
+        module
+        for module, path in MODULES.items()
+        if module != "launch.cli"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name == "main"
+    )
     assert not mains, f"main() outside the command table (launch/cli.py): {mains}"
-    for module, path in MODULES.items():
+    for path in MODULES.values():
         if path.name == "__init__.py":
             tree = ast.parse(path.read_text())
-            assigned = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                        if isinstance(t, ast.Name)}
+            assigned = {
+                t.id
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            }
             assert "__all__" in assigned, f"{path.relative_to(ROOT)}: no __all__"
     for name in ("convert", "ops", "execute", "model_dir", "cli"):
         assert not (ROOT / "smpc" / f"{name}.py").exists()

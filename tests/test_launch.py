@@ -22,7 +22,9 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
     config = write_config(tmp_path, samples=100)
     report_file = tmp_path / "report.json"
     result = subprocess.run(
-        SMPC + ["launch", str(config), "--report", str(report_file), "--profile"], capture_output=True, text=True,
+        SMPC + ["launch", str(config), "--report", str(report_file), "--profile"],
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -30,7 +32,9 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
     # the cost profile: rows of (layer, op) that add up to the party's traffic
     for name, party in report["parties"].items():
         rows = party["layers"]
-        assert all(set(row) == {"layer", "op", "elements", "bytes_sent", "rounds", "seconds", "key_bytes"} for row in rows)
+        assert all(
+            set(row) == {"layer", "op", "elements", "bytes_sent", "rounds", "seconds", "key_bytes"} for row in rows
+        )
         assert sum(row["bytes_sent"] for row in rows) == party["bytes_sent"], name
         assert sum(row["rounds"] for row in rows) == party["rounds"], name
         ops = {(row["layer"], row["op"]): row for row in rows}
@@ -41,7 +45,7 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
         assert ops[("features.4 ReLU", "relu: products")]["elements"] == relu["elements"]
         assert ops[("features.3 Conv2d", "conv2d: products")]["elements"] == relu["elements"]
         assert {"<setup>", "<input sharing>", "<output reveal>"} <= {layer for layer, _ in ops}
-    table = result.stdout[result.stdout.index("cost profile of party"):]
+    table = result.stdout[result.stdout.index("cost profile of party") :]
     lines = table.splitlines()
     assert lines[1].split() == ["layer", "op", "elements", "MiB", "share", "rounds", "seconds", "key", "MiB"]
     first = lines[3]  # largest first: the digits CNN's widest ReLU's comparisons
@@ -66,13 +70,25 @@ def test_cli_demo_run_reports_agreement_and_writes_json(tmp_path):
     alice_log = (run_dir / "alice.log").read_bytes()
     assert b"\r" not in alice_log
     phases = [line.split(":")[0] for line in alice_log.decode().splitlines()]
-    for expected in ("converted the model", "checked this party's files", "connected to every party", "settings agreed",
-                     "shared the model", "ready to compute", "batch 1/2", "batch 2/2", "online phase"):
+    for expected in (
+        "converted the model",
+        "checked this party's files",
+        "connected to every party",
+        "settings agreed",
+        "shared the model",
+        "ready to compute",
+        "batch 1/2",
+        "batch 2/2",
+        "online phase",
+    ):
         assert expected in phases, (expected, phases)
     # audit logs: the model fingerprint at the owner, and every reveal with its receiver
     from smpc.artifacts import file_digest
 
-    audit = {name: [json.loads(line) for line in (run_dir / f"{name}.audit.jsonl").read_text().splitlines()] for name in ("alice", "bob")}
+    audit = {
+        name: [json.loads(line) for line in (run_dir / f"{name}.audit.jsonl").read_text().splitlines()]
+        for name in ("alice", "bob")
+    }
     assert audit["bob"][0]["event"] == "start" and audit["bob"][0]["weights_sha256"] == file_digest(WEIGHTS)
     assert audit["alice"][0]["weights_sha256"] is None  # alice never had the weights
     reveals = [e for e in audit["alice"] if e["event"] == "reveal"]
@@ -106,7 +122,9 @@ def test_malformed_yaml_is_one_line(tmp_path):
 
 def test_unknown_key_is_named(tmp_path):
     result = _cli_error(write_config(tmp_path, batchsize=3))
-    assert result.stderr.strip() == f"error: {tmp_path / 'config.yaml'}: batchsize: unknown key; did you mean batch_size?"
+    assert (
+        result.stderr.strip() == f"error: {tmp_path / 'config.yaml'}: batchsize: unknown key; did you mean batch_size?"
+    )
 
 
 def test_an_unknown_key_is_told_the_closest_known_one(tmp_path):
@@ -150,7 +168,9 @@ def test_input_shape_the_model_cannot_take(tmp_path):
 
 def test_party_program_rejects_an_unknown_party_name(tmp_path):
     config = write_config(tmp_path)
-    result = subprocess.run(SMPC + ["party", str(config), "--name", "mallory"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        SMPC + ["party", str(config), "--name", "mallory"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {config}: no party named 'mallory' (parties: alice, bob)"
 
@@ -203,13 +223,21 @@ def test_top3_reveals_the_three_best_classes_in_order(tmp_path, comparisons):
     assert (logits.gather(1, classes) - logits.topk(3, dim=1).values).abs().max() < 0.05
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["parties"][0].update(reveal="top11"),
-     "parties[0].reveal: top11 needs a first output of shape [batch, classes] with at least 11 classes; "
-     "the model's output has shape [10, 10]"),
-    (lambda d: d["parties"][1].update(reveal="top1"), "parties[1].reveal: only for a party with role output"),
-    (lambda d: d["parties"][0].update(reveal="best"), "parties[0].reveal: expected 'logits' or 'topK' with K 1..100"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d["parties"][0].update(reveal="top11"),
+            "parties[0].reveal: top11 needs a first output of shape [batch, classes] with at least 11 classes; "
+            "the model's output has shape [10, 10]",
+        ),
+        (lambda d: d["parties"][1].update(reveal="top1"), "parties[1].reveal: only for a party with role output"),
+        (
+            lambda d: d["parties"][0].update(reveal="best"),
+            "parties[0].reveal: expected 'logits' or 'topK' with K 1..100",
+        ),
+    ],
+)
 def test_a_reveal_the_output_cannot_support_is_one_line(tmp_path, change, message):
     config_path = write_config(tmp_path, samples=10, batch_size=10)
     doc = yaml.safe_load(config_path.read_text())

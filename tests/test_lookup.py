@@ -29,7 +29,9 @@ def _evaluate(rank: int, world_size: int) -> dict[str, torch.Tensor]:
         "one_hot": lookup.one_hot(secret_index, N).get_plain_text(),
         "rows": lookup.rows(crypten.cryptensor(table, src=1), secret_index).get_plain_text(),
         "rows_public_table": lookup.rows(table, secret_index).get_plain_text(),
-        "gather": lookup.gather(crypten.cryptensor(source, src=1), 1, crypten.cryptensor(gather_index, src=0)).get_plain_text(),
+        "gather": lookup.gather(
+            crypten.cryptensor(source, src=1), 1, crypten.cryptensor(gather_index, src=0)
+        ).get_plain_text(),
         "single_row": lookup.rows(table[:1], secret_index).get_plain_text(),
         "table": table,
         "source": source,

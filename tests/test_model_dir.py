@@ -53,8 +53,12 @@ TAMPERINGS = {
     "flip a byte in the middle of the weights": lambda d, r: _flip(d / "weights.safetensors", 5000),
     "flip a byte of the safetensors header": lambda d, r: _flip(d / "weights.safetensors", 20),
     "append a byte to the weights": lambda d, r: (d / "weights.safetensors").open("ab").write(b"\0"),
-    "truncate the weights": lambda d, r: (d / "weights.safetensors").write_bytes((d / "weights.safetensors").read_bytes()[:-8]),
-    "edit the manifest": lambda d, r: (d / "manifest.json").write_text((d / "manifest.json").read_text().replace("digits_cnn", "lenet5")),
+    "truncate the weights": lambda d, r: (d / "weights.safetensors").write_bytes(
+        (d / "weights.safetensors").read_bytes()[:-8]
+    ),
+    "edit the manifest": lambda d, r: (d / "manifest.json").write_text(
+        (d / "manifest.json").read_text().replace("digits_cnn", "lenet5")
+    ),
     "add whitespace to the manifest": lambda d, r: (d / "manifest.json").open("a").write(" "),
     "add a file": lambda d, r: (d / "notes.txt").write_text("hello"),
     "add a hidden git file": lambda d, r: (d / ".gitignore").write_text("*"),
@@ -63,12 +67,18 @@ TAMPERINGS = {
     "remove the manifest": lambda d, r: (d / "manifest.json").unlink(),
     "remove the signature": lambda d, r: (d / "model.sig").unlink(),
     "rename the weights": lambda d, r: (d / "weights.safetensors").rename(d / "weights2.safetensors"),
-    "swap in another model's weights": lambda d, r: shutil.copy(r / "other" / "weights.safetensors", d / "weights.safetensors"),
+    "swap in another model's weights": lambda d, r: shutil.copy(
+        r / "other" / "weights.safetensors", d / "weights.safetensors"
+    ),
     "swap in another model's signature": lambda d, r: shutil.copy(r / "other" / "model.sig", d / "model.sig"),
-    "stale signature after repacking": lambda d, r: shutil.copy(r / "other" / "weights.safetensors", d / "weights.safetensors")
-    or (d / "model.sig").write_bytes((r / "digits" / "model.sig").read_bytes()),
+    "stale signature after repacking": lambda d, r: (
+        shutil.copy(r / "other" / "weights.safetensors", d / "weights.safetensors")
+        or (d / "model.sig").write_bytes((r / "digits" / "model.sig").read_bytes())
+    ),
     "re-signed by another key": _resign_by_mallory,
-    "corrupt the signature": lambda d, r: (d / "model.sig").write_text((d / "model.sig").read_text().replace("A", "B", 3)),
+    "corrupt the signature": lambda d, r: (d / "model.sig").write_text(
+        (d / "model.sig").read_text().replace("A", "B", 3)
+    ),
     "empty signature": lambda d, r: (d / "model.sig").write_text(""),
     "signature that is not JSON": lambda d, r: (d / "model.sig").write_bytes(b"\x80\x04pickle"),
     "weights replaced by a symlink to an identical copy": lambda d, r: (
@@ -104,8 +114,10 @@ REFUSALS = {  # one line naming what differs and what to do; never the library's
     "add a file": "the files differ from the signed ones (added: notes.txt): " + SIGN_AGAIN,
     "add a subdirectory": "the files differ from the signed ones (added: extra/w.bin): " + SIGN_AGAIN,
     "remove the weights": "the files differ from the signed ones (removed: weights.safetensors): " + SIGN_AGAIN,
-    "rename the weights": "the files differ from the signed ones (added: weights2.safetensors; removed: weights.safetensors): " + SIGN_AGAIN,
-    "stale signature after repacking": "the files differ from the signed ones (changed: weights.safetensors): " + SIGN_AGAIN,
+    "rename the weights": "the files differ from the signed ones (added: weights2.safetensors; removed: weights.safetensors): "
+    + SIGN_AGAIN,
+    "stale signature after repacking": "the files differ from the signed ones (changed: weights.safetensors): "
+    + SIGN_AGAIN,
     "signature that is not JSON": "model.sig is damaged or not a model signature: sign the directory again with `smpc model sign {d} --key OWNER.key`",
     "weights replaced by a symlink to an identical copy": "weights.safetensors: a symbolic link, which a signed directory may not hold: put the file itself there",
 }
@@ -138,16 +150,34 @@ def test_wrong_public_key_is_refused(signed):
 
 
 def test_signed_for_another_architecture_is_refused(signed):
-    with pytest.raises(ArtifactError, match=r"signed for architecture 'digits_cnn' with input shape \[1, 8, 8\], the config says 'lenet5'"):
-        model_dir.load_verified(zoo.build("lenet5"), signed / "digits", signed / "keys" / "bob.pub", "lenet5", (1, 28, 28))
+    with pytest.raises(
+        ArtifactError,
+        match=r"signed for architecture 'digits_cnn' with input shape \[1, 8, 8\], the config says 'lenet5'",
+    ):
+        model_dir.load_verified(
+            zoo.build("lenet5"), signed / "digits", signed / "keys" / "bob.pub", "lenet5", (1, 28, 28)
+        )
 
 
 def test_the_standard_model_signing_tool_accepts_the_signature(signed):
     result = subprocess.run(
-        [sys.executable, "-m", "model_signing", "verify", "key", str(signed / "digits"),
-         "--signature", str(signed / "digits" / "model.sig"), "--public_key", str(signed / "keys" / "bob.pub"),
-         "--ignore-paths", str(signed / "digits" / "model.sig")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "model_signing",
+            "verify",
+            "key",
+            str(signed / "digits"),
+            "--signature",
+            str(signed / "digits" / "model.sig"),
+            "--public_key",
+            str(signed / "keys" / "bob.pub"),
+            "--ignore-paths",
+            str(signed / "digits" / "model.sig"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Verification succeeded" in result.stdout + result.stderr
@@ -155,8 +185,13 @@ def test_the_standard_model_signing_tool_accepts_the_signature(signed):
 
 def test_cli_pack_sign_verify(tmp_path, signed):
     out, bob = tmp_path / "m", signed / "keys" / "bob.pub"
-    packed = subprocess.run(SMPC + ["model", "pack", "digits_cnn", "--weights", str(WEIGHTS), "--input-shape", "1", "8", "8", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    packed = subprocess.run(
+        SMPC
+        + ["model", "pack", "digits_cnn", "--weights", str(WEIGHTS), "--input-shape", "1", "8", "8", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert packed.returncode == 0, packed.stderr
     assert packed.stdout == (
         f"packed {out} (digits_cnn)\n"
@@ -165,8 +200,15 @@ def test_cli_pack_sign_verify(tmp_path, signed):
         f"next: sign it with the owner's key: smpc model sign {out} --key OWNER.key\n"
     )
     assert json.loads((out / "manifest.json").read_text())["tensors"]["classifier.1.weight"] == [64, 512]
-    assert subprocess.run(SMPC + ["model", "sign", str(out), "--key", str(signed / "keys" / "bob.key")], timeout=120).returncode == 0
-    ok = subprocess.run(SMPC + ["model", "verify", str(out), "--public-key", str(bob)], capture_output=True, text=True, timeout=120)
+    assert (
+        subprocess.run(
+            SMPC + ["model", "sign", str(out), "--key", str(signed / "keys" / "bob.key")], timeout=120
+        ).returncode
+        == 0
+    )
+    ok = subprocess.run(
+        SMPC + ["model", "verify", str(out), "--public-key", str(bob)], capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == (
         f"verified: {out}\n"
@@ -175,8 +217,15 @@ def test_cli_pack_sign_verify(tmp_path, signed):
         f"  signer: key sha256 {_fingerprint(bob)} ({bob})\n"
         "  files:  2 signed: manifest.json, weights.safetensors\n"
     )
-    bad = subprocess.run(SMPC + ["model", "verify", str(out), "--public-key", str(signed / "keys" / "mallory.pub")], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith(f"error: {out}: signature verification failed: signed by another key")
+    bad = subprocess.run(
+        SMPC + ["model", "verify", str(out), "--public-key", str(signed / "keys" / "mallory.pub")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        f"error: {out}: signature verification failed: signed by another key"
+    )
 
 
 def test_cli_pack_help_shows_the_defaults():
@@ -193,7 +242,12 @@ def test_cli_verify_describes_a_packed_program(tmp_path, signed):
     smpc.pack(model, torch.zeros(4, 6), tmp_path / "p")
     model_dir.sign(tmp_path / "p", signed / "keys" / "bob.key")
     bob = signed / "keys" / "bob.pub"
-    ok = subprocess.run(SMPC + ["model", "verify", str(tmp_path / "p"), "--public-key", str(bob)], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        SMPC + ["model", "verify", str(tmp_path / "p"), "--public-key", str(bob)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == (
         f"verified: {tmp_path / 'p'}\n"
@@ -207,7 +261,9 @@ def test_cli_verify_describes_a_packed_program(tmp_path, signed):
 def test_launch_of_an_edited_signed_directory_is_one_line_saying_what_to_do(tmp_path, signed):
     shutil.copytree(signed / "digits", tmp_path / "digits")
     config_path = write_config(
-        tmp_path, samples=20, batch_size=10,
+        tmp_path,
+        samples=20,
+        batch_size=10,
         model={"architecture": "digits_cnn", "input_shape": [1, 8, 8], "public_key": str(signed / "keys" / "bob.pub")},
     )
     config_path.write_text(config_path.read_text().replace(str(WEIGHTS), str(tmp_path / "digits")))
@@ -225,7 +281,9 @@ def test_launch_of_an_edited_signed_directory_is_one_line_saying_what_to_do(tmp_
 def test_run_with_a_signed_model_and_refusal_when_tampered(tmp_path, signed):
     shutil.copytree(signed / "digits", tmp_path / "digits")
     config_path = write_config(
-        tmp_path, samples=20, batch_size=10,
+        tmp_path,
+        samples=20,
+        batch_size=10,
         model={"architecture": "digits_cnn", "input_shape": [1, 8, 8], "public_key": str(signed / "keys" / "bob.pub")},
     )
     doc = config_path.read_text().replace(str(WEIGHTS), str(tmp_path / "digits"))
@@ -234,7 +292,9 @@ def test_run_with_a_signed_model_and_refusal_when_tampered(tmp_path, signed):
     assert report.agreement >= 0.99
     _flip(tmp_path / "digits" / "weights.safetensors", 4000)
     # the model owner itself refuses (not only the launcher's preflight)
-    result = subprocess.run(SMPC + ["party", str(config_path), "--name", "bob"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        SMPC + ["party", str(config_path), "--name", "bob"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {tmp_path / 'digits'}: signature verification failed")
     launched = subprocess.run(SMPC + ["launch", str(config_path)], capture_output=True, text=True, timeout=120)
@@ -244,7 +304,8 @@ def test_run_with_a_signed_model_and_refusal_when_tampered(tmp_path, signed):
 
 def test_plain_weights_are_refused_when_a_public_key_is_configured(tmp_path, signed):
     config_path = write_config(
-        tmp_path, model={"architecture": "digits_cnn", "input_shape": [1, 8, 8], "public_key": str(signed / "keys" / "bob.pub")},
+        tmp_path,
+        model={"architecture": "digits_cnn", "input_shape": [1, 8, 8], "public_key": str(signed / "keys" / "bob.pub")},
     )
     with pytest.raises(ArtifactError, match="model.public_key is set, so the weights must be a signed model directory"):
         run(load_config(config_path), echo=False)

@@ -102,8 +102,20 @@ def test_joint_inference_across_network_namespaces_over_tls(tmp_path, hosts):
     artifacts.save_data(tmp_path / "data.safetensors", full.inputs[:20], full.labels[:20])
     doc = {
         "parties": [
-            {"name": "alice", "host": hosts["alice"][1], "port": 29600, "roles": ["data_owner", "output"], "data": str(tmp_path / "data.safetensors")},
-            {"name": "bob", "host": hosts["bob"][1], "port": 29600, "roles": ["model_owner"], "weights": str(ROOT / "models" / "digits_cnn.safetensors")},
+            {
+                "name": "alice",
+                "host": hosts["alice"][1],
+                "port": 29600,
+                "roles": ["data_owner", "output"],
+                "data": str(tmp_path / "data.safetensors"),
+            },
+            {
+                "name": "bob",
+                "host": hosts["bob"][1],
+                "port": 29600,
+                "roles": ["model_owner"],
+                "weights": str(ROOT / "models" / "digits_cnn.safetensors"),
+            },
             {"name": "carol", "host": hosts["carol"][1], "port": 29600},
         ],
         "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
@@ -120,12 +132,24 @@ def test_joint_inference_across_network_namespaces_over_tls(tmp_path, hosts):
     def in_ns(name: str, *argv: str) -> subprocess.Popen:
         return subprocess.Popen(
             ["ip", "netns", "exec", hosts[name][0], sys.executable, *argv],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
         )
 
     procs = {
         "alice": in_ns("alice", "-m", "launch", "party", str(config), "--name", "alice", "--no-progress"),
-        "mallory": in_ns("mallory", "-c", MALLORY, str(certs / "ca.pem"), str(foreign / "bob.pem"), str(foreign / "bob.key"), hosts["alice"][1], "29600"),
+        "mallory": in_ns(
+            "mallory",
+            "-c",
+            MALLORY,
+            str(certs / "ca.pem"),
+            str(foreign / "bob.pem"),
+            str(foreign / "bob.key"),
+            hosts["alice"][1],
+            "29600",
+        ),
     }
     procs["dealer"] = in_ns("dealer", "-m", "launch", "dealer", str(config))
     time.sleep(8)  # alice listens at once; mallory knocks before the real bob even starts

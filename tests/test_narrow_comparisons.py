@@ -51,8 +51,9 @@ def _model(tmp_path: Path, calibrated: bool) -> tuple[Path, Path]:
 
 
 def _config(tmp_path: Path, directory: Path, data: Path, **protocol) -> Path:
-    path = write_program_config(tmp_path, directory, data, batch_size=4, dealer=True,
-                                protocol={"comparisons": "fss", **protocol})
+    path = write_program_config(
+        tmp_path, directory, data, batch_size=4, dealer=True, protocol={"comparisons": "fss", **protocol}
+    )
     named = tmp_path / f"{directory.name}-{len(protocol)}.yaml"
     shutil.move(path, named)
     return named
@@ -83,16 +84,23 @@ def test_a_calibrated_run_sends_narrower_keys_stays_right_within_the_headroom_an
     plain, data = _model(tmp_path, calibrated=False)
     directory, _ = _model(tmp_path, calibrated=True)
     rows = artifacts.load_inputs(data, pack.build_program(load_config(_config(tmp_path, directory, data))).inputs)
-    far = tmp_path / "far.safetensors"  # GELU inputs 3x what calibration saw: past its margin of 2, inside the headroom of 4
+    far = (
+        tmp_path / "far.safetensors"
+    )  # GELU inputs 3x what calibration saw: past its margin of 2, inside the headroom of 4
     artifacts.save_inputs(far, {"x": rows.inputs["x"] * 3})
-    reports = {"wide": run(load_config(_config(tmp_path, plain, far)), echo=False),
-               "narrow": run(load_config(_config(tmp_path, directory, far)), echo=False)}
+    reports = {
+        "wide": run(load_config(_config(tmp_path, plain, far)), echo=False),
+        "narrow": run(load_config(_config(tmp_path, directory, far)), echo=False),
+    }
     for report in reports.values():
         assert min(o["min_cosine"] for o in report.outputs.values()) > 0.999
     wide, narrow = (reports[k].parties["bob"] for k in ("wide", "narrow"))
     assert set(wide["comparison_widths"]) == {"64"}
     assert "64" not in narrow["comparison_widths"]  # every comparison here is inside a calibrated op
-    assert sum(w["comparisons"] for w in narrow["comparison_widths"].values()) == wide["comparison_widths"]["64"]["comparisons"]
+    assert (
+        sum(w["comparisons"] for w in narrow["comparison_widths"].values())
+        == wide["comparison_widths"]["64"]["comparisons"]
+    )
     for bits, w in narrow["comparison_widths"].items():
         assert w["key_bytes_per_comparison"] < wide["comparison_widths"]["64"]["key_bytes_per_comparison"]
         assert int(bits) <= 51  # a LayerNorm's: thresholds up to 2^32 (2^24 held 2^8 finer) at 16 bits
@@ -109,10 +117,16 @@ def test_parties_with_different_calibrations_disagree_on_the_widths_by_name(tmp_
     other = tmp_path / "other"
     shutil.copytree(directory, other)
     calibration = calibrate.load(other)
-    wider = [e if e.op != "gelu" else type(e)(e.node, e.layer, e.op, e.quantity, e.low * 100, e.high * 100)
-             for e in calibration.ops]
-    calibrate.save(type(calibration)(calibration.architecture, calibration.rows, calibration.margin, tuple(wider),
-                                     calibration.largest), other)
+    wider = [
+        e if e.op != "gelu" else type(e)(e.node, e.layer, e.op, e.quantity, e.low * 100, e.high * 100)
+        for e in calibration.ops
+    ]
+    calibrate.save(
+        type(calibration)(
+            calibration.architecture, calibration.rows, calibration.margin, tuple(wider), calibration.largest
+        ),
+        other,
+    )
     path = _config(tmp_path, directory, data)
     doc = yaml.safe_load(path.read_text())  # the same config but for the folder bob holds
     doc["model"]["program"] = doc["parties"][1]["weights"] = str(other)

@@ -26,7 +26,9 @@ def evaluate_all_cases(rank: int, world_size: int, names: list[str]) -> dict[str
         model, x, _ = make_case(name)
         program = convert(model, x)
         params = session.share_parameters(program, owner)
-        out = run_program(program, params, session.share_input(x if rank == data_owner else None, x.shape, data_owner))[0]
+        out = run_program(program, params, session.share_input(x if rank == data_owner else None, x.shape, data_owner))[
+            0
+        ]
         revealed = session.reveal(out, [data_owner])
         if rank == data_owner:
             with torch.no_grad():

@@ -44,8 +44,9 @@ def test_sigkill_of_the_serve_supervisor_leaves_no_process(tmp_path):
 
 
 def test_sigkill_of_the_launch_supervisor_leaves_no_process(tmp_path):
-    path = write_config(tmp_path, samples=360, batch_size=4, dealer=True,
-                        timeouts={"connect_s": 60, "op_s": OP_S, "run_s": 300})
+    path = write_config(
+        tmp_path, samples=360, batch_size=4, dealer=True, timeouts={"connect_s": 60, "op_s": OP_S, "run_s": 300}
+    )
     process = subprocess.Popen([SMPC, "launch", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

@@ -62,15 +62,18 @@ def _call(document):
     return next(n for n in document["nodes"] if n["op"] == "call_function")
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: _call(d).update(target="builtins.eval"), r"nodes\[\d+\]: unknown operation 'builtins.eval'"),
-    (lambda d: _call(d).update(args=[{"node": "later"}]), r"refers to node 'later' before it is defined"),
-    (lambda d: d.update(version=9), r"expected format smpc-program version 1"),
-    (lambda d: d["inputs"][0].update(shape=[-1, 8]), r"inputs: expected a shape"),
-    (lambda d: d["inputs"][0].update(kind="pickle"), r"inputs: kind must be float, ids or binary"),
-    (lambda d: _call(d).update(args=[{"dtype": "object"}]), r"unknown dtype 'object'"),
-    (lambda d: d["nodes"].append({"name": d["nodes"][0]["name"], "op": "placeholder"}), r"is used twice"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: _call(d).update(target="builtins.eval"), r"nodes\[\d+\]: unknown operation 'builtins.eval'"),
+        (lambda d: _call(d).update(args=[{"node": "later"}]), r"refers to node 'later' before it is defined"),
+        (lambda d: d.update(version=9), r"expected format smpc-program version 1"),
+        (lambda d: d["inputs"][0].update(shape=[-1, 8]), r"inputs: expected a shape"),
+        (lambda d: d["inputs"][0].update(kind="pickle"), r"inputs: kind must be float, ids or binary"),
+        (lambda d: _call(d).update(args=[{"dtype": "object"}]), r"unknown dtype 'object'"),
+        (lambda d: d["nodes"].append({"name": d["nodes"][0]["name"], "op": "placeholder"}), r"is used twice"),
+    ],
+)
 def test_damaged_program_is_refused_in_one_line(saved, change, message):
     _edit(saved, change)
     with pytest.raises(ArtifactError, match=message) as err:
@@ -100,12 +103,15 @@ def token_program(tmp_path):
     return smpc.pack(_Tokens().eval(), (ids, mask), tmp_path / "tokens")
 
 
-@pytest.mark.parametrize("ids, mask, message", [
-    (torch.full((3, 5), 10), torch.ones(3, 5), r"data.safetensors: ids: id 10 is outside the vocabulary 0..9$"),
-    (torch.zeros(3, 5), torch.full((3, 5), 2), r"data.safetensors: mask: expected 0/1 values \(a mask\), got 2$"),
-    (torch.zeros(3, 5), torch.ones(3, 4), r"data.safetensors: mask has shape \[3, 4\], expected \[N, 5\]$"),
-    (torch.zeros(3, 5), torch.ones(2, 5), r"data.safetensors: mask has 2 rows, the other inputs 3$"),
-])
+@pytest.mark.parametrize(
+    "ids, mask, message",
+    [
+        (torch.full((3, 5), 10), torch.ones(3, 5), r"data.safetensors: ids: id 10 is outside the vocabulary 0..9$"),
+        (torch.zeros(3, 5), torch.full((3, 5), 2), r"data.safetensors: mask: expected 0/1 values \(a mask\), got 2$"),
+        (torch.zeros(3, 5), torch.ones(3, 4), r"data.safetensors: mask has shape \[3, 4\], expected \[N, 5\]$"),
+        (torch.zeros(3, 5), torch.ones(2, 5), r"data.safetensors: mask has 2 rows, the other inputs 3$"),
+    ],
+)
 def test_bad_rows_are_refused_naming_the_input(tmp_path, token_program, ids, mask, message):
     from types import SimpleNamespace
 
@@ -133,7 +139,9 @@ def test_signed_packed_program_is_verified_before_the_owner_loads_it(tmp_path, t
     directory = tmp_path / "tokens"
     model_dir.sign(directory, tmp_path / "keys" / "bob.key")
     config = SimpleNamespace(
-        source="x.yaml", batch_size=2, serving=None,
+        source="x.yaml",
+        batch_size=2,
+        serving=None,
         model=SimpleNamespace(program=directory, public_key=tmp_path / "keys" / "bob.pub", architecture=None),
     )
     program = pack.build_program(config, directory)
@@ -145,5 +153,7 @@ def test_signed_packed_program_is_verified_before_the_owner_loads_it(tmp_path, t
     with pytest.raises(ArtifactError, match=r"signature verification failed"):
         pack.build_program(config, directory)
     config.batch_size = 4
-    with pytest.raises(Exception, match=r"x.yaml: batch_size: the program in .* was packed for batches of 1, 2 rows, got 4"):
+    with pytest.raises(
+        Exception, match=r"x.yaml: batch_size: the program in .* was packed for batches of 1, 2 rows, got 4"
+    ):
         pack.build_program(config, None)

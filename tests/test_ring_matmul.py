@@ -11,7 +11,9 @@ from smpc.protocols.csprng import AesCtrGenerator
 from smpc.protocols.ring_matmul import FixedMatrix
 
 TOP, BOTTOM = 2**63 - 1, -(2**63)
-EDGES = torch.tensor([0, 1, -1, TOP, BOTTOM, 2**16 - 1, 2**16, -(2**16), 2**48 + 2**32 - 1, 0xFFFF_0000_FFFF_0000 - 2**64])
+EDGES = torch.tensor(
+    [0, 1, -1, TOP, BOTTOM, 2**16 - 1, 2**16, -(2**16), 2**48 + 2**32 - 1, 0xFFFF_0000_FFFF_0000 - 2**64]
+)
 
 
 def ring(shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -52,7 +52,12 @@ def test_any_altered_byte_is_refused(tmp_path, key_file, where):
     path, _ = _sealed(tmp_path, key_file)
     data = bytearray(path.read_bytes())
     meta_len = int.from_bytes(data[9:13], "little")
-    offset = {"metadata": 13 + 2, "nonce": 13 + meta_len + 3, "ciphertext": 13 + meta_len + 12 + 5, "tag": len(data) - 1}[where]
+    offset = {
+        "metadata": 13 + 2,
+        "nonce": 13 + meta_len + 3,
+        "ciphertext": 13 + meta_len + 12 + 5,
+        "tag": len(data) - 1,
+    }[where]
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="cannot decrypt: wrong key, or the file was altered"):
@@ -90,7 +95,11 @@ def test_a_receiver_with_a_storage_key_keeps_its_outputs_sealed(tmp_path):
     sealed.create_key(tmp_path / "alice.storage")
     sealed.create_key(tmp_path / "bob.storage")
     config_path = write_config(tmp_path, samples=20, batch_size=10)
-    text = config_path.read_text().replace("roles:\n  - data_owner\n  - output\n", f"roles:\n  - data_owner\n  - output\n  storage_key: {tmp_path / 'alice.storage'}\n", 1)
+    text = config_path.read_text().replace(
+        "roles:\n  - data_owner\n  - output\n",
+        f"roles:\n  - data_owner\n  - output\n  storage_key: {tmp_path / 'alice.storage'}\n",
+        1,
+    )
     config_path.write_text(text)
     config = load_config(config_path)
     assert config.parties[0].storage_key == tmp_path / "alice.storage"
@@ -105,23 +114,46 @@ def test_a_receiver_with_a_storage_key_keeps_its_outputs_sealed(tmp_path):
 
     # the receiving organization opens its own result with its own key
     smpc = [sys.executable, "-c", "import sys; from launch.cli import main; sys.exit(main())"]
-    shown = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60)
-    assert shown.returncode == 0 and shown.stdout.splitlines() == ["outputs: party alice, rows 20", "  outputs                  float32  [20, 10]"]
+    shown = subprocess.run(
+        smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and shown.stdout.splitlines() == [
+        "outputs: party alice, rows 20",
+        "  outputs                  float32  [20, 10]",
+    ]
     out = tmp_path / "mine.safetensors"
-    opened = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage"), "--out", str(out)], capture_output=True, text=True, timeout=60)
+    opened = subprocess.run(
+        smpc + ["open", str(path), "--key", str(tmp_path / "alice.storage"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert opened.returncode == 0 and torch.equal(load_file(str(out))["outputs"], outputs["outputs"])
-    wrong = subprocess.run(smpc + ["open", str(path), "--key", str(tmp_path / "bob.storage")], capture_output=True, text=True, timeout=60)
-    assert wrong.returncode == 2 and wrong.stderr == f"error: {path}: cannot decrypt: wrong key, or the file was altered\n"
-    plain = subprocess.run(smpc + ["open", str(out), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60)
+    wrong = subprocess.run(
+        smpc + ["open", str(path), "--key", str(tmp_path / "bob.storage")], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        wrong.returncode == 2 and wrong.stderr == f"error: {path}: cannot decrypt: wrong key, or the file was altered\n"
+    )
+    plain = subprocess.run(
+        smpc + ["open", str(out), "--key", str(tmp_path / "alice.storage")], capture_output=True, text=True, timeout=60
+    )
     assert plain.returncode == 2 and plain.stderr == f"error: {out}: not a sealed smpc file\n"
 
 
 def test_open_summarizes_cached_shares_but_never_writes_them_out(tmp_path, key_file, capsys):
     path = tmp_path / "bob.shares.sealed"
-    sealed.seal(path, {"fc.weight": torch.zeros(3, 4, dtype=torch.long)}, sealed.load_key(key_file),
-                {"fingerprint": "f", "names": ["alice", "bob"], "rank": 1, "set_id": 7, "weights_sha256": "w"})
+    sealed.seal(
+        path,
+        {"fc.weight": torch.zeros(3, 4, dtype=torch.long)},
+        sealed.load_key(key_file),
+        {"fingerprint": "f", "names": ["alice", "bob"], "rank": 1, "set_id": 7, "weights_sha256": "w"},
+    )
     assert smpc_main(["open", str(path), "--key", str(key_file)]) == 0
-    assert capsys.readouterr().out.splitlines() == ["shares: rank 1, set_id 7", "  fc.weight                int64    [3, 4]"]
+    assert capsys.readouterr().out.splitlines() == [
+        "shares: rank 1, set_id 7",
+        "  fc.weight                int64    [3, 4]",
+    ]
     assert smpc_main(["open", str(path), "--key", str(key_file), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "kept sealed: no --out" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
@@ -138,7 +170,9 @@ def test_shares_are_kept_sealed_and_reused_across_runs(tmp_path):
         sealed.create_key(tmp_path / f"{name}.storage")
     config_path = write_config(tmp_path, samples=20, batch_size=10, share_cache=True)
     doc = config_path.read_text()
-    doc = doc.replace("  - data_owner\n  - output\n", f"  - data_owner\n  - output\n  storage_key: {tmp_path / 'alice.storage'}\n", 1)
+    doc = doc.replace(
+        "  - data_owner\n  - output\n", f"  - data_owner\n  - output\n  storage_key: {tmp_path / 'alice.storage'}\n", 1
+    )
     doc = doc.replace("  - model_owner\n", f"  - model_owner\n  storage_key: {tmp_path / 'bob.storage'}\n", 1)
     config_path.write_text(doc)
 
@@ -167,5 +201,8 @@ def test_shares_are_kept_sealed_and_reused_across_runs(tmp_path):
     shares.write_bytes(bytes(data))
     from smpc.errors import PartyError
 
-    with pytest.raises(PartyError, match=r"party bob failed \((exit code 2|stopped by the launcher as it was leaving)\): .*bob\.shares\.sealed: cannot decrypt"):
+    with pytest.raises(
+        PartyError,
+        match=r"party bob failed \((exit code 2|stopped by the launcher as it was leaving)\): .*bob\.shares\.sealed: cannot decrypt",
+    ):
         run(load_config(config_path), echo=False)

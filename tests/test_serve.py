@@ -110,17 +110,23 @@ def test_an_idle_service_outlives_its_timeouts(service):
 def test_concurrent_queries_share_batches(service):
     path, _, client = service
     data = artifacts.load_data(DATA, (1, 8, 8))
+
     async def many():
         c = Client(path, client="analyst")
         try:
             return await asyncio.gather(*(c.ainfer(data.inputs[i]) for i in range(24)))
         finally:
             await c.aclose()
+
     answers = torch.stack(asyncio.run(many()))
     assert torch.equal(answers.argmax(1), _plaintext(path, data.inputs[:24]).argmax(1))
     metrics = client.get("alice", "/metrics").text
-    batches = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("smpc_batch_queries_count")))
-    queries = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("smpc_batch_queries_sum")))
+    batches = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("smpc_batch_queries_count"))
+    )
+    queries = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("smpc_batch_queries_sum"))
+    )
     assert queries >= 24 + 3 and batches < queries  # several queries per secret batch
     assert 'smpc_queries_total{client="analyst",outcome="ok"}' in metrics
     assert "smpc_pool_batches" in metrics and "smpc_peers_up 2.0" in metrics
@@ -149,25 +155,44 @@ def test_a_connection_without_a_valid_client_certificate_gets_no_service(service
     assert answer == b""  # refused in the handshake: not one byte of HTTP comes back
 
 
-@pytest.mark.parametrize("identity, route, body, status, message", [
-    ("eve", "/v2/models/digits/infer", {"id": "x", "inputs": []}, 403, "client 'eve' may not query model 'digits'"),
-    ("analyst", "/v2/models/nope/infer", {}, 404, "unknown model 'nope'"),
-    ("analyst", "/v2/models/digits/infer", b"{not json", 400, "the body is not JSON"),
-    ("analyst", "/v2/models/digits/infer", {"inputs": []}, 400, "'id': expected a string"),
-    ("analyst", "/v2/models/digits/infer",
-     {"id": "a", "inputs": [{"name": "x", "shape": [1, 8, 8], "datatype": "INT64", "data": [0] * 64}]},
-     400, r"inputs\[0\] \(x\)\.shape: expected \[rows, 1, 8, 8\], got \[1, 8, 8\]"),
-    ("analyst", "/v2/models/digits/infer",
-     {"id": "b", "inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]},
-     400, r"inputs\[0\] \(x\)\.datatype: expected 'INT64'"),
-    ("analyst", "/v2/models/digits/infer",
-     {"id": "c", "inputs": [{"name": "x", "shape": [9, 1, 8, 8], "datatype": "INT64", "data": [0] * 576}]},
-     413, r"expected 1..8 rows \(serving.max_batch\), got 9"),
-    ("analyst", "/v2/models/digits/infer",
-     {"id": "d", "inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "INT64", "data": [0.5] * 64}]},
-     400, "expected 64-bit signed integers"),
-    ("analyst", "/v2/models/digits/infer", b"[" + b"1," * 200_000 + b"1]", 413, "exceeds the limit"),
-])
+@pytest.mark.parametrize(
+    "identity, route, body, status, message",
+    [
+        ("eve", "/v2/models/digits/infer", {"id": "x", "inputs": []}, 403, "client 'eve' may not query model 'digits'"),
+        ("analyst", "/v2/models/nope/infer", {}, 404, "unknown model 'nope'"),
+        ("analyst", "/v2/models/digits/infer", b"{not json", 400, "the body is not JSON"),
+        ("analyst", "/v2/models/digits/infer", {"inputs": []}, 400, "'id': expected a string"),
+        (
+            "analyst",
+            "/v2/models/digits/infer",
+            {"id": "a", "inputs": [{"name": "x", "shape": [1, 8, 8], "datatype": "INT64", "data": [0] * 64}]},
+            400,
+            r"inputs\[0\] \(x\)\.shape: expected \[rows, 1, 8, 8\], got \[1, 8, 8\]",
+        ),
+        (
+            "analyst",
+            "/v2/models/digits/infer",
+            {"id": "b", "inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]},
+            400,
+            r"inputs\[0\] \(x\)\.datatype: expected 'INT64'",
+        ),
+        (
+            "analyst",
+            "/v2/models/digits/infer",
+            {"id": "c", "inputs": [{"name": "x", "shape": [9, 1, 8, 8], "datatype": "INT64", "data": [0] * 576}]},
+            413,
+            r"expected 1..8 rows \(serving.max_batch\), got 9",
+        ),
+        (
+            "analyst",
+            "/v2/models/digits/infer",
+            {"id": "d", "inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "INT64", "data": [0.5] * 64}]},
+            400,
+            "expected 64-bit signed integers",
+        ),
+        ("analyst", "/v2/models/digits/infer", b"[" + b"1," * 200_000 + b"1]", 413, "exceeds the limit"),
+    ],
+)
 def test_bad_requests_get_one_clear_error_and_the_service_goes_on(service, identity, route, body, status, message):
     path, _, client = service
     http, url = _api(path, "bob", identity)
@@ -206,10 +231,18 @@ def test_the_audit_log_names_each_query_but_holds_no_values(service):
 def test_sigterm_drains_and_every_process_exits(service):
     # last in this module: it stops the shared service
     path, process, client = service
-    pending = subprocess.Popen([sys.executable, "-c", (
-        "import sys, torch; from smpc.serve.client import Client; "
-        f"c = Client({str(path)!r}, client='analyst'); print(c.infer(torch.zeros(2, 1, 8, 8)).shape)"
-    )], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pending = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, torch; from smpc.serve.client import Client; "
+                f"c = Client({str(path)!r}, client='analyst'); print(c.infer(torch.zeros(2, 1, 8, 8)).shape)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(4.0)  # the query is on its way or answered
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -228,7 +261,11 @@ def test_killing_a_party_fails_the_next_query_by_name(tmp_path):
     try:
         _wait_ready(client, process)
         assert client.infer(torch.zeros(1, 8, 8)).shape == (10,)
-        (bob,) = [pid for pid in processes_mentioning(str(path)) if b"--name\x00bob" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        (bob,) = [
+            pid
+            for pid in processes_mentioning(str(path))
+            if b"--name\x00bob" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
         os.kill(bob, signal.SIGKILL)
         started = time.monotonic()
         with pytest.raises(ServiceError, match="bob"):
@@ -250,7 +287,11 @@ def test_with_rejoin_a_killed_party_is_restarted_and_the_service_comes_back(tmp_
     try:
         _wait_ready(client, process)
         before = client.infer(torch.ones(1, 8, 8))
-        (bob,) = [pid for pid in processes_mentioning(str(path)) if b"--name\x00bob" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        (bob,) = [
+            pid
+            for pid in processes_mentioning(str(path))
+            if b"--name\x00bob" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
         os.kill(bob, signal.SIGKILL)
         try:  # answered by the restarted bob, or refused naming the outage
             client.infer(torch.ones(1, 8, 8))

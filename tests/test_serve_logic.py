@@ -52,11 +52,14 @@ def test_shares_are_fresh_and_hide_the_value():
     assert 0.48 < float(bits) < 0.52
 
 
-@pytest.mark.parametrize("bad, message", [
-    (float("nan"), "not finite"),
-    (float("inf"), "not finite"),
-    (2.0 ** (shares.SAFE_BITS - BITS), "expected below"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (float("nan"), "not finite"),
+        (float("inf"), "not finite"),
+        (2.0 ** (shares.SAFE_BITS - BITS), "expected below"),
+    ],
+)
 def test_shares_refuse_values_the_ring_cannot_hold(bad, message):
     with pytest.raises(ValueError, match=message):
         shares.encode(torch.tensor([1.0, bad]), BITS)
@@ -215,11 +218,20 @@ def test_percentiles():
 def _doc(**serving):
     parties = [
         {"name": "alice", "host": "127.0.0.1", "port": 1000, "api_port": 2000},
-        {"name": "bob", "host": "127.0.0.1", "port": 1001, "api_port": 2001, "roles": ["model_owner"], "weights": "w.safetensors"},
+        {
+            "name": "bob",
+            "host": "127.0.0.1",
+            "port": 1001,
+            "api_port": 2001,
+            "roles": ["model_owner"],
+            "weights": "w.safetensors",
+        },
     ]
     return {
-        "parties": parties, "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
-        "transport": "tls", "tls": {"ca": "ca.pem", "certs": "."},
+        "parties": parties,
+        "model": {"architecture": "digits_cnn", "input_shape": [1, 8, 8]},
+        "transport": "tls",
+        "tls": {"ca": "ca.pem", "certs": "."},
         "serving": {"clients": ["analyst"], **serving},
     }
 
@@ -230,21 +242,24 @@ def test_serving_config_batch_sizes():
     assert parse_config(_doc(max_batch=1), "s.yaml").serving.batch_sizes == (1,)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["parties"][0].pop("api_port"), r"s.yaml: parties\[0\].api_port: required with serving"),
-    (lambda d: d["parties"][1].update(api_port=1000), r"parties\[1\].api_port: 127.0.0.1:1000 is also a party's"),
-    (lambda d: d["parties"][1].update(api_port=2000), "api address 127.0.0.1:2000 is used by more than one party"),
-    (lambda d: d["parties"][0].update(roles=["output"]), r"parties\[0\].roles: output is not used with serving"),
-    (lambda d: d.update(transport="gloo"), "transport: serving needs tls"),
-    (lambda d: d["serving"].update(clients=[]), "serving.clients: expected a non-empty list"),
-    (lambda d: d["serving"].update(clients=["Analyst"]), "serving.clients: expected lower-case client names"),
-    (lambda d: d["serving"].update(clients=["a", "a"]), "serving.clients: clients are listed twice"),
-    (lambda d: d["serving"].update(max_batch=0), r"serving.max_batch: expected a value >= 1, got 0"),
-    (lambda d: d["serving"].update(on_peer_loss="retry"), "serving.on_peer_loss: expected 'exit' or 'rejoin'"),
-    (lambda d: d["serving"].update(colour="blue"), "serving.colour: unknown key"),
-    (lambda d: d["serving"].update(model_name="Digits!"), "serving.model_name: expected a lower-case name"),
-    (lambda d: d.pop("serving"), r"parties\[0\].api_port: only used with a serving section"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["parties"][0].pop("api_port"), r"s.yaml: parties\[0\].api_port: required with serving"),
+        (lambda d: d["parties"][1].update(api_port=1000), r"parties\[1\].api_port: 127.0.0.1:1000 is also a party's"),
+        (lambda d: d["parties"][1].update(api_port=2000), "api address 127.0.0.1:2000 is used by more than one party"),
+        (lambda d: d["parties"][0].update(roles=["output"]), r"parties\[0\].roles: output is not used with serving"),
+        (lambda d: d.update(transport="gloo"), "transport: serving needs tls"),
+        (lambda d: d["serving"].update(clients=[]), "serving.clients: expected a non-empty list"),
+        (lambda d: d["serving"].update(clients=["Analyst"]), "serving.clients: expected lower-case client names"),
+        (lambda d: d["serving"].update(clients=["a", "a"]), "serving.clients: clients are listed twice"),
+        (lambda d: d["serving"].update(max_batch=0), r"serving.max_batch: expected a value >= 1, got 0"),
+        (lambda d: d["serving"].update(on_peer_loss="retry"), "serving.on_peer_loss: expected 'exit' or 'rejoin'"),
+        (lambda d: d["serving"].update(colour="blue"), "serving.colour: unknown key"),
+        (lambda d: d["serving"].update(model_name="Digits!"), "serving.model_name: expected a lower-case name"),
+        (lambda d: d.pop("serving"), r"parties\[0\].api_port: only used with a serving section"),
+    ],
+)
 def test_serving_config_mistakes_are_refused_by_name(change, message):
     doc = _doc()
     change(doc)

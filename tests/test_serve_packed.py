@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from smpc import keys
-from smpc.serve.client import Client, ServiceError
+from smpc.serve.client import Client
 from tests.harness import write_serve_config
 from tests.test_serve import _start, _stop, _wait_ready
 
@@ -27,8 +27,17 @@ def _bert(directory: Path) -> torch.nn.Module:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                 vocab_size=400, max_position_embeddings=32, attn_implementation="eager"))
+    model = BertModel(
+        BertConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            vocab_size=400,
+            max_position_embeddings=32,
+            attn_implementation="eager",
+        )
+    )
     with torch.no_grad():
         model.embeddings.word_embeddings.weight.mul_(0.05)
         for layer in model.encoder.layer:
@@ -41,16 +50,24 @@ def _bert(directory: Path) -> torch.nn.Module:
 def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("packed")
     model = _bert(tmp / "hf")
-    done = subprocess.run([SMPC, "model", "pack", str(tmp / "hf"), "--out", str(tmp / "M"), "--batch", "4", "--seq-len", "16"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [SMPC, "model", "pack", str(tmp / "hf"), "--out", str(tmp / "M"), "--batch", "4", "--seq-len", "16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"packed {tmp / 'M'} (6 shapes)\n"
-                                  "  batch sizes:      1, 2, 4 rows\n"
-                                  "  sequence lengths: 8, 16 tokens\n")
+    assert done.stdout.startswith(
+        f"packed {tmp / 'M'} (6 shapes)\n  batch sizes:      1, 2, 4 rows\n  sequence lengths: 8, 16 tokens\n"
+    )
     keys.create_ca(tmp / "owner")
     keys.issue(tmp / "owner", "bob")
-    signed = subprocess.run([SMPC, "model", "sign", str(tmp / "M"), "--key", str(tmp / "owner" / "bob.key")],
-                            capture_output=True, text=True, timeout=120)
+    signed = subprocess.run(
+        [SMPC, "model", "sign", str(tmp / "M"), "--key", str(tmp / "owner" / "bob.key")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert signed.returncode == 0, signed.stderr
     return tmp, model
 
@@ -128,29 +145,58 @@ def _bad_inputs(client: Client, ids: torch.Tensor, mask: torch.Tensor) -> None:
     config = client.config
     alice = config.parties[0]
     context = transport.client_context(*config.client_files("analyst"))
-    body = {"id": "x1", "inputs": [
-        {"name": "input_ids", "datatype": "INT64", "shape": [1, 17, 400], "data": [0] * 17 * 400},
-        {"name": "attention_mask", "datatype": "INT64", "shape": [1, 17], "data": [0] * 17},
-    ]}
+    body = {
+        "id": "x1",
+        "inputs": [
+            {"name": "input_ids", "datatype": "INT64", "shape": [1, 17, 400], "data": [0] * 17 * 400},
+            {"name": "attention_mask", "datatype": "INT64", "shape": [1, 17], "data": [0] * 17},
+        ],
+    }
     cases = [
         (body, 413, "the longest sequence served is 16"),
         ({"id": "x2", "inputs": body["inputs"][:1]}, 400, r"inputs: missing \['attention_mask'\]"),
-        ({"id": "x3", "inputs": [*body["inputs"], {"name": "token_type_ids"}]}, 400, r"unexpected \['token_type_ids'\]"),
-        ({"id": "x4", "inputs": [{**body["inputs"][0], "shape": [1, 4, 400], "data": [0] * 1600},
-                                 {**body["inputs"][1], "shape": [1, 5], "data": [0] * 5}]}, 400, "5 tokens, the other inputs 4"),
-        ({"id": "x5", "inputs": [{**body["inputs"][0], "shape": [1, 4, 399], "data": [0] * 1596},
-                                 {**body["inputs"][1], "shape": [1, 4], "data": [0] * 4}]}, 400,
-         r"input_ids\)\.shape: expected \[rows, tokens, 400\]"),
+        (
+            {"id": "x3", "inputs": [*body["inputs"], {"name": "token_type_ids"}]},
+            400,
+            r"unexpected \['token_type_ids'\]",
+        ),
+        (
+            {
+                "id": "x4",
+                "inputs": [
+                    {**body["inputs"][0], "shape": [1, 4, 400], "data": [0] * 1600},
+                    {**body["inputs"][1], "shape": [1, 5], "data": [0] * 5},
+                ],
+            },
+            400,
+            "5 tokens, the other inputs 4",
+        ),
+        (
+            {
+                "id": "x5",
+                "inputs": [
+                    {**body["inputs"][0], "shape": [1, 4, 399], "data": [0] * 1596},
+                    {**body["inputs"][1], "shape": [1, 4], "data": [0] * 4},
+                ],
+            },
+            400,
+            r"input_ids\)\.shape: expected \[rows, tokens, 400\]",
+        ),
     ]
     with httpx.Client(verify=context, timeout=30) as http:
         for doc, status, message in cases:
-            r = http.post(f"https://{alice.host}:{alice.api_port}/v2/models/bert/infer", json=doc,
-                          extensions={"sni_hostname": "alice"})
+            r = http.post(
+                f"https://{alice.host}:{alice.api_port}/v2/models/bert/infer",
+                json=doc,
+                extensions={"sni_hostname": "alice"},
+            )
             assert r.status_code == status, (doc["id"], r.text)
             import re
 
             assert re.search(message, r.json()["error"]), r.json()
-        r = http.get(f"https://{alice.host}:{alice.api_port}/v2/models/bert/tokenizer", extensions={"sni_hostname": "alice"})
+        r = http.get(
+            f"https://{alice.host}:{alice.api_port}/v2/models/bert/tokenizer", extensions={"sni_hostname": "alice"}
+        )
         assert r.status_code == 404 and "has no tokenizer" in r.json()["error"]
     # the service goes on serving everyone else
     assert client.infer(input_ids=ids[:1], attention_mask=mask[:1])["last_hidden_state"].shape == (1, 12, 64)
@@ -164,4 +210,7 @@ def test_serving_refuses_a_max_batch_the_program_was_not_packed_for(packed, tmp_
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     done = subprocess.run([SMPC, "serve", str(path), "--quiet"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "serving.max_batch: the program in" in done.stderr and "was packed for batches of 1, 2, 4 rows, got 3" in done.stderr
+    assert (
+        "serving.max_batch: the program in" in done.stderr
+        and "was packed for batches of 1, 2, 4 rows, got 3" in done.stderr
+    )

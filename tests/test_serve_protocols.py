@@ -92,7 +92,9 @@ def test_a_query_out_of_range_fails_alone_and_the_service_goes_on(tmp_path):
         async def together():
             c = Client(path, client="analyst")
             try:
-                return await asyncio.gather(c.ainfer(good[:1]), c.ainfer(far), c.ainfer(good[1:]), return_exceptions=True)
+                return await asyncio.gather(
+                    c.ainfer(good[:1]), c.ainfer(far), c.ainfer(good[1:]), return_exceptions=True
+                )
             finally:
                 await c.aclose()
 

@@ -29,8 +29,20 @@ def text_service(tmp_path_factory):
     keys.create_ca(tmp / "keys")
     for name in ("alice", "bob", "dealer", "analyst"):
         keys.issue(tmp / "keys", name)
-    made = subprocess.run([sys.executable, str(ROOT / "models" / "text_demo.py"), "--serve", str(tmp / "model-dir"),
-                           "--sign-key", str(tmp / "keys" / "bob.key")], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    made = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "models" / "text_demo.py"),
+            "--serve",
+            str(tmp / "model-dir"),
+            "--sign-key",
+            str(tmp / "keys" / "bob.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert made.returncode == 0, made.stderr
     doc = yaml.safe_load((ROOT / "configs" / "serve-text.yaml").read_text())
     for party in doc["parties"]:
@@ -65,8 +77,10 @@ def _plaintext_accuracy(made: Path, rows: int) -> float:
     labels = torch.tensor([int(v) for v in (made / "heldout-labels.txt").read_text().split()[:rows]])
     program = pack.load_bucket(made / "model", Bucket(rows, 16))
     pack.load_owner_secret(program, made / "model")
-    inputs = {s.name: s.encode(torch.tensor([getattr(e, "ids" if s.kind == "ids" else "attention_mask") for e in encodings]))
-              for s in program.inputs}
+    inputs = {
+        s.name: s.encode(torch.tensor([getattr(e, "ids" if s.kind == "ids" else "attention_mask") for e in encodings]))
+        for s in program.inputs
+    }
     with torch.no_grad():
         logits = run_program(program, program.secret, inputs)[0]
     return round(float((logits.argmax(-1) == labels).double().mean()), 4)
@@ -78,10 +92,25 @@ def test_text_queries_give_the_plaintext_accuracy(text_service, concurrency):
     report_path = tmp / f"report-{concurrency}.json"
     rows = ["--rows", "8"] if concurrency == 1 else []
     done = subprocess.run(
-        [SMPC, "query", str(path), "--client", "analyst", "--text", str(tmp / "model-dir" / "heldout.txt"),
-         "--labels", str(tmp / "model-dir" / "heldout-labels.txt"), "--concurrency", str(concurrency),
-         "--report", str(report_path), *rows],
-        capture_output=True, text=True, timeout=900,
+        [
+            SMPC,
+            "query",
+            str(path),
+            "--client",
+            "analyst",
+            "--text",
+            str(tmp / "model-dir" / "heldout.txt"),
+            "--labels",
+            str(tmp / "model-dir" / "heldout-labels.txt"),
+            "--concurrency",
+            str(concurrency),
+            "--report",
+            str(report_path),
+            *rows,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text())
@@ -90,7 +119,12 @@ def test_text_queries_give_the_plaintext_accuracy(text_service, concurrency):
         assert report["samples"] == 100 and report["accuracy"] == plaintext
     else:
         assert report["samples"] == 8 and report["accuracy"] == _plaintext_accuracy(tmp / "model-dir", 8)
-    assert report["service"] == {"model": "reviews", "comparisons": "fss", "truncation": "dealer", "range_checks": False}
+    assert report["service"] == {
+        "model": "reviews",
+        "comparisons": "fss",
+        "truncation": "dealer",
+        "range_checks": False,
+    }
     assert report["latency_ms"]["p50"] > 0 and report["throughput_qps"] > 0 and report["bytes_per_query_per_party"] > 0
 
 
@@ -99,8 +133,24 @@ def test_text_from_python_and_its_mistakes(text_service):
     sentences = (tmp / "model-dir" / "heldout.txt").read_text().splitlines()[:3]
     logits = client.infer_text(sentences)
     assert logits.shape == (3, 2)
-    with pytest.raises(ValueError, match=r"sentence 1 has \d+ tokens; the longest length served is 16 \(serving.truncate_text"):
+    with pytest.raises(
+        ValueError, match=r"sentence 1 has \d+ tokens; the longest length served is 16 \(serving.truncate_text"
+    ):
         client.infer_text(["the film " * 20])
-    bad = subprocess.run([SMPC, "query", str(path), "--client", "analyst", "--text", str(tmp / "model-dir" / "heldout.txt"),
-                          "--labels", str(tmp / "nowhere.txt")], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            SMPC,
+            "query",
+            str(path),
+            "--client",
+            "analyst",
+            "--text",
+            str(tmp / "model-dir" / "heldout.txt"),
+            "--labels",
+            str(tmp / "nowhere.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "nowhere.txt: labels file not found" in bad.stderr

@@ -40,9 +40,17 @@ def test_simulate_bert_on_a_padded_batch_matches_plaintext(capsys):
         rows = party["layers"]
         assert sum(row["bytes_sent"] for row in rows) == party["bytes_sent"]
         ops = {row["op"] for row in rows}
-        for op in ("softmax: max: comparisons", "softmax: exp: polynomial: products", "softmax: reciprocal: newton: products",
-                   "layer_norm: levels: comparisons", "layer_norm: newton: products", "gelu: piecewise: comparisons",
-                   "linear: products", "linear: truncations", "embedding: products"):
+        for op in (
+            "softmax: max: comparisons",
+            "softmax: exp: polynomial: products",
+            "softmax: reciprocal: newton: products",
+            "layer_norm: levels: comparisons",
+            "layer_norm: newton: products",
+            "gelu: piecewise: comparisons",
+            "linear: products",
+            "linear: truncations",
+            "embedding: products",
+        ):
             assert op in ops, (op, sorted(ops))
         assert all(row["bytes_sent"] > 0 for row in rows if row["op"].endswith(": products"))
         if name == "bob":  # bob (party 1) receives no corrections: the dealer's material is alice's
@@ -132,13 +140,22 @@ def test_a_model_defined_only_in_a_script_runs_from_its_packed_directory(tmp_pat
     script.unlink()
     author.rmdir()  # no copy of the code anywhere: the parties build the model from data
     assert sorted(p.name for p in model_dir.iterdir()) == [
-        "buckets", "constants.safetensors", "manifest.json", "program.json", "weights.safetensors",
+        "buckets",
+        "constants.safetensors",
+        "manifest.json",
+        "program.json",
+        "weights.safetensors",
     ]
     # packed for every batch up to its 5 rows: 1, 2 and 4 beside 5, on the same weights
     assert sorted(p.name for p in (model_dir / "buckets").iterdir()) == ["r1", "r2", "r4"]
     config = write_program_config(tmp_path, model_dir, data, batch_size=5)
     done = subprocess.run(
-        SMPC + ["launch", str(config), "--quiet"], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=300
+        SMPC + ["launch", str(config), "--quiet"],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "output output       worst cosine to plaintext" in done.stdout
@@ -172,7 +189,10 @@ def test_an_out_of_range_run_exits_non_zero_naming_the_output_and_figure(tmp_pat
     config = write_program_config(tmp_path, tmp_path / "blows", tmp_path / "data.safetensors", batch_size=4)
     done = subprocess.run(
         SMPC + ["launch", str(config), "--quiet", "--report", str(tmp_path / "report.json")],
-        env=_clean_env(), capture_output=True, text=True, timeout=300,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
@@ -192,8 +212,22 @@ def test_smpc_model_pack_converts_a_save_pretrained_directory(tmp_path):
 
     BertModel(BertConfig(**SMALL)).save_pretrained(tmp_path / "bert")
     done = subprocess.run(
-        SMPC + ["model", "pack", str(tmp_path / "bert"), "--out", str(tmp_path / "packed"), "--batch", "2", "--seq-len", "8"],
-        env=_clean_env(), capture_output=True, text=True, timeout=300,
+        SMPC
+        + [
+            "model",
+            "pack",
+            str(tmp_path / "bert"),
+            "--out",
+            str(tmp_path / "packed"),
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+        ],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     out = tmp_path / "packed"
@@ -205,12 +239,19 @@ def test_smpc_model_pack_converts_a_save_pretrained_directory(tmp_path):
     )
     program = program_format.load(tmp_path / "packed")
     assert [(s.name, s.shape, s.kind) for s in program.inputs] == [
-        ("input_ids", (2, 8), "ids"), ("attention_mask", (2, 8), "binary"),
+        ("input_ids", (2, 8), "ids"),
+        ("attention_mask", (2, 8), "binary"),
     ]
     (tmp_path / "bert" / "model.safetensors").unlink()
     done = subprocess.run(
         SMPC + ["model", "pack", str(tmp_path / "bert"), "--out", str(tmp_path / "again")],
-        env=_clean_env(), capture_output=True, text=True, timeout=300,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == f"error: {tmp_path / 'bert'}: no model.safetensors (the weights of a save_pretrained directory)"
+    assert (
+        done.stderr.strip()
+        == f"error: {tmp_path / 'bert'}: no model.safetensors (the weights of a save_pretrained directory)"
+    )

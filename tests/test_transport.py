@@ -40,7 +40,9 @@ def outsiders(tmp_path_factory) -> Path:
 
 
 def test_keys_cli_creates_private_keys_0600_and_never_prints_them(tmp_path):
-    result = subprocess.run(SMPC + ["keys", "init", str(tmp_path / "k"), "alice", "bob"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        SMPC + ["keys", "init", str(tmp_path / "k"), "alice", "bob"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for name in ("ca", "alice", "bob"):
         mode = stat.S_IMODE((tmp_path / "k" / f"{name}.key").stat().st_mode)
@@ -51,11 +53,15 @@ def test_keys_cli_creates_private_keys_0600_and_never_prints_them(tmp_path):
     assert [line.split()[1] for line in files.splitlines()] == ["alice", "bob", "smpc"]
     assert [line.split()[0] for line in issued.splitlines()] == ["alice", "bob"]
     old = (tmp_path / "k" / "bob.pem").read_bytes(), (tmp_path / "k" / "bob.key").read_bytes()
-    rotated = subprocess.run(SMPC + ["keys", "rotate", str(tmp_path / "k"), "bob"], capture_output=True, text=True, timeout=60)
+    rotated = subprocess.run(
+        SMPC + ["keys", "rotate", str(tmp_path / "k"), "bob"], capture_output=True, text=True, timeout=60
+    )
     assert rotated.returncode == 0
     assert (tmp_path / "k" / "bob.pem").read_bytes() != old[0] and (tmp_path / "k" / "bob.key").read_bytes() != old[1]
     assert stat.S_IMODE((tmp_path / "k" / "bob.key").stat().st_mode) == 0o600
-    again = subprocess.run(SMPC + ["keys", "init", str(tmp_path / "k"), "carol"], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        SMPC + ["keys", "init", str(tmp_path / "k"), "carol"], capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 2 and "a CA exists already" in again.stderr
 
 
@@ -91,9 +97,14 @@ def _listen_for_p1(consortium: Path, port: int, log: list[str]) -> dict:
         ca, cert, key = consortium / "ca.pem", consortium / "p0.pem", consortium / "p0.key"
         try:
             transport.connect_mesh(
-                0, ["p0", "p1"], [("127.0.0.1", port), ("127.0.0.1", free_port())],
-                transport.server_context(ca, cert, key), transport.client_context(ca, cert, key),
-                connect_timeout_s=4, op_timeout_s=4, log=log.append,
+                0,
+                ["p0", "p1"],
+                [("127.0.0.1", port), ("127.0.0.1", free_port())],
+                transport.server_context(ca, cert, key),
+                transport.client_context(ca, cert, key),
+                connect_timeout_s=4,
+                op_timeout_s=4,
+                log=log.append,
             )
             outcome["result"] = "joined"
         except PartyError as exc:
@@ -169,8 +180,14 @@ def test_a_party_answering_with_the_wrong_certificate_is_not_trusted(consortium)
     ca, cert, key = consortium / "ca.pem", consortium / "p1.pem", consortium / "p1.key"
     with pytest.raises(PartyError, match=r"^127\.0\.0\.1:\d+ is not party p0: Hostname mismatch"):
         transport.connect_mesh(
-            1, ["p0", "p1"], [("127.0.0.1", port), ("127.0.0.1", free_port())],
-            transport.server_context(ca, cert, key), transport.client_context(ca, cert, key), 5, 5, log=lambda s: None,
+            1,
+            ["p0", "p1"],
+            [("127.0.0.1", port), ("127.0.0.1", free_port())],
+            transport.server_context(ca, cert, key),
+            transport.client_context(ca, cert, key),
+            5,
+            5,
+            log=lambda s: None,
         )
     listener.close()
 

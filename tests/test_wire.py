@@ -18,7 +18,10 @@ def _pair():
     return a, b
 
 
-@pytest.mark.parametrize("tensor", [torch.arange(12, dtype=torch.long).view(3, 4) - 2**62, torch.rand(2, 3, 4), torch.zeros(0, dtype=torch.long)])
+@pytest.mark.parametrize(
+    "tensor",
+    [torch.arange(12, dtype=torch.long).view(3, 4) - 2**62, torch.rand(2, 3, 4), torch.zeros(0, dtype=torch.long)],
+)
 def test_tensor_round_trip(tensor):
     a, b = _pair()
     with a, b:

@@ -55,8 +55,11 @@ def test_random_bytes_are_a_message_or_a_wire_error(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(FRAMES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
-       st.integers(0, 10_000))
+@given(
+    st.sampled_from(FRAMES),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    st.integers(0, 10_000),
+)
 def test_damaged_and_truncated_frames_are_a_message_or_a_wire_error(frame, flips, cut):
     data = bytearray(frame)
     for position, value in flips:
@@ -84,7 +87,10 @@ def test_an_oversized_frame_is_refused_before_its_body_is_read():
 
 @given(st.binary(max_size=300))
 def test_any_json_body_is_an_object_or_a_wire_error(data):
-    message = wire.Message(wire.Kind.HELLO, torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8))
+    message = wire.Message(
+        wire.Kind.HELLO,
+        torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8),
+    )
     try:
         assert isinstance(message.json(), dict)
     except wire.WireError:

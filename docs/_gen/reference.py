@@ -40,6 +40,7 @@ import smpc.config  # noqa: E402
 
 # ---------------------------------------------------------------- the config schema
 
+
 def _comments(cls: type) -> dict[str, str]:
     """The comment that documents each field of `cls`: on the field's own line(s), or on
     the comment lines right above it (the schema's own way of documenting keys)."""
@@ -115,7 +116,11 @@ def _sections(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[
             candidates = [inner, *inner_args]
             for cand in candidates:
                 if isinstance(cand, type) and issubclass(cand, BaseModel):
-                    suffix = "[]" if typing.get_origin(inner) is tuple or typing.get_origin(field.annotation) is tuple else ""
+                    suffix = (
+                        "[]"
+                        if typing.get_origin(inner) is tuple or typing.get_origin(field.annotation) is tuple
+                        else ""
+                    )
                     path = f"{prefix}.{name}{suffix}" if prefix else f"{name}{suffix}"
                     if all(p != path for p, _ in out):
                         out += _sections(cand, path)
@@ -157,11 +162,24 @@ def config_page() -> str:
 
 # (argv before --help): every command of `smpc` (the command table, launch/cli.py)
 COMMANDS = [
-    ["launch"], ["party"], ["dealer"], ["serve"], ["query"],
-    ["keys", "init"], ["keys", "add"], ["keys", "show"], ["keys", "rotate"],
-    ["keys", "request"], ["keys", "sign"], ["keys", "revoke"],
-    ["model", "pack"], ["model", "sign"], ["model", "calibrate"], ["model", "verify"],
-    ["open"], ["bench"],
+    ["launch"],
+    ["party"],
+    ["dealer"],
+    ["serve"],
+    ["query"],
+    ["keys", "init"],
+    ["keys", "add"],
+    ["keys", "show"],
+    ["keys", "rotate"],
+    ["keys", "request"],
+    ["keys", "sign"],
+    ["keys", "revoke"],
+    ["model", "pack"],
+    ["model", "sign"],
+    ["model", "calibrate"],
+    ["model", "verify"],
+    ["open"],
+    ["bench"],
 ]
 
 
@@ -205,13 +223,18 @@ def cli_page() -> str:
 
 # ---------------------------------------------------------------- errors and exit codes
 
+
 def _error_roots() -> list[type]:
     from smpc import errors, wire
     from smpc.dealer import states
     from smpc.serve import client
 
     roots = [errors.SmpcError, wire.WireError, states.ProtocolError]
-    roots += [c for c in vars(client).values() if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == client.__name__]
+    roots += [
+        c
+        for c in vars(client).values()
+        if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == client.__name__
+    ]
     return roots
 
 
@@ -260,12 +283,20 @@ def errors_page() -> str:
 
 # ---------------------------------------------------------------- the processes' states
 
+
 def _calls_on(path: Path, name: str) -> list[str]:
     """The methods called on `name` in `path`, in source order (first call of each)."""
     order: list[str] = []
-    for node in sorted(ast.walk(ast.parse(path.read_text())), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0))):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == name and node.func.attr not in order):
+    for node in sorted(
+        ast.walk(ast.parse(path.read_text())), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0))
+    ):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == name
+            and node.func.attr not in order
+        ):
             order.append(node.func.attr)
     return order
 
@@ -317,8 +348,13 @@ def states_page() -> str:
         "| --- | --- |",
     ]
     for cls in typing.get_args(messages.Message):
-        fields = ", ".join(f"`{f.name}`: {_type_name(f.type) if not isinstance(f.type, str) else f.type}"
-                           for f in dataclasses.fields(cls)) or "(none)"
+        fields = (
+            ", ".join(
+                f"`{f.name}`: {_type_name(f.type) if not isinstance(f.type, str) else f.type}"
+                for f in dataclasses.fields(cls)
+            )
+            or "(none)"
+        )
         kind = messages._KIND_OF[cls].name if cls in messages._KIND_OF else cls.__name__.upper()  # the wire's name
         lines.append(f"| `{kind}` | {fields} |")
     return "\n".join(lines) + "\n"

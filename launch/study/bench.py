@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 import yaml
@@ -41,7 +42,13 @@ def consortium(parties: int, data: Path, weights: Path) -> list[dict[str, Any]]:
     """The parties of a one-machine run: alice owns the data and gets the outputs, bob
     owns the model, the others only compute. Fresh local ports."""
     members: list[dict[str, Any]] = [
-        {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"], "data": str(data)},
+        {
+            "name": "alice",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "roles": ["data_owner", "output"],
+            "data": str(data),
+        },
         {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": str(weights)},
     ]
     return members + [{"name": n, "host": "127.0.0.1", "port": free_port()} for n in HELPER_NAMES[: parties - 2]]
@@ -67,7 +74,9 @@ def run_config(
         "randomness": cell.randomness,
         "transport": cell.transport,
         "protocol": {
-            "precision_bits": cell.precision_bits, "functions": cell.functions.model_dump(), "comparisons": cell.comparisons,
+            "precision_bits": cell.precision_bits,
+            "functions": cell.functions.model_dump(),
+            "comparisons": cell.comparisons,
         },
         # a study measures fidelity (error, agreement) rather than gating on it
         "fidelity": {"min_cosine": None},
@@ -101,13 +110,24 @@ def environment() -> dict[str, Any]:
         pass
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
-        dirty = bool(subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-            timeout=10,
-        ).stdout.strip()) if commit else None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = (
+            bool(
+                subprocess.run(
+                    ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+            )
+            if commit
+            else None
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {
@@ -190,8 +210,10 @@ def _run_metrics(report: Report, plain_s: float) -> dict[str, Any]:
         "agreement": report.agreement,
         "accuracy_mpc": report.accuracy_mpc,
         "accuracy_plain": report.accuracy_plain,
-        "parties": {n: {k: p.get(k, 0) for k in PARTY_COUNTS} | {"peak_rss_mib": p["peak_rss_mib"]}
-                    for n, p in report.parties.items()},
+        "parties": {
+            n: {k: p.get(k, 0) for k in PARTY_COUNTS} | {"peak_rss_mib": p["peak_rss_mib"]}
+            for n, p in report.parties.items()
+        },
         "dealer_s_per_batch": (report.dealer or {}).get("generation_s_per_batch"),
     }
 
@@ -232,7 +254,12 @@ def measure_cell(
         tick()
     by_time = sorted(range(len(runs)), key=lambda i: runs[i]["online_s"])
     summary = summarize(runs, layer_sets[by_time[len(by_time) // 2]])
-    return {"samples": len(inputs.inputs), "batches": -(-len(inputs.inputs) // cell.batch_size), **summary, "runs": runs}
+    return {
+        "samples": len(inputs.inputs),
+        "batches": -(-len(inputs.inputs) // cell.batch_size),
+        **summary,
+        "runs": runs,
+    }
 
 
 def _error_text(exc: BaseException) -> str:

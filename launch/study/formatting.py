@@ -8,8 +8,14 @@ from typing import Any
 
 SETTINGS = ("model", "parties", "randomness", "comparisons", "transport", "precision_bits", "batch_size", "functions")
 HEADINGS = {
-    "model": "model", "parties": "parties", "randomness": "randomness", "comparisons": "comparisons",
-    "transport": "transport", "precision_bits": "bits", "batch_size": "batch", "functions": "approximations",
+    "model": "model",
+    "parties": "parties",
+    "randomness": "randomness",
+    "comparisons": "comparisons",
+    "transport": "transport",
+    "precision_bits": "bits",
+    "batch_size": "batch",
+    "functions": "approximations",
 }
 MIB = 2**20
 
@@ -22,7 +28,9 @@ def varying(records: list[dict[str, Any]]) -> list[str]:
 def describe(record: dict[str, Any], keys: list[str]) -> str:
     """A cell named by the settings in `keys`, e.g. 'lenet5 parties=3 dealer'."""
     s = record["settings"]
-    parts = [str(s[k]) if k in ("model", "randomness", "comparisons", "transport") else f"{HEADINGS[k]}={s[k]}" for k in keys]
+    parts = [
+        str(s[k]) if k in ("model", "randomness", "comparisons", "transport") else f"{HEADINGS[k]}={s[k]}" for k in keys
+    ]
     return " ".join(parts)
 
 

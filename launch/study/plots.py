@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from launch.study.formatting import MIB, describe, varying
 from smpc.runs.profile import by_layer
@@ -67,8 +68,11 @@ def _span(stat: dict[str, float], scale: float = 1.0, floor: float = 0.0) -> Spa
 
 
 def _against(
-    ok: list[dict[str, Any]], axis: str, panels: list[tuple[str, Callable[[dict[str, Any]], Span], bool]],
-    xlabel: str, path: Path,
+    ok: list[dict[str, Any]],
+    axis: str,
+    panels: list[tuple[str, Callable[[dict[str, Any]], Span], bool]],
+    xlabel: str,
+    path: Path,
 ) -> Path:
     """One line per combination of the other varying settings, `axis` on x; the median
     of the measured runs with their min-max as error bars."""
@@ -84,9 +88,12 @@ def _against(
             rows = sorted(rows, key=lambda r: r["settings"][axis])
             spans = [value(r) for r in rows]
             ax.errorbar(
-                [r["settings"][axis] for r in rows], [m for m, _, _ in spans],
+                [r["settings"][axis] for r in rows],
+                [m for m, _, _ in spans],
                 yerr=[[m - lo for m, lo, _ in spans], [hi - m for m, _, hi in spans]],
-                marker="o", capsize=3, label=label,
+                marker="o",
+                capsize=3,
+                label=label,
             )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -146,10 +153,18 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
     if spread("parties"):
         written.append(_against(ok, "parties", time_and_traffic, "parties", out / "time_vs_parties.png"))
     if spread("precision_bits"):
-        written.append(_against(ok, "precision_bits", [
-            ("max |error| vs plain in a run", lambda r: _span(r["max_abs_error"], floor=1e-9), True),
-            ("top-1 agreement, %", lambda r: _span(r["agreement"], 100), False),
-        ], "precision bits", out / "error_vs_precision.png"))
+        written.append(
+            _against(
+                ok,
+                "precision_bits",
+                [
+                    ("max |error| vs plain in a run", lambda r: _span(r["max_abs_error"], floor=1e-9), True),
+                    ("top-1 agreement, %", lambda r: _span(r["agreement"], 100), False),
+                ],
+                "precision bits",
+                out / "error_vs_precision.png",
+            )
+        )
     if spread("comparisons"):
         written.append(_by_protocol(ok, out / "comparisons.png"))
     layers = _bytes_per_layer(ok, out)
@@ -166,7 +181,10 @@ def _by_protocol(ok: list[dict[str, Any]], path: Path) -> Path:
     groups = sorted({describe(r, others) for r in ok}, key=[describe(r, others) for r in ok].index)
     modes = sorted({r["settings"]["comparisons"] for r in ok})
     panels = [
-        ("MiB sent per sample (largest party)", lambda r: max(p["bytes_sent"] for p in r["parties"].values()) / MIB / r["samples"]),
+        (
+            "MiB sent per sample (largest party)",
+            lambda r: max(p["bytes_sent"] for p in r["parties"].values()) / MIB / r["samples"],
+        ),
         ("rounds per batch (largest party)", lambda r: max(p["rounds"] for p in r["parties"].values()) / r["batches"]),
         ("online ms per sample", lambda r: 1000 * r["online_s_per_sample"]["median"]),
     ]

@@ -12,7 +12,16 @@ from typing import Any
 
 from launch.study import plots
 from launch.study.formatting import (
-    HEADINGS, SETTINGS, describe, f_error, f_mib, f_ms, f_pct, f_ratio, f_seconds, varying,
+    HEADINGS,
+    SETTINGS,
+    describe,
+    f_error,
+    f_mib,
+    f_ms,
+    f_pct,
+    f_ratio,
+    f_seconds,
+    varying,
 )
 
 CSV = "results.csv"
@@ -20,11 +29,26 @@ MARKDOWN = "report.md"
 # per party and run: what it sent (in all, in comparisons, in FSS truncations) and the
 # dealer's FSS key bytes it received
 PARTY_COUNTS = (
-    "bytes_sent", "rounds", "comparisons_bytes", "comparisons_rounds", "truncations_bytes", "truncations_rounds",
+    "bytes_sent",
+    "rounds",
+    "comparisons_bytes",
+    "comparisons_rounds",
+    "truncations_bytes",
+    "truncations_rounds",
     "key_bytes",
 )
-STATS = ("online_s", "online_s_per_sample", "offline_s", "wall_s", "plain_s", "slowdown", "max_abs_error", "agreement",
-         "accuracy_mpc", "accuracy_plain")
+STATS = (
+    "online_s",
+    "online_s_per_sample",
+    "offline_s",
+    "wall_s",
+    "plain_s",
+    "slowdown",
+    "max_abs_error",
+    "agreement",
+    "accuracy_mpc",
+    "accuracy_plain",
+)
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
@@ -73,42 +97,68 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
         "",
         f"Machine: {env['cpu']}, {env['cpu_count']} CPUs; one thread per party and for the plain model."
         f" Python {env['python']}, torch {env['torch']}, CrypTen {env['crypten']}, smpc {env['smpc']}"
-        + (f" (commit {env['smpc_commit'][:12]}{', modified' if env['smpc_modified'] else ''})" if env["smpc_commit"] else "")
+        + (
+            f" (commit {env['smpc_commit'][:12]}{', modified' if env['smpc_modified'] else ''})"
+            if env["smpc_commit"]
+            else ""
+        )
         + ".",
         "",
     ]
     if fixed:
         lines += ["Same in every cell: " + ", ".join(f"{HEADINGS[k]} {first['settings'][k]}" for k in fixed) + ".", ""]
     if ok:
-        heads = ["cell"] + [HEADINGS[k] for k in shown] + [
-            "samples", "online s", "ms/sample", "offline s", "plain ms", "slowdown", "MiB/party", "rounds",
-            "comparison MiB", "comparison rounds", "key MiB/party", "dealer s/batch", "peak MiB", "max abs error",
-            "agreement", "accuracy MPC", "accuracy plain",
-        ]
+        heads = (
+            ["cell"]
+            + [HEADINGS[k] for k in shown]
+            + [
+                "samples",
+                "online s",
+                "ms/sample",
+                "offline s",
+                "plain ms",
+                "slowdown",
+                "MiB/party",
+                "rounds",
+                "comparison MiB",
+                "comparison rounds",
+                "key MiB/party",
+                "dealer s/batch",
+                "peak MiB",
+                "max abs error",
+                "agreement",
+                "accuracy MPC",
+                "accuracy plain",
+            ]
+        )
         lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         for r in ok:
             online = r["online_s"]
             acc = r["accuracy_mpc"]
             acc_plain = r["accuracy_plain"]
-            row = [str(r["cell"])] + [str(r["settings"][k]) for k in shown] + [
-                str(r["samples"]),
-                f"{f_seconds(online['median'])} [{f_seconds(online['min'])}-{f_seconds(online['max'])}]",
-                f_ms(r["online_s_per_sample"]["median"]),
-                f_seconds(r["offline_s"]["median"]),
-                f_ms(r["plain_s"]["median"]),
-                f_ratio(r["slowdown"]["median"] if r["slowdown"] else None),
-                f_mib(_party_max(r, "bytes_sent")),
-                str(int(_party_max(r, "rounds"))),
-                f_mib(_party_max(r, "comparisons_bytes")),
-                str(int(_party_max(r, "comparisons_rounds"))),
-                f_mib(_party_max(r, "key_bytes")),
-                f_seconds(r["dealer_s_per_batch"]["median"]) if r.get("dealer_s_per_batch") else "n/a",
-                f"{max(p['peak_rss_mib']['max'] for p in r['parties'].values()):.0f}",
-                f_error(r["max_abs_error"]["max"]),
-                f_pct(r["agreement"]["min"]),
-                f_pct(acc["median"] if acc else None),
-                f_pct(acc_plain["median"] if acc_plain else None),
-            ]
+            row = (
+                [str(r["cell"])]
+                + [str(r["settings"][k]) for k in shown]
+                + [
+                    str(r["samples"]),
+                    f"{f_seconds(online['median'])} [{f_seconds(online['min'])}-{f_seconds(online['max'])}]",
+                    f_ms(r["online_s_per_sample"]["median"]),
+                    f_seconds(r["offline_s"]["median"]),
+                    f_ms(r["plain_s"]["median"]),
+                    f_ratio(r["slowdown"]["median"] if r["slowdown"] else None),
+                    f_mib(_party_max(r, "bytes_sent")),
+                    str(int(_party_max(r, "rounds"))),
+                    f_mib(_party_max(r, "comparisons_bytes")),
+                    str(int(_party_max(r, "comparisons_rounds"))),
+                    f_mib(_party_max(r, "key_bytes")),
+                    f_seconds(r["dealer_s_per_batch"]["median"]) if r.get("dealer_s_per_batch") else "n/a",
+                    f"{max(p['peak_rss_mib']['max'] for p in r['parties'].values()):.0f}",
+                    f_error(r["max_abs_error"]["max"]),
+                    f_pct(r["agreement"]["min"]),
+                    f_pct(acc["median"] if acc else None),
+                    f_pct(acc_plain["median"] if acc_plain else None),
+                ]
+            )
             lines.append("| " + " | ".join(row) + " |")
         lines += [
             "",
@@ -171,14 +221,26 @@ def csv_text(records: list[dict[str, Any]]) -> str:
     writer.writerow(heads)
     for r in records:
         s = r["settings"]
-        row: list[Any] = [r["cell"], r["status"], *(s[k] for k in SETTINGS), s["architecture"], s["trained_weights"],
-                          s["real_data"], r.get("samples", ""), r.get("batches", "")]
+        row: list[Any] = [
+            r["cell"],
+            r["status"],
+            *(s[k] for k in SETTINGS),
+            s["architecture"],
+            s["trained_weights"],
+            s["real_data"],
+            r.get("samples", ""),
+            r.get("batches", ""),
+        ]
         for k in STATS:
             value = r.get(k)
             row += [value[x] if value else "" for x in ("median", "min", "max")]
         for p in parties:
             got = r.get("parties", {}).get(p)
-            row += [got.get(k, "") for k in PARTY_COUNTS] + [got["peak_rss_mib"]["max"]] if got else [""] * (len(PARTY_COUNTS) + 1)
+            row += (
+                [got.get(k, "") for k in PARTY_COUNTS] + [got["peak_rss_mib"]["max"]]
+                if got
+                else [""] * (len(PARTY_COUNTS) + 1)
+            )
         dealer = r.get("dealer_s_per_batch")
         row += [dealer["median"] if dealer else "", r["error"] or ""]
         writer.writerow(row)

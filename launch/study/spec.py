@@ -55,7 +55,7 @@ class ModelEntry(_Section):
         return v
 
     @model_validator(mode="after")
-    def _shape_known(self) -> "ModelEntry":
+    def _shape_known(self) -> ModelEntry:
         if self.input_shape is None and self.architecture not in zoo.INPUT_SHAPES:
             raise ValueError(f"input_shape: required for {self.architecture!r}, which is not a zoo model")
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
@@ -137,7 +137,7 @@ class Matrix(_Section):
         return _distinct(v)
 
     @model_validator(mode="after")
-    def _fss_cells_runnable(self) -> "Matrix":
+    def _fss_cells_runnable(self) -> Matrix:
         if "fss" in self.comparisons and (set(self.randomness) != {"dealer"} or set(self.parties) != {2}):
             raise ValueError(
                 "comparisons: fss runs with randomness dealer and 2 parties only: make randomness [dealer] and "
@@ -167,14 +167,20 @@ class Study(_Section):
             raise ValueError(f"expected letters, digits, '.', '-', '_' (at most 48), got {v!r}")
         return v
 
-    def cells(self) -> list["Cell"]:
+    def cells(self) -> list[Cell]:
         """Every combination of the matrix, models outermost."""
         m = self.matrix
         return [
             Cell(i, *combo)
             for i, combo in enumerate(
                 itertools.product(
-                    m.models, m.parties, m.randomness, m.comparisons, m.transport, m.precision_bits, m.batch_size,
+                    m.models,
+                    m.parties,
+                    m.randomness,
+                    m.comparisons,
+                    m.transport,
+                    m.precision_bits,
+                    m.batch_size,
                     m.functions,
                 )
             )
@@ -232,7 +238,9 @@ def parse_study(data: Any, source: str | Path = "<memory>") -> Study:
             path = getattr(m, key)
             if path is not None and not path.is_file():
                 raise ConfigError(f"{source}: matrix.models[{i}].{key}: file not found: {path}")
-    return study.model_copy(update={"matrix": study.matrix.model_copy(update={"models": models}), "source": Path(source)})
+    return study.model_copy(
+        update={"matrix": study.matrix.model_copy(update={"models": models}), "source": Path(source)}
+    )
 
 
 def load_study(path: str | Path) -> Study:

@@ -48,7 +48,7 @@ class DealerClient:
         self.pool: MaterialPool | None = None
 
     @classmethod
-    def check_in(cls, config: Config, rank: int, fields: dict[str, str]) -> "DealerClient":
+    def check_in(cls, config: Config, rank: int, fields: dict[str, str]) -> DealerClient:
         """Check in with the dealer (retrying until timeouts.connect_s) and take this party's key."""
         sock = _connect(config, config.parties[rank].name)
         name = config.parties[rank].name
@@ -109,7 +109,9 @@ class DealerClient:
         """A service's pool of material, reading (and at party 0, asking for refills and
         pinging), or None when this party reads none."""
         if self._sock is not None:
-            self.pool = MaterialPool(self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s, requester=self.rank == 0)
+            self.pool = MaterialPool(
+                self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s, requester=self.rank == 0
+            )
             self.pool.start()
         return self.pool
 

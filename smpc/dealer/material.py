@@ -59,8 +59,9 @@ class FixedMasks:
             self._matrices = {key: m for key, m in self._matrices.items() if key[0] != name}
         return held
 
-    def product(self, op: str, a: torch.Tensor, name: str, shape: torch.Size, transposed: bool,
-                kwargs: dict[str, Any]) -> torch.Tensor:
+    def product(
+        self, op: str, a: torch.Tensor, name: str, shape: torch.Size, transposed: bool, kwargs: dict[str, Any]
+    ) -> torch.Tensor:
         """C = A op B for the session mask B of weight `name`."""
         b = self.mask(name, shape)
         if op != "matmul":
@@ -158,8 +159,9 @@ def receivers(kind: str) -> tuple[int, ...]:
     return (0, 1) if kind in fss.DCF_KINDS else (0,)
 
 
-def material(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any],
-             masks: FixedMasks | None = None) -> dict[int, torch.Tensor]:
+def material(
+    kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any], masks: FixedMasks | None = None
+) -> dict[int, torch.Tensor]:
     """At the dealer: what each receiving party gets for one request, by rank (`masks`:
     the session's masks of the fixed operands, for a `fixed` request)."""
     if kind in fss.KINDS:
@@ -167,8 +169,9 @@ def material(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: 
     return {0: correction(kind, generators, args, kwargs, masks)}
 
 
-def correction(kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any],
-               masks: FixedMasks | None = None) -> torch.Tensor:
+def correction(
+    kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any], masks: FixedMasks | None = None
+) -> torch.Tensor:
     """At the dealer: draw every party's shares and return party 0's missing share."""
     shares = [draw(kind, g, rank, args, kwargs) for rank, g in enumerate(generators)]
     others = shares[1:]
@@ -248,7 +251,9 @@ class Binding:
         """None when `tag` is this item's (`what`: the reader's MAC of the received tag's
         first half and body), else what differed."""
         if not hmac.compare_digest(tag[:8], self.where(request, batch, position)):
-            return "made for another request, batch or run (a replayed key, or the dealer traced a different computation)"
+            return (
+                "made for another request, batch or run (a replayed key, or the dealer traced a different computation)"
+            )
         if not hmac.compare_digest(tag[8:], what):
             return "its bytes differ from what the dealer made (corrupted or truncated on the way)"
         return None

@@ -100,8 +100,15 @@ Message = CheckIn | Abort | Start | Refill | Ready | Pooled | Ping | Bye | Error
 
 # the JSON kinds: wire kind <-> schema
 _JSON = {
-    wire.Kind.CHECK_IN: CheckIn, wire.Kind.ABORT: Abort, wire.Kind.START: Start, wire.Kind.REFILL: Refill,
-    wire.Kind.READY: Ready, wire.Kind.POOLED: Pooled, wire.Kind.PING: Ping, wire.Kind.BYE: Bye, wire.Kind.ERROR: Error,
+    wire.Kind.CHECK_IN: CheckIn,
+    wire.Kind.ABORT: Abort,
+    wire.Kind.START: Start,
+    wire.Kind.REFILL: Refill,
+    wire.Kind.READY: Ready,
+    wire.Kind.POOLED: Pooled,
+    wire.Kind.PING: Ping,
+    wire.Kind.BYE: Bye,
+    wire.Kind.ERROR: Error,
 }
 _KIND_OF = {cls: kind for kind, cls in _JSON.items()}
 
@@ -123,7 +130,9 @@ def decode(msg: wire.Message) -> Message:
     """The typed message of a received frame; WireError when it fits no schema."""
     if msg.kind == wire.Kind.SEED:
         if msg.tensor.dtype != torch.int64 or tuple(msg.tensor.shape) != (KEY_BYTES // 8,):
-            raise wire.WireError(f"SEED: expected {KEY_BYTES // 8} int64 (a 256-bit key), got {msg.tensor.dtype} {list(msg.tensor.shape)}")
+            raise wire.WireError(
+                f"SEED: expected {KEY_BYTES // 8} int64 (a 256-bit key), got {msg.tensor.dtype} {list(msg.tensor.shape)}"
+            )
         return Seed(msg.tensor.numpy().tobytes())
     if msg.kind == wire.Kind.MATERIAL:
         if msg.tensor.dtype != torch.int64:

@@ -54,7 +54,9 @@ class DealerTuples(TupleProvider):
 
     def wrap_rng(self, size, device=None):
         r, theta = self._shares("wraps", (torch.Size(size),), {})
-        return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(theta, precision=0)
+        return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(
+            theta, precision=0
+        )
 
     def fixed_pair(self, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """This party's shares of (A, C = A op B) for one product with a fixed operand
@@ -116,8 +118,12 @@ class PartyProvider(DealerTuples):
         elements = fss.count(args)
         what = f"{kind} key of {elements} elements"
         item = self._take(kind, args, {}, what) if self.party_rank in material.receivers(kind) else None
-        protocol_meter.keys(kind, elements, 0 if item is None else item.numel() * 8,
-                            fss.width(kind, args) if kind in fss.DCF_KINDS else None)
+        protocol_meter.keys(
+            kind,
+            elements,
+            0 if item is None else item.numel() * 8,
+            fss.width(kind, args) if kind in fss.DCF_KINDS else None,
+        )
         try:
             return fss.party_key(kind, self.generator, self.party_rank, args, item)
         except ValueError as exc:

@@ -105,15 +105,18 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
             return
         arrived.put((conn, message, claimed, address[0], proven is not None))
 
-    acceptor = threading.Thread(target=transport.accept_handshakes,
-                                args=(listener, handshake, finished.is_set, deadline, refuse), daemon=True)
+    acceptor = threading.Thread(
+        target=transport.accept_handshakes, args=(listener, handshake, finished.is_set, deadline, refuse), daemon=True
+    )
     acceptor.start()
     try:
         while not roll.complete:
             try:
                 conn, message, claimed, address, tls = arrived.get(timeout=max(0.05, deadline - time.monotonic()))
             except queue.Empty:
-                raise PartyError(f"dealer: {no_show(roll.missing(), 'did not connect', config.timeouts.connect_s)}") from None
+                raise PartyError(
+                    f"dealer: {no_show(roll.missing(), 'did not connect', config.timeouts.connect_s)}"
+                ) from None
             conn.settimeout(config.timeouts.op_s)
             try:
                 rank = roll.receive(message, address)
@@ -155,8 +158,13 @@ def serve(config: Config) -> dict[str, Any]:
     expected = agreement.fields(config, program, checks, others)
     if config.effective_transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
-    switches.configure(config.protocol.precision_bits, PROVIDER_NAME, config.protocol.functions.model_dump(),
-                     config.protocol.comparisons, config.truncation)
+    switches.configure(
+        config.protocol.precision_bits,
+        PROVIDER_NAME,
+        config.protocol.functions.model_dump(),
+        config.protocol.comparisons,
+        config.truncation,
+    )
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
         try:
@@ -172,12 +180,16 @@ def serve(config: Config) -> dict[str, Any]:
             time.sleep(1.0)
 
 
-def _session(config: Config, programs: dict[Bucket, Program], expected: dict[str, str], checks: Any = None) -> dict[str, Any]:
+def _session(
+    config: Config, programs: dict[Bucket, Program], expected: dict[str, str], checks: Any = None
+) -> dict[str, Any]:
     # one session: every party checks in, gets its key; then the material
     try:
         listener = socket.create_server((config.dealer.host, config.dealer.port))
     except OSError as exc:
-        raise PartyError(f"dealer: cannot listen on {config.dealer.host}:{config.dealer.port}: {exc.strerror}") from None
+        raise PartyError(
+            f"dealer: cannot listen on {config.dealer.host}:{config.dealer.port}: {exc.strerror}"
+        ) from None
     with listener:
         conns = _accept_parties(config, listener, expected)
     try:
@@ -199,7 +211,9 @@ def _session(config: Config, programs: dict[Bucket, Program], expected: dict[str
             conn.close()
 
 
-def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket], seeds: list[bytes], checks: Any) -> dict[str, Any]:
+def _serve_run(
+    config: Config, program: Program, conns: dict[int, socket.socket], seeds: list[bytes], checks: Any
+) -> dict[str, Any]:
     # a one-off run: party 0 says how many batches; batch 0 is traced, the rest replayed
     party0 = conns[0]
     batches = m.expect(party0, m.Start).batches
@@ -216,8 +230,11 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
 
     def offline_done(prepared: int) -> float:
         offline_s = time.perf_counter() - started
-        print(f"offline phase: {len(tracer.requests)} requests per batch, {prepared} of {batches} batches "
-              f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s", flush=True)
+        print(
+            f"offline phase: {len(tracer.requests)} requests per batch, {prepared} of {batches} batches "
+            f"({per_batch / 2**20:.1f} MiB each) ready in {offline_s:.2f} s",
+            flush=True,
+        )
         return offline_s
 
     offline_s = offline_done(1) if prefetch == 1 else 0.0
@@ -231,8 +248,11 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
     party0.settimeout(config.timeouts.run_s)
     m.expect(party0, m.Bye)
     return {
-        "offline_s": round(offline_s, 4), "batches": batches, "requests_per_batch": len(tracer.requests),
-        "bytes_sent": writer.sent, "bytes_per_batch": per_batch,
+        "offline_s": round(offline_s, 4),
+        "batches": batches,
+        "requests_per_batch": len(tracer.requests),
+        "bytes_sent": writer.sent,
+        "bytes_per_batch": per_batch,
         "generation_s_per_batch": round(generating / (batches - 1), 4) if batches > 1 else round(offline_s, 4),
     }
 
@@ -240,7 +260,9 @@ def _serve_run(config: Config, program: Program, conns: dict[int, socket.socket]
 _terminating = threading.Event()
 
 
-def _serve_pool(config: Config, conns: dict[int, socket.socket], seeds: list[bytes], programs: dict[Bucket, Program]) -> dict[str, Any]:
+def _serve_pool(
+    config: Config, conns: dict[int, socket.socket], seeds: list[bytes], programs: dict[Bucket, Program]
+) -> dict[str, Any]:
     # A service: `pool` batches of every shape bucket ahead, then one more of a bucket each
     # time party 0 uses one. Each batch has its own streams (material.batch_seed), so the
     # parties can use the buckets in any order; every reading party gets its part of each
@@ -273,14 +295,19 @@ def _serve_pool(config: Config, conns: dict[int, socket.socket], seeds: list[byt
     for bucket in programs:
         for _ in range(serving.pool):
             make(bucket)
-    print(f"offline phase: a pool of {serving.pool} batches of each shape ({', '.join(b.label for b in programs)}; "
-          f"{writer.sent / 2**20:.1f} MiB) ready in {time.perf_counter() - started:.2f} s", flush=True)
+    print(
+        f"offline phase: a pool of {serving.pool} batches of each shape ({', '.join(b.label for b in programs)}; "
+        f"{writer.sent / 2**20:.1f} MiB) ready in {time.perf_counter() - started:.2f} s",
+        flush=True,
+    )
     party0.settimeout(3 * config.timeouts.op_s)
     while True:
         try:
             message = m.recv(party0, limit=1 << 16)
-        except socket.timeout:
-            raise PartyError(f"dealer: party {config.parties[0].name} was silent for {3 * config.timeouts.op_s:g} s") from None
+        except TimeoutError:
+            raise PartyError(
+                f"dealer: party {config.parties[0].name} was silent for {3 * config.timeouts.op_s:g} s"
+            ) from None
         except (wire.WireError, OSError):
             if _terminating.is_set():  # asked to stop: the parties are leaving too
                 break
@@ -290,7 +317,9 @@ def _serve_pool(config: Config, conns: dict[int, socket.socket], seeds: list[byt
         if isinstance(message, m.Refill):
             bucket = Bucket(message.rows, message.seq)
             if bucket not in programs:
-                raise PartyError(f"dealer: party {config.parties[0].name} asked for a batch of {bucket.label}, which is not served")
+                raise PartyError(
+                    f"dealer: party {config.parties[0].name} asked for a batch of {bucket.label}, which is not served"
+                )
             make(bucket)
         elif isinstance(message, m.Error):
             raise wire.PeerError(wire.one_line(message.message))

@@ -60,10 +60,14 @@ class RollCall:
             raise SettingsError(f"dealer: stopped before the run: {name} reports: {message.reason}")
         differs = agreement.first_difference(self.expected, message.agreement)
         if differs is not None:
-            raise SettingsError(agreement.difference(
-                differs, ("the dealer", self.expected.get(differs, "none")), (name, message.agreement.get(differs, "none")),
-                self.program,
-            ))
+            raise SettingsError(
+                agreement.difference(
+                    differs,
+                    ("the dealer", self.expected.get(differs, "none")),
+                    (name, message.agreement.get(differs, "none")),
+                    self.program,
+                )
+            )
         self.ranks.add(rank)
         return rank
 

@@ -106,6 +106,7 @@ class MaterialStream(_MaterialReader):
     def offline_done(self, batches: int, wait_s: float) -> bool:
         """Whether the batches the dealer prepares in advance have all arrived (or the
         stream failed: the next batch says why), waiting at most `wait_s` for them."""
+
         def arrived() -> bool:
             failed = any(isinstance(b, Exception) for b in self._ready)
             return failed or (self._announced and len(self._ready) >= min(batches, self._announced))
@@ -138,7 +139,9 @@ class MaterialPool(_MaterialReader):
     vanished one. The dealer sends every reading party its part of each batch.
     """
 
-    def __init__(self, sock: socket.socket, binding: Binding, party: str, timeout_s: float, requester: bool = True) -> None:
+    def __init__(
+        self, sock: socket.socket, binding: Binding, party: str, timeout_s: float, requester: bool = True
+    ) -> None:
         # the dealer may have nothing to send for hours (an idle service): reads block;
         # a dealer that dies closes the connection, one that hangs is noticed by
         # next_batch's bounded wait
@@ -206,7 +209,9 @@ class MaterialPool(_MaterialReader):
         started = time.perf_counter()
         with self._cond:
             if not self._cond.wait_for(lambda: self._ready.get(bucket) or self._failed, timeout=self._timeout_s):
-                raise PartyError(f"the dealer prepared no batch of {bucket.label} within timeouts.op_s = {self._timeout_s:g} s")
+                raise PartyError(
+                    f"the dealer prepared no batch of {bucket.label} within timeouts.op_s = {self._timeout_s:g} s"
+                )
             if self._failed:
                 raise PartyError(self._failed)
             batch = self._ready[bucket].pop(0)

@@ -9,7 +9,8 @@ it goes (batch 0), and the dealer replays the list for every later batch.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
@@ -84,7 +85,9 @@ class TracingProvider(DealerTuples):
 
     def _record(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> None:
         self.requests.append((kind, args, kwargs))
-        self.emit(material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs, self.masks))
+        self.emit(
+            material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs, self.masks)
+        )
 
     def _shares(self, kind, args, kwargs):
         self._record(kind, args, kwargs)
@@ -95,8 +98,12 @@ class TracingProvider(DealerTuples):
         return None
 
 
-def replay(requests: list[tuple[str, tuple, dict[str, Any]]], generators: list[AesCtrGenerator], emit: Emit,
-           masks: material.FixedMasks | None = None) -> float:
+def replay(
+    requests: list[tuple[str, tuple, dict[str, Any]]],
+    generators: list[AesCtrGenerator],
+    emit: Emit,
+    masks: material.FixedMasks | None = None,
+) -> float:
     """Emit the material of a traced batch again, from the generators of another batch.
 
     Returns:
@@ -123,11 +130,19 @@ def shape_run(config: Config, program: Program, provider: TracingProvider, check
         compat.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
         if provider.masks is not None:  # the parties' products with a fixed operand (on zeros)
-            params.update({k: fixed.FixedWeight(k, params[k], torch.zeros_like(params[k].share), torch.zeros_like(params[k].share))
-                           for k in fixed.fixed_names(program)})
+            params.update(
+                {
+                    k: fixed.FixedWeight(
+                        k, params[k], torch.zeros_like(params[k].share), torch.zeros_like(params[k].share)
+                    )
+                    for k in fixed.fixed_names(program)
+                }
+            )
         inputs = {spec.name: crypten.cryptensor(torch.zeros(spec.share_shape), src=0) for spec in program.inputs}
         # the parties' range checks spend material too (`checks`, not enforced: on zeros
         # they must not stop anything)
-        outputs = run_program(program, params, inputs, checks=checks, widths=calibrate.comparison_widths(config, program))
+        outputs = run_program(
+            program, params, inputs, checks=checks, widths=calibrate.comparison_widths(config, program)
+        )
         for k in top_k.reveal_kinds(config):  # what the parties compute before revealing classes
             top_k.top_k(outputs[0], k)

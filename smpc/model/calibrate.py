@@ -18,7 +18,8 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import torch
 
@@ -129,8 +130,14 @@ def observe(
             rows += next(iter(feeds.values())).shape[0]
             run_program(program, program.secret, feeds, observe=record)
     node = largest[1]
-    top = OpRange(node.name if node is not None else "", layer_label(node) if node is not None else "", "output",
-                  "magnitude", -largest[0], largest[0])
+    top = OpRange(
+        node.name if node is not None else "",
+        layer_label(node) if node is not None else "",
+        "output",
+        "magnitude",
+        -largest[0],
+        largest[0],
+    )
     ops = tuple(OpRange(name, *values) for name, values in seen.items())
     return Calibration(architecture, rows, float(margin), ops, top)
 
@@ -154,7 +161,9 @@ def _covered(op: str, quantity: str, precision_bits: int) -> tuple[float, float]
 
 def _covering_precision(calibration: Calibration, below: int) -> int | None:
     # the most precise setting under `below` whose ring holds every calibrated magnitude
-    need = max(max(abs(e.low), abs(e.high)) for e in list(calibration.ops) + [calibration.largest] if e.quantity == "magnitude")
+    need = max(
+        max(abs(e.low), abs(e.high)) for e in list(calibration.ops) + [calibration.largest] if e.quantity == "magnitude"
+    )
     for bits in range(below - 1, 7, -1):
         if need * calibration.margin <= ranges.safe_magnitude(bits):
             return bits
@@ -166,7 +175,9 @@ def check(calibration: Calibration, program: Program, precision_bits: int, where
     the protocol at `precision_bits` does not cover, and what would cover it."""
     measured = {n.name: _op(n.target) for n in program.graph.nodes if n.op == "call_function" and n.target in MEASURED}
     if measured != {e.node: e.op for e in calibration.ops}:
-        raise ConversionError(f"{where}: calibrated for another architecture than this model: run `smpc model calibrate` again")
+        raise ConversionError(
+            f"{where}: calibrated for another architecture than this model: run `smpc model calibrate` again"
+        )
     entries = list(calibration.ops) + [calibration.largest]
     for entry in entries:
         low, high = _widened(entry, calibration.margin)
@@ -176,8 +187,11 @@ def check(calibration: Calibration, program: Program, precision_bits: int, where
         what = f"{entry.layer} ({entry.op}): calibrated {entry.quantity} [{entry.low:.3g}, {entry.high:.3g}]"
         if entry.quantity == "magnitude":
             bits = _covering_precision(calibration, precision_bits)
-            fix = (f"protocol.precision_bits {bits} covers every calibrated range" if bits is not None
-                   else "no precision covers it")
+            fix = (
+                f"protocol.precision_bits {bits} covers every calibrated range"
+                if bits is not None
+                else "no precision covers it"
+            )
             raise ConversionError(
                 f"{where}: {what} x{calibration.margin:g} margin reaches ±{high:.3g}, beyond the "
                 f"±{covered_high:.3g} that protocol.precision_bits {precision_bits} holds; {fix}"
@@ -188,7 +202,9 @@ def check(calibration: Calibration, program: Program, precision_bits: int, where
         )
 
 
-def check_bounds(program: Program, precision_bits: int, calibration: Calibration | None) -> dict[str, tuple[str, float, float]]:
+def check_bounds(
+    program: Program, precision_bits: int, calibration: Calibration | None
+) -> dict[str, tuple[str, float, float]]:
     """The in-protocol range checks: node name -> (what, low, high) for the tensor each
     approximated operation reads: the calibrated range with its margin where a
     calibration exists, else what the approximation covers (or the ring's safe range)."""
@@ -213,7 +229,9 @@ def describe(calibration: Calibration) -> str:
     largest output of any operation (the row precision_bits must hold)."""
     top = calibration.largest
     rows = [(f"{e.layer} ({e.op})", e) for e in calibration.ops]
-    rows.append((f"all operations: largest output ({top.layer})" if top.layer else "all operations: largest output", top))
+    rows.append(
+        (f"all operations: largest output ({top.layer})" if top.layer else "all operations: largest output", top)
+    )
     width = max(len("operation"), *(len(label) for label, _ in rows))
     lines = [f"{'operation':<{width}} {'quantity':<10} {'low':>11} {'high':>11}"]
     for label, e in rows:
@@ -281,9 +299,15 @@ def _normalization(m: float, x: Any, args: tuple) -> float:
 
 
 _NARROWED = {
-    "gelu": _activation, "silu": _activation, "tanh": _activation, "sigmoid": _activation,
-    "softmax": _softmax, "_softmax": _softmax, "log_softmax": _softmax,
-    "layer_norm": _normalization, "rms_norm": _normalization,
+    "gelu": _activation,
+    "silu": _activation,
+    "tanh": _activation,
+    "sigmoid": _activation,
+    "softmax": _softmax,
+    "_softmax": _softmax,
+    "log_softmax": _softmax,
+    "layer_norm": _normalization,
+    "rms_norm": _normalization,
 }
 # bits above the sign bit and the compared magnitude: values may reach 4x the
 # calibration's bound (with its margin) before a comparison of the op could be wrong
@@ -319,8 +343,11 @@ def comparison_widths(config: Any, program: Program) -> ComparisonWidths | None:
     if calibration is None:
         return None
     names = {n.name for n in program.graph.nodes}
-    bounds = {e.node: _widened(e, calibration.margin)[1] for e in calibration.ops
-              if e.op in _NARROWED and e.quantity == "magnitude" and e.node in names}
+    bounds = {
+        e.node: _widened(e, calibration.margin)[1]
+        for e in calibration.ops
+        if e.op in _NARROWED and e.quantity == "magnitude" and e.node in names
+    }
     return ComparisonWidths(bounds, config.protocol.precision_bits) if bounds else None
 
 
@@ -355,7 +382,12 @@ def load(directory: Path) -> Calibration | None:
         doc = json.loads(path.read_text())
         if doc.get("format") != FORMAT or doc.get("version") != VERSION:
             raise ValueError(f"expected format {FORMAT} version {VERSION}")
-        entry = lambda d: OpRange(str(d["node"]), str(d["layer"]), str(d["op"]), str(d["quantity"]), float(d["low"]), float(d["high"]))  # noqa: E731
+
+        def entry(d: dict[str, Any]) -> OpRange:
+            return OpRange(
+                str(d["node"]), str(d["layer"]), str(d["op"]), str(d["quantity"]), float(d["low"]), float(d["high"])
+            )
+
         margin = float(doc["margin"])
         ops = tuple(entry(e) for e in doc["ops"])
         if not (1.0 <= margin < 1e6) or not all(math.isfinite(e.low) and math.isfinite(e.high) for e in ops):
@@ -369,4 +401,3 @@ def load(directory: Path) -> Calibration | None:
         return Calibration(str(doc["architecture"]), int(doc["rows"]), margin, ops, largest)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{path}: not a calibration file: {exc}") from None
-

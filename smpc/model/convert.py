@@ -255,9 +255,17 @@ def convert(model: torch.nn.Module, example_inputs: Any, example_kwargs: dict[st
 # shape-only steps between an ids input and its embedding lookups; on the one-hot rows
 # they act on every dimension but the trailing one-hot axis
 _ID_STEPS = {
-    aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default,
-    aten.unsqueeze.default, aten.slice.Tensor, aten.select.int,
-    aten.clone.default, aten.alias.default, aten._to_copy.default, aten.contiguous.default,
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.expand.default,
+    aten.unsqueeze.default,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.clone.default,
+    aten.alias.default,
+    aten._to_copy.default,
+    aten.contiguous.default,
 }
 
 

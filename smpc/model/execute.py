@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
@@ -51,7 +52,9 @@ def run_program(
         if node.op == "placeholder":
             # a graph read back from program.json may have renamed a placeholder (torch.fx
             # gives `input` the name `input_1`: it shadows a builtin); its target keeps the name
-            name = node.name if node.name in inputs or node.name in params or node.name in program.public else node.target
+            name = (
+                node.name if node.name in inputs or node.name in params or node.name in program.public else node.target
+            )
             if name in inputs:
                 env[node] = inputs[name]
             elif name in params:

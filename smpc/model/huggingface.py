@@ -47,12 +47,16 @@ def load_pretrained(directory: Path) -> torch.nn.Module:
         raise ArtifactError(f"{directory}/config.json: cannot be read ({' '.join(str(exc).split())[:200]})") from None
     named = (getattr(config, "architectures", None) or [""])[0]
     auto = next((cls for suffix, cls in _HEADS.items() if named.endswith(suffix)), "AutoModel")
-    loader = {"AutoModel": transformers.AutoModel,
-              "AutoModelForSequenceClassification": transformers.AutoModelForSequenceClassification,
-              "AutoModelForTokenClassification": transformers.AutoModelForTokenClassification,
-              "AutoModelForImageClassification": transformers.AutoModelForImageClassification}[auto]
+    loader = {
+        "AutoModel": transformers.AutoModel,
+        "AutoModelForSequenceClassification": transformers.AutoModelForSequenceClassification,
+        "AutoModelForTokenClassification": transformers.AutoModelForTokenClassification,
+        "AutoModelForImageClassification": transformers.AutoModelForImageClassification,
+    }[auto]
     try:
-        model = loader.from_pretrained(directory, local_files_only=True, attn_implementation="eager", use_safetensors=True)
+        model = loader.from_pretrained(
+            directory, local_files_only=True, attn_implementation="eager", use_safetensors=True
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{directory}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
     if hasattr(model.config, "use_cache"):
@@ -67,4 +71,6 @@ def example_inputs(model: torch.nn.Module, batch: int, seq_len: int) -> tuple[tu
     if getattr(model, "main_input_name", "input_ids") == "pixel_values":
         size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
         return (torch.zeros(batch, config.num_channels, size, size),), {}
-    return (torch.zeros(batch, seq_len, dtype=torch.long),), {"attention_mask": torch.ones(batch, seq_len, dtype=torch.long)}
+    return (torch.zeros(batch, seq_len, dtype=torch.long),), {
+        "attention_mask": torch.ones(batch, seq_len, dtype=torch.long)
+    }

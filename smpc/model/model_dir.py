@@ -161,8 +161,10 @@ def _why_refused(directory: Path, public_key: Path) -> str:
         return f"{SIGNATURE} is damaged or not a model signature: sign the directory again with `{sign_again}`"
     disk, links = _on_disk(directory, signed.algorithm)
     if links:
-        return (f"{', '.join(links)}: {'symbolic links' if len(links) > 1 else 'a symbolic link'}, which a signed "
-                "directory may not hold: put the file itself there")
+        return (
+            f"{', '.join(links)}: {'symbolic links' if len(links) > 1 else 'a symbolic link'}, which a signed "
+            "directory may not hold: put the file itself there"
+        )
     differ = [
         ("changed", sorted(n for n in signed.files.keys() & disk.keys() if signed.files[n] != disk[n])),
         ("added", sorted(disk.keys() - signed.files.keys())),
@@ -170,14 +172,20 @@ def _why_refused(directory: Path, public_key: Path) -> str:
     ]
     if any(names for _, names in differ):
         what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in differ if names)
-        return (f"the files differ from the signed ones ({what}): if the change is yours, "
-                f"sign the directory again with `{sign_again}`")
+        return (
+            f"the files differ from the signed ones ({what}): if the change is yours, "
+            f"sign the directory again with `{sign_again}`"
+        )
     mine = key_fingerprint(public_key)
     if signed.key and signed.key != mine:
-        return (f"signed by another key (sha256 {signed.key[:16]}) than {public_key} (sha256 {mine[:16]}): "
-                f"give the signer's public key (model.public_key), or sign again with `{sign_again}`")
-    return (f"{SIGNATURE} does not verify with {public_key} (damaged, or made with another key): "
-            f"sign the directory again with `{sign_again}`")
+        return (
+            f"signed by another key (sha256 {signed.key[:16]}) than {public_key} (sha256 {mine[:16]}): "
+            f"give the signer's public key (model.public_key), or sign again with `{sign_again}`"
+        )
+    return (
+        f"{SIGNATURE} does not verify with {public_key} (damaged, or made with another key): "
+        f"sign the directory again with `{sign_again}`"
+    )
 
 
 def verify(directory: Path, public_key: Path) -> dict[str, Any]:
@@ -198,7 +206,9 @@ def verify(directory: Path, public_key: Path) -> dict[str, Any]:
             directory, directory / SIGNATURE
         )
     except Exception:  # the library raises ValueError and others for every kind of mismatch
-        raise ArtifactError(f"{directory}: signature verification failed: {_why_refused(directory, public_key)}") from None
+        raise ArtifactError(
+            f"{directory}: signature verification failed: {_why_refused(directory, public_key)}"
+        ) from None
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except json.JSONDecodeError as exc:
@@ -217,8 +227,9 @@ def describe_verified(directory: Path, public_key: Path, manifest: dict[str, Any
         shapes = sorted({(int(r), int(q)) for r, q in manifest.get("buckets") or []})
         rows = sorted({r for r, _ in shapes})
         seqs = sorted({q for _, q in shapes if q})
-        kind = (f"packed program ({len(shapes) or 1} shapes: batches of {', '.join(map(str, rows)) or '?'} rows"
-                + (f" x {', '.join(map(str, seqs))} tokens)" if seqs else ")"))
+        kind = f"packed program ({len(shapes) or 1} shapes: batches of {', '.join(map(str, rows)) or '?'} rows" + (
+            f" x {', '.join(map(str, seqs))} tokens)" if seqs else ")"
+        )
         inputs = [f"{i['name']} {i['shape']} ({i['kind']})" for i in manifest.get("inputs", [])]
     else:
         kind = f"zoo model {manifest.get('architecture')} (any batch size)"
@@ -238,7 +249,9 @@ def describe_verified(directory: Path, public_key: Path, manifest: dict[str, Any
     ]
 
 
-def load_verified(model: torch.nn.Module, directory: Path, public_key: Path, architecture: str, input_shape: tuple[int, ...]) -> None:
+def load_verified(
+    model: torch.nn.Module, directory: Path, public_key: Path, architecture: str, input_shape: tuple[int, ...]
+) -> None:
     """Verify, check the manifest against the config, then load the weights into `model`."""
     manifest = verify(directory, public_key)
     if manifest.get("architecture") != architecture or tuple(manifest.get("input_shape", ())) != tuple(input_shape):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from smpc import compat
 import crypten
@@ -94,8 +95,15 @@ def _conv(dims: int, x, weight, bias=None, stride=1, padding=0, dilation=1, grou
     if isinstance(weight, fixed.FixedWeight):
         if not is_secret(x):
             return _conv(dims, x, weight.tensor, bias, stride, padding, dilation, groups)
-        out = fixed.product(f"conv{dims}d", x, weight, stride=_tuple(stride), padding=_tuple(padding),
-                            dilation=_tuple(dilation), groups=groups)
+        out = fixed.product(
+            f"conv{dims}d",
+            x,
+            weight,
+            stride=_tuple(stride),
+            padding=_tuple(padding),
+            dilation=_tuple(dilation),
+            groups=groups,
+        )
         return out if bias is None else add(out, bias.view(1, -1, *([1] * dims)))
     if not is_secret(x) and not is_secret(weight):
         fn = torch.nn.functional.conv1d if dims == 1 else torch.nn.functional.conv2d
@@ -222,8 +230,11 @@ def max_pool2d(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False
         return torch.nn.functional.max_pool2d(x, kernel_size, stride or None, padding, dilation, ceil_mode)
     # CrypTen wants ints or tuples where the graph holds lists
     return x.max_pool2d(
-        _tuple(kernel_size), padding=_tuple(padding), stride=_tuple(stride or kernel_size),
-        dilation=_tuple(dilation), ceil_mode=ceil_mode,
+        _tuple(kernel_size),
+        padding=_tuple(padding),
+        stride=_tuple(stride or kernel_size),
+        dilation=_tuple(dilation),
+        ceil_mode=ceil_mode,
     )
 
 
@@ -564,7 +575,9 @@ def max_dim(x, dim, keepdim=False):
         return torch.max(x, dim, keepdim)
     values, onehot = x.max(dim=dim, keepdim=True)
     onehot = compat.to_fixed_point(onehot)
-    positions = torch.arange(x.size(dim), dtype=torch.float32).view([-1 if d == dim % x.dim() else 1 for d in range(x.dim())])
+    positions = torch.arange(x.size(dim), dtype=torch.float32).view(
+        [-1 if d == dim % x.dim() else 1 for d in range(x.dim())]
+    )
     indices = (onehot * positions).sum(dim, keepdim=True)
     if not keepdim:
         values, indices = values.squeeze(dim), indices.squeeze(dim)

@@ -31,7 +31,9 @@ def pack_pretrained(source: Path, out: Path, batch: int, seq_len: int) -> pack.L
     return pack.layout(out)
 
 
-def calibrate_directory(directory: Path, data: Path, margin: float = calibrate.DEFAULT_MARGIN) -> tuple[calibrate.Calibration, Path]:
+def calibrate_directory(
+    directory: Path, data: Path, margin: float = calibrate.DEFAULT_MARGIN
+) -> tuple[calibrate.Calibration, Path]:
     """`smpc model calibrate`: the owner's model directory (a packed program, or a zoo
     model directory) run on the sample rows in `data`; writes calibration.json there.
 
@@ -49,7 +51,9 @@ def calibrate_directory(directory: Path, data: Path, margin: float = calibrate.D
     else:
         manifest_path = directory / model_dir.MANIFEST
         if not manifest_path.is_file():
-            raise ArtifactError(f"{directory}: not a model directory (no {model_dir.MANIFEST} or {program_format.GRAPH_FILE})")
+            raise ArtifactError(
+                f"{directory}: not a model directory (no {model_dir.MANIFEST} or {program_format.GRAPH_FILE})"
+            )
         try:
             manifest = json.loads(manifest_path.read_text())
             architecture, shape = str(manifest["architecture"]), tuple(int(v) for v in manifest["input_shape"])

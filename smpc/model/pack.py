@@ -74,8 +74,12 @@ def _cut(value: Any, bucket: Bucket) -> Any:
 
 
 def pack(
-    model: torch.nn.Module, example_inputs: Any, out_dir: str | Path, example_kwargs: dict | None = None,
-    buckets: bool = True, tokenizer: str | Path | None = None,
+    model: torch.nn.Module,
+    example_inputs: Any,
+    out_dir: str | Path,
+    example_kwargs: dict | None = None,
+    buckets: bool = True,
+    tokenizer: str | Path | None = None,
 ) -> Program:
     """Convert `model` and write a packed model directory.
 
@@ -108,8 +112,12 @@ def pack(
     converted = {}
     for bucket in others:  # every bucket's parameters must be the same tensors: shared once
         small = convert(model, tuple(_cut(a, bucket) for a in args), {k: _cut(v, bucket) for k, v in kwargs.items()})
-        if {k: tuple(v.shape) for k, v in small.secret.items()} != {k: tuple(v.shape) for k, v in program.secret.items()}:
-            raise ConversionError(f"{bucket.label}: the model's parameters differ from those at {top.label}; pack with buckets=False")
+        if {k: tuple(v.shape) for k, v in small.secret.items()} != {
+            k: tuple(v.shape) for k, v in program.secret.items()
+        }:
+            raise ConversionError(
+                f"{bucket.label}: the model's parameters differ from those at {top.label}; pack with buckets=False"
+            )
         converted[bucket] = small
     seq_dims = _sequence_dims(model, args, kwargs, program, converted, seq)
     out.mkdir(parents=True)
@@ -125,12 +133,13 @@ def pack(
             "version": model_dir.VERSION,
             "architecture": PROGRAM_ARCHITECTURE,
             "input_shape": [],
-            "inputs": [{"name": s.name, "shape": list(s.shape), "kind": s.kind, "depth": s.depth} for s in program.inputs],
+            "inputs": [
+                {"name": s.name, "shape": list(s.shape), "kind": s.kind, "depth": s.depth} for s in program.inputs
+            ],
             "outputs": [{"name": n, "shape": list(shape)} for n, shape in program.outputs],
             "tensors": {k: list(v.shape) for k, v in sorted(program.secret.items())},
             "buckets": [[b.rows, b.seq] for b in sorted([top, *converted])],
-            "sequence": {"length": seq, "dims": seq_dims,
-                         "masked": any(s.kind == "binary" for s in program.inputs)},
+            "sequence": {"length": seq, "dims": seq_dims, "masked": any(s.kind == "binary" for s in program.inputs)},
             "tokenizer": TOKENIZER if tokenizer is not None else None,
         }
         (out / model_dir.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -164,7 +173,9 @@ def layout(directory: Path) -> Layout:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: manifest not found (pack the model with smpc.pack or `smpc model pack`)") from None
+        raise ArtifactError(
+            f"{path}: manifest not found (pack the model with smpc.pack or `smpc model pack`)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not JSON ({exc})") from None
     try:
@@ -177,8 +188,14 @@ def layout(directory: Path) -> Layout:
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: malformed inputs, buckets or sequence ({exc})") from None
     top = Bucket(rows, seq)
-    if top not in held or any(b.rows < 1 or b.seq < 0 or b.rows > rows or b.seq > seq for b in held) or len(held) > 4096:
-        raise ArtifactError(f"{path}: buckets: expected shapes up to {top.label}, got {[[b.rows, b.seq] for b in held]}")
+    if (
+        top not in held
+        or any(b.rows < 1 or b.seq < 0 or b.rows > rows or b.seq > seq for b in held)
+        or len(held) > 4096
+    ):
+        raise ArtifactError(
+            f"{path}: buckets: expected shapes up to {top.label}, got {[[b.rows, b.seq] for b in held]}"
+        )
     if tokenizer is not None and tokenizer != TOKENIZER:
         raise ArtifactError(f"{path}: tokenizer: expected {TOKENIZER!r} or null, got {tokenizer!r}")
     return Layout(top, held, dims, bool(sequence.get("masked", False)), tokenizer)
@@ -188,7 +205,9 @@ def load_bucket(directory: Path, bucket: Bucket, held: Layout | None = None) -> 
     """The program of one bucket of a packed directory."""
     held = held or layout(directory)
     if bucket not in held.buckets:
-        raise ArtifactError(f"{directory}: holds no program for {bucket.label} (packed: {', '.join(b.label for b in held.buckets)})")
+        raise ArtifactError(
+            f"{directory}: holds no program for {bucket.label} (packed: {', '.join(b.label for b in held.buckets)})"
+        )
     return program_format.load(Path(directory) if bucket == held.top else Path(directory) / bucket.folder)
 
 
@@ -255,7 +274,9 @@ def build_program(config: Any, owner_weights: Path | None = None, bucket: Bucket
             if spec.public_key is not None:  # verified before a single weight is read
                 manifest = model_dir.verify(owner_weights, spec.public_key)
                 if manifest.get("architecture") != PROGRAM_ARCHITECTURE:
-                    raise ArtifactError(f"{owner_weights}: signed for architecture {manifest.get('architecture')!r}, not a packed program")
+                    raise ArtifactError(
+                        f"{owner_weights}: signed for architecture {manifest.get('architecture')!r}, not a packed program"
+                    )
                 if owner_weights.resolve() != Path(spec.program).resolve():
                     signed = load_bucket(owner_weights, bucket)
                     if signed.architecture_fingerprint() != program.architecture_fingerprint():

@@ -32,10 +32,21 @@ CONSTANTS_FILE = "constants.safetensors"
 MAX_NODES = 200_000
 MAX_DIMS = 16
 
-_DTYPES = {str(d).removeprefix("torch."): d for d in (
-    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
-    torch.int8, torch.uint8, torch.bool,
-)}
+_DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    )
+}
 _LAYOUTS = {"strided": torch.strided}
 _MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_format": torch.preserve_format}
 
@@ -104,8 +115,10 @@ def save(program: Program, directory: Path) -> None:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) > MAX_DIMS or not all(
-        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in value
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_DIMS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in value)
     ):
         raise ArtifactError(f"{where}: expected a shape (at most {MAX_DIMS} non-negative integers), got {value!r}")
     return tuple(value)
@@ -157,7 +170,7 @@ def load(directory: Path) -> Program:
         if isinstance(value, dict):
             if len(value) != 1:
                 raise ArtifactError(f"{path}: {where}: malformed argument {value!r}")
-            (kind, inner), = value.items()
+            ((kind, inner),) = value.items()
             if kind == "node":
                 if inner not in built:
                     raise ArtifactError(f"{path}: {where}: refers to node {inner!r} before it is defined")
@@ -186,7 +199,9 @@ def load(directory: Path) -> Program:
             raise ArtifactError(f"{path}: {where}: node name {name!r} is used twice")
         if op == "placeholder":
             if name not in secret and name not in public and name not in {s.name for s in inputs}:
-                raise ArtifactError(f"{path}: {where}: placeholder {name!r} is neither an input, a parameter nor a constant")
+                raise ArtifactError(
+                    f"{path}: {where}: placeholder {name!r} is neither an input, a parameter nor a constant"
+                )
             built[name] = graph.placeholder(name)
         elif op == "call_function":
             target = _TARGETS.get(entry.get("target"))
@@ -196,8 +211,11 @@ def load(directory: Path) -> Program:
             if not isinstance(entry.get("args"), list) or not isinstance(kwargs, dict):
                 raise ArtifactError(f"{path}: {where}: args must be a list and kwargs a mapping")
             node = graph.create_node(
-                "call_function", target, tuple(decode(entry["args"], where)),
-                {str(k): decode(v, where) for k, v in kwargs.items()}, name=name,
+                "call_function",
+                target,
+                tuple(decode(entry["args"], where)),
+                {str(k): decode(v, where) for k, v in kwargs.items()},
+                name=name,
             )
             module = entry.get("module")
             if isinstance(module, list) and len(module) == 2 and all(isinstance(m, str) for m in module):

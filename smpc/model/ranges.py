@@ -56,11 +56,21 @@ def likely_cause(program: Program, batches: list[dict[str, torch.Tensor]]) -> st
             low, high = bounds
             x = args[0].abs() if node.target is not aten.exp.default else args[0]
             if x.numel() and (float(x.min()) < low or float(x.max()) > high):
-                found.append((order[node], f"{layer_label(node)} ({node.target.__name__.split('.')[0]}): inputs reach "
-                              f"[{float(x.min()):.3g}, {float(x.max()):.3g}], covered [{low:.3g}, {high:.3g}]"))
+                found.append(
+                    (
+                        order[node],
+                        f"{layer_label(node)} ({node.target.__name__.split('.')[0]}): inputs reach "
+                        f"[{float(x.min()):.3g}, {float(x.max()):.3g}], covered [{low:.3g}, {high:.3g}]",
+                    )
+                )
         if _magnitude(result) > SAFE_MAGNITUDE:
-            found.append((order[node], f"{layer_label(node)}: values reach {_magnitude(result):.3g}, beyond ±{SAFE_MAGNITUDE:.3g} "
-                          "where products of shares wrap the ring"))
+            found.append(
+                (
+                    order[node],
+                    f"{layer_label(node)}: values reach {_magnitude(result):.3g}, beyond ±{SAFE_MAGNITUDE:.3g} "
+                    "where products of shares wrap the ring",
+                )
+            )
 
     with torch.no_grad():
         for feeds in batches:

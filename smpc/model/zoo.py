@@ -7,7 +7,7 @@ owner's weights (never code) need to be provided, and only by the owner.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -66,7 +66,11 @@ class MLP(nn.Module):
     def __init__(self, in_features: int = 784, hidden: int = 128, num_classes: int = 10) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, num_classes),
         )
 
@@ -138,7 +142,9 @@ class TransformerEncoder(nn.Module):
     mean pooling. Inputs are embeddings because a token lookup on secret ids is not
     an operation MPC does cheaply; the data owner embeds its own tokens."""
 
-    def __init__(self, hidden: int = 128, heads: int = 2, layers: int = 2, seq: int = 32, num_classes: int = 10) -> None:
+    def __init__(
+        self, hidden: int = 128, heads: int = 2, layers: int = 2, seq: int = 32, num_classes: int = 10
+    ) -> None:
         super().__init__()
         self.position = nn.Parameter(torch.randn(seq, hidden) * 0.02)
         layer = nn.TransformerEncoderLayer(
@@ -182,7 +188,9 @@ def build(architecture: str) -> nn.Module:
         return ARCHITECTURES[architecture]()
     if ":" not in architecture:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise ConfigError(f"model.architecture: unknown architecture {architecture!r} (known: {known}, or 'module:factory')")
+        raise ConfigError(
+            f"model.architecture: unknown architecture {architecture!r} (known: {known}, or 'module:factory')"
+        )
     module_name, _, attr = architecture.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)

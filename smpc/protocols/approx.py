@@ -36,7 +36,8 @@ measured by tests/test_approx.py and listed in docs/explanation/models.md.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from smpc import compat
 import crypten
@@ -119,7 +120,7 @@ def _segments_value(u: Any, name: str) -> Any:
     # sum_k c_k w^k as one exact weighted sum and a single truncation: each power times
     # its coefficient rounded to the fixed-point grid, added up at twice the scale
     # (CrypTen would truncate every term: one round each with comparisons: fss)
-    scale = 2 ** crypten.cfg.encoder.precision_bits
+    scale = 2**crypten.cfg.encoder.precision_bits
     value = None
     for k, pw in enumerate(powers(w, coeffs.shape[0] - 1), start=1):
         term = compat.times_integers(pw, torch.round(coeffs[k] * scale).long())
@@ -235,7 +236,7 @@ def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS, start: tuple[float
     # the scale, where 3 y is exact, and the sum is truncated once: two openings and
     # two truncations a step (y (1.5 - (m / 2) y^2) took three of each)
     y = m * -start[1] + start[0]
-    scale = 2 ** crypten.cfg.encoder.precision_bits
+    scale = 2**crypten.cfg.encoder.precision_bits
     for _ in range(iterations):
         square, my = crypten.stack([y, m]) * crypten.stack([y, y])
         cube = compat.times_unscaled(my, square)  # m y^3 at scale^2

@@ -52,7 +52,7 @@ class AesCtrGenerator:
         self.device = torch.device(device)
         self.reseed(secrets.token_bytes(KEY_BYTES) if key is None else key)
 
-    def reseed(self, seed: bytes | int) -> "AesCtrGenerator":
+    def reseed(self, seed: bytes | int) -> AesCtrGenerator:
         """Restart the stream at a new key (an int is widened to a key by SHA-256)."""
         if isinstance(seed, int):
             seed = hashlib.sha256(seed.to_bytes(16, "little", signed=True)).digest()

@@ -72,15 +72,22 @@ class DcfKeys:
         return self.words
 
     @classmethod
-    def unpack(cls, flat: torch.Tensor, count: int, bits: int, k: int) -> "DcfKeys":
+    def unpack(cls, flat: torch.Tensor, count: int, bits: int, k: int) -> DcfKeys:
         """The keys in `flat` (no copy); ValueError when it has the wrong length."""
         if flat.dtype != torch.int64 or flat.numel() != cls.size(count, bits, k):
-            raise ValueError(f"expected {cls.size(count, bits, k)} int64 words of DCF keys, got {flat.numel()} ({flat.dtype})")
+            raise ValueError(
+                f"expected {cls.size(count, bits, k)} int64 words of DCF keys, got {flat.numel()} ({flat.dtype})"
+            )
         return cls(bits, count, k, flat.reshape(-1))
 
 
-def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torch.Tensor], bits: int,
-        out: torch.Tensor | None = None) -> DcfKeys:
+def gen(
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    roots: tuple[torch.Tensor, torch.Tensor],
+    bits: int,
+    out: torch.Tensor | None = None,
+) -> DcfKeys:
     """Correction words for f(x) = beta if x < alpha else 0, x and alpha in [0, 2^bits).
 
     Args:
@@ -113,8 +120,20 @@ def gen(alpha: torch.Tensor, beta: torch.Tensor, roots: tuple[torch.Tensor, torc
         _kernels.gen_start(roots_[:, lo:hi], blocks, t)
         for level in range(bits):
             _aes(blocks, aes_out)
-            _kernels.gen_level(blocks, aes_out, alpha_[lo:hi], beta_[lo:hi], bits - 1 - level, level, t, v_alpha,
-                               s_cw[level, lo:hi], v_cw[level, lo:hi], t_cw[:, lo:hi], level + 1 == bits)
+            _kernels.gen_level(
+                blocks,
+                aes_out,
+                alpha_[lo:hi],
+                beta_[lo:hi],
+                bits - 1 - level,
+                level,
+                t,
+                v_alpha,
+                s_cw[level, lo:hi],
+                v_cw[level, lo:hi],
+                t_cw[:, lo:hi],
+                level + 1 == bits,
+            )
         leaves = np.ascontiguousarray(blocks[:, 0])  # the leaves' conversion to the output group
         _aes(leaves, aes_out)
         _kernels.gen_final(leaves, aes_out, t, v_alpha, final[lo:hi])
@@ -147,8 +166,19 @@ def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> tor
         _kernels.eval_start(root_[lo:hi], x_[lo:hi], bits - 1, blocks)
         for level in range(bits):
             _aes(blocks, out)
-            _kernels.eval_level(blocks, out, x_[lo:hi], bits - 1 - level, level, t, value[lo:hi],
-                                s_cw[level, lo:hi], v_cw[level, lo:hi], t_cw[:, lo:hi], level + 1 == bits)
+            _kernels.eval_level(
+                blocks,
+                out,
+                x_[lo:hi],
+                bits - 1 - level,
+                level,
+                t,
+                value[lo:hi],
+                s_cw[level, lo:hi],
+                v_cw[level, lo:hi],
+                t_cw[:, lo:hi],
+                level + 1 == bits,
+            )
         leaves = np.ascontiguousarray(blocks[:, 0])
         _aes(leaves, out)
         _kernels.eval_final(leaves, out, t, final[lo:hi], value[lo:hi])

@@ -205,8 +205,16 @@ def product(op: str, x: Any, weight: FixedWeight, transposed: bool = False, **kw
     return out
 
 
-def local_product(rank: int, op: str, e: torch.Tensor, a: torch.Tensor, c: torch.Tensor, weight: FixedWeight,
-                  transposed: bool, kwargs: dict[str, Any]) -> torch.Tensor:
+def local_product(
+    rank: int,
+    op: str,
+    e: torch.Tensor,
+    a: torch.Tensor,
+    c: torch.Tensor,
+    weight: FixedWeight,
+    transposed: bool,
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
     """Party `rank`'s share of x op W (at the product's scale) from the opened E = x - A,
     its shares of A and C = A op B, and the weight's mask share and D = W - B:
     E op B_i + A_i op D + C_i, plus E op D at party 0."""

@@ -56,7 +56,8 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import torch
 
@@ -196,8 +197,10 @@ def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Ten
     keys = None
     if item is not None:
         if item.dtype != torch.int64 or item.numel() != item_size(kind, rank, args):
-            raise ValueError(f"expected {item_size(kind, rank, args)} int64 words for a {kind} key of {n} elements, "
-                             f"got {item.numel()} {item.dtype}")
+            raise ValueError(
+                f"expected {item_size(kind, rank, args)} int64 words for a {kind} key of {n} elements, "
+                f"got {item.numel()} {item.dtype}"
+            )
         item = item.reshape(-1)
         if kind in DCF_KINDS:
             size = _key_words(kind, args)
@@ -332,7 +335,9 @@ def truncate(share: torch.Tensor, divisor: int | torch.Tensor) -> torch.Tensor:
     low = divisor if isinstance(divisor, int) else int(divisor.min())
     high = divisor if isinstance(divisor, int) else int(divisor.max())
     if low < 1 or high >= MAX_DIVISOR:
-        raise ValueError(f"the dealer's truncation divides by public integers 1..2^31 - 1, got {low if low < 1 else high}")
+        raise ValueError(
+            f"the dealer's truncation divides by public integers 1..2^31 - 1, got {low if low < 1 else high}"
+        )
     return _gate("trunc", share, divisor)
 
 
@@ -381,8 +386,15 @@ def tensor_argmax(self: Any, dim: int | None = None, keepdim: bool = False, one_
     return onehot if one_hot else _indices(onehot, dim % self.dim(), keepdim)
 
 
-def tensor_max_pool2d(self: Any, kernel_size: Any, padding: Any = 0, stride: Any = None, dilation: Any = 1,
-                      ceil_mode: bool = False, return_indices: bool = False) -> Any:
+def tensor_max_pool2d(
+    self: Any,
+    kernel_size: Any,
+    padding: Any = 0,
+    stride: Any = None,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Any:
     """CrypTen's `max_pool2d` with these protocols (the values alone need no argmax)."""
     from crypten.common.functions.pooling import _pool2d_reshape
 
@@ -390,7 +402,12 @@ def tensor_max_pool2d(self: Any, kernel_size: Any, padding: Any = 0, stride: Any
 
     windows = self.clone()
     windows.share, output_size = _pool2d_reshape(
-        self.share, kernel_size, padding=padding, stride=stride, dilation=dilation, ceil_mode=ceil_mode,
+        self.share,
+        kernel_size,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
         pad_value=-(2**24),  # CrypTen's padding: below every value, yet safe to subtract
     )
     if not return_indices:

@@ -23,7 +23,7 @@ from smpc.protocols.approx import less_than
 def out_of_range(x: Any, low: float, high: float, absolute: bool = False) -> bool:
     """True when some element of the secret `x` (or of |x| with `absolute`) is below `low`
     or above `high` (the bounds themselves are inside); every party gets the same bit."""
-    unit = 2.0 ** -crypten.cfg.encoder.precision_bits  # x <= t is x < t + one unit on the grid
+    unit = 2.0**-crypten.cfg.encoder.precision_bits  # x <= t is x < t + one unit on the grid
     # per element, out = constant + sum_k sign_k * [x < t_k]
     if absolute:
         # |x| > high: x < -high, or not x < high + unit; |x| < low: -low < x < low

@@ -12,7 +12,10 @@ from smpc.protocols import fss
 
 
 def configure(
-    precision_bits: int, provider: str, functions: dict[str, Any] | None, comparisons: str = "circuits",
+    precision_bits: int,
+    provider: str,
+    functions: dict[str, Any] | None,
+    comparisons: str = "circuits",
     truncation: str = "local",
 ) -> None:
     """Set CrypTen's global settings (precision, provider, approximations) and which

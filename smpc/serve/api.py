@@ -25,7 +25,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import uvicorn
@@ -82,8 +82,15 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def build_app(
-    party: str, info: ModelInfo, clients: tuple[str, ...], book: QueryBook, status: Status,
-    metrics: ServiceMetrics, audit: Callable[..., None], query_timeout_s: float, tokenizer: bytes | None = None,
+    party: str,
+    info: ModelInfo,
+    clients: tuple[str, ...],
+    book: QueryBook,
+    status: Status,
+    metrics: ServiceMetrics,
+    audit: Callable[..., None],
+    query_timeout_s: float,
+    tokenizer: bytes | None = None,
 ) -> Starlette:
     """The ASGI application of one party's client API.
 
@@ -121,14 +128,20 @@ def build_app(
         name = request.path_params["name"]
         if (refusal := known(name)) is not None:
             return refusal
-        return JSONResponse({
-            "name": info.name,
-            "versions": ["1"],
-            "platform": "smpc",
-            "inputs": [{"name": i.name, "datatype": "INT64", "shape": i.metadata_shape(share=True)} for i in info.inputs],
-            "outputs": [{"name": o.name, "datatype": "INT64", "shape": o.metadata_shape(share=False)} for o in info.outputs],
-            "parameters": {"party": party, **info.parameters()},
-        })
+        return JSONResponse(
+            {
+                "name": info.name,
+                "versions": ["1"],
+                "platform": "smpc",
+                "inputs": [
+                    {"name": i.name, "datatype": "INT64", "shape": i.metadata_shape(share=True)} for i in info.inputs
+                ],
+                "outputs": [
+                    {"name": o.name, "datatype": "INT64", "shape": o.metadata_shape(share=False)} for o in info.outputs
+                ],
+                "parameters": {"party": party, **info.parameters()},
+            }
+        )
 
     async def model_tokenizer(request: Request) -> Response:
         if (refusal := known(request.path_params["name"])) is not None:
@@ -196,28 +209,32 @@ def build_app(
             metrics.answered(client, "disconnected")
             return Response(status_code=499)
         metrics.answered(client, "ok", time.monotonic() - started)
-        return JSONResponse({
-            "model_name": info.name,
-            "id": query_id,
-            "parameters": {"party": party},
-            "outputs": [
-                {"name": n, "datatype": "INT64", "shape": list(v.shape), "data": v.reshape(-1).tolist()}
-                for n, v in outputs.items()
-            ],
-        })
+        return JSONResponse(
+            {
+                "model_name": info.name,
+                "id": query_id,
+                "parameters": {"party": party},
+                "outputs": [
+                    {"name": n, "datatype": "INT64", "shape": list(v.shape), "data": v.reshape(-1).tolist()}
+                    for n, v in outputs.items()
+                ],
+            }
+        )
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.text(), media_type="text/plain; version=0.0.4")
 
-    return Starlette(routes=[
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2/models/{name}", model_metadata),
-        Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/tokenizer", model_tokenizer),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/metrics", metrics_text),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v2/health/live", live),
+            Route("/v2/health/ready", ready),
+            Route("/v2/models/{name}", model_metadata),
+            Route("/v2/models/{name}/ready", model_ready),
+            Route("/v2/models/{name}/tokenizer", model_tokenizer),
+            Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+            Route("/metrics", metrics_text),
+        ]
+    )
 
 
 class ApiServer:
@@ -231,8 +248,13 @@ class ApiServer:
         except OSError as exc:
             raise PartyError(f"{name}: cannot listen for clients on {host}:{port} (api_port): {exc.strerror}") from None
         config = uvicorn.Config(
-            app, ssl_context_factory=lambda _config, _default: context, http=_IdentifiedH11,
-            lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=5,
+            app,
+            ssl_context_factory=lambda _config, _default: context,
+            http=_IdentifiedH11,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)

@@ -54,7 +54,7 @@ class Proposal:
         return out
 
     @classmethod
-    def decode(cls, vector: torch.Tensor, capacity: int) -> "Proposal":
+    def decode(cls, vector: torch.Tensor, capacity: int) -> Proposal:
         values = [int(v) for v in vector.tolist()]
         kind, n = values[0], values[1]
         if kind not in (IDLE, BATCH, STOP) or not 0 <= n <= capacity or len(values) != proposal_size(capacity):

@@ -71,7 +71,9 @@ class Client:
         files = self.config.client_files(client)
         for path in files:
             if not path.is_file():
-                raise SmpcError(f"{path}: TLS file of client {client!r} not found (create it with `smpc keys init` or `rotate`)")
+                raise SmpcError(
+                    f"{path}: TLS file of client {client!r} not found (create it with `smpc keys init` or `rotate`)"
+                )
         self.client = client
         self.timeout_s = timeout_s if timeout_s is not None else self.config.serving.query_timeout_s + 10.0
         keys.check_certificate(client, *files)
@@ -92,7 +94,9 @@ class Client:
         info = self.info
         if x is not None:
             if inputs or len(info.inputs) != 1:
-                raise ValueError(f"model {self.model!r} takes inputs {[i.name for i in info.inputs]}: pass them by name")
+                raise ValueError(
+                    f"model {self.model!r} takes inputs {[i.name for i in info.inputs]}: pass them by name"
+                )
             return {info.inputs[0].name: x}
         return inputs
 
@@ -103,7 +107,9 @@ class Client:
         expected = [i.name for i in info.inputs]
         missing, extra = [n for n in expected if n not in named], [n for n in named if n not in expected]
         if missing or extra:
-            said = "; ".join(filter(None, [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]))
+            said = "; ".join(
+                filter(None, [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""])
+            )
             raise ValueError(f"inputs: {said} (model {self.model!r} takes {expected})")
         values = {spec.name: torch.as_tensor(named[spec.name]) for spec in info.inputs}
         single = all(v.dim() == len(spec.shape) for spec, v in zip(info.inputs, values.values()))
@@ -118,7 +124,9 @@ class Client:
                 want[spec.seq_dim] = None
             if v.dim() != len(want) or any(w is not None and w != d for w, d in zip(want, v.shape)):
                 shown = ", ".join("rows" if i == 0 else ("tokens" if w is None else str(w)) for i, w in enumerate(want))
-                raise ValueError(f"{spec.name}: expected shape [{shown}] (or one row without the batch dimension), got {list(v.shape)}")
+                raise ValueError(
+                    f"{spec.name}: expected shape [{shown}] (or one row without the batch dimension), got {list(v.shape)}"
+                )
             if rows is not None and v.shape[0] != rows:
                 raise ValueError(f"{spec.name}: {v.shape[0]} rows, the other inputs {rows}")
             rows = v.shape[0]
@@ -144,18 +152,30 @@ class Client:
         parts = {name: shares.split(e, len(self._parties)) for name, e in encoded.items()}
         query_id = secrets.token_hex(16)  # the same id at every party names this query
         bodies = [
-            json.dumps({"id": query_id, "inputs": [
-                {"name": name, "shape": list(ps[i].shape), "datatype": "INT64", "data": ps[i].reshape(-1).tolist()}
-                for name, ps in parts.items()
-            ]}).encode()
+            json.dumps(
+                {
+                    "id": query_id,
+                    "inputs": [
+                        {
+                            "name": name,
+                            "shape": list(ps[i].shape),
+                            "datatype": "INT64",
+                            "data": ps[i].reshape(-1).tolist(),
+                        }
+                        for name, ps in parts.items()
+                    ],
+                }
+            ).encode()
             for i in range(len(self._parties))
         ]
         self.sent_bytes += sum(map(len, bodies))
         return bodies, single, seq or 0
 
-    def _answer(self, responses: list[httpx.Response], single: bool, seq: int = 0) -> torch.Tensor | dict[str, torch.Tensor]:
+    def _answer(
+        self, responses: list[httpx.Response], single: bool, seq: int = 0
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         errors = []
-        for (name, url), r in zip(self._parties, responses):
+        for (name, _url), r in zip(self._parties, responses):
             if r.status_code != 200:
                 try:
                     said = r.json().get("error", r.text)
@@ -192,7 +212,7 @@ class Client:
     def _learn(self, responses: list[httpx.Response]) -> None:
         # every party must describe the same model, in the same ring
         seen = []
-        for (name, url), r in zip(self._parties, responses):
+        for (name, _url), r in zip(self._parties, responses):
             if r.status_code != 200:
                 raise ServiceError(f"party {name}: {r.status_code} {r.text.strip()[:200]}")
             try:
@@ -203,9 +223,13 @@ class Client:
             raise ServiceError(f"the parties describe model {self.model!r} differently")
         info = seen[0]
         if info.precision_bits != self.precision_bits:
-            raise ServiceError(f"the service computes at {info.precision_bits} bits; the config says {self.precision_bits}")
+            raise ServiceError(
+                f"the service computes at {info.precision_bits} bits; the config says {self.precision_bits}"
+            )
         if self.input_shape is not None and len(info.inputs) == 1 and info.inputs[0].shape != self.input_shape:
-            raise ServiceError(f"the service's model takes {list(info.inputs[0].shape)}; the config says {list(self.input_shape)}")
+            raise ServiceError(
+                f"the service's model takes {list(info.inputs[0].shape)}; the config says {list(self.input_shape)}"
+            )
         self.info = info
 
     def _text_inputs(self, sentences: list[str]) -> dict[str, torch.Tensor]:
@@ -225,7 +249,9 @@ class Client:
         named = {}
         for spec in info.inputs:
             if spec.name not in fields:
-                raise ValueError(f"model {self.model!r} takes {spec.name!r}, which text alone cannot supply: use infer()")
+                raise ValueError(
+                    f"model {self.model!r} takes {spec.name!r}, which text alone cannot supply: use infer()"
+                )
             rows = [getattr(e, fields[spec.name])[:length] for e in encodings]
             named[spec.name] = torch.tensor([r + [0] * (length - len(r)) for r in rows])
         return named
@@ -234,7 +260,11 @@ class Client:
     def _check_tokenizers(responses: list[httpx.Response], parties: list[tuple[str, str]]) -> bytes:
         for (name, _), r in zip(parties, responses):
             if r.status_code != 200:
-                said = r.json().get("error", r.text) if r.headers.get("content-type", "").startswith("application/json") else r.text
+                said = (
+                    r.json().get("error", r.text)
+                    if r.headers.get("content-type", "").startswith("application/json")
+                    else r.text
+                )
                 raise ServiceError(f"party {name}: {r.status_code} {said}")
         if len({r.content for r in responses}) != 1:
             raise ServiceError("the parties serve different tokenizers")
@@ -262,8 +292,13 @@ class Client:
         def one(i: int) -> httpx.Response | Exception:
             name, url = self._parties[i]
             try:
-                return self._sync[i].request(method, f"{url}{path}", content=bodies[i] if bodies else None,
-                                             headers=_JSON if bodies else None, extensions={"sni_hostname": name})
+                return self._sync[i].request(
+                    method,
+                    f"{url}{path}",
+                    content=bodies[i] if bodies else None,
+                    headers=_JSON if bodies else None,
+                    extensions={"sni_hostname": name},
+                )
             except httpx.HTTPError as exc:
                 return self._unreachable(name, url, exc)
 
@@ -290,7 +325,9 @@ class Client:
             self._learn(self._everyone_sync("GET", f"/v2/models/{self.model}"))
         self._need_tokenizer()
         if self._tokenizer is None:
-            self._load_tokenizer(self._check_tokenizers(self._everyone_sync("GET", f"/v2/models/{self.model}/tokenizer"), self._parties))
+            self._load_tokenizer(
+                self._check_tokenizers(self._everyone_sync("GET", f"/v2/models/{self.model}/tokenizer"), self._parties)
+            )
         return self.infer(**self._text_inputs(sentences))
 
     def get(self, party: str, path: str) -> httpx.Response:
@@ -304,13 +341,20 @@ class Client:
         if self._async is None:
             # a few connections per party: httpcore's pool scans every connection per request
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-            self._async = [httpx.AsyncClient(verify=self._context, timeout=self.timeout_s, limits=limits) for _ in self._parties]
+            self._async = [
+                httpx.AsyncClient(verify=self._context, timeout=self.timeout_s, limits=limits) for _ in self._parties
+            ]
 
         async def call(i: int) -> httpx.Response:
             name, url = self._parties[i]
             try:
-                return await self._async[i].request(method, f"{url}{path}", content=bodies[i] if bodies else None,
-                                                    headers=_JSON if bodies else None, extensions={"sni_hostname": name})
+                return await self._async[i].request(
+                    method,
+                    f"{url}{path}",
+                    content=bodies[i] if bodies else None,
+                    headers=_JSON if bodies else None,
+                    extensions={"sni_hostname": name},
+                )
             except httpx.HTTPError as exc:
                 raise self._unreachable(name, url, exc) from None
 
@@ -344,7 +388,7 @@ class Client:
             c.close()
         self._sync = None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:

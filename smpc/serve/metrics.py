@@ -17,23 +17,31 @@ class ServiceMetrics:
         disable_created_metrics()  # no *_created series: they are timestamps, not measurements
         self.registry = CollectorRegistry()
         r = self.registry
-        self.queries = Counter("smpc_queries", "Queries answered, by client and outcome", ["client", "outcome"], registry=r)
+        self.queries = Counter(
+            "smpc_queries", "Queries answered, by client and outcome", ["client", "outcome"], registry=r
+        )
         self.latency = Histogram(
-            "smpc_query_latency_seconds", "Time from a query's arrival to its answer at this party",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "smpc_query_latency_seconds",
+            "Time from a query's arrival to its answer at this party",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         rows = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, max_batch})
         self.batch_rows = Histogram("smpc_batch_rows", "Rows in each secret batch", buckets=rows, registry=r)
         self.batch_queries = Histogram("smpc_batch_queries", "Queries in each secret batch", buckets=rows, registry=r)
         self.batches = Counter(
-            "smpc_batches", "Secret batches run, by the program's shape bucket (rows, sequence length)",
-            ["bucket_rows", "bucket_seq"], registry=r,
+            "smpc_batches",
+            "Secret batches run, by the program's shape bucket (rows, sequence length)",
+            ["bucket_rows", "bucket_seq"],
+            registry=r,
         )
         self.phase_seconds = Histogram(
             "smpc_batch_phase_seconds",
             "Seconds each phase of a batch took at this party: agreement (the parties agree on the batch), "
             "dealer_material (waiting for the dealer's batch), program (the model on shares), answer (the shares back)",
-            ["phase"], buckets=LATENCY_BUCKETS, registry=r,
+            ["phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.bytes = Counter("smpc_bytes_sent", "Bytes this party sent computing batches", registry=r)
         self.rounds = Counter("smpc_rounds", "Communication rounds of this party computing batches", registry=r)
@@ -42,8 +50,12 @@ class ServiceMetrics:
         self.deferred = Counter(
             "smpc_deferred", "Proposed queries put off to the next round: not every party held them yet", registry=r
         )
-        self.pool = Gauge("smpc_pool_batches", "Dealer batches ready, by shape bucket (party 0)",
-                          ["bucket_rows", "bucket_seq"], registry=r)
+        self.pool = Gauge(
+            "smpc_pool_batches",
+            "Dealer batches ready, by shape bucket (party 0)",
+            ["bucket_rows", "bucket_seq"],
+            registry=r,
+        )
         self.peers_up = Gauge("smpc_peers_up", "Other parties (and the dealer) connected", registry=r)
         self.ready = Gauge("smpc_ready", "1 when the service answers queries", registry=r)
         self.party = party
@@ -54,12 +66,20 @@ class ServiceMetrics:
             self.latency.observe(seconds)
 
     def batch(
-        self, bucket: int | tuple[int, int], rows: int, queries: int, bytes_sent: int, rounds: int, seconds: dict[str, float],
+        self,
+        bucket: int | tuple[int, int],
+        rows: int,
+        queries: int,
+        bytes_sent: int,
+        rounds: int,
+        seconds: dict[str, float],
     ) -> None:
         """One batch run: its bucket (rows, or rows and sequence length), the rows and
         queries in it, what it cost, and the seconds of each phase."""
         bucket_rows, bucket_seq = bucket if isinstance(bucket, tuple) else (bucket, None)
-        self.batches.labels(bucket_rows=str(bucket_rows), bucket_seq="" if bucket_seq is None else str(bucket_seq)).inc()
+        self.batches.labels(
+            bucket_rows=str(bucket_rows), bucket_seq="" if bucket_seq is None else str(bucket_seq)
+        ).inc()
         for phase, value in seconds.items():
             self.phase_seconds.labels(phase=phase).observe(value)
         self.batch_rows.observe(rows)

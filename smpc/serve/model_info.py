@@ -68,29 +68,47 @@ class ModelInfo:
     def parameters(self) -> dict[str, Any]:
         """The metadata's `parameters` beyond the parties' own."""
         return {
-            "max_batch": self.max_batch, "precision_bits": self.precision_bits, "ring_bits": 64,
-            "parties": list(self.parties), "protocol": self.protocol,
-            "inputs": [asdict(i) for i in self.inputs], "outputs": [asdict(o) for o in self.outputs],
-            "max_seq": self.max_seq, "seq_buckets": list(self.seq_buckets), "masked": self.masked,
-            "tokenizer": self.tokenizer, "truncate_text": self.truncate_text,
+            "max_batch": self.max_batch,
+            "precision_bits": self.precision_bits,
+            "ring_bits": 64,
+            "parties": list(self.parties),
+            "protocol": self.protocol,
+            "inputs": [asdict(i) for i in self.inputs],
+            "outputs": [asdict(o) for o in self.outputs],
+            "max_seq": self.max_seq,
+            "seq_buckets": list(self.seq_buckets),
+            "masked": self.masked,
+            "tokenizer": self.tokenizer,
+            "truncate_text": self.truncate_text,
         }
 
     @classmethod
-    def from_metadata(cls, doc: dict[str, Any]) -> "ModelInfo":
+    def from_metadata(cls, doc: dict[str, Any]) -> ModelInfo:
         """The description in a party's metadata answer (ValueError when malformed)."""
         p = doc["parameters"]
 
         def tensor(d: dict[str, Any]) -> TensorInfo:
             seq_dim = d.get("seq_dim")
-            return TensorInfo(str(d["name"]), tuple(int(v) for v in d["shape"]), str(d.get("kind", "float")),
-                              int(d.get("depth", 0)), None if seq_dim is None else int(seq_dim))
+            return TensorInfo(
+                str(d["name"]),
+                tuple(int(v) for v in d["shape"]),
+                str(d.get("kind", "float")),
+                int(d.get("depth", 0)),
+                None if seq_dim is None else int(seq_dim),
+            )
 
         return cls(
-            name=str(doc["name"]), inputs=tuple(tensor(d) for d in p["inputs"]),
-            outputs=tuple(tensor(d) for d in p["outputs"]), max_batch=int(p["max_batch"]),
-            precision_bits=int(p["precision_bits"]), parties=tuple(p["parties"]), protocol=dict(p.get("protocol", {})),
-            max_seq=int(p.get("max_seq", 0)), seq_buckets=tuple(int(v) for v in p.get("seq_buckets", ())),
-            masked=bool(p.get("masked", False)), tokenizer=bool(p.get("tokenizer", False)),
+            name=str(doc["name"]),
+            inputs=tuple(tensor(d) for d in p["inputs"]),
+            outputs=tuple(tensor(d) for d in p["outputs"]),
+            max_batch=int(p["max_batch"]),
+            precision_bits=int(p["precision_bits"]),
+            parties=tuple(p["parties"]),
+            protocol=dict(p.get("protocol", {})),
+            max_seq=int(p.get("max_seq", 0)),
+            seq_buckets=tuple(int(v) for v in p.get("seq_buckets", ())),
+            masked=bool(p.get("masked", False)),
+            tokenizer=bool(p.get("tokenizer", False)),
             truncate_text=bool(p.get("truncate_text", False)),
         )
 
@@ -101,8 +119,10 @@ class ModelInfo:
         if seq < 1:
             return "an empty sequence"
         if not self.masked and seq not in self.seq_buckets:
-            return (f"{seq} tokens; a model without an attention mask cannot be padded: expected one of "
-                    f"{', '.join(map(str, self.seq_buckets))}")
+            return (
+                f"{seq} tokens; a model without an attention mask cannot be padded: expected one of "
+                f"{', '.join(map(str, self.seq_buckets))}"
+            )
         return None
 
     def parse(self, inputs: Any) -> tuple[dict[str, torch.Tensor], int, int]:
@@ -115,24 +135,36 @@ class ModelInfo:
         missing = [n for n in expected if n not in given]
         extra = [n for n in given if n not in expected]
         if missing or extra or len(given) != len(set(given)):
-            said = "; ".join(filter(None, [
-                f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "",
-                "an input is given twice" if len(given) != len(set(given)) and not extra else "",
-            ]))
+            said = "; ".join(
+                filter(
+                    None,
+                    [
+                        f"missing {missing}" if missing else "",
+                        f"unexpected {extra}" if extra else "",
+                        "an input is given twice" if len(given) != len(set(given)) and not extra else "",
+                    ],
+                )
+            )
             raise QueryFailed(400, f"inputs: {said} (the model takes {expected})")
         by_name = {t["name"]: t for t in inputs}
         out, rows, seq = {}, None, None
-        for position, spec in enumerate(self.inputs):
+        for spec in self.inputs:
             t = by_name[spec.name]
             where = f"inputs[{given.index(spec.name)}] ({spec.name})"
             if t.get("datatype") != "INT64":
-                raise QueryFailed(400, f"{where}.datatype: expected 'INT64' (a share in the ring), got {t.get('datatype')!r}")
+                raise QueryFailed(
+                    400, f"{where}.datatype: expected 'INT64' (a share in the ring), got {t.get('datatype')!r}"
+                )
             shape = t.get("shape")
             want = [-1, *spec.share_shape]
             if spec.seq_dim is not None:
                 want[spec.seq_dim] = -1
-            if (not isinstance(shape, list) or not all(type(d) is int for d in shape) or len(shape) != len(want)
-                    or any(w != -1 and w != d for w, d in zip(want, shape))):
+            if (
+                not isinstance(shape, list)
+                or not all(type(d) is int for d in shape)
+                or len(shape) != len(want)
+                or any(w != -1 and w != d for w, d in zip(want, shape))
+            ):
                 shown = ", ".join("rows" if i == 0 else ("tokens" if w == -1 else str(w)) for i, w in enumerate(want))
                 raise QueryFailed(400, f"{where}.shape: expected [{shown}], got {shape!r}")
             if rows is not None and shape[0] != rows:
@@ -143,8 +175,10 @@ class ModelInfo:
                     raise QueryFailed(400, f"{where}.shape: {shape[spec.seq_dim]} tokens, the other inputs {seq}")
                 seq = shape[spec.seq_dim]
             if not 1 <= rows <= self.max_batch:
-                raise QueryFailed(413 if rows > self.max_batch else 400,
-                                  f"{where}.shape: expected 1..{self.max_batch} rows (serving.max_batch), got {rows}")
+                raise QueryFailed(
+                    413 if rows > self.max_batch else 400,
+                    f"{where}.shape: expected 1..{self.max_batch} rows (serving.max_batch), got {rows}",
+                )
             if seq is not None and (why := self.check_length(seq)) is not None:
                 raise QueryFailed(413 if seq > self.max_seq else 400, f"{where}.shape: {why}")
             data = t.get("data")
@@ -167,11 +201,20 @@ def describe(config: Any, programs: dict[Any, Any], layout: Any = None) -> Model
     outputs = tuple(TensorInfo(n, tuple(shape[1:]), seq_dim=dims.get(n)) for n, shape in program.outputs)
     serving = config.serving
     return ModelInfo(
-        name=serving.model_name, inputs=inputs, outputs=outputs, max_batch=serving.max_batch,
-        precision_bits=config.protocol.precision_bits, parties=tuple(config.names),
-        protocol={"comparisons": config.protocol.comparisons, "truncation": config.truncation,
-                  "range_checks": config.protocol.range_checks},
-        max_seq=top.seq, seq_buckets=tuple(sorted({b.seq for b in programs if b.seq})),
+        name=serving.model_name,
+        inputs=inputs,
+        outputs=outputs,
+        max_batch=serving.max_batch,
+        precision_bits=config.protocol.precision_bits,
+        parties=tuple(config.names),
+        protocol={
+            "comparisons": config.protocol.comparisons,
+            "truncation": config.truncation,
+            "range_checks": config.protocol.range_checks,
+        },
+        max_seq=top.seq,
+        seq_buckets=tuple(sorted({b.seq for b in programs if b.seq})),
         masked=bool(layout is not None and layout.masked),
-        tokenizer=bool(layout is not None and layout.tokenizer), truncate_text=serving.truncate_text,
+        tokenizer=bool(layout is not None and layout.tokenizer),
+        truncate_text=serving.truncate_text,
     )

@@ -36,7 +36,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def _run(
-    config: Any, client: str, queries: list[Any], concurrency: int, text: bool,
+    config: Any,
+    client: str,
+    queries: list[Any],
+    concurrency: int,
+    text: bool,
 ) -> tuple[list[Any], list[float], float, int]:
     # C clients, each with its own connections (one to each party), taking the next query
     answers: list[Any] = [None] * len(queries)
@@ -66,7 +70,12 @@ def _data_queries(c: Client, info: ModelInfo, path: Path) -> tuple[list[dict[str
     """One query per row of a data file, as `smpc launch`'s data owners hold it: a zoo
     model's `inputs`, or a packed program's inputs by name. A row's masked positions past
     its last token are not sent (a shorter query runs in a smaller bucket; the same answer)."""
-    if c.input_shape is not None and len(info.inputs) == 1 and info.inputs[0].kind == "float" and info.inputs[0].seq_dim is None:
+    if (
+        c.input_shape is not None
+        and len(info.inputs) == 1
+        and info.inputs[0].kind == "float"
+        and info.inputs[0].seq_dim is None
+    ):
         dataset = artifacts.load_data(path, c.input_shape)
         return [{info.inputs[0].name: row} for row in dataset.inputs], dataset.labels
     specs = [InputSpec(i.name, (1, *i.shape), i.kind, i.depth) for i in info.inputs]
@@ -83,7 +92,9 @@ def _data_queries(c: Client, info: ModelInfo, path: Path) -> tuple[list[dict[str
         query = {}
         for spec in info.inputs:
             value = rows.inputs[spec.name][r : r + 1]
-            query[spec.name] = value.narrow(spec.seq_dim, 0, length) if length is not None and spec.seq_dim is not None else value
+            query[spec.name] = (
+                value.narrow(spec.seq_dim, 0, length) if length is not None and spec.seq_dim is not None else value
+            )
         queries.append(query)
     return queries, rows.labels
 
@@ -99,8 +110,13 @@ def _read_lines(path: Path, what: str) -> list[str]:
 
 
 def query(
-    config: str | Path, client: str, data: str | Path | None = None, rows: int | None = None, concurrency: int = 1,
-    text: str | Path | None = None, labels: str | Path | None = None,
+    config: str | Path,
+    client: str,
+    data: str | Path | None = None,
+    rows: int | None = None,
+    concurrency: int = 1,
+    text: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> dict[str, Any]:
     """Query a running service with the rows of `data` (or the sentences of `text`, one
     query each); returns the report.
@@ -135,7 +151,9 @@ def query(
         if labels is not None:
             values = _read_lines(Path(labels), "labels")
             if len(values) != len(queries) or not all(v.lstrip("-").isdigit() for v in values):
-                raise SmpcError(f"{labels}: expected {len(queries)} integer labels, one per line (one per sentence of {text})")
+                raise SmpcError(
+                    f"{labels}: expected {len(queries)} integer labels, one per line (one per sentence of {text})"
+                )
             expected = torch.tensor([int(v) for v in values])
     else:
         queries, expected = _data_queries(c, info, Path(data))
