@@ -158,9 +158,9 @@ class Party:
             weights_sha256=self.weights_sha256,
         )
 
-    def _connection_event(self, line: str) -> None:
+    def _connection_event(self, event: str, line: str) -> None:
         print(line, flush=True)
-        self.audit.record("refused" if line.startswith("refused") else "peer", message=line)
+        self.audit.record(event, message=line)
 
     @contextlib.contextmanager
     def join(self) -> Iterator[None]:

@@ -24,6 +24,7 @@ from smpc.errors import ConfigError, RangeCheckError
 from smpc.meter import peak_rss_mib, protocol_meter
 from smpc.model import pack
 from smpc.protocols import csprng, top_k
+from smpc.records import PartyResult
 
 
 def _batch_rows(counts: list[int], start: int, rows: int) -> list[tuple[int, int, int]]:
@@ -129,7 +130,7 @@ class OneOffRun:
         raise error  # a one-off run has no answer without this batch: every party stops
 
 
-def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any]:
+def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
     """Run one party of the joint inference described by `config`.
 
     Args:
@@ -138,7 +139,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
         progress: show a progress bar at the first data owner.
 
     Returns:
-        This party's result record (also written to its result file).
+        This party's result record (also written to its result file, for the launcher).
     """
     if config.serving is not None:
         raise ConfigError(f"{config.source}: serving: this config describes a service: start it with `smpc serve`")
@@ -217,15 +218,21 @@ def run_party(config: Config, name: str, progress: bool = True) -> dict[str, Any
             and len(first) == len(dataset.labels)
         ):
             record["accuracy_mpc"] = float((predicted == dataset.labels).float().mean())
-    runfiles.write_json(runfiles.result_path(config, name), record)
-    return record
+    result = PartyResult(**record)  # a field the record does not know fails here, in the party
+    result.write(runfiles.result_path(config, name))
+    return result
 
 
 def party_process(config: Config, name: str, progress: bool = True) -> None:
     """`smpc party`: run one party and print its summary (the entry point's body, under
     smpc.runfiles.run_process)."""
-    record = run_party(config, name, progress=progress)
-    summary = {k: record[k] for k in ("samples", "online_s", "bytes_sent", "rounds")}
-    if "accuracy_mpc" in record:
-        summary["accuracy_mpc"] = round(record["accuracy_mpc"], 4)
+    result = run_party(config, name, progress=progress)
+    summary: dict[str, Any] = {
+        "samples": result.samples,
+        "online_s": result.online_s,
+        "bytes_sent": result.bytes_sent,
+        "rounds": result.rounds,
+    }
+    if result.accuracy_mpc is not None:
+        summary["accuracy_mpc"] = round(result.accuracy_mpc, 4)
     print(f"done: {json.dumps(summary)}", flush=True)

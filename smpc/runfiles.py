@@ -99,26 +99,25 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 def fail(config: Config | None, name: str, exc: BaseException) -> int:
     """How a party or the dealer process ends on an exception: one `error:` line, the
-    error file the launcher reads, an audit entry; returns the exit code (2 for a user
-    mistake, 1 for anything else, whose traceback is printed for the log)."""
+    failure record the launcher reads (PartyFailure), an audit entry; returns the exit
+    code (2 for an SmpcError, 1 for anything else, whose traceback is printed for the log)."""
     from smpc.audit import AuditLog
-    from smpc.errors import SmpcError, failed_at
+    from smpc.errors import SmpcError
+    from smpc.records import PartyFailure
 
-    if isinstance(exc, SmpcError):
-        message, code = str(exc), 2
-    else:  # a peer vanished, a library gave up, a bug: report it, do not hang
+    if not isinstance(exc, SmpcError):  # a peer vanished, a library gave up, a bug: report it, do not hang
         import traceback
 
         traceback.print_exception(exc)
-        message, code = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", 1
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    failure = PartyFailure.of(name, exc)
+    print(f"error: {failure.message}", file=sys.stderr, flush=True)
     if config is not None:
         try:
-            write_json(error_path(config, name), {"party": name, "message": message, "time": failed_at(exc)})
+            failure.write(error_path(config, name))
         except OSError:
             pass
-        AuditLog(audit_path(config, name), name).record("failure", message=message)
-    return code
+        AuditLog(audit_path(config, name), name).record("failure", message=failure.message, code=failure.code)
+    return 2 if isinstance(exc, SmpcError) else 1
 
 
 def run_process(config_path: str | Path, name: str, body: Callable[[Config], None]) -> int:

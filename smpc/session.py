@@ -69,7 +69,7 @@ def joined(
     comparisons: str = "circuits",
     truncation: str = "local",
     tls: tuple[Path, Path, Path] | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str, str], None] | None = None,
 ) -> Iterator[None]:
     """Join the parties for the duration of the block, and always leave.
 
@@ -87,7 +87,7 @@ def joined(
         truncation: "local" (CrypTen's) or "dealer" (the dealer's masks), two parties.
         tls: (CA, own certificate, own key) to talk over mutually authenticated TLS
             instead of gloo.
-        log: where TLS connection events go (accepted and refused peers).
+        log: where TLS connection events go: log(event, line), event "peer" or "refused".
     """
     if tls is None:
         host, port = addresses[0]
@@ -112,7 +112,7 @@ def joined(
         transport.client_context(*tls),
         connect_timeout_s,
         op_timeout_s,
-        log=log or (lambda line: print(line, flush=True)),
+        log=log or (lambda event, line: print(line, flush=True)),
     )
     communicator = transport.TlsCommunicator(rank, names, peers)
     switches.configure(precision_bits, provider, functions, comparisons, truncation)

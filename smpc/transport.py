@@ -387,12 +387,14 @@ def connect_mesh(
     client_ctx: ssl.SSLContext,
     connect_timeout_s: float,
     op_timeout_s: float,
-    log: Callable[[str], None] = print,
+    log: Callable[[str, str], None] = lambda event, line: print(line),
 ) -> dict[int, Peer]:
     """Open an authenticated connection to every other party.
 
     Lower ranks listen at their config address, higher ranks connect. Returns the
     peers by rank; raises PartyError naming the parties missing after the timeout.
+    Each connection event goes to `log(event, line)`: event "peer" (one verified and
+    accepted) or "refused" (a connection turned away), and a line for the log.
     """
     deadline = time.monotonic() + connect_timeout_s
     peers: dict[int, Peer] = {}
@@ -401,7 +403,7 @@ def connect_mesh(
     expect_from = [r for r in range(len(names)) if r > rank]
 
     def refused(address: str, reason: str) -> None:
-        log(f"refused a connection from {address}: {reason}")
+        log("refused", f"refused a connection from {address}: {reason}")
 
     def handshake(raw: socket.socket, address: tuple) -> None:
         tls = server_ctx.wrap_socket(raw, server_side=True)
@@ -413,7 +415,7 @@ def connect_mesh(
             refused(address[0], f"certificate of {proven!r}, claims {claimed!r} at rank {claimed_rank}")
             tls.close()
             return
-        log(f"peer {claimed} connected from {address[0]} (certificate verified)")
+        log("peer", f"peer {claimed} connected from {address[0]} (certificate verified)")
         with lock:
             peers[claimed_rank] = Peer(claimed, tls, op_timeout_s)
 
@@ -441,7 +443,7 @@ def connect_mesh(
                     raw = socket.create_connection((host, port), timeout=max(0.5, deadline - time.monotonic()))
                     tls = client_ctx.wrap_socket(raw, server_hostname=names[r])
                     wire.send_json(tls, wire.Kind.HELLO, {"party": names[rank], "rank": rank})
-                    log(f"connected to peer {names[r]} at {host}:{port} (certificate verified)")
+                    log("peer", f"connected to peer {names[r]} at {host}:{port} (certificate verified)")
                     peers[r] = Peer(names[r], tls, op_timeout_s)
                     break
                 except ssl.SSLCertVerificationError as exc:

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from smpc.errors import SmpcError
+
 MAGIC = b"SMPC"
 VERSION = 1
 MAX_NDIM = 8
@@ -52,16 +54,29 @@ _DTYPES = {1: torch.int64, 2: torch.float32, 3: torch.uint8}
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 
 
-class WireError(Exception):
-    """A malformed or unexpected message, or a closed connection."""
+class WireError(SmpcError):
+    """A malformed or unexpected message, or a closed connection.
+
+    A peer (a party, the dealer) broke the protocol or the network failed: the line
+    names the peer; read its log. Nothing it sent was used."""
+
+    code = "wire"
 
 
 class PeerError(WireError):
-    """The peer reported an error (an ERROR message): its text is the cause."""
+    """The peer reported an error (an ERROR message): its text is the cause.
+
+    Read the cause, and the peer's own log for its root cause."""
+
+    code = "peer"
 
 
 class ConnectionClosed(WireError):
-    """The peer closed the connection (as opposed to sending something malformed)."""
+    """The peer closed the connection (as opposed to sending something malformed).
+
+    The peer stopped: read its log; the launcher names the root cause."""
+
+    code = "connection-closed"
 
 
 def one_line(text: Any, limit: int = 500) -> str:

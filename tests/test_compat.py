@@ -22,11 +22,11 @@ def test_plain_crypten_import_fails_without_smpc():
     assert "No module named 'onnx'" in result.stderr or "torch.onnx._internal.registration" in result.stderr
 
 
-def test_importing_smpc_makes_crypten_importable_in_a_fresh_interpreter():
+def test_importing_smpc_compat_makes_crypten_importable_in_a_fresh_interpreter():
     # without CrypTen's ONNX converter: onnx is not imported (0.8 s of every process's
     # start), and the converter's entry points refuse by name
     code = (
-        "import sys, smpc, crypten, crypten.nn; print(crypten.nn.Linear.__name__, 'onnx' in sys.modules)\n"
+        "import sys, smpc.compat, crypten, crypten.nn; print(crypten.nn.Linear.__name__, 'onnx' in sys.modules)\n"
         "try:\n    crypten.nn.from_pytorch(None, None)\nexcept RuntimeError as exc:\n    print(exc)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

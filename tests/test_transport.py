@@ -104,7 +104,7 @@ def _listen_for_p1(consortium: Path, port: int, log: list[str]) -> dict:
                 transport.client_context(ca, cert, key),
                 connect_timeout_s=4,
                 op_timeout_s=4,
-                log=log.append,
+                log=lambda event, line: log.append(f"{event}: {line}"),
             )
             outcome["result"] = "joined"
         except PartyError as exc:
@@ -155,7 +155,7 @@ def test_outsiders_cannot_join(consortium, outsiders, intruder):
     _intrude(port, ctx, "p1")
     outcome["thread"].join(timeout=30)
     assert outcome["result"] == "party p1 did not join within timeouts.connect_s = 4 s"
-    assert any(line.startswith("refused a connection from 127.0.0.1") for line in log), log
+    assert any(line.startswith("refused: refused a connection from 127.0.0.1") for line in log), log
     if intruder == "another party's certificate":
         assert "certificate of 'alice', claims 'p1'" in " ".join(log)
 
@@ -187,7 +187,7 @@ def test_a_party_answering_with_the_wrong_certificate_is_not_trusted(consortium)
             transport.client_context(ca, cert, key),
             5,
             5,
-            log=lambda s: None,
+            log=lambda event, line: None,
         )
     listener.close()
 

@@ -224,35 +224,28 @@ def cli_page() -> str:
 # ---------------------------------------------------------------- errors and exit codes
 
 
-def _error_roots() -> list[type]:
-    from smpc import errors, wire
-    from smpc.dealer import states
-    from smpc.serve import client
+def error_classes() -> list[type]:
+    """Every exception smpc raises for a user to see: SmpcError and its subclasses, in
+    the order of the tree (each module that defines some is imported first)."""
+    from smpc import errors, wire  # noqa: F401
+    from smpc.dealer import states  # noqa: F401
+    from smpc.serve import client, queries  # noqa: F401
 
-    roots = [errors.SmpcError, wire.WireError, states.ProtocolError]
-    roots += [
-        c
-        for c in vars(client).values()
-        if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == client.__name__
-    ]
-    return roots
+    def walk(cls: type) -> list[type]:
+        subs = sorted(cls.__subclasses__(), key=lambda c: c.__qualname__)
+        return [cls] + [c for sub in subs if sub.__module__.startswith("smpc") for c in walk(sub)]
+
+    return walk(errors.SmpcError)
 
 
-def _tree(cls: type, depth: int, seen: set[type]) -> list[str]:
-    if cls in seen:
-        return []
-    seen.add(cls)
-    doc = " ".join((inspect.getdoc(cls) or "").split())
-    lines = [f"{'    ' * depth}- `{cls.__module__}.{cls.__qualname__}`: {doc}"]
-    for sub in sorted(cls.__subclasses__(), key=lambda c: c.__qualname__):
-        if sub.__module__.startswith(("smpc", "parties", "launch")):
-            lines += _tree(sub, depth + 1, seen)
-    return lines
+def _what(cls: type) -> tuple[str, str]:
+    # a class's docstring: what happened (first paragraph), what to do (second)
+    parts = [" ".join(p.split()) for p in (inspect.getdoc(cls) or "").split("\n\n")]
+    return parts[0], (parts[1] if len(parts) > 1 else "")
 
 
 def errors_page() -> str:
-    import launch  # noqa: F401  (its exceptions subclass the library's)
-    import parties  # noqa: F401
+    from smpc.records import INTERNAL
 
     lines = [
         "# Errors and exit codes",
@@ -270,14 +263,43 @@ def errors_page() -> str:
         "| 1 | an internal error (a bug: please report it with the traceback) |",
         "| 130 | interrupted (Ctrl-C); every process was stopped |",
         "",
-        "## Error families",
+        "## Error codes",
         "",
-        "Generated from the exception classes: each family with what its docstring says.",
+        "Every error is an `SmpcError` with a stable code; a process that fails writes it in",
+        "its failure record (`RUN_DIR/NAME.error.json`: party, message, time, code; `code` is",
+        f"`{INTERNAL}` for an internal error) and its audit log. Each code has a page.",
         "",
+        "| code | exception | what happened |",
+        "| --- | --- | --- |",
     ]
-    seen: set[type] = set()
-    for root in _error_roots():
-        lines += _tree(root, 0, seen)
+    for cls in error_classes():
+        what, _ = _what(cls)
+        lines.append(f"| [`{cls.code}`](errors/{cls.code}.md) | `{cls.__module__}.{cls.__qualname__}` | {what} |")
+    return "\n".join(lines) + "\n"
+
+
+def error_page(cls: type) -> str:
+    what, todo = _what(cls)
+    parents = [c for c in cls.__mro__[1:] if hasattr(c, "code")]
+    lines = [
+        f"# Error `{cls.code}`",
+        "",
+        "<!-- generated from the exception class by docs/_gen/reference.py -->",
+        "",
+        f"`{cls.__module__}.{cls.__qualname__}`"
+        + (
+            f", a kind of `{parents[0].__qualname__}` (code [`{parents[0].code}`]({parents[0].code}.md))"
+            if parents
+            else ""
+        )
+        + ".",
+        "",
+        f"**What happened.** {what}",
+        "",
+        f"**What to do.** {todo}",
+        "",
+        "[All error codes](../errors.md)",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -366,13 +388,16 @@ PAGES = {
     "reference/errors.md": errors_page,
     "explanation/states.md": states_page,
 }
+# a page per error code
+PAGES.update({f"reference/errors/{cls.code}.md": (lambda cls=cls: error_page(cls)) for cls in error_classes()})
 
 if __name__ == "__main__":
     # `python docs/_gen/reference.py`: refresh the copies kept in docs/ for readers of the
     # repository (the site regenerates them at every build)
     for page, make in PAGES.items():
+        (ROOT / "docs" / page).parent.mkdir(exist_ok=True)
         (ROOT / "docs" / page).write_text(make())
-else:
+elif __name__ == "<run_path>":  # run by mkdocs-gen-files at every build (imported, e.g. by a test: nothing)
     for page, make in PAGES.items():
         with mkdocs_gen_files.open(page, "w") as f:
             f.write(make())

@@ -31,7 +31,7 @@ from smpc.dealer import messages as m
 from smpc.dealer.client import material_receivers, tls_contexts
 from smpc.dealer.material import Binding
 from smpc.dealer.provider import PROVIDER_NAME
-from smpc.dealer.states import ProtocolError, RollCall, SettingsError, pool_label, run_label
+from smpc.dealer.states import ProtocolError, Refusal, RollCall, SettingsError, pool_label, run_label
 from smpc.dealer.trace import TracingProvider, replay, shape_run
 from smpc.protocols import switches
 from smpc.errors import AgreementError, PartyError, no_show
@@ -128,7 +128,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
                 conn.close()
                 if isinstance(exc, SettingsError):  # a party of this run disagrees: nobody can go on
                     raise AgreementError(str(exc)) from None
-                refuse(address, str(exc).removeprefix("dealer: "))  # not a party still expected: the roll call goes on
+                refuse(address, exc.reason if isinstance(exc, Refusal) else str(exc))  # the roll call goes on
                 continue
             print(f"party {claimed} connected from {address}", flush=True)
             audit.record("peer", party=claimed, address=address, tls=tls)

@@ -16,12 +16,18 @@ from pathlib import Path
 import torch
 
 from smpc import agreement
+from smpc.errors import SmpcError
 from smpc.dealer import messages as m
 from smpc.model.buckets import Bucket
 
 
-class ProtocolError(Exception):
-    """A message that does not fit the protocol's state (its text names what and why)."""
+class ProtocolError(SmpcError):
+    """A message that does not fit the dealer protocol's state (its text names what and why).
+
+    A party or the dealer of another run, or of another version, reached this one:
+    check the addresses and that every process runs the same smpc."""
+
+    code = "dealer-protocol"
 
 
 class RollCall:
@@ -49,13 +55,13 @@ class RollCall:
         Raises:
             SettingsError: its settings differ from the dealer's, or it reports that the
                 parties stopped before the run (ABORT).
-            ProtocolError: anything else than a check-in from a party still expected.
+            Refusal: anything else than a check-in from a party still expected.
         """
         if not isinstance(message, (m.CheckIn, m.Abort)):
-            raise ProtocolError(f"dealer: expected CHECK_IN from {address}, got {type(message).__name__.upper()}")
+            raise Refusal(f"expected CHECK_IN from {address}, got {type(message).__name__.upper()}")
         name, rank = message.party, message.rank
         if name not in self.names or self.names.index(name) != rank or rank in self.ranks:
-            raise ProtocolError(f"dealer: unexpected party {name!r} (rank {rank}) from {address}")
+            raise Refusal(f"unexpected party {name!r} (rank {rank}) from {address}")
         if isinstance(message, m.Abort):  # the parties stopped before checking in: say why
             raise SettingsError(f"dealer: stopped before the run: {name} reports: {message.reason}")
         differs = agreement.first_difference(self.expected, message.agreement)
@@ -72,8 +78,26 @@ class RollCall:
         return rank
 
 
+class Refusal(ProtocolError):
+    """A connection that the dealer's roll call turns away: not a check-in from a party
+    still expected. The roll call goes on without it.
+
+    Check the addresses: another run's party, or a stranger, reached this dealer."""
+
+    code = "dealer-refusal"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"dealer: {reason}")  # the text the party is sent
+        self.reason = reason  # the text without the speaker, for the dealer's own log
+
+
 class SettingsError(ProtocolError):
-    """The parties' settings and the dealer's differ (or the parties found so themselves)."""
+    """The parties' settings and the dealer's differ (or the parties found so themselves).
+
+    Give the dealer and every party the same config and program folder (the line names
+    the setting and each side's value)."""
+
+    code = "dealer-settings"
 
 
 @dataclass

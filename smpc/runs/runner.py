@@ -16,18 +16,11 @@ from smpc import artifacts, keys
 from smpc.config import Config, load_config
 from smpc.model.convert import Program
 from smpc.errors import ConfigError, FidelityError, PartyError
+from smpc.records import PartyFailure, PartyResult
 from smpc.model.execute import run_program
 from smpc.model import pack, ranges
 from smpc.protocols import top_k
 from smpc.runfiles import CLASSES, audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
-
-
-# what a party's result contributes to the report
-PARTY_FIELDS = (
-    "bytes_sent", "rounds", "peak_rss_mib", "comparisons_bytes", "comparisons_rounds", "truncations_bytes",
-    "truncations_rounds", "key_bytes", "key_bytes_per_comparison", "comparison_widths", "gates", "dealer_bytes_received",
-    "layers",
-)
 
 
 @dataclass
@@ -164,7 +157,7 @@ def run(
     if outcome.failed or outcome.timed_out:
         raise PartyError(failure_message(config, outcome))
 
-    records = {name: json.loads(result_path(config, name).read_text()) for name in config.names}
+    records = {name: PartyResult.read(result_path(config, name)) for name in config.names}
     report, failures, batches = _evaluate(config, program, records, wall_s)
     if config.dealer is not None:
         report.dealer = json.loads(result_path(config, "dealer").read_text())
@@ -196,25 +189,27 @@ def processes_of(config: Config, names: list[str], command: str) -> list[Child]:
 
 def failure_message(config: Config, outcome) -> str:
     """The root cause first (the earliest failure), then the others, and where the logs are."""
-    reports = {}
+    reports: dict[str, PartyFailure | None] = {}
     for child in outcome.children:
         path = error_path(config, child.name)
         # a party that failed by itself may still be leaving (its report written) when
         # the launcher stops it because a peer that it took down exited first
         if child in outcome.failed or (child.stopped_by_us and path.exists()):
-            reports[child.name] = json.loads(path.read_text()) if path.exists() else None
+            reports[child.name] = PartyFailure.read(path) if path.exists() else None
 
     def reason(child: Child) -> str:
-        said = reports[child.name]["message"] if reports[child.name] else "no error report (died without one)"
+        report = reports[child.name]
+        said = report.message if report is not None else "no error report (died without one)"
         how = "stopped by the launcher as it was leaving" if child.stopped_by_us else child.describe_exit()
         return f"party {child.name} failed ({how}): {said}"
 
     # in the order they ended, then those stopped while leaving
     failed = list(outcome.failed) + [c for c in outcome.children if c.stopped_by_us and c.name in reports]
-    if all(reports.values()):
+    records = {name: report for name, report in reports.items() if report is not None}
+    if len(records) == len(reports):
         # a party that refuses leaves the session before it exits, and its peers fail
         # the moment it leaves: when each says when its failure happened, the earliest is the root cause
-        failed.sort(key=lambda c: reports[c.name]["time"])
+        failed.sort(key=lambda c: records[c.name].time)
     if outcome.timed_out and not failed:
         lines = [f"{config.source}: run did not finish within timeouts.run_s = {config.timeouts.run_s:g} s"]
     else:
@@ -260,7 +255,7 @@ def _cosines(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
 
 
 def _evaluate(
-    config: Config, program: Program, records: dict[str, dict[str, Any]], wall_s: float
+    config: Config, program: Program, records: dict[str, PartyResult], wall_s: float
 ) -> tuple[Report, list[str], list[dict[str, torch.Tensor]]]:
     # Each data owner's rows as its receiver saw them, checked against the same program
     # run in plain PyTorch with the owner's weights. A top-k receiver holds class indices
@@ -330,10 +325,10 @@ def _evaluate(
         agreement=agreement,
         max_abs_error=per_output[names[0]]["max_abs_error"] if names[0] in per_output else None,
         wall_s=round(wall_s, 3),
-        online_s=max(r["online_s"] for r in records.values()),
-        offline_s=max(r["offline_s"] for r in records.values()),
+        online_s=max(r.online_s for r in records.values()),
+        offline_s=max(r.offline_s for r in records.values()),
         randomness=config.randomness,
-        parties={n: {k: r[k] for k in PARTY_FIELDS if k in r} for n, r in records.items()},
+        parties={n: r.reported() for n, r in records.items()},
         comparisons=config.protocol.comparisons,
         truncation=config.truncation,
         config=str(config.source),

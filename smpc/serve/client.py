@@ -34,7 +34,12 @@ _JSON = {"content-type": "application/json"}
 
 
 class ServiceError(SmpcError):
-    """A query got no answer: which party said what, or which party is unreachable."""
+    """A query got no answer: which party said what, or which party is unreachable.
+
+    Check that the service runs (`smpc serve`) and that this client is in
+    serving.clients; the line names each party that did not answer."""
+
+    code = "service"
 
 
 def _all_or_raise(results: list[Any]) -> list[httpx.Response]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from smpc.errors import SmpcError
+
 
 def query_key(client: str, query_id: str) -> tuple[int, int]:
     """Two int64 naming the query (client, id) in the parties' batch proposals."""
@@ -23,8 +25,12 @@ def query_key(client: str, query_id: str) -> tuple[int, int]:
     return int.from_bytes(digest[:8], "little", signed=True), int.from_bytes(digest[8:16], "little", signed=True)
 
 
-class QueryFailed(Exception):
-    """A query that gets no answer: an HTTP status and one line for the client."""
+class QueryFailed(SmpcError):
+    """A query that gets no answer: an HTTP status and one line for the client.
+
+    The client sees the status and the line; the party's audit log records both."""
+
+    code = "query"
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
