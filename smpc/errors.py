@@ -1,6 +1,7 @@
 """Typed errors. Each carries one line meant for the user; no traceback is shown for them."""
 
 import time
+from typing import Any, cast
 
 
 class SmpcError(Exception):
@@ -50,7 +51,7 @@ def mark_failure(exc: BaseException) -> None:
     fail as soon as it leaves, so the launcher needs this time to name the root cause."""
     if not hasattr(exc, "smpc_failed_at"):
         try:
-            exc.smpc_failed_at = time.time()
+            cast(Any, exc).smpc_failed_at = time.time()
         except AttributeError:  # an exception type without attributes: its time is when it is reported
             pass
 
