@@ -35,8 +35,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TOP_K = re.compile(r"top[1-9][0-9]{0,2}")
 MAX_YAML_BYTES = 1 << 20  # a config (or study) file larger than this is refused before parsing
 MAX_ALIASES = 32
-_Model = TypeVar("_Model", bound=BaseModel)
 MAX_SAMPLE_VALUES = 1 << 24  # values in one sample (model.input_shape)
+_Model = TypeVar("_Model", bound=BaseModel)  # the schema validate_document reads
 
 
 def valid_name(name: str) -> bool:
