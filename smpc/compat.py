@@ -14,7 +14,7 @@ import datetime
 import sys
 import types
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _applied = False
 # Bounds set by init_communicator: joining the default group, and every op on the
@@ -100,7 +100,8 @@ class _DistWithTimeout(types.ModuleType):
         if len(ranks) != 2:
             return None
         me = self._real.get_rank()
-        return ranks[1] if ranks[0] == me else ranks[0]
+        peer: int = ranks[1] if ranks[0] == me else ranks[0]
+        return peer
 
 
 class _Exchange:
@@ -124,7 +125,8 @@ class _Exchange:
         return True
 
     def is_completed(self) -> bool:
-        return self._sent.is_completed() and self._received.is_completed()
+        done: bool = self._sent.is_completed() and self._received.is_completed()
+        return done
 
 
 def _combiner(real: Any, op: Any) -> Any:
@@ -139,7 +141,7 @@ def _combiner(real: Any, op: Any) -> Any:
     return None
 
 
-def _refuse(name: str):
+def _refuse(name: str) -> Callable[..., Any]:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"{name} unpickles files and is disabled by smpc; use safetensors (smpc.artifacts)")
 
@@ -336,7 +338,7 @@ def _secure_randomness(crypten: types.ModuleType) -> None:
     for module in (rng, arithmetic, binary, tfp_provider, ttp_provider):
         module.generate_random_ring_element = csprng.ring_element
         module.generate_kbit_random_tensor = csprng.kbit_tensor
-    crypten._setup_prng = _setup_prng
+    crypten._setup_prng = _setup_prng  # type: ignore[attr-defined]  # a private CrypTen function, replaced
     cpu = torch.device("cpu")
     for key in crypten.generators:  # until a session sets them up: private, fresh keys
         crypten.generators[key][cpu] = csprng.AesCtrGenerator()

@@ -11,8 +11,7 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
-from collections.abc import Callable
+from typing import Any, Literal, Protocol, TypeVar, get_args, overload
 
 import yaml
 from pydantic import (
@@ -27,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from smpc.errors import ConfigError
 
@@ -36,6 +36,7 @@ _TOP_K = re.compile(r"top[1-9][0-9]{0,2}")
 MAX_YAML_BYTES = 1 << 20  # a config (or study) file larger than this is refused before parsing
 MAX_ALIASES = 32
 MAX_SAMPLE_VALUES = 1 << 24  # values in one sample (model.input_shape)
+_Model = TypeVar("_Model", bound=BaseModel)  # the schema validate_document reads
 
 
 def valid_name(name: str) -> bool:
@@ -455,8 +456,11 @@ class Config(_Section):
 
     def tls_files(self, name: str) -> tuple[Path, ...]:
         """(CA certificate, NAME's certificate, NAME's private key[, the CA's revocation list])."""
-        files = (self.tls.ca, self.tls.certs / f"{name}.pem", self.tls.certs / f"{name}.key")
-        return files + ((self.tls.crl,) if self.tls.crl is not None else ())
+        tls = self.tls
+        if tls is None:  # callers ask only under transport tls, which the validation requires tls for
+            raise RuntimeError("tls_files: the configuration has no tls section")
+        files = (tls.ca, tls.certs / f"{name}.pem", tls.certs / f"{name}.key")
+        return files + ((tls.crl,) if tls.crl is not None else ())
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -515,7 +519,7 @@ def _unknown_key(schema: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
     return f"unknown key; did you mean {close[0]}?" if close else "unknown key"
 
 
-def _message(err: dict[str, Any], schema: type[BaseModel] | None = None) -> str:
+def _message(err: ErrorDetails, schema: type[BaseModel] | None = None) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx", {})
     if kind == "extra_forbidden":
         return _unknown_key(schema, err["loc"])
@@ -536,7 +540,7 @@ def _message(err: dict[str, Any], schema: type[BaseModel] | None = None) -> str:
 def _validation_error(exc: ValidationError, source: str | Path, schema: type[BaseModel] | None = None) -> ConfigError:
     """One line per problem, each naming `source` and the key path (shared by every
     YAML schema of the project); an unknown key is told the closest key of `schema`."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors():
         where = _loc(err["loc"])
         if err["type"] == "value_error" and not where:
@@ -546,7 +550,7 @@ def _validation_error(exc: ValidationError, source: str | Path, schema: type[Bas
     return ConfigError("\n".join(lines))
 
 
-def validate_document(schema: type[BaseModel], data: Any, source: str | Path) -> Any:
+def validate_document(schema: type[_Model], data: Any, source: str | Path) -> _Model:
     """`data` (a parsed YAML document) as an instance of `schema`, or a ConfigError with
     one line per problem."""
     if not isinstance(data, dict):
@@ -558,11 +562,28 @@ def validate_document(schema: type[BaseModel], data: Any, source: str | Path) ->
         raise _validation_error(exc, source, schema) from None
 
 
-def resolver(source: str | Path) -> Callable[[Path | None], Path | None]:
+class Resolver(Protocol):
+    """resolver's function: a path resolved, None kept."""
+
+    @overload
+    def __call__(self, p: Path) -> Path: ...
+    @overload
+    def __call__(self, p: None) -> None: ...
+    @overload
+    def __call__(self, p: Path | None) -> Path | None: ...
+
+
+def resolver(source: str | Path) -> Resolver:
     """A function resolving relative paths against `source`'s folder (the working
     directory for in-memory documents)."""
     base = Path(source).resolve().parent if str(source) != "<memory>" else Path.cwd()
 
+    @overload
+    def resolve(p: Path) -> Path: ...
+    @overload
+    def resolve(p: None) -> None: ...
+    @overload
+    def resolve(p: Path | None) -> Path | None: ...
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
@@ -616,13 +637,16 @@ class _StrictLoader(yaml.SafeLoader):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
                 raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_ALIASES} aliases (*name): refused", self.peek_event().start_mark
+                    None,
+                    None,
+                    f"more than {MAX_ALIASES} aliases (*name): refused",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # unannotated in PyYAML's stubs
                 )
         return super().compose_node(parent, index)
 
 
-def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:

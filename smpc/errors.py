@@ -7,7 +7,7 @@ paragraph of a class's docstring says what happened, the second what to do."""
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 
 class SmpcError(Exception):
@@ -99,7 +99,7 @@ def mark_failure(exc: BaseException) -> None:
     fail as soon as it leaves, so the launcher needs this time to name the root cause."""
     if not hasattr(exc, "smpc_failed_at"):
         try:
-            exc.smpc_failed_at = time.time()  # type: ignore[attr-defined]
+            cast(Any, exc).smpc_failed_at = time.time()
         except AttributeError:  # an exception type without attributes: its time is when it is reported
             pass
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -93,7 +93,7 @@ def _load_ca(ca_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate
         raise SmpcError(f"{ca_dir}: no consortium CA here (run `smpc keys init` first)") from None
     except ValueError as exc:
         raise SmpcError(f"{ca_dir}: the CA's key or certificate is not PEM ({exc})") from None
-    return ca_key, ca_cert
+    return cast(ec.EllipticCurvePrivateKey, ca_key), ca_cert  # `smpc keys init` makes an EC key
 
 
 def _certify(
@@ -267,12 +267,18 @@ def check_certificate(name: str, ca: Path, cert: Path, key: Path, crl: Path | No
     except ValueError:
         raise SmpcError(f"{cert}: not a PEM certificate with its key {key}") from None
     try:
-        ca_cert.public_key().verify(mine.signature, mine.tbs_certificate_bytes, ec.ECDSA(mine.signature_hash_algorithm))
+        ca_public, algorithm = ca_cert.public_key(), mine.signature_hash_algorithm
+        if not isinstance(ca_public, ec.EllipticCurvePublicKey) or algorithm is None:
+            raise TypeError("not an ECDSA signature")  # as verify would fail on it
+        ca_public.verify(mine.signature, mine.tbs_certificate_bytes, ec.ECDSA(algorithm))
     except Exception:  # InvalidSignature, or a CA key of another kind
         raise SmpcError(f"{cert}: not issued by the consortium CA {ca}") from None
     if common_name(mine) != name:
         raise SmpcError(f"{cert}: a certificate for {common_name(mine)!r}, not {name!r}")
-    if mine.public_key().public_numbers() != private.public_key().public_numbers():
+    # the consortium's keys are EC (`smpc keys`); others fail here as before
+    mine_public = cast(ec.EllipticCurvePublicKey, mine.public_key())
+    own_public = cast(ec.EllipticCurvePublicKey, private.public_key())
+    if mine_public.public_numbers() != own_public.public_numbers():
         raise SmpcError(f"{cert}: does not match the private key {key}")
     now = datetime.datetime.now(datetime.timezone.utc)
     if now > mine.not_valid_after_utc:
@@ -305,7 +311,7 @@ def describe(directory: Path) -> list[str]:
         if path.name == CRL:
             continue
         cert = x509.load_pem_x509_certificate(path.read_bytes())
-        issuer = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        issuer = cast(str, cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)  # a CN is a string
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()[:32]
         lines.append(
             f"{path.name:<16} {common_name(cert):<20} issued by {issuer:<20} valid until {cert.not_valid_after_utc:%Y-%m-%d}  sha256:{fingerprint}"

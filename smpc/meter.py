@@ -163,11 +163,12 @@ class ProtocolMeter:
     def keys(self, kind: str, elements: int, key_bytes: int, width: int | None = None) -> None:
         """Book one FSS request: its elements, the key bytes the dealer sent for it and,
         for a comparison, the width it ran on."""
-        for table, key in ((self.gates, kind), (self.widths, width)):
-            if key is not None:
-                row = table.setdefault(key, [0, 0])
-                row[0] += elements
-                row[1] += key_bytes
+        rows = [self.gates.setdefault(kind, [0, 0])]
+        if width is not None:
+            rows.append(self.widths.setdefault(width, [0, 0]))
+        for row in rows:
+            row[0] += elements
+            row[1] += key_bytes
 
     @contextlib.contextmanager
     def spent(self, label: str, elements: int = 0) -> Iterator[None]:
@@ -176,9 +177,9 @@ class ProtocolMeter:
         truncated."""
         import crypten.communicator as comm
 
-        communicator = comm.get() if comm.is_initialized() else None
+        communicator: Any = comm.get() if comm.is_initialized() else None
         counting = self._depth == 0 and hasattr(communicator, "get_communication_stats")
-        before = communicator.get_communication_stats() if counting else None
+        before: Any = communicator.get_communication_stats() if counting else None
         self._depth += 1
         try:
             with piece(label) as p:

@@ -28,7 +28,7 @@ def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: 
     Returns the store (gloo then rendezvouses on it). Raises PartyError naming the
     parties that did not show up within `timeout_s`.
     """
-    from torch.distributed import TCPStore
+    from torch.distributed import TCPStore  # type: ignore[attr-defined]  # there at run time, not re-exported in torch's stubs
 
     deadline = time.monotonic() + timeout_s
     try:
@@ -129,7 +129,8 @@ def joined(
 
 def rank() -> int:
     """This party's rank in the joined group."""
-    return crypten.communicator.get().get_rank()
+    me: int = crypten.communicator.get().get_rank()
+    return me
 
 
 def broadcast_int(value: int | None, src: int) -> int:
@@ -140,7 +141,8 @@ def broadcast_int(value: int | None, src: int) -> int:
 
 def broadcast_int64(values: torch.Tensor, src: int) -> torch.Tensor:
     """A public int64 vector from party `src` to all (the others pass one of the same shape)."""
-    return crypten.communicator.get().broadcast(values.long(), src)
+    out: torch.Tensor = crypten.communicator.get().broadcast(values.long(), src)
+    return out
 
 
 def share_parameters(program: Program, owner: int) -> dict[str, crypten.CrypTensor]:
@@ -217,4 +219,5 @@ def barrier() -> None:
 
 def all_gather_int64(values: torch.Tensor) -> list[torch.Tensor]:
     """Every party's int64 vector of the same shape, in rank order."""
-    return crypten.communicator.get().all_gather(values.long())
+    out: list[torch.Tensor] = crypten.communicator.get().all_gather(values.long())
+    return out

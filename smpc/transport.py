@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable, Sequence
 
 import torch
@@ -63,7 +63,8 @@ def client_context(ca: Path, cert: Path, key: Path, crl: Path | None = None) -> 
 def peer_name(sock: ssl.SSLSocket) -> str:
     """The common name of the peer's (verified) certificate."""
     cert = sock.getpeercert() or {}
-    for rdn in cert.get("subject", ()):
+    subject = cast("tuple[tuple[tuple[str, str], ...], ...]", cert.get("subject", ()))  # RDNs of (key, value)
+    for rdn in subject:
         for key, value in rdn:
             if key == "commonName":
                 return value
@@ -102,7 +103,7 @@ class Peer:
         # CrypTen's rounds are many small messages: without this, Nagle's algorithm
         # and delayed ACKs add tens of milliseconds to each one
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox: queue.Queue[torch.Tensor | Exception] = queue.Queue()
         self.send_lock = threading.Lock()
         self.bytes_sent = 0
         self.messages_sent = 0
@@ -173,14 +174,17 @@ class _Done:
 
 
 class _Receive:
-    def __init__(self, fill: Callable[[], None]) -> None:
+    def __init__(self, fill: Callable[[], object]) -> None:
         self._fill = fill
 
     def wait(self) -> None:
         self._fill()
 
 
-_COMBINE = {"SUM": torch.add, "BXOR": torch.bitwise_xor}
+_COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "SUM": torch.add,
+    "BXOR": torch.bitwise_xor,
+}
 
 
 def _combine_name(op: Any) -> str:
@@ -190,7 +194,7 @@ def _combine_name(op: Any) -> str:
     return name
 
 
-class TlsCommunicator(Communicator):
+class TlsCommunicator(Communicator):  # type: ignore[misc]  # CrypTen is untyped: its base class is Any
     """CrypTen's Communicator interface over authenticated TLS connections."""
 
     def __init__(self, rank: int, names: Sequence[str], peers: dict[int, Peer]) -> None:
@@ -236,24 +240,25 @@ class TlsCommunicator(Communicator):
         return [r for r in range(len(self.names)) if r != self.rank]
 
     # point to point
-    def send(self, tensor, dst):
+    def send(self, tensor: torch.Tensor, dst: int) -> None:
         self._round(lambda: self.peers[dst].send(tensor))
 
-    def recv(self, tensor, src=None):
-        return self._round(lambda: tensor.copy_(self.peers[src].recv(tensor)))
+    def recv(self, tensor: torch.Tensor, src: Any = None) -> torch.Tensor:
+        result: torch.Tensor = self._round(lambda: tensor.copy_(self.peers[src].recv(tensor)))
+        return result
 
-    def isend(self, tensor, dst):
+    def isend(self, tensor: torch.Tensor, dst: int) -> _Done:
         self.peers[dst].send(tensor)
         return _Done()
 
-    def irecv(self, tensor, src=None):
+    def irecv(self, tensor: torch.Tensor, src: Any = None) -> _Receive:
         return _Receive(lambda: tensor.copy_(self.peers[src].recv(tensor)))
 
     # collectives: everyone sends first (readers absorb it), then receives
-    def broadcast(self, input, src, group=None, batched=False):
+    def broadcast(self, input: Any, src: int, group: Any = None, batched: bool = False) -> Any:
         tensors = input if batched else [input]
 
-        def run():
+        def run() -> Any:
             if self.rank == src:
                 for r in self._others():
                     for t in tensors:
@@ -265,7 +270,7 @@ class TlsCommunicator(Communicator):
 
         return self._round(run)
 
-    def _reduce(self, input, op, batched, to: list[int]) -> Any:
+    def _reduce(self, input: Any, op: Any, batched: bool, to: list[int]) -> Any:
         tensors = input if batched else [input]
         combine = _COMBINE[_combine_name(op)]
         results = [t.clone() for t in tensors]
@@ -283,44 +288,47 @@ class TlsCommunicator(Communicator):
                 results[i] = combine(results[i], self.peers[r].recv(results[i]))
         return results if batched else results[0]
 
-    def all_reduce(self, input, op=torch.distributed.ReduceOp.SUM, batched=False):
+    def all_reduce(self, input: Any, op: Any = torch.distributed.ReduceOp.SUM, batched: bool = False) -> Any:
         return self._round(lambda: self._reduce(input, op, batched, list(range(len(self.names)))))
 
-    def reduce(self, input, dst, op=torch.distributed.ReduceOp.SUM, batched=False):
+    def reduce(self, input: Any, dst: int, op: Any = torch.distributed.ReduceOp.SUM, batched: bool = False) -> Any:
         return self._round(lambda: self._reduce(input, op, batched, [dst]))
 
-    def all_gather(self, tensor):
-        def run():
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        def run() -> list[torch.Tensor]:
             for r in self._others():
                 self.peers[r].send(tensor)
             return [tensor.clone() if r == self.rank else self.peers[r].recv(tensor) for r in range(len(self.names))]
 
-        return self._round(run)
+        result: list[torch.Tensor] = self._round(run)
+        return result
 
-    def gather(self, tensor, dst):
-        def run():
+    def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor | None]:
+        def run() -> list[torch.Tensor | None]:
             if self.rank != dst:
                 self.peers[dst].send(tensor)
                 return [None]
             return [tensor.clone() if r == self.rank else self.peers[r].recv(tensor) for r in range(len(self.names))]
 
-        return self._round(run)
+        result: list[torch.Tensor | None] = self._round(run)
+        return result
 
-    def scatter(self, scatter_list, src, size=None, device=None):
-        def run():
+    def scatter(self, scatter_list: list[torch.Tensor], src: int, size: Any = None, device: Any = None) -> torch.Tensor:
+        def run() -> torch.Tensor:
             if self.rank == src:
                 for r in self._others():
                     self.peers[r].send(scatter_list[r])
                 return scatter_list[self.rank].clone()
             return self.peers[src].recv()
 
-        return self._round(run)
+        result: torch.Tensor = self._round(run)
+        return result
 
-    def barrier(self):
+    def barrier(self) -> None:
         self.all_reduce(torch.zeros(1, dtype=torch.long))
 
     # objects would need pickle: never over the network
-    def send_obj(self, obj, dst, group=None):
+    def send_obj(self, obj: Any, dst: int, group: Any = None) -> None:
         raise RuntimeError("smpc does not send pickled objects between parties")
 
     recv_obj = broadcast_obj = send_obj
@@ -339,7 +347,7 @@ MAX_PENDING_HANDSHAKES = 64
 
 def accept_handshakes(
     listener: socket.socket,
-    handshake: Callable[[socket.socket, tuple], None],
+    handshake: Callable[[socket.socket, tuple[Any, ...]], None],
     done: Callable[[], bool],
     deadline: float,
     refused: Callable[[str, str], None],
@@ -354,7 +362,7 @@ def accept_handshakes(
     """
     pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
 
-    def run(raw: socket.socket, address: tuple) -> None:
+    def run(raw: socket.socket, address: tuple[Any, ...]) -> None:
         try:
             raw.settimeout(max(1.0, min(HANDSHAKE_S, deadline - time.monotonic())))
             handshake(raw, address)
@@ -405,7 +413,7 @@ def connect_mesh(
     def refused(address: str, reason: str) -> None:
         log("refused", f"refused a connection from {address}: {reason}")
 
-    def handshake(raw: socket.socket, address: tuple) -> None:
+    def handshake(raw: socket.socket, address: tuple[Any, ...]) -> None:
         tls = server_ctx.wrap_socket(raw, server_side=True)
         hello = wire.expect(tls, wire.Kind.HELLO, limit=1 << 12).json()
         claimed, claimed_rank, proven = str(hello.get("party")), hello.get("rank"), peer_name(tls)

@@ -18,7 +18,7 @@ import math
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -107,7 +107,8 @@ def _frame(kind: Kind, tensor: torch.Tensor, tag: bytes) -> tuple[bytes, memoryv
     if tensor.dim() > MAX_NDIM or len(tag) != 16:
         raise WireError("too many dimensions or a bad tag")
     array = tensor.detach().contiguous().cpu().numpy().reshape(-1)
-    data = memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False)).cast("B")
+    # numpy arrays are buffers; its stubs say so only for Python >= 3.12
+    data = memoryview(array.astype(array.dtype.newbyteorder("<"), copy=False)).cast("B")  # type: ignore[arg-type]
     shape = struct.pack(f"<{tensor.dim()}Q", *tensor.shape)
     header = _HEADER.pack(MAGIC, VERSION, int(kind), _DTYPE_CODES[tensor.dtype], tensor.dim(), tag, len(data))
     return header + shape, data
@@ -136,7 +137,13 @@ def send_json(sock: socket.socket, kind: Kind, obj: dict[str, Any]) -> int:
 EAGER_BYTES = 16 << 20  # a body up to this is allocated at once; a larger one as it arrives
 
 
-def _fill(sock: socket.socket, view: memoryview) -> None:
+class Readable(Protocol):
+    """What a message is read from: a socket, or a wrapper of one (recv_into only)."""
+
+    def recv_into(self, buffer: memoryview, nbytes: int, /) -> int: ...
+
+
+def _fill(sock: Readable, view: memoryview) -> None:
     got = 0
     while got < len(view):
         k = sock.recv_into(view[got:], len(view) - got)
@@ -145,7 +152,7 @@ def _fill(sock: socket.socket, view: memoryview) -> None:
         got += k
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytearray:
+def _read_exact(sock: Readable, n: int) -> bytearray:
     if n <= EAGER_BYTES:
         buf = bytearray(n)
         _fill(sock, memoryview(buf))
@@ -182,7 +189,7 @@ def decode_header(raw: bytes, limit: int = DEFAULT_LIMIT) -> tuple[Kind, torch.d
     return Kind(kind), _DTYPES[dtype], ndim, tag, length
 
 
-def recv(sock: socket.socket, limit: int = DEFAULT_LIMIT) -> Message:
+def recv(sock: Readable, limit: int = DEFAULT_LIMIT) -> Message:
     """Receive one message, validating the header before allocating the body."""
     kind, dtype, ndim, tag, length = decode_header(bytes(_read_exact(sock, _HEADER.size)), limit)
     shape = struct.unpack(f"<{ndim}Q", bytes(_read_exact(sock, 8 * ndim))) if ndim else ()

@@ -62,7 +62,7 @@ class DealerClient:
             raise PartyError(f"dealer refused {name}: {exc}") from None
         if rank not in material_receivers(config):
             sock.close()
-            sock = None
+            return cls(config, rank, seed, None)
         return cls(config, rank, seed, sock)
 
     @staticmethod
@@ -70,7 +70,7 @@ class DealerClient:
         """At a party that stops before checking in (the parties' settings differ): tell the
         dealer why, so that it stops at once naming the cause instead of waiting for it.
         Best effort, within 5 s: a dealer that cannot be reached learns it from its timeout."""
-        address = (config.dealer.host, config.dealer.port)
+        address = _address(config)
         name = config.parties[rank].name
         deadline = time.monotonic() + min(5.0, config.timeouts.connect_s)
         while time.monotonic() < deadline:
@@ -102,6 +102,8 @@ class DealerClient:
         if self.stream is None:
             return
         if self.rank == 0:
+            if self._sock is None:  # a stream is opened on the socket only
+                raise RuntimeError("a material stream without its dealer connection")
             m.send(self._sock, m.Start(batches))
         self.stream.start()
 
@@ -133,8 +135,14 @@ class DealerClient:
         self.pool = None
 
 
+def _address(config: Config) -> tuple[str, int]:
+    if config.dealer is None:  # the validation requires the dealer section with randomness: dealer
+        raise RuntimeError("randomness: dealer without a dealer section")
+    return (config.dealer.host, config.dealer.port)
+
+
 def _connect(config: Config, name: str) -> socket.socket:
-    address = (config.dealer.host, config.dealer.port)
+    address = _address(config)
     deadline = time.monotonic() + config.timeouts.connect_s
     client_ctx = tls_contexts(config, name)[1] if config.effective_transport == "tls" else None
     while True:

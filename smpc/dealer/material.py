@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from typing import Any
+from typing import Any, cast
+from collections.abc import Callable, Iterable
 
 import blake3
 import numpy as np
@@ -32,7 +33,7 @@ from smpc.protocols.csprng import AesCtrGenerator, derive
 from smpc.protocols.ring_matmul import FixedMatrix
 
 # The products a Beaver triple can be for (CrypTen's beaver protocol asserts the same set).
-PRODUCTS = {
+PRODUCTS: dict[str, Callable[..., torch.Tensor]] = {
     "mul": torch.mul,
     "matmul": torch.matmul,
     "conv1d": torch.conv1d,
@@ -55,7 +56,7 @@ class FixedMasks:
     def mask(self, name: str, shape: torch.Size) -> torch.Tensor:
         held = self._masks.get(name)
         if held is None or held.shape != shape:
-            held = self._masks[name] = sum(fixed.mask_share(s, name, shape) for s in self.seeds)
+            held = self._masks[name] = _total(fixed.mask_share(s, name, shape) for s in self.seeds)
             self._matrices = {key: m for key, m in self._matrices.items() if key[0] != name}
         return held
 
@@ -77,7 +78,7 @@ def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str
 
 
 @functools.lru_cache(maxsize=4096)  # every batch repeats the same requests
-def _product_size(op: str, size0: tuple, size1: tuple, kwargs: tuple) -> torch.Size:
+def _product_size(op: str, size0: tuple[int, ...], size1: tuple[int, ...], kwargs: tuple[Any, ...]) -> torch.Size:
     # elementwise and matrix products by their rules: torch's meta kernels for them (and
     # torch.broadcast_shapes) import its compiler stack on first use, 1.5 s that landed
     # in a party's first batch; convolutions on meta tensors (no such import)
@@ -90,7 +91,7 @@ def _product_size(op: str, size0: tuple, size1: tuple, kwargs: tuple) -> torch.S
     return PRODUCTS[op](a, b, **dict(kwargs)).shape
 
 
-def _broadcast(a: tuple, b: tuple) -> tuple:
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     n = max(len(a), len(b))
     a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
     if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
@@ -98,7 +99,7 @@ def _broadcast(a: tuple, b: tuple) -> tuple:
     return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
-def _matmul_shape(a: tuple, b: tuple) -> tuple:
+def _matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     # torch.matmul's rules: a vector is a row (left) or a column (right), dropped after
     if not a or not b:
         raise ValueError("matmul needs at least one dimension on each side")
@@ -111,21 +112,21 @@ def _matmul_shape(a: tuple, b: tuple) -> tuple:
     return (out[:-1] if column else out[:-2] + out[-1:]) if row else out
 
 
-def request_tag(kind: str, args: tuple, kwargs: dict[str, Any]) -> bytes:
+def request_tag(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """16-byte digest naming a request, so party 0 can check it uses the right correction."""
     return _tag(kind, tuple(tuple(a) if isinstance(a, torch.Size) else a for a in args), _hashable(kwargs))
 
 
-def _hashable(kwargs: dict[str, Any]) -> tuple:
+def _hashable(kwargs: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
 
 
 @functools.lru_cache(maxsize=4096)
-def _tag(kind: str, args: tuple, kwargs: tuple) -> bytes:
+def _tag(kind: str, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> bytes:
     return hashlib.sha256(f"{kind}|{args}|{kwargs}".encode()).digest()[:16]
 
 
-def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Size, int]]:
+def spec(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[torch.Size, int]]:
     """Shapes and bit lengths of one request's shares, in draw order (64 = ring element)."""
     if kind == "additive":
         size0, size1, op = args
@@ -144,7 +145,9 @@ def spec(kind: str, args: tuple, kwargs: dict[str, Any]) -> list[tuple[torch.Siz
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-def draw(kind: str, generator: AesCtrGenerator, rank: int, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+def draw(
+    kind: str, generator: AesCtrGenerator, rank: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[torch.Tensor]:
     """The shares party `rank` draws for one request, in order; party 0 omits the last
     one (its value comes from the dealer's correction)."""
     wanted = spec(kind, args, kwargs)
@@ -160,7 +163,11 @@ def receivers(kind: str) -> tuple[int, ...]:
 
 
 def material(
-    kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any], masks: FixedMasks | None = None
+    kind: str,
+    generators: list[AesCtrGenerator],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    masks: FixedMasks | None = None,
 ) -> dict[int, torch.Tensor]:
     """At the dealer: what each receiving party gets for one request, by rank (`masks`:
     the session's masks of the fixed operands, for a `fixed` request)."""
@@ -170,7 +177,11 @@ def material(
 
 
 def correction(
-    kind: str, generators: list[AesCtrGenerator], args: tuple, kwargs: dict[str, Any], masks: FixedMasks | None = None
+    kind: str,
+    generators: list[AesCtrGenerator],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    masks: FixedMasks | None = None,
 ) -> torch.Tensor:
     """At the dealer: draw every party's shares and return party 0's missing share."""
     shares = [draw(kind, g, rank, args, kwargs) for rank, g in enumerate(generators)]
@@ -179,25 +190,32 @@ def correction(
         if masks is None:
             raise ValueError("a fixed-operand product needs the session's masks")
         op, _, name, w_size, transposed = args
-        a = sum(s[0] for s in shares)
-        return masks.product(op, a, name, w_size, transposed, kwargs) - sum(s[1] for s in others)
+        a = _total(s[0] for s in shares)
+        return masks.product(op, a, name, w_size, transposed, kwargs) - _total(s[1] for s in others)
     if kind == "additive":
-        a = sum(s[0] for s in shares)
-        b = sum(s[1] for s in shares)
-        return PRODUCTS[args[2]](a, b, **kwargs) - sum(s[2] for s in others)
+        a = _total(s[0] for s in shares)
+        b = _total(s[1] for s in shares)
+        return PRODUCTS[args[2]](a, b, **kwargs) - _total(s[2] for s in others)
     if kind == "square":
-        r = sum(s[0] for s in shares)
-        return r * r - sum(s[1] for s in others)
+        r = _total(s[0] for s in shares)
+        return r * r - _total(s[1] for s in others)
     if kind == "binary":
         a = _xor_all([s[0] for s in shares])
         b = _xor_all([s[1] for s in shares])
         return (a & b) ^ _xor_all([s[2] for s in others])
     if kind == "wraps":
-        return count_wraps([s[0] for s in shares]) - sum(s[1] for s in others)
+        wraps: torch.Tensor = count_wraps([s[0] for s in shares])
+        return wraps - _total(s[1] for s in others)
     if kind == "B2A":
         bit = _xor_all([s[0] for s in shares])
-        return bit - sum(s[1] for s in others)
+        return bit - _total(s[1] for s in others)
     raise ValueError(f"unknown request kind {kind!r}")
+
+
+def _total(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    # sum() of the tensors, as it was (start 0 included); never empty here: every party
+    # draws each share, and a session has parties and their seeds
+    return cast(torch.Tensor, sum(tensors))
 
 
 def _xor_all(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -239,7 +257,8 @@ class Binding:
     def what(self, where: bytes, body: torch.Tensor) -> bytes:
         """The second half of a tag: a MAC of the first half and the item's bytes."""
         h = blake3.blake3(where, key=self._what_key)
-        h.update(body.detach().contiguous().reshape(-1).numpy().view(np.uint8))  # 0-d items too
+        # numpy arrays are buffers (its stubs say so only for Python >= 3.12); 0-d items too
+        h.update(body.detach().contiguous().reshape(-1).numpy().view(np.uint8))  # type: ignore[arg-type]
         return h.digest(8)
 
     def tag(self, request: bytes, batch: str, position: int, body: torch.Tensor) -> bytes:

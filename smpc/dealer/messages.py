@@ -99,7 +99,7 @@ class Material:
 Message = CheckIn | Abort | Start | Refill | Ready | Pooled | Ping | Bye | Error | Seed | Material
 
 # the JSON kinds: wire kind <-> schema
-_JSON = {
+_JSON: dict[wire.Kind, type[CheckIn | Abort | Start | Refill | Ready | Pooled | Ping | Bye | Error]] = {
     wire.Kind.CHECK_IN: CheckIn,
     wire.Kind.ABORT: Abort,
     wire.Kind.START: Start,

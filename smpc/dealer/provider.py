@@ -27,44 +27,46 @@ from smpc.protocols.csprng import AesCtrGenerator
 PROVIDER_NAME = "SMPC_DEALER"
 
 
-class DealerTuples(TupleProvider):
+class DealerTuples(TupleProvider):  # type: ignore[misc]  # CrypTen is untyped: its base class is Any
     """CrypTen's five provider calls and smpc's FSS gates, in terms of `_shares(kind,
     args, kwargs)` and `fss_key(kind, args)` (the party's, or the dealer's trace)."""
 
     tracing = False  # the dealer's shape-only run: values are thrown away
 
-    def _shares(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    def _shares(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def fss_key(self, kind: str, args: tuple) -> Any:
+    def fss_key(self, kind: str, args: tuple[Any, ...]) -> Any:
         """This party's key for one FSS gate (smpc.protocols.fss); None in the dealer's trace."""
         raise NotImplementedError
 
-    def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):
+    def generate_additive_triple(
+        self, size0: Any, size1: Any, op: str, device: Any = None, *args: Any, **kwargs: Any
+    ) -> tuple[Any, ...]:
         a, b, c = self._shares("additive", (torch.Size(size0), torch.Size(size1), op), kwargs)
         return tuple(ArithmeticSharedTensor.from_shares(t, precision=0) for t in (a, b, c))
 
-    def square(self, size, device=None):
+    def square(self, size: Any, device: Any = None) -> tuple[Any, Any]:
         r, r2 = self._shares("square", (torch.Size(size),), {})
         return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(r2, precision=0)
 
-    def generate_binary_triple(self, size0, size1, device=None):
+    def generate_binary_triple(self, size0: Any, size1: Any, device: Any = None) -> tuple[Any, ...]:
         a, b, c = self._shares("binary", (torch.Size(size0), torch.Size(size1)), {})
         return tuple(BinarySharedTensor.from_shares(t) for t in (a, b, c))
 
-    def wrap_rng(self, size, device=None):
+    def wrap_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:
         r, theta = self._shares("wraps", (torch.Size(size),), {})
         return ArithmeticSharedTensor.from_shares(r, precision=0), ArithmeticSharedTensor.from_shares(
             theta, precision=0
         )
 
-    def fixed_pair(self, args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def fixed_pair(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """This party's shares of (A, C = A op B) for one product with a fixed operand
         (smpc.protocols.fixed; args: op, x's size, the weight's name and size, transposed)."""
         a, c = self._shares("fixed", args, kwargs)
         return a, c
 
-    def B2A_rng(self, size, device=None):
+    def B2A_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:
         bit_b, bit_a = self._shares("B2A", (torch.Size(size),), {})
         return ArithmeticSharedTensor.from_shares(bit_a, precision=0), BinarySharedTensor.from_shares(bit_b)
 
@@ -97,14 +99,14 @@ class PartyProvider(DealerTuples):
         if self.stream is not None:
             self.stream.next_batch(bucket, index)
 
-    def _take(self, kind: str, args: tuple, kwargs: dict[str, Any], what: str) -> torch.Tensor:
+    def _take(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], what: str) -> torch.Tensor:
         if self.stream is None:
             raise PartyError(f"this party reads no material from the dealer, yet needs a {what}")
         item = self.stream.take(material.request_tag(kind, args, kwargs), what)
         meter.material(item.numel() * item.element_size())
         return item
 
-    def _shares(self, kind, args, kwargs):
+    def _shares(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         if self.generator is None:
             raise PartyError("the dealer provider is not connected")
         shares = material.draw(kind, self.generator, self.party_rank, args, kwargs)
@@ -112,7 +114,7 @@ class PartyProvider(DealerTuples):
             shares.append(self._take(kind, args, kwargs, f"{kind} correction"))
         return shares
 
-    def fss_key(self, kind, args):
+    def fss_key(self, kind: str, args: tuple[Any, ...]) -> Any:
         if self.generator is None:
             raise PartyError("the dealer provider is not connected")
         elements = fss.count(args)

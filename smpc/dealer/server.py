@@ -83,16 +83,17 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
     roll = RollCall(list(config.names), expected, config.model.program)
     conns: dict[int, socket.socket] = {}
     deadline = time.monotonic() + config.timeouts.connect_s
-    arrived: queue.Queue = queue.Queue()
+    arrived: queue.Queue[tuple[socket.socket, m.Message, Any, str, bool]] = queue.Queue()
     finished = threading.Event()
 
     def refuse(address: str, reason: str) -> None:
         print(f"refused a connection from {address}: {reason}", flush=True)
         audit.record("refused", address=address, reason=reason)
 
-    def handshake(raw: socket.socket, address: tuple) -> None:
-        conn = server_ctx.wrap_socket(raw, server_side=True) if server_ctx is not None else raw
-        proven = transport.peer_name(conn) if server_ctx is not None else None
+    def handshake(raw: socket.socket, address: tuple[Any, ...]) -> None:
+        tls = server_ctx.wrap_socket(raw, server_side=True) if server_ctx is not None else None
+        conn = tls if tls is not None else raw
+        proven = transport.peer_name(tls) if tls is not None else None
         try:
             message = m.recv(conn, limit=1 << 16)
         except wire.WireError as exc:
@@ -184,12 +185,13 @@ def _session(
     config: Config, programs: dict[Bucket, Program], expected: dict[str, str], checks: Any = None
 ) -> dict[str, Any]:
     # one session: every party checks in, gets its key; then the material
+    dealer = config.dealer
+    if dealer is None:  # dealer_process refuses a config without one
+        raise RuntimeError("the dealer's session needs config.dealer")
     try:
-        listener = socket.create_server((config.dealer.host, config.dealer.port))
+        listener = socket.create_server((dealer.host, dealer.port))
     except OSError as exc:
-        raise PartyError(
-            f"dealer: cannot listen on {config.dealer.host}:{config.dealer.port}: {exc.strerror}"
-        ) from None
+        raise PartyError(f"dealer: cannot listen on {dealer.host}:{dealer.port}: {exc.strerror}") from None
     with listener:
         conns = _accept_parties(config, listener, expected)
     try:
@@ -224,6 +226,8 @@ def _serve_run(
     tracer = TracingProvider(generators, writer.emit, masks)
     shape_run(config, program, tracer, checks)  # batch 0: trace and generate in one pass
     per_batch = max(1, writer.sent)
+    if config.dealer is None:  # dealer_process refuses a config without one
+        raise RuntimeError("the dealer's run needs config.dealer")
     prefetch = max(1, min(batches, config.dealer.prefetch_mib * 2**20 // per_batch))
     writer.close(m.Ready(0, prefetch))
     generating = 0.0
@@ -270,10 +274,12 @@ def _serve_pool(
     # 0 asks for more. Party 0 pings while idle; silence for three op timeouts means it
     # is gone.
     serving = config.serving
+    if serving is None:  # _session serves a pool only for a service
+        raise RuntimeError("a pool of batches needs config.serving")
     party0 = conns[0]
     started = time.perf_counter()
     writer = _Writer(conns, seeds, config.names)
-    requests: dict[Bucket, list] = {}
+    requests: dict[Bucket, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
     made: dict[Bucket, int] = {}
     masks = material.FixedMasks(seeds)  # the session's masks of the weights (smpc.protocols.fixed)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import cast
 
 import torch
 
@@ -109,7 +110,7 @@ class MaterialStream(_MaterialReader):
 
         def arrived() -> bool:
             failed = any(isinstance(b, Exception) for b in self._ready)
-            return failed or (self._announced and len(self._ready) >= min(batches, self._announced))
+            return failed or (self._announced > 0 and len(self._ready) >= min(batches, self._announced))
 
         with self._cond:
             return self._cond.wait_for(arrived, timeout=wait_s)
@@ -149,7 +150,7 @@ class MaterialPool(_MaterialReader):
         super().__init__(sock, binding, party, service=True)
         self._timeout_s = timeout_s
         self._ping_s = min(2.0, timeout_s / 2)  # the dealer gives up after 3 op timeouts of silence
-        self._ready: dict[int, list[Batch]] = {}
+        self._ready: dict[Bucket, list[Batch]] = {}
         self._send_lock = threading.Lock()
         self._failed: str | None = None
         self._closed = threading.Event()
@@ -164,7 +165,8 @@ class MaterialPool(_MaterialReader):
 
     def _arrived(self, batch: Batch) -> None:
         with self._cond:
-            self._ready.setdefault(batch.bucket, []).append(batch)
+            # a service's stream closes only POOLED batches, each with its shape bucket (states)
+            self._ready.setdefault(cast(Bucket, batch.bucket), []).append(batch)
             self._cond.notify_all()
 
     def _lost(self, exc: Exception) -> None:

@@ -40,31 +40,33 @@ class ShapeCommunicator:
     def get_rank(self) -> int:
         return self.rank
 
-    def all_reduce(self, input, op=None, batched=False):
+    def all_reduce(self, input: Any, op: Any = None, batched: bool = False) -> Any:
         return [t.clone() for t in input] if batched else input.clone()
 
-    def reduce(self, input, dst, op=None, batched=False):
+    def reduce(self, input: Any, dst: int, op: Any = None, batched: bool = False) -> Any:
         return self.all_reduce(input, batched=batched)
 
-    def broadcast(self, input, src, group=None, batched=False):
+    def broadcast(self, input: Any, src: int, group: Any = None, batched: bool = False) -> Any:
         return input
 
-    def all_gather(self, tensor):
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         return [tensor.clone() for _ in range(self.world_size)]
 
-    def gather(self, tensor, dst):
+    def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor]:
         return self.all_gather(tensor)
 
-    def scatter(self, scatter_list, src, size=None, async_op=False):
+    def scatter(
+        self, scatter_list: list[torch.Tensor], src: int, size: Any = None, async_op: bool = False
+    ) -> torch.Tensor:
         return scatter_list[self.rank].clone() if src == self.rank else torch.zeros(size, dtype=torch.long)
 
-    def send(self, tensor, dst):
+    def send(self, tensor: torch.Tensor, dst: int) -> None:
         return None
 
-    def recv(self, tensor, src=None):
+    def recv(self, tensor: torch.Tensor, src: Any = None) -> torch.Tensor:
         return tensor
 
-    def barrier(self):
+    def barrier(self) -> None:
         return None
 
 
@@ -81,25 +83,25 @@ class TracingProvider(DealerTuples):
         self.generators = generators
         self.emit = emit
         self.masks = masks
-        self.requests: list[tuple[str, tuple, dict[str, Any]]] = []
+        self.requests: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
-    def _record(self, kind: str, args: tuple, kwargs: dict[str, Any]) -> None:
+    def _record(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.requests.append((kind, args, kwargs))
         self.emit(
             material.request_tag(kind, args, kwargs), material.material(kind, self.generators, args, kwargs, self.masks)
         )
 
-    def _shares(self, kind, args, kwargs):
+    def _shares(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         self._record(kind, args, kwargs)
         return [torch.zeros(size, dtype=torch.long) for size, _ in material.spec(kind, args, kwargs)]
 
-    def fss_key(self, kind, args):
+    def fss_key(self, kind: str, args: tuple[Any, ...]) -> Any:
         self._record(kind, args, {})
         return None
 
 
 def replay(
-    requests: list[tuple[str, tuple, dict[str, Any]]],
+    requests: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
     generators: list[AesCtrGenerator],
     emit: Emit,
     masks: material.FixedMasks | None = None,

@@ -107,10 +107,12 @@ def observe(
     if not (1.0 <= margin < 1e6):
         raise ConversionError(f"--margin: expected a factor from 1 to 1e6, got {margin:g}")
     seen: dict[str, list[Any]] = {}
-    largest = [0.0, None]
+    largest_magnitude = 0.0
+    largest_node: torch.fx.Node | None = None
     rows = 0
 
-    def record(node: torch.fx.Node, args: tuple, result: Any) -> None:
+    def record(node: torch.fx.Node, args: tuple[Any, ...], result: Any) -> None:
+        nonlocal largest_magnitude, largest_node
         measured = MEASURED.get(node.target)
         if measured is not None and len(args) > measured[1] and isinstance(args[measured[1]], torch.Tensor):
             x = args[measured[1]].detach().double()
@@ -122,21 +124,21 @@ def observe(
                 entry[3], entry[4] = min(entry[3], low), max(entry[4], high)
         if isinstance(result, torch.Tensor) and result.is_floating_point() and result.numel():
             magnitude = float(result.detach().abs().max())
-            if magnitude > largest[0]:
-                largest[:] = [magnitude, node]
+            if magnitude > largest_magnitude:
+                largest_magnitude, largest_node = magnitude, node
 
     with torch.no_grad():
         for feeds in batches:
             rows += next(iter(feeds.values())).shape[0]
             run_program(program, program.secret, feeds, observe=record)
-    node = largest[1]
+    node = largest_node
     top = OpRange(
         node.name if node is not None else "",
         layer_label(node) if node is not None else "",
         "output",
         "magnitude",
-        -largest[0],
-        largest[0],
+        -largest_magnitude,
+        largest_magnitude,
     )
     ops = tuple(OpRange(name, *values) for name, values in seen.items())
     return Calibration(architecture, rows, float(margin), ops, top)
@@ -216,7 +218,7 @@ def check_bounds(
             continue
         quantity = measured[0]
         entry = calibrated.get(node.name)
-        if entry is not None:
+        if entry is not None and calibration is not None:  # entries come from the calibration
             low, high = _widened(entry, calibration.margin)
         else:
             low, high = _covered(_op(node.target), quantity, precision_bits)
@@ -249,7 +251,7 @@ class RangeChecks:
         self.bounds, self.enforce = bounds, enforce
         self.labels = {n.name: f"{layer_label(n)} ({_op(n.target)})" for n in program.graph.nodes if n.name in bounds}
 
-    def __call__(self, node: torch.fx.Node, args: tuple) -> None:
+    def __call__(self, node: torch.fx.Node, args: tuple[Any, ...]) -> None:
         from smpc.model.ops import is_secret
         from smpc.protocols.range_check import out_of_range
 
@@ -286,15 +288,16 @@ def range_checks(config: Any, program: Program, enforce: bool = True) -> RangeCh
 _NORM = 2.0**NORM_FINE_BITS
 
 
-def _activation(m: float, x: Any, args: tuple) -> float:
+def _activation(m: float, x: Any, args: tuple[Any, ...]) -> float:
     return m + 16
 
 
-def _softmax(m: float, x: Any, args: tuple) -> float:
-    return max(2 * m + 16, 4 * (x.size(args[1]) + 1))
+def _softmax(m: float, x: Any, args: tuple[Any, ...]) -> float:
+    size: int = x.size(args[1])
+    return max(2 * m + 16, 4 * (size + 1))
 
 
-def _normalization(m: float, x: Any, args: tuple) -> float:
+def _normalization(m: float, x: Any, args: tuple[Any, ...]) -> float:
     return max(4 * m * m + 1, 2.0**24) * _NORM
 
 
@@ -325,7 +328,7 @@ class ComparisonWidths:
     def __init__(self, bounds: dict[str, float], precision_bits: int) -> None:
         self.bounds, self.precision_bits = bounds, precision_bits
 
-    def __call__(self, node: torch.fx.Node, args: tuple) -> int | None:
+    def __call__(self, node: torch.fx.Node, args: tuple[Any, ...]) -> int | None:
         reach = self.bounds.get(node.name)
         if reach is None or not args:
             return None

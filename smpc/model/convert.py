@@ -15,9 +15,11 @@ import operator
 import warnings
 from dataclasses import dataclass
 from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch.export.graph_signature import InputKind
+from torch.fx.node import Argument, Target
 
 from smpc.model import ops
 from smpc.errors import ConversionError, UnsupportedOpError
@@ -270,7 +272,27 @@ _ID_STEPS = {
 
 
 # comparisons of ids with a constant (RoBERTa's padding test), read off the one-hot rows
-_ID_TESTS = {aten.eq.Scalar: ops.ids_equal, aten.ne.Scalar: ops.ids_differ}
+_ID_TESTS: dict[Target, Callable[[Any, Any], Any]] = {aten.eq.Scalar: ops.ids_equal, aten.ne.Scalar: ops.ids_differ}
+
+
+def _node(value: Argument) -> torch.fx.Node:
+    # an argument that the graph holds as a node (torch.fx types every argument as any
+    # Argument); anything else fails as reading a node's attribute from it would
+    if not isinstance(value, torch.fx.Node):
+        raise AttributeError(f"{type(value).__name__!r} argument is not a graph node")
+    return value
+
+
+def _optional_node(value: Argument) -> torch.fx.Node | None:
+    # an optional node argument (a layer's bias or weight): None, else a node
+    return None if value is None else _node(value)
+
+
+def _int(value: Argument) -> int:
+    # an integer argument (a dimension); anything else fails as using it as an index would
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer argument, got {type(value).__name__}")
+    return value
 
 
 def _input_spec(node: torch.fx.Node, problems: list[str]) -> InputSpec:
@@ -298,7 +320,7 @@ def _input_spec(node: torch.fx.Node, problems: list[str]) -> InputSpec:
         problems.append(
             f"{node.name}: integer ids used by {', '.join(sorted(others))} besides embedding lookups are not supported"
         )
-    depth = max(int(u.args[0].meta["val"].shape[0]) for u in lookups)
+    depth = max(int(_node(u.args[0]).meta["val"].shape[0]) for u in lookups)
     for lookup in lookups:
         lookup.meta["one_hot_ids"] = True
     for test in tests:  # ids == c is the one-hot column c
@@ -306,9 +328,12 @@ def _input_spec(node: torch.fx.Node, problems: list[str]) -> InputSpec:
     for step in steps:  # the one-hot axis rides along at the end
         args = list(step.args)
         if step.target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default):
-            args[1] = list(args[1]) + [depth]
+            sizes = args[1]
+            if not isinstance(sizes, (list, tuple)):
+                raise TypeError(f"{step.name}: expected a list of sizes, got {type(sizes).__name__}")
+            args[1] = list(sizes) + [depth]
         elif step.target in (aten.unsqueeze.default, aten.slice.Tensor, aten.select.int):
-            dim = args[1] if len(args) > 1 else 0
+            dim = _int(args[1]) if len(args) > 1 else 0
             if dim < 0:
                 args = args + [0] * (2 - len(args))
                 args[1] = dim - 1
@@ -377,9 +402,10 @@ def _index_free(node: torch.fx.Node, values: dict[torch.fx.Node, Any]) -> torch.
     # position ids. Returns the public result, or None.
     if node.target is not aten.gather.default or node.args[0] not in values:
         return None
-    source, dim, index = values[node.args[0]], node.args[1], node.args[2]
+    source, dim, index = values[_node(node.args[0])], node.args[1], node.args[2]
     if not isinstance(source, torch.Tensor) or not isinstance(index, torch.fx.Node) or index in values:
         return None
+    dim = _int(dim)
     if source.shape[dim] == 0 or not torch.equal(source, source.narrow(dim, 0, 1).expand_as(source)):
         return None
     return torch.gather(source, dim, torch.zeros(tuple(index.meta["val"].shape), dtype=torch.long))
@@ -443,10 +469,12 @@ def _fold_batch_norms(graph: torch.fx.Graph, secret: dict[str, torch.Tensor]) ->
     # replaced by ops.channel_affine. The arithmetic happens on the owner's plaintext
     # weights before sharing, so no secret square root is ever computed.
     for bn in [n for n in graph.nodes if n.op == "call_function" and n.target is _BATCH_NORM]:
-        x, weight, bias, mean, var, _momentum, eps = bn.args
+        x, weight_arg, bias_arg, mean_arg, var_arg, _momentum, eps = bn.args
         getters = list(bn.users)
         if any(u.target is not operator.getitem or u.args[1] != 0 for u in getters):
             raise UnsupportedOpError(f"{module_path(bn)}: batch norm statistics outputs are not supported")
+        mean, var = _node(mean_arg), _node(var_arg)
+        weight, bias = _optional_node(weight_arg), _optional_node(bias_arg)
         channels = secret[mean.name].shape[0]
         w = secret[weight.name] if weight is not None else torch.ones(channels)
         b = secret[bias.name] if bias is not None else torch.zeros(channels)
@@ -458,14 +486,14 @@ def _fold_batch_norms(graph: torch.fx.Graph, secret: dict[str, torch.Tensor]) ->
             producer is not None
             and producer.target in _FOLDABLE
             and len(producer.users) == 1
-            and len(producer.args[1].users) == 1
-            and (len(producer.args) < 3 or producer.args[2] is None or len(producer.args[2].users) == 1)
+            and len(_node(producer.args[1]).users) == 1
+            and (len(producer.args) < 3 or producer.args[2] is None or len(_node(producer.args[2]).users) == 1)
         )
-        if foldable:
-            w_node = producer.args[1]
+        if foldable and producer is not None:  # foldable: a producer
+            w_node = _node(producer.args[1])
             kernel = secret[w_node.name]
             secret[w_node.name] = kernel * scale.view(-1, *([1] * (kernel.dim() - 1)))
-            old_bias = producer.args[2] if len(producer.args) > 2 else None
+            old_bias = _optional_node(producer.args[2]) if len(producer.args) > 2 else None
             base = secret[old_bias.name] if old_bias is not None else torch.zeros(channels)
             bias_name = old_bias.name if old_bias is not None else f"{bn.name}_folded_bias"
             secret[bias_name] = base * scale + shift
@@ -493,4 +521,5 @@ def _fold_batch_norms(graph: torch.fx.Graph, secret: dict[str, torch.Tensor]) ->
 
 
 def _first_non_placeholder(graph: torch.fx.Graph) -> torch.fx.Node:
-    return next(n for n in graph.nodes if n.op != "placeholder")
+    first: torch.fx.Node = next(n for n in graph.nodes if n.op != "placeholder")
+    return first

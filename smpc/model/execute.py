@@ -19,9 +19,9 @@ def run_program(
     params: dict[str, Any],
     inputs: Any,
     meter: LayerMeter | None = None,
-    observe: Callable[[torch.fx.Node, tuple, Any], None] | None = None,
-    checks: Callable[[torch.fx.Node, tuple], None] | None = None,
-    widths: Callable[[torch.fx.Node, tuple], int | None] | None = None,
+    observe: Callable[[torch.fx.Node, tuple[Any, ...], Any], None] | None = None,
+    checks: Callable[[torch.fx.Node, tuple[Any, ...]], None] | None = None,
+    widths: Callable[[torch.fx.Node, tuple[Any, ...]], int | None] | None = None,
 ) -> list[Any]:
     """Evaluate `program` on shares (or, for checking a conversion, on plain tensors).
 

@@ -61,13 +61,14 @@ def load_pretrained(directory: Path) -> torch.nn.Module:
         raise ArtifactError(f"{directory}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
-    return model.eval()
+    module: torch.nn.Module = model.eval()
+    return module
 
 
-def example_inputs(model: torch.nn.Module, batch: int, seq_len: int) -> tuple[tuple, dict[str, Any]]:
+def example_inputs(model: torch.nn.Module, batch: int, seq_len: int) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
     """Inputs of the shapes to convert for: images for vision models, else token ids
     with an attention mask."""
-    config = model.config
+    config: Any = model.config  # a transformers PretrainedConfig
     if getattr(model, "main_input_name", "input_ids") == "pixel_values":
         size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
         return (torch.zeros(batch, config.num_channels, size, size),), {}

@@ -17,13 +17,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from smpc import artifacts
 from smpc.model import zoo
 from smpc.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from model_signing import hashing
 
 FORMAT = "smpc-model"
 VERSION = 1
@@ -32,11 +35,14 @@ MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
 
 
-def _hashing():
+def _hashing() -> hashing.Config:
     from model_signing import hashing
 
     # git files are not special here: an added .gitignore is tampering like any file
-    return hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False)
+    # model_signing leaves its Config constructors unannotated
+    return hashing.Config().set_ignored_paths(  # type: ignore[no-untyped-call]
+        paths=[SIGNATURE], ignore_git_paths=False
+    )
 
 
 def pack(architecture: str, weights: Path, input_shape: tuple[int, ...], out: Path) -> None:
@@ -82,9 +88,9 @@ def sign(directory: Path, private_key: Path) -> Path:
     if not (directory / MANIFEST).is_file():
         raise ArtifactError(f"{directory}: not a model directory (no {MANIFEST}; run `smpc model pack`)")
     try:
-        signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(_hashing()).sign(
-            directory, directory / SIGNATURE
-        )
+        signing.Config().use_elliptic_key_signer(  # type: ignore[no-untyped-call]  # unannotated constructor
+            private_key=private_key
+        ).set_hashing_config(_hashing()).sign(directory, directory / SIGNATURE)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{directory}: cannot sign with {private_key}: {exc}") from None
     return directory / SIGNATURE
@@ -202,15 +208,15 @@ def verify(directory: Path, public_key: Path) -> dict[str, Any]:
     if not public_key.is_file():
         raise ArtifactError(f"{public_key}: public key not found")
     try:
-        verifying.Config().use_elliptic_key_verifier(public_key=public_key).set_hashing_config(_hashing()).verify(
-            directory, directory / SIGNATURE
-        )
+        verifying.Config().use_elliptic_key_verifier(  # type: ignore[no-untyped-call]  # unannotated constructor
+            public_key=public_key
+        ).set_hashing_config(_hashing()).verify(directory, directory / SIGNATURE)
     except Exception:  # the library raises ValueError and others for every kind of mismatch
         raise ArtifactError(
             f"{directory}: signature verification failed: {_why_refused(directory, public_key)}"
         ) from None
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{directory / MANIFEST}: not JSON ({exc})") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:

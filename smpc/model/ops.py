@@ -35,7 +35,7 @@ def to_secret(value: Any) -> Any:
     return crypten.cryptensor(torch.as_tensor(value, dtype=torch.float32), src=0)
 
 
-def _index(dim: int, key: Any) -> tuple:
+def _index(dim: int, key: Any) -> tuple[Any, ...]:
     return (slice(None),) * dim + (key,)
 
 
@@ -91,7 +91,16 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Any:
     return out if bias is None else add(out, bias)
 
 
-def _conv(dims: int, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _conv(
+    dims: int,
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> Any:
     if isinstance(weight, fixed.FixedWeight):
         if not is_secret(x):
             return _conv(dims, x, weight.tensor, bias, stride, padding, dilation, groups)
@@ -116,11 +125,11 @@ def _conv(dims: int, x, weight, bias=None, stride=1, padding=0, dilation=1, grou
     return add(out, bias.view(1, -1, *([1] * dims)))
 
 
-def conv1d(*args):
+def conv1d(*args: Any) -> Any:
     return _conv(1, *args)
 
 
-def conv2d(*args):
+def conv2d(*args: Any) -> Any:
     return _conv(2, *args)
 
 
@@ -144,18 +153,18 @@ def _reduce(method: str, x: Any, dims: Sequence[int] | int | None, keepdim: bool
     return x if method == "sum" else x * (1.0 / count)
 
 
-def mean(x, dims=None, keepdim=False, dtype=None):
+def mean(x: Any, dims: Sequence[int] | int | None = None, keepdim: bool = False, dtype: Any = None) -> Any:
     return _reduce("mean", x, dims, keepdim)
 
 
-def sum_(x, dims=None, keepdim=False, dtype=None):
+def sum_(x: Any, dims: Sequence[int] | int | None = None, keepdim: bool = False, dtype: Any = None) -> Any:
     return _reduce("sum", x, dims, keepdim)
 
 
 # ---- non-linear functions ------------------------------------------------------
 
 
-def _unary(name: str, secret_fn: Callable) -> Callable:
+def _unary(name: str, secret_fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     # the approximation on shares, the torch function on public values
     def run(x: Any) -> Any:
         return secret_fn(x) if is_secret(x) else getattr(torch, name)(x)
@@ -164,35 +173,37 @@ def _unary(name: str, secret_fn: Callable) -> Callable:
     return run
 
 
-def relu(x):
+def relu(x: Any) -> Any:
     return x.relu() if is_secret(x) else torch.relu(x)
 
 
-def hardtanh(x, min_val=-1.0, max_val=1.0):
+def hardtanh(x: Any, min_val: float = -1.0, max_val: float = 1.0) -> Any:
     if not is_secret(x):
         return torch.nn.functional.hardtanh(x, min_val, max_val)
     return x.hardtanh(min_val, max_val)
 
 
-def gelu(x, approximate="none"):
+def gelu(x: Any, approximate: str = "none") -> Any:
     if not is_secret(x):
         return torch.nn.functional.gelu(x, approximate=approximate)
     return approx.gelu(x, approximate)
 
 
-def silu(x):
+def silu(x: Any) -> Any:
     return approx.silu(x) if is_secret(x) else torch.nn.functional.silu(x)
 
 
-def softmax(x, dim, half_to_float=False):
+def softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
     return approx.softmax(x, dim) if is_secret(x) else torch.softmax(x, dim)
 
 
-def log_softmax(x, dim, half_to_float=False):
+def log_softmax(x: Any, dim: int, half_to_float: bool = False) -> Any:
     return approx.log_softmax(x, dim) if is_secret(x) else torch.log_softmax(x, dim)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+def layer_norm(
+    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5, cudnn_enable: bool = True
+) -> Any:
     if not is_secret(x):
         return torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
     dims = list(range(x.dim() - len(normalized_shape), x.dim()))
@@ -202,7 +213,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enab
     return out if bias is None else add(out, bias)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None):
+def rms_norm(x: Any, normalized_shape: Any, weight: Any = None, eps: float | None = None) -> Any:
     if not is_secret(x):
         return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
     dims = list(range(x.dim() - len(normalized_shape), x.dim()))
@@ -210,7 +221,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     return out if weight is None else mul(out, weight)
 
 
-def pow_(x, exponent):
+def pow_(x: Any, exponent: float) -> Any:
     if not is_secret(x):
         return torch.pow(x, exponent)
     if exponent == 0.5:
@@ -225,7 +236,9 @@ def pow_(x, exponent):
     return out
 
 
-def max_pool2d(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+def max_pool2d(
+    x: Any, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
+) -> Any:
     if not is_secret(x):
         return torch.nn.functional.max_pool2d(x, kernel_size, stride or None, padding, dilation, ceil_mode)
     # CrypTen wants ints or tuples where the graph holds lists
@@ -256,8 +269,16 @@ def _public_linear_pool(x: Any, pool: Callable[[torch.Tensor], torch.Tensor]) ->
     return out.reshape(n, c, *out_spatial)
 
 
-def avg_pool2d(x, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
-    def pool(t):
+def avg_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = (),
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: Any = None,
+) -> Any:
+    def pool(t: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(
             t, kernel_size, stride or None, padding, ceil_mode, count_include_pad, divisor_override
         )
@@ -265,8 +286,8 @@ def avg_pool2d(x, kernel_size, stride=(), padding=0, ceil_mode=False, count_incl
     return pool(x) if not is_secret(x) else _public_linear_pool(x, pool)
 
 
-def adaptive_avg_pool2d(x, output_size):
-    def pool(t):
+def adaptive_avg_pool2d(x: Any, output_size: Any) -> Any:
+    def pool(t: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.adaptive_avg_pool2d(t, output_size)
 
     return pool(x) if not is_secret(x) else _public_linear_pool(x, pool)
@@ -277,7 +298,16 @@ def adaptive_avg_pool2d(x, output_size):
 MASK_VALUE = -1.0e4
 
 
-def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+def scaled_dot_product_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: Any = None,
+    enable_gqa: bool = False,
+) -> Any:
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     if enable_gqa and k.size(-3) != q.size(-3):  # grouped-query attention: share each k/v head
         groups = q.size(-3) // k.size(-3)
@@ -297,7 +327,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     return matmul(softmax(scores, -1), v)
 
 
-def _repeat_heads(x, groups):
+def _repeat_heads(x: Any, groups: int) -> Any:
     b, h, s, d = x.shape
     return x.unsqueeze(2).expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
 
@@ -305,42 +335,42 @@ def _repeat_heads(x, groups):
 # ---- shape and data movement -----------------------------------------------------
 
 
-def identity(x, *args, **kwargs):
+def identity(x: Any, *args: Any, **kwargs: Any) -> Any:
     return x
 
 
-def reshape(x, shape):
+def reshape(x: Any, shape: Sequence[int]) -> Any:
     return x.reshape(*shape) if is_secret(x) else x.reshape(shape)
 
 
-def flatten(x, start_dim=0, end_dim=-1):
+def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     start, end = start_dim % max(x.dim(), 1), end_dim % max(x.dim(), 1)
     shape = list(x.shape[:start]) + [-1] + list(x.shape[end + 1 :])
     return reshape(x, shape)
 
 
-def unflatten(x, dim, sizes):
+def unflatten(x: Any, dim: int, sizes: Sequence[int]) -> Any:
     dim = dim % x.dim()
     return reshape(x, list(x.shape[:dim]) + list(sizes) + list(x.shape[dim + 1 :]))
 
 
-def permute(x, dims):
+def permute(x: Any, dims: Sequence[int]) -> Any:
     return x.permute(*dims)
 
 
-def transpose(x, dim0, dim1):
+def transpose(x: Any, dim0: int, dim1: int) -> Any:
     return x.transpose(dim0, dim1)
 
 
-def t(x):
+def t(x: Any) -> Any:
     return x.t()
 
 
-def unsqueeze(x, dim):
+def unsqueeze(x: Any, dim: int) -> Any:
     return x.unsqueeze(dim)
 
 
-def squeeze(x, dim=None):
+def squeeze(x: Any, dim: int | Sequence[int] | None = None) -> Any:
     if dim is None:
         return x.squeeze()
     dims = [dim] if isinstance(dim, int) else list(dim)
@@ -350,57 +380,57 @@ def squeeze(x, dim=None):
     return x
 
 
-def select(x, dim, index):
+def select(x: Any, dim: int, index: int) -> Any:
     return x[_index(dim % x.dim(), index)]
 
 
-def slice_(x, dim=0, start=None, end=None, step=1):
+def slice_(x: Any, dim: int = 0, start: int | None = None, end: int | None = None, step: int = 1) -> Any:
     return x[_index(dim % x.dim(), slice(start, end, step))]
 
 
-def split(x, split_size, dim=0):
+def split(x: Any, split_size: int | Sequence[int], dim: int = 0) -> Any:
     return tuple(x.split(split_size, dim))
 
 
-def chunk(x, chunks, dim=0):
+def chunk(x: Any, chunks: int, dim: int = 0) -> Any:
     size = math.ceil(x.size(dim) / chunks)
     return split(x, size, dim)
 
 
-def unbind(x, dim=0):
+def unbind(x: Any, dim: int = 0) -> Any:
     return tuple(select(x, dim, i) for i in range(x.size(dim)))
 
 
-def cat(tensors, dim=0):
+def cat(tensors: list[Any], dim: int = 0) -> Any:
     if not any(is_secret(v) for v in tensors):
         return torch.cat(tensors, dim)
     return crypten.cat([to_secret(v) for v in tensors], dim=dim)
 
 
-def stack(tensors, dim=0):
+def stack(tensors: list[Any], dim: int = 0) -> Any:
     return cat([unsqueeze(v, dim) for v in tensors], dim)
 
 
-def expand(x, size, implicit=False):
+def expand(x: Any, size: Sequence[int], implicit: bool = False) -> Any:
     return x.expand(*size)
 
 
-def repeat(x, repeats):
+def repeat(x: Any, repeats: Sequence[int]) -> Any:
     return x.repeat(*repeats)
 
 
-def pad(x, pad_widths, mode="constant", value=None):
+def pad(x: Any, pad_widths: Any, mode: str = "constant", value: Any = None) -> Any:
     value = 0.0 if value is None else value
     if not is_secret(x):
         return torch.nn.functional.pad(x, pad_widths, mode, value)
     return x.pad(pad_widths, mode=mode, value=value)
 
 
-def clone(x, memory_format=None):
+def clone(x: Any, memory_format: Any = None) -> Any:
     return x.clone()
 
 
-def dropout(x, p=0.5, train=False):
+def dropout(x: Any, p: float = 0.5, train: bool = False) -> Any:
     return x
 
 
@@ -412,7 +442,9 @@ def _as_float(v: Any) -> Any:
     return v.float() if isinstance(v, torch.Tensor) and not v.is_floating_point() else v
 
 
-def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+def embedding(
+    weight: Any, indices: Any, padding_idx: int = -1, scale_grad_by_freq: bool = False, sparse: bool = False
+) -> Any:
     """A lookup: public indices select rows of the (secret) table; secret ids arrive as
     one-hot rows (convert.InputSpec), and the lookup is their product with the table."""
     if isinstance(weight, fixed.FixedWeight):
@@ -424,7 +456,7 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
     return weight[indices]
 
 
-def ids_equal(onehot, value):
+def ids_equal(onehot: Any, value: Any) -> Any:
     """eq(ids, value) on one-hot ids (convert.InputSpec): the one-hot column of `value`."""
     width = onehot.shape[-1]
     if not (isinstance(value, int) and 0 <= value < width):
@@ -432,12 +464,14 @@ def ids_equal(onehot, value):
     return onehot[..., value]
 
 
-def ids_differ(onehot, value):
+def ids_differ(onehot: Any, value: Any) -> Any:
     """ne(ids, value) on one-hot ids: 1 minus the one-hot column of `value`."""
     return sub(1.0, ids_equal(onehot, value))
 
 
-def lookup_secret_index(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+def lookup_secret_index(
+    weight: Any, indices: Any, padding_idx: int = -1, scale_grad_by_freq: bool = False, sparse: bool = False
+) -> Any:
     """An embedding lookup at a secret integer index computed on shares (RoBERTa's
     position ids): protocols.lookup's one-hot selection."""
     if not is_secret(indices):
@@ -445,7 +479,7 @@ def lookup_secret_index(weight, indices, padding_idx=-1, scale_grad_by_freq=Fals
     return lookup.rows(weight, indices)
 
 
-def gather_secret_index(x, dim, idx, sparse_grad=False):
+def gather_secret_index(x: Any, dim: int, idx: Any, sparse_grad: bool = False) -> Any:
     """torch.gather at a secret integer index (protocols.lookup)."""
     if not is_secret(idx):
         return gather(x, dim, _as_index(idx))
@@ -457,14 +491,14 @@ def _as_index(values: torch.Tensor) -> torch.Tensor:
     return values.round().long() if values.is_floating_point() else values
 
 
-def type_as(x, other):
+def type_as(x: Any, other: Any) -> Any:
     # on shares a dtype is no change (see to_copy); a public value meeting a secret is a float
     if is_secret(x):
         return x
     return x.float() if is_secret(other) else x.type_as(other)
 
 
-def to_copy(x, dtype=None, **kwargs):
+def to_copy(x: Any, dtype: Any = None, **kwargs: Any) -> Any:
     # on shares a dtype change is no change: float stays fixed point, and the only
     # integer or boolean secrets are 0/1 masks and one-hot ids (convert.InputSpec)
     if is_secret(x):
@@ -472,29 +506,29 @@ def to_copy(x, dtype=None, **kwargs):
     return x.to(dtype) if dtype is not None else x.clone()
 
 
-def index(x, indices):
+def index(x: Any, indices: Any) -> Any:
     key = tuple(slice(None) if i is None else i for i in indices)
     return x[key]
 
 
-def logical_and(a, b):
+def logical_and(a: Any, b: Any) -> Any:
     if not is_secret(a) and not is_secret(b):
         return torch.logical_and(a, b)
     return mul(_as_float(a), _as_float(b))
 
 
-def logical_or(a, b):
+def logical_or(a: Any, b: Any) -> Any:
     if not is_secret(a) and not is_secret(b):
         return torch.logical_or(a, b)
     a, b = _as_float(a), _as_float(b)
     return sub(add(a, b), mul(a, b))
 
 
-def logical_not(x):
+def logical_not(x: Any) -> Any:
     return torch.logical_not(x) if not is_secret(x) else -x + 1
 
 
-def where(condition, a, b):
+def where(condition: Any, a: Any, b: Any) -> Any:
     """a where condition else b: b + condition * (a - b); a public 0/1 condition selects
     exactly (integer products, no truncation)."""
     if not any(is_secret(v) for v in (condition, a, b)):
@@ -513,13 +547,13 @@ def where(condition, a, b):
     return add(b, mul(condition, sub(a, b)))
 
 
-def masked_fill(x, mask, value):
+def masked_fill(x: Any, mask: Any, value: Any) -> Any:
     return where(mask, torch.as_tensor(float(value)), x)
 
 
-def _compare(name: str) -> Callable:
+def _compare(name: str) -> Callable[[Any, Any], Any]:
     # comparisons on shares give 0/1 shares (CrypTen's binary circuits)
-    def run(a, b):
+    def run(a: Any, b: Any) -> Any:
         if not is_secret(a) and not is_secret(b):
             return getattr(torch, name)(a, b)
         if is_secret(a):
@@ -531,33 +565,33 @@ def _compare(name: str) -> Callable:
     return run
 
 
-def gather(x, dim, idx, sparse_grad=False):
+def gather(x: Any, dim: int, idx: Any, sparse_grad: bool = False) -> Any:
     return x.gather(dim, idx) if is_secret(x) else torch.gather(x, dim, idx)
 
 
-def index_select(x, dim, idx):
+def index_select(x: Any, dim: int, idx: Any) -> Any:
     return x.index_select(dim, idx) if is_secret(x) else torch.index_select(x, dim, idx)
 
 
-def cumsum(x, dim, dtype=None):
+def cumsum(x: Any, dim: int, dtype: Any = None) -> Any:
     return x.cumsum(dim) if is_secret(x) else torch.cumsum(x, dim)
 
 
-def tril(x, diagonal=0):
+def tril(x: Any, diagonal: int = 0) -> Any:
     if not is_secret(x):
         return torch.tril(x, diagonal)
     keep = torch.ones(x.shape[-2:], dtype=torch.long).tril(diagonal)
     return compat.times_integers(x, keep)
 
 
-def triu(x, diagonal=0):
+def triu(x: Any, diagonal: int = 0) -> Any:
     if not is_secret(x):
         return torch.triu(x, diagonal)
     keep = torch.ones(x.shape[-2:], dtype=torch.long).triu(diagonal)
     return compat.times_integers(x, keep)
 
 
-def amax(x, dim=(), keepdim=False):
+def amax(x: Any, dim: int | list[int] | tuple[int, ...] = (), keepdim: bool = False) -> Any:
     if not is_secret(x):
         return torch.amax(x, dim, keepdim)
     dims = sorted((d % x.dim() for d in ([dim] if isinstance(dim, int) else (dim or range(x.dim())))), reverse=True)
@@ -566,11 +600,11 @@ def amax(x, dim=(), keepdim=False):
     return x
 
 
-def amin(x, dim=(), keepdim=False):
+def amin(x: Any, dim: int | list[int] | tuple[int, ...] = (), keepdim: bool = False) -> Any:
     return -amax(-x, dim, keepdim) if is_secret(x) else torch.amin(x, dim, keepdim)
 
 
-def max_dim(x, dim, keepdim=False):
+def max_dim(x: Any, dim: int, keepdim: bool = False) -> Any:
     if not is_secret(x):
         return torch.max(x, dim, keepdim)
     values, onehot = x.max(dim=dim, keepdim=True)
@@ -584,7 +618,7 @@ def max_dim(x, dim, keepdim=False):
     return values, indices
 
 
-def argmax(x, dim=None, keepdim=False):
+def argmax(x: Any, dim: int | None = None, keepdim: bool = False) -> Any:
     if not is_secret(x):
         return torch.argmax(x, dim, keepdim)
     if dim is None:
@@ -592,11 +626,11 @@ def argmax(x, dim=None, keepdim=False):
     return max_dim(x, dim, keepdim)[1]
 
 
-def abs_(x):
+def abs_(x: Any) -> Any:
     return approx.split_sign(x)[2] if is_secret(x) else torch.abs(x)
 
 
-def clamp(x, min=None, max=None):
+def clamp(x: Any, min: Any = None, max: Any = None) -> Any:
     if not is_secret(x):
         return torch.clamp(x, min, max)
     if min is not None and max is not None:
@@ -606,28 +640,28 @@ def clamp(x, min=None, max=None):
     return -((-x + max).relu()) + max
 
 
-def addmm(bias, a, b, beta=1, alpha=1):
+def addmm(bias: Any, a: Any, b: Any, beta: float = 1, alpha: float = 1) -> Any:
     out = matmul(a, b)
     if alpha != 1:
         out = out * alpha
     return add(out, bias if beta == 1 else bias * beta)
 
 
-def baddbmm(bias, a, b, beta=1, alpha=1):
+def baddbmm(bias: Any, a: Any, b: Any, beta: float = 1, alpha: float = 1) -> Any:
     return addmm(bias, a, b, beta, alpha)
 
 
-def log(x):
+def log(x: Any) -> Any:
     return x.log() if is_secret(x) else torch.log(x)
 
 
-def flip(x, dims):
+def flip(x: Any, dims: Any) -> Any:
     return x.flip(dims) if is_secret(x) else torch.flip(x, dims)
 
 
-def new_like(fill: float) -> Callable:
+def new_like(fill: float) -> Callable[..., torch.Tensor]:
     # tensors of a secret's shape but of public values (shape is public)
-    def run(x, size=None, *args, **kwargs):
+    def run(x: Any, size: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
         shape = x.shape if size is None else size
         return torch.full(tuple(shape), fill)
 
@@ -635,7 +669,7 @@ def new_like(fill: float) -> Callable:
 
 
 # Target -> implementation. The keys are the only operations a model may use.
-OPS: dict[Any, Callable] = {
+OPS: dict[Any, Callable[..., Any]] = {
     aten.add.Tensor: add,
     aten.add.Scalar: add,
     aten.sub.Tensor: sub,
@@ -764,7 +798,7 @@ OPS: dict[Any, Callable] = {
 }
 
 
-def unsupported_reason(target: Any, args: tuple, kwargs: dict) -> str | None:
+def unsupported_reason(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """Why a call that is in OPS still cannot run on shares (None when it can)."""
     if target is aten.dropout.default and (args[2:3] or [kwargs.get("train", False)])[0]:
         return "dropout in training mode is not supported (call model.eval())"

@@ -51,12 +51,12 @@ class Layout:
         return self.top.seq
 
 
-def _examples(example_inputs: Any, example_kwargs: dict | None) -> tuple[tuple, dict]:
+def _examples(example_inputs: Any, example_kwargs: dict[str, Any] | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     return args, dict(example_kwargs or {})
 
 
-def _sequence_length(args: tuple, kwargs: dict) -> int:
+def _sequence_length(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     # a sequence model takes integer [batch, seq] tensors (token ids, masks) and no float
     # ones: it is packed for every length up to seq; anything else for its one shape
     tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
@@ -77,7 +77,7 @@ def pack(
     model: torch.nn.Module,
     example_inputs: Any,
     out_dir: str | Path,
-    example_kwargs: dict | None = None,
+    example_kwargs: dict[str, Any] | None = None,
     buckets: bool = True,
     tokenizer: str | Path | None = None,
 ) -> Program:
@@ -149,7 +149,14 @@ def pack(
     return program
 
 
-def _sequence_dims(model, args, kwargs, program: Program, converted: dict, seq: int) -> dict[str, int | None]:
+def _sequence_dims(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    program: Program,
+    converted: dict[Bucket, Program],
+    seq: int,
+) -> dict[str, int | None]:
     # which dimension of each input and output follows the sequence length: the one whose
     # size changes with it (a probe one token shorter when no smaller bucket was made)
     if not seq:
@@ -303,9 +310,11 @@ def _check_calibration(config: Any, program: Program, owner_weights: Path) -> No
         calibrate.check(calibration, program, config.protocol.precision_bits, str(owner_weights / calibrate.FILE))
 
 
-def load_rows(config: Any, program: Program, path: Path) -> artifacts.InputData:
+def load_rows(config: Any, program: Program, path: Path | None) -> artifacts.InputData:
     """A data owner's rows for `program`, every value checked (ids inside the vocabulary,
     masks 0/1) before anyone computes."""
+    if path is None:  # the config's validation requires data of every data owner
+        raise RuntimeError("load_rows: a data owner without data")
     if config.model.program is None:
         data = artifacts.load_data(path, config.model.input_shape)
         return artifacts.InputData({program.inputs[0].name: data.inputs}, data.labels)

@@ -175,7 +175,8 @@ def load(directory: Path) -> Program:
                 if inner not in built:
                     raise ArtifactError(f"{path}: {where}: refers to node {inner!r} before it is defined")
                 return built[inner]
-            table = {"dtype": _DTYPES, "layout": _LAYOUTS, "memory_format": _MEMORY_FORMATS}.get(kind)
+            tables: dict[str, dict[str, Any]] = {"dtype": _DTYPES, "layout": _LAYOUTS, "memory_format": _MEMORY_FORMATS}
+            table = tables.get(kind)
             if table is not None:
                 if inner not in table:
                     raise ArtifactError(f"{path}: {where}: unknown {kind} {inner!r}")
@@ -204,7 +205,8 @@ def load(directory: Path) -> Program:
                 )
             built[name] = graph.placeholder(name)
         elif op == "call_function":
-            target = _TARGETS.get(entry.get("target"))
+            target_name: Any = entry.get("target")  # unchecked JSON: any value, looked up as it is
+            target = _TARGETS.get(target_name)
             if target is None:
                 raise ArtifactError(f"{path}: {where}: unknown operation {entry.get('target')!r}")
             kwargs = entry.get("kwargs", {})

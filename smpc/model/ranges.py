@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import torch
+from torch._ops import OpOverload
 
 from smpc.model.convert import Program, layer_label
 from smpc.model.execute import run_program
@@ -50,16 +51,21 @@ def likely_cause(program: Program, batches: list[dict[str, torch.Tensor]]) -> st
     found: list[tuple[int, str]] = []
     order = {node: i for i, node in enumerate(program.graph.nodes)}
 
-    def observe(node: torch.fx.Node, args: tuple, result: Any) -> None:
-        bounds = COVERED.get(node.target)
-        if bounds is not None and args and isinstance(args[0], torch.Tensor):
+    def observe(node: torch.fx.Node, args: tuple[Any, ...], result: Any) -> None:
+        target = node.target  # COVERED holds operator overloads only
+        if (
+            isinstance(target, OpOverload)
+            and (bounds := COVERED.get(target)) is not None
+            and args
+            and isinstance(args[0], torch.Tensor)
+        ):
             low, high = bounds
             x = args[0].abs() if node.target is not aten.exp.default else args[0]
             if x.numel() and (float(x.min()) < low or float(x.max()) > high):
                 found.append(
                     (
                         order[node],
-                        f"{layer_label(node)} ({node.target.__name__.split('.')[0]}): inputs reach "
+                        f"{layer_label(node)} ({target.__name__.split('.')[0]}): inputs reach "
                         f"[{float(x.min()):.3g}, {float(x.max()):.3g}], covered [{low:.3g}, {high:.3g}]",
                     )
                 )

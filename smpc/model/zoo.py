@@ -31,7 +31,8 @@ class DigitsCNN(nn.Module):
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        y: torch.Tensor = self.classifier(self.features(x))
+        return y
 
 
 class LeNet5(nn.Module):
@@ -57,7 +58,8 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        y: torch.Tensor = self.classifier(self.features(x))
+        return y
 
 
 class MLP(nn.Module):
@@ -75,7 +77,8 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        y: torch.Tensor = self.net(x)
+        return y
 
 
 class BasicBlock(nn.Module):
@@ -96,7 +99,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        y: torch.Tensor = self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        return y
 
 
 class ResNet18(nn.Module):
@@ -116,7 +120,8 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        y: torch.Tensor = self.fc(torch.flatten(self.pool(x), 1))
+        return y
 
 
 class ResNetBlock(nn.Module):
@@ -133,7 +138,8 @@ class ResNetBlock(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.block(self.stem(x))), 1))
+        y: torch.Tensor = self.fc(torch.flatten(self.pool(self.block(self.stem(x))), 1))
+        return y
 
 
 class TransformerEncoder(nn.Module):
@@ -156,7 +162,8 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.encoder(x + self.position)
-        return self.head(self.norm(x).mean(dim=1))
+        y: torch.Tensor = self.head(self.norm(x).mean(dim=1))
+        return y
 
 
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {

@@ -36,7 +36,7 @@ measured by tests/test_approx.py and listed in docs/explanation/models.md.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 from collections.abc import Sequence
 
 from smpc import compat
@@ -109,10 +109,15 @@ def powers(w: Any, degree: int) -> list[Any]:
     return [p[i] for i in range(1, degree + 1)]
 
 
+def _table(name: str) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+    # the segment breakpoints and per-segment coefficients of TABLES[name] (a generated literal)
+    table = TABLES[name]
+    return cast("tuple[float, ...]", table["points"]), cast("tuple[tuple[float, ...], ...]", table["coefficients"])
+
+
 def _segments_value(u: Any, name: str) -> Any:
     # every segment's polynomial at u, on a last axis of segments: [..., S]
-    table = TABLES[name]
-    points, coefficients = table["points"], table["coefficients"]
+    points, coefficients = _table(name)
     centers = torch.tensor([(a + b) / 2 for a, b in zip(points[:-1], points[1:])])
     inverse_half = torch.tensor([2 / (b - a) for a, b in zip(points[:-1], points[1:])])
     w = (_repeat_last(u, len(centers)) - centers) * inverse_half
@@ -121,7 +126,7 @@ def _segments_value(u: Any, name: str) -> Any:
     # its coefficient rounded to the fixed-point grid, added up at twice the scale
     # (CrypTen would truncate every term: one round each with comparisons: fss)
     scale = 2**crypten.cfg.encoder.precision_bits
-    value = None
+    value: Any = None  # a CrypTensor
     for k, pw in enumerate(powers(w, coeffs.shape[0] - 1), start=1):
         term = compat.times_integers(pw, torch.round(coeffs[k] * scale).long())
         value = term if value is None else value + term
@@ -137,7 +142,7 @@ def polynomial(u: Any, name: str) -> Any:
 @step("piecewise")
 def piecewise(u: Any, name: str) -> Any:
     """The piecewise function `name` of TABLES at u >= 0; 0 past its last point."""
-    points = TABLES[name]["points"]
+    points = _table(name)[0]
     value = _segments_value(u, name)
     below = less_than(u, points[1:])  # [u < b_s] for each segment's right end
     if below.size(-1) == 1:

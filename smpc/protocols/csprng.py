@@ -74,7 +74,8 @@ class AesCtrGenerator:
         _drawn += n
         for start in range(0, n, _CHUNK):
             k = min(_CHUNK, n - start)
-            self._stream.update_into(_ZEROS[:k], out[start : start + k + _SPARE])
+            # numpy arrays are buffers; its stubs say so only for Python >= 3.12
+            self._stream.update_into(_ZEROS[:k], out[start : start + k + _SPARE])  # type: ignore[arg-type]
 
     def ring(self, size: Any) -> torch.Tensor:
         """Uniform elements of the ring Z/2^64 as int64, of shape `size`."""

@@ -188,7 +188,8 @@ def eval_(party: int, root: torch.Tensor, keys: DcfKeys, x: torch.Tensor) -> tor
 
 def _aes(blocks: np.ndarray, out: np.ndarray) -> None:
     # AES_K of every 128-bit row of `blocks` into `out` (the MMO xor is the kernels')
-    _ENCRYPTOR.update_into(blocks.reshape(-1).view(np.uint8), out.view(np.uint8))
+    # numpy arrays are buffers; its stubs say so only for Python >= 3.12
+    _ENCRYPTOR.update_into(blocks.reshape(-1).view(np.uint8), out.view(np.uint8))  # type: ignore[arg-type]
 
 
 _kernels: Any = None  # smpc.protocols.dcf_kernels, compiled on first use

@@ -22,7 +22,7 @@ _FINAL = 5
 
 
 @njit(cache=True)
-def gen_start(roots, blocks, t):  # pragma: no cover - compiled
+def gen_start(roots: np.ndarray, blocks: np.ndarray, t: np.ndarray) -> None:  # pragma: no cover - compiled
     m = roots.shape[1]
     for p in range(2):
         for i in range(m):
@@ -34,7 +34,20 @@ def gen_start(roots, blocks, t):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def gen_level(blocks, out_flat, alpha, beta, shift, level, t, v_alpha, s_cw, v_cw, t_cw, last):  # pragma: no cover
+def gen_level(  # pragma: no cover
+    blocks: np.ndarray,
+    out_flat: np.ndarray,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    shift: int,
+    level: int,
+    t: np.ndarray,
+    v_alpha: np.ndarray,
+    s_cw: np.ndarray,
+    v_cw: np.ndarray,
+    t_cw: np.ndarray,
+    last: bool,
+) -> None:
     # branch-free: the threshold's bits are random, so every choice is a mask
     m, k = alpha.shape[0], beta.shape[1]
     out = out_flat[: 16 * m].reshape(m, 4, 2, 2)
@@ -96,7 +109,9 @@ def gen_level(blocks, out_flat, alpha, beta, shift, level, t, v_alpha, s_cw, v_c
 
 
 @njit(cache=True)
-def gen_final(leaves, out_flat, t, v_alpha, final):  # pragma: no cover - compiled
+def gen_final(  # pragma: no cover - compiled
+    leaves: np.ndarray, out_flat: np.ndarray, t: np.ndarray, v_alpha: np.ndarray, final: np.ndarray
+) -> None:
     # leaves [m, 2, 2]: element x party x word, the leaf seeds with the final tweak
     m, k = v_alpha.shape[0], v_alpha.shape[1]
     out = out_flat[: 4 * m].reshape(m, 2, 2)
@@ -109,7 +124,7 @@ def gen_final(leaves, out_flat, t, v_alpha, final):  # pragma: no cover - compil
 
 
 @njit(cache=True)
-def eval_start(root, x, shift, blocks):  # pragma: no cover - compiled
+def eval_start(root: np.ndarray, x: np.ndarray, shift: int, blocks: np.ndarray) -> None:  # pragma: no cover - compiled
     for i in range(x.shape[0]):
         b = (x[i] >> shift) & 1
         s0, s1 = root[i, 0] & _CLEAR, root[i, 1]
@@ -118,7 +133,19 @@ def eval_start(root, x, shift, blocks):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def eval_level(blocks, out_flat, x, shift, level, t, value, s_cw, v_cw, t_cw, last):  # pragma: no cover
+def eval_level(  # pragma: no cover
+    blocks: np.ndarray,
+    out_flat: np.ndarray,
+    x: np.ndarray,
+    shift: int,
+    level: int,
+    t: np.ndarray,
+    value: np.ndarray,
+    s_cw: np.ndarray,
+    v_cw: np.ndarray,
+    t_cw: np.ndarray,
+    last: bool,
+) -> None:
     m, k = x.shape[0], value.shape[1]
     out = out_flat[: 4 * m].reshape(m, 2, 2)
     for i in range(m):
@@ -142,7 +169,9 @@ def eval_level(blocks, out_flat, x, shift, level, t, value, s_cw, v_cw, t_cw, la
 
 
 @njit(cache=True)
-def eval_final(leaves, out_flat, t, final, value):  # pragma: no cover - compiled
+def eval_final(  # pragma: no cover - compiled
+    leaves: np.ndarray, out_flat: np.ndarray, t: np.ndarray, final: np.ndarray, value: np.ndarray
+) -> None:
     m, k = value.shape[0], value.shape[1]
     out = out_flat[: 2 * m].reshape(m, 2)
     for i in range(m):

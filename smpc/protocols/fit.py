@@ -14,13 +14,15 @@ below 2), so quantizing them to 2^-16 costs about one unit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 # name -> (function of u >= 0, segment breakpoints, degree). Past the last breakpoint
 # the function is taken as 0 (its value there is below one unit at 16 bits).
-SPECS = {
+SPECS: dict[str, tuple[Callable[[np.ndarray], Any], tuple[float, ...], int]] = {
     # GELU(x) = ReLU(x) - d(|x|), d(u) = u * Phi(-u): the decomposition of SIGMA
     # (Gupta et al., PoPETs 2024), with piecewise polynomials instead of its lookup table.
     "gelu_erf": (lambda u: u * 0.5 * (1 - np.vectorize(math.erf)(u / math.sqrt(2))), (0.0, 2.0, 4.5), 8),

@@ -31,7 +31,8 @@ Bytes per product per party: |x| instead of |x| + |W|; per session: |W| once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+from collections.abc import Callable
 
 import torch
 
@@ -41,7 +42,11 @@ from smpc.protocols.ring_matmul import FixedMatrix
 
 # the products that read a weight as their fixed operand: a linear layer is x @ W^T, a
 # lookup on one-hot ids onehot @ T, a convolution x * W
-PRODUCTS = {"matmul": torch.matmul, "conv1d": torch.conv1d, "conv2d": torch.conv2d}
+PRODUCTS: dict[str, Callable[..., torch.Tensor]] = {
+    "matmul": torch.matmul,
+    "conv1d": torch.conv1d,
+    "conv2d": torch.conv2d,
+}
 
 
 @dataclass
@@ -59,6 +64,8 @@ class FixedWeight:
     shape: torch.Size = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.mask is None:  # made with both; only later dropped
+            raise RuntimeError(f"{self.name}: a fixed weight made without its mask")
         self.shape = self.mask.size()
 
     def size(self) -> torch.Size:
@@ -71,8 +78,11 @@ class FixedWeight:
         if key not in self._matrices:
             if self.mask is None:
                 raise RuntimeError(f"{self.name}: its masks were kept only as the matmul operands the program reads")
-            value = {"mask": self.mask, "opened": self.opened}.get(which)
-            value = self.mask + self.opened if value is None else value
+            opened = self.opened
+            if opened is None:  # dropped together with the mask
+                raise RuntimeError(f"{self.name}: its masks were kept only as the matmul operands the program reads")
+            value = {"mask": self.mask, "opened": opened}.get(which)
+            value = self.mask + opened if value is None else value
             self._matrices[key] = FixedMatrix(operand(value, transposed).contiguous())
         return self._matrices[key]
 
@@ -141,7 +151,7 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
         offset += count
         # a D kept as itself is a copy: a view would keep every weight's D alive
         out[n] = weight = FixedWeight(n, params[n], masks[n], d.clone() if None in read else d)
-        for transposed in read - {None}:  # the operands' limbs, made now
+        for transposed in cast(set[bool], read - {None}):  # the operands' limbs, made now
             weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
             weight.matrix("opened", transposed)
         if None not in read:  # only matmuls read it: B_i and D live on as limbs
@@ -169,7 +179,9 @@ def unwrap(value: Any) -> Any:
     return value.tensor if isinstance(value, FixedWeight) else value
 
 
-def request(op: str, x_size: torch.Size, weight: FixedWeight, transposed: bool) -> tuple:
+def request(
+    op: str, x_size: torch.Size, weight: FixedWeight, transposed: bool
+) -> tuple[str, torch.Size, str, torch.Size, bool]:
     """The dealer request of one product (its args; the op's keyword arguments go beside):
     op, x's size, the weight's name, its size, transposed."""
     return (op, torch.Size(x_size), weight.name, torch.Size(weight.size()), transposed)
@@ -220,9 +232,11 @@ def local_product(
     E op B_i + A_i op D + C_i, plus E op D at party 0."""
     if op == "matmul":  # through float64 BLAS, with the operands' limbs kept (ring_matmul)
         # party 0 adds E op D: E op (B_0 + D) is one product instead of two
-        b = weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
-        return b.rmatmul(e) + weight.matrix("opened", transposed).rmatmul(a) + c
+        fixed = weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
+        return fixed.rmatmul(e) + weight.matrix("opened", transposed).rmatmul(a) + c
     f = PRODUCTS[op]
+    if weight.mask is None or weight.opened is None:  # kept for every weight a convolution reads
+        raise RuntimeError(f"{weight.name}: its masks were kept only as the matmul operands the program reads")
     b, d = operand(weight.mask, transposed), operand(weight.opened, transposed)
     z = f(e, b, **kwargs) + f(a, d, **kwargs) + c
     return z + f(e, d, **kwargs) if rank == 0 else z

@@ -82,13 +82,13 @@ def _low(x: torch.Tensor, width: int) -> torch.Tensor:
     return x & ((1 << (width - 1)) - 1)
 
 
-def width(kind: str, args: tuple) -> int:
+def width(kind: str, args: tuple[Any, ...]) -> int:
     """The ring width a comparison request runs on: RING_BITS, or the narrower width its
     args name (its values are known to lie in [-2^(width-1), 2^(width-1)))."""
     return args[1] if kind in DCF_KINDS and len(args) > 1 else RING_BITS
 
 
-def comparison_args(shape: torch.Size, bits: int) -> tuple:
+def comparison_args(shape: torch.Size, bits: int) -> tuple[Any, ...]:
     """A comparison request's args: the shape, and the width when narrower than the ring."""
     if not 2 <= bits <= RING_BITS:
         raise ValueError(f"expected a comparison width of 2..{RING_BITS} bits, got {bits}")
@@ -110,12 +110,12 @@ def udiv(x: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
     return (q_hi << 32) + q_lo
 
 
-def count(args: tuple) -> int:
+def count(args: tuple[Any, ...]) -> int:
     """Elements of one request (args = (shape, ...))."""
     return math.prod(args[0])
 
 
-def divisor_arg(divisor: int | torch.Tensor) -> int | tuple:
+def divisor_arg(divisor: int | torch.Tensor) -> int | tuple[tuple[int, ...], tuple[int, ...]]:
     """A truncation's public divisors as a request argument: an int, or (shape, values)
     of a tensor that broadcasts to the shares (both sides of the dealer's stream name
     the request by it)."""
@@ -124,7 +124,7 @@ def divisor_arg(divisor: int | torch.Tensor) -> int | tuple:
     return (tuple(divisor.shape), tuple(int(v) for v in divisor.reshape(-1)))
 
 
-def divisors(args: tuple) -> torch.Tensor:
+def divisors(args: tuple[Any, ...]) -> torch.Tensor:
     """[n] int64: every element's divisor of a truncation request (args = (shape, divisor_arg))."""
     shape, d = args[0], args[1]
     if isinstance(d, int):
@@ -152,19 +152,19 @@ def _draw(kind: str, generator: Any, rank: int, n: int) -> tuple[torch.Tensor, t
     return mask, root, shares
 
 
-def _key_words(kind: str, args: tuple) -> int:
+def _key_words(kind: str, args: tuple[Any, ...]) -> int:
     # the DCF correction words of a request of `kind` (none for a truncation): one level
     # per bit below the sign bit of its width
     return dcf.DcfKeys.size(count(args), width(kind, args) - 1, DCF_KINDS[kind]) if kind in DCF_KINDS else 0
 
 
-def item_size(kind: str, rank: int, args: tuple) -> int:
+def item_size(kind: str, rank: int, args: tuple[Any, ...]) -> int:
     """int64 words the dealer sends party `rank` for one request (0: nothing)."""
     n = count(args)
     return _key_words(kind, args) + (n * _SHARED[kind] if rank == 0 else 0)
 
 
-def dealer_material(kind: str, generators: list[Any], args: tuple) -> dict[int, torch.Tensor]:
+def dealer_material(kind: str, generators: list[Any], args: tuple[Any, ...]) -> dict[int, torch.Tensor]:
     """At the dealer: every party's draws for one request, then what each party must
     receive (party 0: the key's correction words and its shares; party 1: the words).
     Both are views of one buffer: the words are written once, never copied."""
@@ -182,7 +182,10 @@ def dealer_material(kind: str, generators: list[Any], args: tuple) -> dict[int, 
         r_msb = _msb(r, bits)
         sign = 1 - 2 * r_msb
         beta = sign.view(n, 1) if kind == "ltz" else torch.stack([sign, r * sign], dim=1)
-        dcf.gen(_low(r, bits), beta, (draws[0][1], draws[1][1]), bits - 1, out=buffer[:words])
+        root0, root1 = draws[0][1], draws[1][1]
+        if root0 is None or root1 is None:  # _draw draws root seeds for every DCF kind
+            raise RuntimeError(f"no DCF root seeds drawn for a {kind} request")
+        dcf.gen(_low(r, bits), beta, (root0, root1), bits - 1, out=buffer[:words])
         secrets = [r_msb] if kind == "ltz" else [r_msb, r * r_msb]
     corrections = buffer[words:].view(_SHARED[kind], n)
     for i, (secret, other) in enumerate(zip(secrets, draws[1][2])):
@@ -190,7 +193,7 @@ def dealer_material(kind: str, generators: list[Any], args: tuple) -> dict[int, 
     return {0: buffer, 1: buffer[:words]} if words else {0: buffer}
 
 
-def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Tensor | None) -> GateKey:
+def party_key(kind: str, generator: Any, rank: int, args: tuple[Any, ...], item: torch.Tensor | None) -> GateKey:
     """At a party: its own draws for one request and what the dealer sent it."""
     n = count(args)
     mask, root, shares = _draw(kind, generator, rank, n)
@@ -214,20 +217,29 @@ def party_key(kind: str, generator: Any, rank: int, args: tuple, item: torch.Ten
 # -- the local half of each gate: party `rank`'s share from the opened value --------
 
 
+def _dcf_key(key: GateKey) -> tuple[torch.Tensor, dcf.DcfKeys]:
+    # a comparison's key: its root seeds and correction words (a truncation's has none)
+    if key.root is None or key.keys is None:
+        raise RuntimeError("a comparison gate was given a key without DCF keys")
+    return key.root, key.keys
+
+
 def ltz_local(rank: int, opened: torch.Tensor, key: GateKey) -> torch.Tensor:
     """Share of [x < 0] (msb of x) from x^ = x + r."""
-    bits = key.keys.bits + 1
+    root, keys = _dcf_key(key)
+    bits = keys.bits + 1
     m = _msb(opened, bits)
-    u = key.shares[0] + dcf.eval_(rank, key.root, key.keys, _low(opened, bits))[:, 0]
+    u = key.shares[0] + dcf.eval_(rank, root, keys, _low(opened, bits))[:, 0]
     out = (1 - 2 * m) * u
     return out + m if rank == 0 else out
 
 
 def relu_local(rank: int, opened: torch.Tensor, key: GateKey) -> torch.Tensor:
     """Share of ReLU(x) = x (1 - msb(x)) from x^ = x + r."""
-    bits = key.keys.bits + 1
+    root, keys = _dcf_key(key)
+    bits = keys.bits + 1
     m = _msb(opened, bits)
-    d = dcf.eval_(rank, key.root, key.keys, _low(opened, bits))
+    d = dcf.eval_(rank, root, keys, _low(opened, bits))
     u, ru = key.shares[0] + d[:, 0], key.shares[1] + d[:, 1]
     sign = 1 - 2 * m
     out = sign * ru - opened * sign * u - (1 - m) * key.mask

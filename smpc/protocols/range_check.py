@@ -39,7 +39,7 @@ def out_of_range(x: Any, low: float, high: float, absolute: bool = False) -> boo
     if not pairs:
         return False
     bits = less_than(x, [t for t, _ in pairs])  # one batched comparison, 0/1 at scale 1
-    count = None
+    count: Any = None  # a CrypTensor
     for k, (_, sign) in enumerate(pairs):
         term = bits[..., k] if sign > 0 else -bits[..., k]
         count = term if count is None else count + term

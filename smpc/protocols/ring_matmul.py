@@ -63,6 +63,8 @@ class FixedMatrix:
     def rmatmul(self, x: torch.Tensor) -> torch.Tensor:
         """x @ value mod 2^64 (int64), exactly as torch.matmul on int64 would give it."""
         if self._limbs is None:
+            if self._value is None:  # one of the two is always kept
+                raise RuntimeError("a fixed matrix holds neither its limbs nor its value")
             return torch.matmul(x, self._value)
         if x.dim() < 2:
             return self.rmatmul(x.unsqueeze(0)).squeeze(0)

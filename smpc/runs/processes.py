@@ -7,6 +7,7 @@ path (success, failure, timeout, Ctrl-C) no child is left running.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 from smpc import parent_watch
 
@@ -28,7 +29,7 @@ class Child:
     name: str
     argv: list[str]
     log_path: Path
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
     ended_at: float | None = None
     stopped_by_us: bool = False
@@ -37,7 +38,10 @@ class Child:
 
     def _wait(self) -> None:
         # a thread per child notes the moment it exits: the first to fail is the root cause
-        self.exit_code = self.process.wait()
+        process = self.process
+        if process is None:  # the waiter thread starts after the process
+            raise RuntimeError(f"{self.name}: waited for before it was started")
+        self.exit_code = process.wait()
         self.ended_at = time.monotonic()
 
     def describe_exit(self) -> str:
@@ -62,7 +66,7 @@ class Outcome:
     timed_out: bool
 
 
-def _relay(child: Child, stream: IO[bytes], echo: bool, lock: threading.Lock) -> None:
+def _relay(child: Child, stream: io.BufferedReader, echo: bool, lock: threading.Lock) -> None:
     # Lines end at \n or \r (progress bars redraw with \r): each is prefixed on the console.
     with open(child.log_path, "ab") as log:
         pending = b""
@@ -167,17 +171,19 @@ def supervise(
 
 
 def _stop_all(children: list[Child], grace_s: float) -> None:
-    alive = [c for c in children if c.process is not None and c.ended_at is None and c.process.poll() is None]
-    for child in alive:
+    alive = [
+        (c, c.process) for c in children if c.process is not None and c.ended_at is None and c.process.poll() is None
+    ]
+    for child, _ in alive:
         child.stopped_by_us = True
         _signal_group(child, signal.SIGTERM)
     end = time.monotonic() + grace_s
-    for child in alive:
+    for child, process in alive:
         try:
-            child.process.wait(timeout=max(0.0, end - time.monotonic()))
+            process.wait(timeout=max(0.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             _signal_group(child, signal.SIGKILL)
-            child.process.wait(timeout=5)
+            process.wait(timeout=5)
     for child in children:
         if child.process is not None:
             # a party may have started helpers in its session: make sure none survive
@@ -194,7 +200,7 @@ def free_port() -> int:
     for _ in range(1000):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            port: int = s.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from smpc.runs.processes import Child, supervise
+from smpc.runs.processes import Child, Outcome, supervise
 from smpc import artifacts, keys
 from smpc.config import Config, load_config
 from smpc.model.convert import Program
@@ -187,7 +187,7 @@ def processes_of(config: Config, names: list[str], command: str) -> list[Child]:
     ]
 
 
-def failure_message(config: Config, outcome) -> str:
+def failure_message(config: Config, outcome: Outcome) -> str:
     """The root cause first (the earliest failure), then the others, and where the logs are."""
     reports: dict[str, PartyFailure | None] = {}
     for child in outcome.children:
@@ -317,7 +317,7 @@ def _evaluate(
     if fidelity.min_agreement is not None and agreement < fidelity.min_agreement:
         failures.append(f"output {names[0]}: top-1 agreement {agreement:.2%} < fidelity.min_agreement {fidelity.min_agreement:.2%}")
     classified = bool(predicted) and torch.cat(predicted).dim() == 1
-    known = None if any(lab is None for lab in labels) or not classified else torch.cat(labels)
+    known = None if any(lab is None for lab in labels) or not classified else torch.cat([lab for lab in labels if lab is not None])
     report = Report(
         samples=sum(len(e) for e in expected) if expected else sum(len(p) for p in plain[names[0]]),
         accuracy_mpc=None if known is None else float((torch.cat(predicted) == known).float().mean()),

@@ -25,6 +25,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import Any
 from collections.abc import Callable
 
 import torch
@@ -56,7 +57,7 @@ class _IdentifiedH11(H11Protocol):
         name = next((v for rdn in (cert or {}).get("subject", ()) for k, v in rdn if k == "commonName"), None)
         app = self.app
 
-        async def with_identity(scope: dict, receive: Callable, send: Callable) -> None:
+        async def with_identity(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
             scope[CLIENT_KEY] = name
             await app(scope, receive, send)
 

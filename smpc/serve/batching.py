@@ -59,14 +59,13 @@ class Proposal:
         kind, n = values[0], values[1]
         if kind not in (IDLE, BATCH, STOP) or not 0 <= n <= capacity or len(values) != proposal_size(capacity):
             raise ValueError(f"malformed batch proposal (kind {kind}, {n} queries)")
-        items = []
+        items: list[Item] = []
         for i in range(n):
             key0, key1, rows, seq = values[2 + WIDTH * i : 2 + WIDTH * (i + 1)]
             if rows == 0 or seq < 0:
                 raise ValueError(f"malformed batch proposal (query {i}: {rows} rows, {seq} tokens)")
             items.append(Item((key0, key1), abs(rows), rows < 0, seq))
-        items = tuple(items)
-        return cls(kind, items)
+        return cls(kind, tuple(items))
 
 
 def encode_answer(stop: bool, states: list[int], capacity: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ import secrets
 import ssl
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 import httpx
 import torch
@@ -95,8 +96,14 @@ class Client:
         self._async: list[httpx.AsyncClient] | None = None
 
     # -- requests, shared by the two flavours --------------------------------------
+    def _known(self) -> ModelInfo:
+        # the model's interface, learnt before any query is made
+        if self.info is None:
+            raise RuntimeError("the model's interface is not known yet (describe() learns it)")
+        return self.info
+
     def _named(self, x: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-        info = self.info
+        info = self._known()
         if x is not None:
             if inputs or len(info.inputs) != 1:
                 raise ValueError(
@@ -108,7 +115,7 @@ class Client:
     def _bodies(self, named: dict[str, Any]) -> tuple[list[bytes], bool, int]:
         """One JSON request body per party (the query's shares), whether a single row
         without a batch dimension was given, and the query's sequence length."""
-        info = self.info
+        info = self._known()
         expected = [i.name for i in info.inputs]
         missing, extra = [n for n in expected if n not in named], [n for n in named if n not in expected]
         if missing or extra:
@@ -120,7 +127,8 @@ class Client:
         single = all(v.dim() == len(spec.shape) for spec, v in zip(info.inputs, values.values()))
         if single:
             values = {k: v.unsqueeze(0) for k, v in values.items()}
-        rows = seq = None
+        rows: int | None = None
+        seq: int | None = None
         encoded = {}
         for spec in info.inputs:
             v = values[spec.name]
@@ -140,7 +148,7 @@ class Client:
                     raise ValueError(f"{spec.name}: {v.shape[spec.seq_dim]} tokens, the other inputs {seq}")
                 seq = v.shape[spec.seq_dim]
             encoded[spec.name] = _encode(spec, v, self.precision_bits)
-        if not 1 <= rows <= info.max_batch:
+        if rows is None or not 1 <= rows <= info.max_batch:
             raise ValueError(f"expected 1..{info.max_batch} rows in one query (serving.max_batch), got {rows}")
         if seq is not None and (why := info.check_length(seq)) is not None:
             raise ValueError(f"a query of {why}")
@@ -191,8 +199,8 @@ class Client:
             raise ServiceError("; ".join(errors))
         answers = [{o["name"]: o for o in r.json()["outputs"]} for r in responses]
         out = {}
-        for spec in self.info.outputs:
-            got = [a.get(spec.name) for a in answers]
+        for spec in self._known().outputs:
+            got: list[Any] = [a.get(spec.name) for a in answers]  # JSON objects
             if any(g is None for g in got) or len({tuple(g["shape"]) for g in got}) != 1:
                 raise ServiceError(f"the parties answered {spec.name!r} with different or missing shapes")
             parts = [torch.tensor(g["data"], dtype=torch.long).reshape(g["shape"]) for g in got]
@@ -212,7 +220,7 @@ class Client:
         """The served model's interface, from the parties' metadata (asked once)."""
         if self.info is None:
             self._learn(self._everyone_sync("GET", f"/v2/models/{self.model}"))
-        return self.info
+        return self._known()
 
     def _learn(self, responses: list[httpx.Response]) -> None:
         # every party must describe the same model, in the same ring
@@ -237,9 +245,9 @@ class Client:
             )
         self.info = info
 
-    def _text_inputs(self, sentences: list[str]) -> dict[str, torch.Tensor]:
+    def _text_inputs(self, sentences: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize on this machine and pad to the longest sentence (masked positions)."""
-        info = self.info
+        info = self._known()
         if isinstance(sentences, str) or not sentences or not all(isinstance(t, str) for t in sentences):
             raise ValueError("expected a non-empty list of sentences (strings)")
         encodings = self._tokenizer.encode_batch(list(sentences))
@@ -284,20 +292,21 @@ class Client:
         self._tokenizer = tokenizer
 
     def _need_tokenizer(self) -> None:
-        if not self.info.tokenizer:
+        if not self._known().tokenizer:
             raise ValueError(f"model {self.model!r} has no tokenizer: send token ids with infer(input_ids=..., ...)")
 
     # -- synchronous ----------------------------------------------------------------
-    def _everyone_sync(self, method: str, path: str, bodies: list | None = None) -> list[httpx.Response]:
+    def _everyone_sync(self, method: str, path: str, bodies: list[bytes] | None = None) -> list[httpx.Response]:
         from concurrent.futures import ThreadPoolExecutor
 
         if self._sync is None:
             self._sync = [httpx.Client(verify=self._context, timeout=self.timeout_s) for _ in self._parties]
+        clients = self._sync
 
         def one(i: int) -> httpx.Response | Exception:
             name, url = self._parties[i]
             try:
-                return self._sync[i].request(
+                return clients[i].request(
                     method,
                     f"{url}{path}",
                     content=bodies[i] if bodies else None,
@@ -342,18 +351,19 @@ class Client:
             return http.get(f"{url}{path}", extensions={"sni_hostname": party})
 
     # -- asynchronous ---------------------------------------------------------------
-    async def _everyone_async(self, method: str, path: str, bodies: list | None = None) -> list[httpx.Response]:
+    async def _everyone_async(self, method: str, path: str, bodies: list[bytes] | None = None) -> list[httpx.Response]:
         if self._async is None:
             # a few connections per party: httpcore's pool scans every connection per request
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
             self._async = [
                 httpx.AsyncClient(verify=self._context, timeout=self.timeout_s, limits=limits) for _ in self._parties
             ]
+        clients = self._async
 
         async def call(i: int) -> httpx.Response:
             name, url = self._parties[i]
             try:
-                return await self._async[i].request(
+                return await clients[i].request(
                     method,
                     f"{url}{path}",
                     content=bodies[i] if bodies else None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -147,7 +147,9 @@ class ModelInfo:
             )
             raise QueryFailed(400, f"inputs: {said} (the model takes {expected})")
         by_name = {t["name"]: t for t in inputs}
-        out, rows, seq = {}, None, None
+        out: dict[str, torch.Tensor] = {}
+        rows: int | None = None
+        seq: int | None = None
         for spec in self.inputs:
             t = by_name[spec.name]
             where = f"inputs[{given.index(spec.name)}] ({spec.name})"
@@ -188,7 +190,7 @@ class ModelInfo:
             if not all(type(v) is int and -(1 << 63) <= v < (1 << 63) for v in data):
                 raise QueryFailed(400, f"{where}.data: expected 64-bit signed integers (ring elements)")
             out[spec.name] = torch.tensor(data, dtype=torch.long).reshape(shape)
-        return out, rows, seq or 0
+        return out, cast(int, rows), seq or 0  # rows: set by the first input (a served model has inputs)
 
 
 def describe(config: Any, programs: dict[Any, Any], layout: Any = None) -> ModelInfo:

@@ -45,7 +45,7 @@ class Query:
     query_id: str
     shares: dict[str, torch.Tensor]  # by input name: int64 ring elements, [rows, *input shape]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     seq: int = 0  # its sequence length (0: the model has none)
     arrived: float = field(default_factory=time.monotonic)
     proposed: float | None = None  # when the leader first proposed it (its wait in line does not count)
@@ -63,7 +63,7 @@ class Query:
         self.loop.call_soon_threadsafe(_settle, self.future, value)
 
 
-def _settle(future: asyncio.Future, value: Any) -> None:
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         if isinstance(value, BaseException):
             future.set_exception(value)

@@ -90,10 +90,10 @@ def _data_queries(c: Client, info: ModelInfo, path: Path) -> tuple[list[dict[str
             held = rows.inputs[mask.name][r].nonzero()
             length = int(held.max()) + 1 if len(held) else 1
         query = {}
-        for spec in info.inputs:
-            value = rows.inputs[spec.name][r : r + 1]
-            query[spec.name] = (
-                value.narrow(spec.seq_dim, 0, length) if length is not None and spec.seq_dim is not None else value
+        for wanted in info.inputs:
+            value = rows.inputs[wanted.name][r : r + 1]
+            query[wanted.name] = (
+                value.narrow(wanted.seq_dim, 0, length) if length is not None and wanted.seq_dim is not None else value
             )
         queries.append(query)
     return queries, rows.labels
@@ -155,8 +155,10 @@ def query(
                     f"{labels}: expected {len(queries)} integer labels, one per line (one per sentence of {text})"
                 )
             expected = torch.tensor([int(v) for v in values])
-    else:
+    elif data is not None:
         queries, expected = _data_queries(c, info, Path(data))
+    else:  # refused above: one of the two is given
+        raise SmpcError("expected one of --data (a data file) or --text (a file of sentences)")
     if rows is not None:
         queries, expected = queries[:rows], None if expected is None else expected[:rows]
     answers, latencies, wall, sent = asyncio.run(_run(c.config, client, queries, concurrency, text is not None))
