@@ -40,10 +40,11 @@ serve-text: $(STAMP)
 	test -f $(TEXT_MODEL)/model/model.sig || $(PY) models/text_demo.py --serve $(TEXT_MODEL) --sign-key $(TEXT_KEYS)/bob.key
 	exec $(VENV)/bin/smpc serve configs/serve-text.yaml
 
-# lint and format (ruff), then the suite
+# lint and format (ruff), type-check smpc/ (mypy, strict), then the suite
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 # the documentation site, into site/: strict (a broken link, reference or include fails);

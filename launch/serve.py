@@ -33,7 +33,7 @@ def preflight(config: Config) -> None:
     """Refuse before starting anything: no serving section, missing TLS files, or a
     packed program without the shapes the service would run."""
     require_serving(config)
-    keys.check_identities(config, config.processes)
+    keys.check_identities(config, config.plan.processes)
     pack.run_buckets(config)
 
 
@@ -49,7 +49,7 @@ def serve_all(config: Config, echo: bool = True) -> int:
     the exit code (0 when drained on request)."""
     preflight(config)
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    names = config.processes
+    names = config.plan.processes
     for name in names:
         error_path(config, name).unlink(missing_ok=True)
     children = processes_of(config, names, "serve")

@@ -136,7 +136,7 @@ class Party:
             self.programs[first] = pack.build_program(self.config, weights, first)
             for b in others:
                 self.programs[b] = pack.build_program(self.config, None, b)
-        if self.config.effective_transport == "tls":  # an expired, revoked or foreign certificate stops here
+        if self.config.plan.transport == "tls":  # an expired, revoked or foreign certificate stops here
             keys.check_certificate(self.name, *self.config.tls_files(self.name))
         if self.me.storage_key is not None:
             sealed.load_key(self.me.storage_key)  # a missing or exposed key fails now, not after the run
@@ -152,7 +152,7 @@ class Party:
             "start",
             rank=self.rank,
             roles=list(self.me.roles),
-            transport=self.config.effective_transport,
+            transport=self.config.plan.transport,
             randomness=self.config.randomness,
             architecture=self.program.architecture_fingerprint(),
             weights_sha256=self.weights_sha256,
@@ -166,7 +166,7 @@ class Party:
     def join(self) -> Iterator[None]:
         """Be connected to every other party inside the block; always leave."""
         config = self.config
-        if config.effective_transport == "gloo" and config.multi_host:
+        if config.plan.transport == "gloo" and config.plan.multi_host:
             print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
         joining = time.perf_counter()
         with session.joined(
@@ -179,8 +179,8 @@ class Party:
             PROVIDER_NAME if config.randomness == "dealer" else "TFP",
             config.protocol.functions.model_dump(),
             comparisons=config.protocol.comparisons,
-            truncation=config.truncation,
-            tls=config.tls_files(self.name) if config.effective_transport == "tls" else None,
+            truncation=config.plan.truncation,
+            tls=config.tls_files(self.name) if config.plan.transport == "tls" else None,
             log=self._connection_event,
         ):
             print(f"connected to every party: {time.perf_counter() - joining:.2f} s", flush=True)

@@ -191,7 +191,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
         "wall_s": elapsed(started),
         **stats,
         "comparisons": config.protocol.comparisons,
-        "truncation": config.truncation,
+        "truncation": config.plan.truncation,
         **protocol_meter.record(),
         "peak_rss_mib": peak_rss_mib(),
         "random_bytes": csprng.bytes_drawn(),

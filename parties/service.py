@@ -150,7 +150,7 @@ class Service:
     def _protocol(self) -> str:
         config = self.config
         checks = ", range checks" if config.protocol.range_checks else ""
-        return f"comparisons: {config.protocol.comparisons}, truncation: {config.truncation}{checks}"
+        return f"comparisons: {config.protocol.comparisons}, truncation: {config.plan.truncation}{checks}"
 
     # -- the workload: batches from the clients' queries, shares back to them ------------
     def batches(self) -> Iterator[Batch]:

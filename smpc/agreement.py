@@ -34,11 +34,11 @@ def fields(config: Config, program: Program, checks: Any = None, others: Any = (
         "model.input_shape": [[s.name, list(s.shape), s.kind, s.depth] for s in program.inputs],
         "batch_size": config.batch_size,
         "randomness": [config.randomness, None if config.dealer is None else [config.dealer.host, config.dealer.port]],
-        "transport": config.effective_transport,
+        "transport": config.plan.transport,
         "protocol.precision_bits": config.protocol.precision_bits,
         "protocol.functions": config.protocol.functions.model_dump(),
         "protocol.comparisons": config.protocol.comparisons,
-        "protocol.truncation": config.truncation,
+        "protocol.truncation": config.plan.truncation,
         "protocol.range_checks": None if checks is None else sorted((k, list(v)) for k, v in checks.bounds.items()),
         "protocol.comparison_widths": [
             None if w is None else sorted(w.bounds.items())

@@ -344,7 +344,7 @@ def known_names(config_path: Path | None) -> list[str] | None:
 
     config = load_config(config_path)
     clients = list(config.serving.clients) if config.serving is not None else []
-    return config.processes + clients
+    return [*config.plan.processes, *clients]
 
 
 def check_names(names: Sequence[str]) -> None:

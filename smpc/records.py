@@ -71,7 +71,7 @@ class PartyResult:
     bytes_sent: int
     comm_time_s: float  # CrypTen's own count of the time spent communicating
     comparisons: str  # protocol.comparisons
-    truncation: str  # the two-party truncation run (Config.truncation)
+    truncation: str  # the two-party truncation run (Config.plan.truncation)
     comparisons_bytes: int  # sent in comparisons (smpc.meter.protocol_meter)
     comparisons_rounds: int
     truncations_bytes: int  # sent in the dealer's truncations

@@ -207,15 +207,15 @@ def test_every_shipped_config_is_valid(path):
 
 def test_transport_defaults_to_tls_across_hosts_and_gloo_on_one():
     doc = copy.deepcopy(BASE)
-    assert parse_config(doc, "x.yaml").effective_transport == "gloo"
+    assert parse_config(doc, "x.yaml").plan.transport == "gloo"
     doc["parties"][1]["host"] = "10.0.0.2"
     doc["tls"] = {"ca": "keys/ca.pem", "certs": "keys"}
     config = parse_config(doc, "x.yaml")
-    assert config.effective_transport == "tls"
+    assert config.plan.transport == "tls"
     ca, cert, key = config.tls_files("bob")
     assert (cert.name, key.name, ca.name) == ("bob.pem", "bob.key", "ca.pem")
     doc["transport"] = "gloo"  # an explicit opt-in stays gloo (the parties warn)
-    assert parse_config(doc, "x.yaml").effective_transport == "gloo"
+    assert parse_config(doc, "x.yaml").plan.transport == "gloo"
 
 
 def test_missing_config_file(tmp_path):
@@ -286,3 +286,19 @@ def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
         ConfigError, match=r"^x.yaml: run_dir: .*runs is a file; expected a folder \(created when missing\)$"
     ):
         parse_config(doc, "x.yaml")
+
+
+def test_each_setting_has_one_name_and_each_rule_a_name_of_its_own():
+    from smpc.config import rules
+
+    config = load_config(SHIPPED)
+    # the resolved settings live in the plan only: protocol.truncation is what the file says
+    assert not hasattr(config, "truncation") and not hasattr(config, "effective_transport")
+    assert config.protocol.truncation is None and config.plan.truncation == "dealer"
+    assert (config.plan.transport, config.plan.multi_host) == ("gloo", False)
+    assert config.plan.processes == ("dealer", *config.names)
+    names = [rule.__name__ for rule in rules.RULES]
+    assert len(names) == len(set(names)) and all(not n.startswith("_") for n in names)
+    # a rule is a plain function of (config, plan): it can be run, and found, alone
+    assert rules.fss_needs_the_dealer_and_two_parties(config, config.plan) == []
+    assert rules.problems(config) == []

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from harness import ROOT
 from launch.cli import main as launch_main
-from smpc.config import ConfigError, load_config, parse_config
+from smpc.config import load_config, parse_config
+from smpc.errors import ConfigError
 
 BASE_TEXT = (ROOT / "configs" / "local-2pc.yaml").read_text()
 BASE = yaml.safe_load(BASE_TEXT)

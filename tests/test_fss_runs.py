@@ -97,8 +97,8 @@ def test_the_truncation_is_the_dealers_wherever_it_can_make_it(tmp_path):
     from smpc.config import load_config as load
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    assert load(root / "local-2pc.yaml").truncation == "dealer"  # two parties and a dealer
-    assert load(root / "local-2pc-fss.yaml").truncation == "dealer"
-    assert load(root / "local-3pc.yaml").truncation == "local"  # CrypTen's own, exact to a unit with 3+
-    assert load(root / "serve-2pc.yaml").truncation == "dealer"  # a service as a one-off run
-    assert load(write_config(tmp_path, samples=8, batch_size=8)).truncation == "local"  # no dealer
+    assert load(root / "local-2pc.yaml").plan.truncation == "dealer"  # two parties and a dealer
+    assert load(root / "local-2pc-fss.yaml").plan.truncation == "dealer"
+    assert load(root / "local-3pc.yaml").plan.truncation == "local"  # CrypTen's own, exact to a unit with 3+
+    assert load(root / "serve-2pc.yaml").plan.truncation == "dealer"  # a service as a one-off run
+    assert load(write_config(tmp_path, samples=8, batch_size=8)).plan.truncation == "local"  # no dealer

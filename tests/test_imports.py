@@ -171,3 +171,9 @@ def test_one_command_table_and_every_package_says_what_it_exports():
             assert "__all__" in assigned, f"{path.relative_to(ROOT)}: no __all__"
     for name in ("convert", "ops", "execute", "model_dir", "cli"):
         assert not (ROOT / "smpc" / f"{name}.py").exists()
+
+
+def test_the_package_ships_its_type_hints():
+    # PEP 561: a checker uses smpc's hints only when the package says it has them
+    assert (ROOT / "smpc" / "py.typed").is_file()
+    assert 'smpc = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()

@@ -35,10 +35,14 @@ def _edit(path: Path, change) -> None:
 def test_a_service_with_fss_comparisons_and_range_checks_answers_as_plaintext(tmp_path):
     path = write_serve_config(tmp_path, max_batch=4, pool=1)
     doc = load_config(path)
-    assert doc.truncation == "dealer"  # unset: the dealer's, serving included
+    assert doc.plan.truncation == "dealer"  # unset: the dealer's, serving included
     _edit(path, lambda d: d.update(protocol={"comparisons": "fss", "range_checks": True}))
     config = load_config(path)
-    assert (config.protocol.comparisons, config.truncation, config.protocol.range_checks) == ("fss", "dealer", True)
+    assert (config.protocol.comparisons, config.plan.truncation, config.protocol.range_checks) == (
+        "fss",
+        "dealer",
+        True,
+    )
     process = _start(path)
     client = Client(path, client="analyst")
     try:

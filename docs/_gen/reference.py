@@ -132,15 +132,17 @@ def config_page() -> str:
     lines = [
         "# Configuration",
         "",
-        "<!-- generated from smpc/config.py by docs/_gen/reference.py: edit the schema, not this page -->",
+        "<!-- generated from smpc/config/schema.py by docs/_gen/reference.py: edit the schema, not this page -->",
         "",
         intro.rstrip(),
         "",
         "## Every key",
         "",
-        "Generated from the schema (`smpc/config.py`) at every build of this site: each key's",
-        "type, default and rule, and what the schema's own comment says of it. Unknown keys are",
-        "refused.",
+        "Generated from the schema (`smpc/config/schema.py`) at every build of this site: each",
+        "key's type, default and rule, and what the schema's own comment says of it. Unknown",
+        "keys are refused. The rules that relate several keys are the named functions of",
+        "`smpc/config/rules.py`; what a config resolves to (the truncation run, the transport,",
+        "the processes) is `Config.plan` (`smpc/config/plan.py`).",
     ]
     for path, model in _sections(smpc.config.Config):
         comments = _comments(model)

@@ -76,7 +76,7 @@ class DealerClient:
         while time.monotonic() < deadline:
             try:
                 sock = socket.create_connection(address, timeout=max(0.2, deadline - time.monotonic()))
-                if config.effective_transport == "tls":
+                if config.plan.transport == "tls":
                     sock = tls_contexts(config, name)[1].wrap_socket(sock, server_hostname="dealer")
                 with sock:
                     m.send(sock, m.Abort(name, rank, fields, wire.one_line(reason)))
@@ -144,7 +144,7 @@ def _address(config: Config) -> tuple[str, int]:
 def _connect(config: Config, name: str) -> socket.socket:
     address = _address(config)
     deadline = time.monotonic() + config.timeouts.connect_s
-    client_ctx = tls_contexts(config, name)[1] if config.effective_transport == "tls" else None
+    client_ctx = tls_contexts(config, name)[1] if config.plan.transport == "tls" else None
     while True:
         try:
             sock = socket.create_connection(address, timeout=config.timeouts.op_s)

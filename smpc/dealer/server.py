@@ -78,7 +78,7 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
     # silent or sends garbage is refused on its own connection and never delays a party.
     # Check-ins are then taken one at a time, in arrival order, by the roll call.
     # Over TLS a party must also prove, by its certificate, the name it claims.
-    server_ctx = tls_contexts(config, "dealer")[0] if config.effective_transport == "tls" else None
+    server_ctx = tls_contexts(config, "dealer")[0] if config.plan.transport == "tls" else None
     audit = AuditLog(runfiles.audit_path(config, "dealer"), "dealer")
     roll = RollCall(list(config.names), expected, config.model.program)
     conns: dict[int, socket.socket] = {}
@@ -157,14 +157,14 @@ def serve(config: Config) -> dict[str, Any]:
     program, *others = programs.values()
     checks = calibrate.range_checks(config, program, enforce=False)
     expected = agreement.fields(config, program, checks, others)
-    if config.effective_transport == "tls":
+    if config.plan.transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
     switches.configure(
         config.protocol.precision_bits,
         PROVIDER_NAME,
         config.protocol.functions.model_dump(),
         config.protocol.comparisons,
-        config.truncation,
+        config.plan.truncation,
     )
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -49,7 +50,7 @@ class Report:
     randomness: str
     parties: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparisons: str = "circuits"  # protocol.comparisons
-    truncation: str = "local"  # the two-party truncation run (Config.truncation)
+    truncation: str = "local"  # the two-party truncation run (Config.plan.truncation)
     # the dealer's summary: offline_s, batches, bytes_sent, bytes_per_batch, generation_s_per_batch
     dealer: dict[str, Any] | None = None
     config: str = ""
@@ -116,8 +117,8 @@ def preflight(config: Config) -> Program:
     top_k.check_supported(config, program)
     for owner in config.data_owners:
         pack.load_rows(config, program, owner.data)
-    if config.effective_transport == "tls":
-        keys.check_identities(config, config.processes)
+    if config.plan.transport == "tls":
+        keys.check_identities(config, config.plan.processes)
     return program
 
 
@@ -147,10 +148,10 @@ def run(
             file=sys.stderr,
         )
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in config.processes:
+    for name in config.plan.processes:
         for stale in (result_path(config, name), error_path(config, name), output_path(config, name), audit_path(config, name)):
             stale.unlink(missing_ok=True)
-    children = processes_of(config, config.processes, "party")
+    children = processes_of(config, config.plan.processes, "party")
     started = time.perf_counter()
     outcome = supervise(children, deadline_s=config.timeouts.run_s, echo=echo)
     wall_s = time.perf_counter() - started
@@ -170,7 +171,7 @@ def run(
     return report
 
 
-def processes_of(config: Config, names: list[str], command: str) -> list[Child]:
+def processes_of(config: Config, names: Sequence[str], command: str) -> list[Child]:
     """The processes to supervise, each logging to run_dir: the dealer (`smpc dealer`), and
     each party run by `command` (`party` for a one-off run, `serve` for a service), the
     same commands that run one process per host (`python -m launch` is `smpc`)."""
@@ -330,7 +331,7 @@ def _evaluate(
         randomness=config.randomness,
         parties={n: r.reported() for n, r in records.items()},
         comparisons=config.protocol.comparisons,
-        truncation=config.truncation,
+        truncation=config.plan.truncation,
         config=str(config.source),
         outputs=per_output,
         fidelity="ok",

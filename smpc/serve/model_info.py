@@ -211,7 +211,7 @@ def describe(config: Any, programs: dict[Any, Any], layout: Any = None) -> Model
         parties=tuple(config.names),
         protocol={
             "comparisons": config.protocol.comparisons,
-            "truncation": config.truncation,
+            "truncation": config.plan.truncation,
             "range_checks": config.protocol.range_checks,
         },
         max_seq=top.seq,
