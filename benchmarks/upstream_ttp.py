@@ -73,7 +73,7 @@ def _party(rank: int, world_size: int, port: int, batch: int, batches: int, time
         params = session.share_parameters(program, world_size - 1)
         inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(i)) for i in range(batches)]
         outputs = []
-        start = time.perf_counter()  # online phase only, as in parties/program.py
+        start = time.perf_counter()  # online phase only, as in parties/one_off.py
         for data in inputs:
             x = session.share_input(data if rank == 0 else None, shape, 0)
             outputs.append(session.reveal(execute.run_program(program, params, x)[0], [0]))

@@ -100,7 +100,7 @@ def party_parser() -> argparse.ArgumentParser:
 
 
 def _party(args: argparse.Namespace) -> int:
-    from parties.program import party_process
+    from parties.one_off import party_process
     from smpc.runfiles import run_process
 
     return run_process(args.config, args.name, lambda config: party_process(config, args.name, not args.no_progress))

@@ -9,7 +9,7 @@ Both a one-off joint inference (`smpc launch`, `smpc party`) and a standing serv
     open_material  bind the dealer's material: a run's stream, or a service's pool
     share_model  secret-share the model owner's weights (once)
     run          compute batches along the one compute path (`compute`), from a
-                 workload: a data owner's file (parties.program) or clients' queries
+                 workload: a data owner's file (parties.one_off) or clients' queries
                  (parties.service), which says where batches come from and where
                  their results go
     close        say goodbye to the dealer
@@ -32,7 +32,7 @@ from smpc import agreement, artifacts, compat, keys, meter, runfiles, sealed, se
 from smpc.model import model_dir
 from smpc.audit import AuditLog
 from smpc.config import Config
-from smpc.model.convert import Program
+from smpc.model.program import Program
 from smpc.dealer.client import DealerClient
 from smpc.dealer.provider import PROVIDER_NAME, PartyProvider
 from smpc.errors import AgreementError, PartyError, RangeCheckError
@@ -41,6 +41,7 @@ from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket
 from smpc.protocols import fixed, top_k
+from smpc.runtime import ProtocolSettings, Runtime
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Computed:
 
 class Workload(Protocol):
     """Where batches come from and where their results go: a one-off run's data owners
-    and receivers (parties.program), or a service's clients (parties.service)."""
+    and receivers (parties.one_off), or a service's clients (parties.service)."""
 
     def batches(self) -> Iterator[Batch]:
         """The batches to compute, the same at every party, in the same order."""
@@ -169,17 +170,13 @@ class Party:
         if config.plan.transport == "gloo" and config.plan.multi_host:
             print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
         joining = time.perf_counter()
-        with session.joined(
+        settings = ProtocolSettings.of(config, PROVIDER_NAME if config.randomness == "dealer" else "TFP")
+        with Runtime(settings).joined(
             self.rank,
             config.names,
             [(p.host, p.port) for p in config.parties],
             config.timeouts.connect_s,
             config.timeouts.op_s,
-            config.protocol.precision_bits,
-            PROVIDER_NAME if config.randomness == "dealer" else "TFP",
-            config.protocol.functions.model_dump(),
-            comparisons=config.protocol.comparisons,
-            truncation=config.plan.truncation,
             tls=config.tls_files(self.name) if config.plan.transport == "tls" else None,
             log=self._connection_event,
         ):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from smpc.config import Config
-from smpc.model.convert import Program
+from smpc.model.program import Program
 from smpc.errors import AgreementError
 from smpc.model import calibrate
 from smpc.protocols import fixed

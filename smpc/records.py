@@ -57,7 +57,7 @@ class PartyFailure:
 @dataclass(frozen=True)
 class PartyResult:
     """What one party of a one-off run did and measured: written by the party
-    (parties.program.run_party), read by the launcher (its report's `parties`). Counts are
+    (parties.one_off.run_party), read by the launcher (its report's `parties`). Counts are
     this party's own; fields that only some parties have are None elsewhere."""
 
     party: str

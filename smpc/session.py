@@ -1,4 +1,5 @@
-"""One party's view of a joint computation: join, share, compute, reveal, leave.
+"""One party's view of a joint computation: the roll call, then share, compute, reveal
+(joining and leaving is the runtime's: smpc.runtime.Runtime.joined).
 
 All functions here are collective: every party calls them in the same order with
 the same public arguments (shapes, source ranks); only the owner's values matter.
@@ -6,19 +7,16 @@ the same public arguments (shapes, source ranks); only the owner's values matter
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import time
-from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
-from smpc import compat, errors
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 import crypten
 import torch
 
-from smpc.protocols import switches
-from smpc.model.convert import Program
+from smpc.model.program import Program
 from smpc.errors import PartyError, no_show
 
 
@@ -54,77 +52,6 @@ def roll_call(rank: int, names: Sequence[str], host: str, port: int, timeout_s: 
         if time.monotonic() > deadline:
             raise no_show(missing, "did not join", timeout_s)
         time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def joined(
-    rank: int,
-    names: Sequence[str],
-    addresses: Sequence[tuple[str, int]],
-    connect_timeout_s: float = 60.0,
-    op_timeout_s: float = 30.0,
-    precision_bits: int = 16,
-    provider: str = "TFP",
-    functions: dict[str, Any] | None = None,
-    comparisons: str = "circuits",
-    truncation: str = "local",
-    tls: tuple[Path, Path, Path] | None = None,
-    log: Callable[[str, str], None] | None = None,
-) -> Iterator[None]:
-    """Join the parties for the duration of the block, and always leave.
-
-    Args:
-        rank: this party's rank (its index in `names`).
-        names: every party's name, in rank order.
-        addresses: every party's (host, port); over gloo only the first is used
-            (its TCP store is the rendezvous).
-        connect_timeout_s: bound on waiting for every party to join.
-        op_timeout_s: bound on every later communication step.
-        precision_bits: fixed-point precision (all parties must agree).
-        provider: CrypTen tuple provider name ("TFP" = local, or the dealer's).
-        functions: CrypTen approximation settings.
-        comparisons: "circuits" (CrypTen's) or "fss" (the dealer's keys).
-        truncation: "local" (CrypTen's) or "dealer" (the dealer's masks), two parties.
-        tls: (CA, own certificate, own key) to talk over mutually authenticated TLS
-            instead of gloo.
-        log: where TLS connection events go: log(event, line), event "peer" or "refused".
-    """
-    if tls is None:
-        host, port = addresses[0]
-        store = roll_call(rank, names, host, port, connect_timeout_s)
-        switches.configure(precision_bits, provider, functions, comparisons, truncation)
-        compat.init_communicator(rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, store=store)
-        try:
-            yield
-        except BaseException as exc:
-            errors.mark_failure(exc)
-            raise
-        finally:
-            compat.shutdown_communicator()
-        return
-    from smpc import transport
-
-    peers = transport.connect_mesh(
-        rank,
-        names,
-        addresses,
-        transport.server_context(*tls),
-        transport.client_context(*tls),
-        connect_timeout_s,
-        op_timeout_s,
-        log=log or (lambda event, line: print(line, flush=True)),
-    )
-    communicator = transport.TlsCommunicator(rank, names, peers)
-    switches.configure(precision_bits, provider, functions, comparisons, truncation)
-    try:
-        compat.install_communicator(communicator)
-        yield
-    except BaseException as exc:
-        errors.mark_failure(exc)
-        raise
-    finally:
-        communicator.close()
-        compat.uninstall_communicator()
 
 
 def rank() -> int:

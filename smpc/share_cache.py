@@ -19,7 +19,7 @@ import crypten
 import torch
 
 from smpc import sealed, session
-from smpc.model.convert import Program
+from smpc.model.program import Program
 
 
 def load_or_share(

@@ -32,11 +32,11 @@ def _child(fn, rank, world_size, ports, args, results, tls_dir) -> None:
         import torch
 
         torch.set_num_threads(1)
-        from smpc import session
+        from smpc.runtime import Runtime
 
         names = [f"p{r}" for r in range(world_size)]
         tls = None if tls_dir is None else (tls_dir / "ca.pem", tls_dir / f"p{rank}.pem", tls_dir / f"p{rank}.key")
-        with session.joined(rank, names, [("127.0.0.1", p) for p in ports], 30, 30, tls=tls):
+        with Runtime().joined(rank, names, [("127.0.0.1", p) for p in ports], 30, 30, tls=tls):
             value = fn(rank, world_size, *args)
         # plain pickle bytes: the queue's own pickler would pass tensors through shared
         # memory that vanishes when this process exits

@@ -140,7 +140,7 @@ def test_every_zoo_model_converts_at_its_input_shape(name):
 
 
 def test_layer_labels_name_module_and_class():
-    from smpc.model.convert import layer_label
+    from smpc.model.program import layer_label
 
     program = convert(zoo.build("lenet5"), torch.zeros(1, 1, 28, 28))
     labels = {layer_label(n) for n in program.graph.nodes if n.op == "call_function"}

@@ -177,3 +177,17 @@ def test_the_package_ships_its_type_hints():
     # PEP 561: a checker uses smpc's hints only when the package says it has them
     assert (ROOT / "smpc" / "py.typed").is_file()
     assert 'smpc = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_no_source_file_is_ignored_by_git():
+    # a package whose name a .gitignore pattern matches (smpc/runs/ and `runs/`) would be
+    # left out of every clone without a word
+    ignored = subprocess.run(
+        ["git", "ls-files", "--others", "--ignored", "--exclude-standard", *PACKAGES, "tests", "docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert [f for f in ignored if "__pycache__" not in f and f.endswith((".py", ".md", ".typed"))] == []

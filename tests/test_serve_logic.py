@@ -271,7 +271,7 @@ def test_one_off_commands_refuse_a_service_config(tmp_path):
     import yaml
 
     from smpc.runs.runner import run
-    from parties.program import run_party
+    from parties.one_off import run_party
 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(_doc()))

@@ -330,7 +330,7 @@ def states_page() -> str:
     from smpc.dealer import messages, states
 
     readings = {"stats"}  # a reading of the party's meters, not a phase
-    one_off = [m for m in _calls_on(ROOT / "parties" / "program.py", "party") if m not in readings]
+    one_off = [m for m in _calls_on(ROOT / "parties" / "one_off.py", "party") if m not in readings]
     service = [m for m in _calls_on(ROOT / "parties" / "service.py", "party") if m not in readings]
     lines = [
         "# The processes' states",
@@ -340,7 +340,7 @@ def states_page() -> str:
         "## A party's phases",
         "",
         "A party is one object with phases (`parties/party.py`); a one-off run",
-        "(`parties/program.py`) and a service (`parties/service.py`) call them in this order",
+        "(`parties/one_off.py`) and a service (`parties/service.py`) call them in this order",
         "(read from their code at every build of this site), and differ only in their workload:",
         "",
         f"- one-off run: {' → '.join(f'`{m}`' for m in one_off)}",

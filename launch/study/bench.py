@@ -141,7 +141,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "threads_per_party": 1,  # parties/program.py: torch.set_num_threads(1)
+        "threads_per_party": 1,  # parties/one_off.py: torch.set_num_threads(1)
         "plain_threads": 1,
     }
 

@@ -25,7 +25,7 @@ import torch
 from smpc import agreement, keys, runfiles, transport, wire
 from smpc.audit import AuditLog
 from smpc.config import Config
-from smpc.model.convert import Program
+from smpc.model.program import Program
 from smpc.dealer import material
 from smpc.dealer import messages as m
 from smpc.dealer.client import material_receivers, tls_contexts
@@ -33,7 +33,7 @@ from smpc.dealer.material import Binding
 from smpc.dealer.provider import PROVIDER_NAME
 from smpc.dealer.states import ProtocolError, Refusal, RollCall, SettingsError, pool_label, run_label
 from smpc.dealer.trace import TracingProvider, replay, shape_run
-from smpc.protocols import switches
+from smpc.runtime import ProtocolSettings, Runtime
 from smpc.errors import AgreementError, PartyError, no_show
 from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket
@@ -159,13 +159,7 @@ def serve(config: Config) -> dict[str, Any]:
     expected = agreement.fields(config, program, checks, others)
     if config.plan.transport == "tls":
         keys.check_certificate("dealer", *config.tls_files("dealer"))
-    switches.configure(
-        config.protocol.precision_bits,
-        PROVIDER_NAME,
-        config.protocol.functions.model_dump(),
-        config.protocol.comparisons,
-        config.plan.truncation,
-    )
+    Runtime(ProtocolSettings.of(config, PROVIDER_NAME)).configure()  # for the shape-only runs
     rejoin = config.serving is not None and config.serving.on_peer_loss == "rejoin"
     while True:
         try:

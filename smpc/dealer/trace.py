@@ -16,7 +16,7 @@ import torch
 
 from smpc import compat
 from smpc.config import Config
-from smpc.model.convert import Program
+from smpc.model.program import Program
 from smpc.dealer import material
 from smpc.dealer.provider import PROVIDER_NAME, DealerTuples
 from smpc.model.execute import run_program

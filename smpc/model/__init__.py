@@ -1,6 +1,7 @@
 """What a model becomes: a converted program that travels as data.
 
-convert         a PyTorch model -> a Program (torch.export, checked op by op; InputSpec)
+program         the program type (Program, InputSpec) and its nodes' labels
+convert         a PyTorch model -> a Program (torch.export, checked op by op)
 ops             what each op of a program computes on shares (the op table)
 execute         run a program, on plain tensors or on shares
 program_format  a program on disk: its graph (JSON) and constants (safetensors)
@@ -24,6 +25,7 @@ __all__ = [
     "ops",
     "owner",
     "pack",
+    "program",
     "program_format",
     "ranges",
     "zoo",

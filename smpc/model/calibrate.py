@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import torch
 
-from smpc.model.convert import Program, layer_label
+from smpc.model.program import Program, layer_label
 from smpc.errors import ArtifactError, ConversionError, RangeCheckError
 from smpc.model.execute import run_program
 from smpc.model import ranges

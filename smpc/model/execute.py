@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from smpc.model.convert import Program, layer_label, op_label
+from smpc.model.program import Program, layer_label, op_label
 from smpc.meter import LayerMeter, numel, piece
 from smpc.model.ops import OPS
 from smpc.protocols.fixed import FIXED_OPERAND, unwrap

@@ -446,7 +446,7 @@ def embedding(
     weight: Any, indices: Any, padding_idx: int = -1, scale_grad_by_freq: bool = False, sparse: bool = False
 ) -> Any:
     """A lookup: public indices select rows of the (secret) table; secret ids arrive as
-    one-hot rows (convert.InputSpec), and the lookup is their product with the table."""
+    one-hot rows (program.InputSpec), and the lookup is their product with the table."""
     if isinstance(weight, fixed.FixedWeight):
         if is_secret(indices):  # onehot @ T against the session's mask of T
             return fixed.product("matmul", indices, weight)
@@ -457,7 +457,7 @@ def embedding(
 
 
 def ids_equal(onehot: Any, value: Any) -> Any:
-    """eq(ids, value) on one-hot ids (convert.InputSpec): the one-hot column of `value`."""
+    """eq(ids, value) on one-hot ids (program.InputSpec): the one-hot column of `value`."""
     width = onehot.shape[-1]
     if not (isinstance(value, int) and 0 <= value < width):
         return torch.zeros(tuple(onehot.shape[:-1]))
@@ -500,7 +500,7 @@ def type_as(x: Any, other: Any) -> Any:
 
 def to_copy(x: Any, dtype: Any = None, **kwargs: Any) -> Any:
     # on shares a dtype change is no change: float stays fixed point, and the only
-    # integer or boolean secrets are 0/1 masks and one-hot ids (convert.InputSpec)
+    # integer or boolean secrets are 0/1 masks and one-hot ids (program.InputSpec)
     if is_secret(x):
         return x
     return x.to(dtype) if dtype is not None else x.clone()

@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 
 from smpc import artifacts
 from smpc.model import model_dir, zoo
-from smpc.model.convert import Program, convert
+from smpc.model.convert import convert
+from smpc.model.program import Program
 from smpc.errors import ArtifactError, ConfigError, ConversionError
 from smpc.model import calibrate, program_format
 from smpc.model.buckets import Bucket, grid

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from smpc.model import ops
-from smpc.model.convert import InputSpec, Program
+from smpc.model.program import InputSpec, Program
 from smpc.errors import ArtifactError
 
 FORMAT = "smpc-program"

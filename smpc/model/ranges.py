@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch._ops import OpOverload
 
-from smpc.model.convert import Program, layer_label
+from smpc.model.program import Program, layer_label
 from smpc.model.execute import run_program
 
 aten = torch.ops.aten

@@ -1,6 +1,6 @@
 """Lookups at a secret index: a table row (or a gathered element) chosen by a secret integer.
 
-Ids that the data owner holds arrive one-hot already (smpc.model.convert.InputSpec); an index
+Ids that the data owner holds arrive one-hot already (smpc.model.program.InputSpec); an index
 computed on shares does not, e.g. RoBERTa's position ids, which count the non-padding
 tokens of the secret input_ids. Its one-hot row comes from one batched comparison
 against the n - 1 midpoints k - 1/2 between the possible values: the step bits

@@ -36,35 +36,68 @@ def table(rows: list[dict[str, Any]], party: str, top: int = 30) -> str:
     ordered = sorted(rows, key=lambda r: (-r["bytes_sent"], -r["seconds"]))
     width = max([len(r["layer"]) for r in ordered[:top]] + [5])
     op_width = max([len(r["op"]) for r in ordered[:top]] + [2])
-    head = (f"{'layer':<{width}}  {'op':<{op_width}}  {'elements':>11}  {'MiB':>9}  {'share':>6}  {'rounds':>6}"
-            f"  {'seconds':>8}  {'key MiB':>8}")
+    head = (
+        f"{'layer':<{width}}  {'op':<{op_width}}  {'elements':>11}  {'MiB':>9}  {'share':>6}  {'rounds':>6}"
+        f"  {'seconds':>8}  {'key MiB':>8}"
+    )
 
     def line(layer: str, op: str, elements: str, sent: int, rounds: int, seconds: float, key: str) -> str:
         share = f"{100 * sent / total_bytes:.1f}%" if total_bytes else "-"
-        return (f"{layer:<{width}}  {op:<{op_width}}  {elements:>11}  {sent / MIB:>9.3f}  {share:>6}  {rounds:>6}"
-                f"  {seconds:>8.3f}  {key:>8}")
+        return (
+            f"{layer:<{width}}  {op:<{op_width}}  {elements:>11}  {sent / MIB:>9.3f}  {share:>6}  {rounds:>6}"
+            f"  {seconds:>8.3f}  {key:>8}"
+        )
 
-    lines = [f"cost profile of party {party} over every batch, largest first ({len(rows)} rows; all of them in"
-             f" a report's parties.{party}.layers)", head, "-" * len(head)]
+    lines = [
+        f"cost profile of party {party} over every batch, largest first ({len(rows)} rows; all of them in"
+        f" a report's parties.{party}.layers)",
+        head,
+        "-" * len(head),
+    ]
     for r in ordered[:top]:
-        lines.append(line(r["layer"], r["op"], f"{r['elements']:,}", r["bytes_sent"], r["rounds"], r["seconds"],
-                          f"{r.get('key_bytes', 0) / MIB:.3f}"))
+        lines.append(
+            line(
+                r["layer"],
+                r["op"],
+                f"{r['elements']:,}",
+                r["bytes_sent"],
+                r["rounds"],
+                r["seconds"],
+                f"{r.get('key_bytes', 0) / MIB:.3f}",
+            )
+        )
     rest = ordered[top:]
     if rest:
-        lines.append(line(f"({len(rest)} more rows)", "", "", sum(r["bytes_sent"] for r in rest),
-                          sum(r["rounds"] for r in rest), sum(r["seconds"] for r in rest), ""))
+        lines.append(
+            line(
+                f"({len(rest)} more rows)",
+                "",
+                "",
+                sum(r["bytes_sent"] for r in rest),
+                sum(r["rounds"] for r in rest),
+                sum(r["seconds"] for r in rest),
+                "",
+            )
+        )
     lines.append("-" * len(head))
-    lines.append(line("total", "", "", total_bytes, total_rounds, total_s,
-                      f"{sum(r.get('key_bytes', 0) for r in rows) / MIB:.3f}"))
+    lines.append(
+        line(
+            "total", "", "", total_bytes, total_rounds, total_s, f"{sum(r.get('key_bytes', 0) for r in rows) / MIB:.3f}"
+        )
+    )
     kinds: dict[str, list[float]] = {}
     for r in rows:
         spent = kinds.setdefault(kind(r["op"]), [0, 0, 0.0])
         spent[0] += r["bytes_sent"]
         spent[1] += r["rounds"]
         spent[2] += r["seconds"]
-    lines.append("by kind of work: " + "; ".join(
-        f"{name} {b / MIB:.2f} MiB, {r} rounds, {s:.2f} s"
-        for name, (b, r, s) in sorted(kinds.items(), key=lambda kv: -kv[1][0])))
+    lines.append(
+        "by kind of work: "
+        + "; ".join(
+            f"{name} {b / MIB:.2f} MiB, {r} rounds, {s:.2f} s"
+            for name, (b, r, s) in sorted(kinds.items(), key=lambda kv: -kv[1][0])
+        )
+    )
     return "\n".join(lines)
 
 

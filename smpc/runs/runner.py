@@ -15,13 +15,22 @@ import torch
 from smpc.runs.processes import Child, Outcome, supervise
 from smpc import artifacts, keys
 from smpc.config import Config, load_config
-from smpc.model.convert import Program
+from smpc.model.program import Program
 from smpc.errors import ConfigError, FidelityError, PartyError
 from smpc.records import PartyFailure, PartyResult
 from smpc.model.execute import run_program
 from smpc.model import pack, ranges
 from smpc.protocols import top_k
-from smpc.runfiles import CLASSES, audit_path, error_path, load_output_fields, log_path, output_path, result_path, write_json
+from smpc.runfiles import (
+    CLASSES,
+    audit_path,
+    error_path,
+    load_output_fields,
+    log_path,
+    output_path,
+    result_path,
+    write_json,
+)
 
 
 @dataclass
@@ -78,7 +87,9 @@ class Report:
             f" randomness: {self.randomness}; comparisons: {self.comparisons}; truncation: {self.truncation})",
         ]
         for name, o in self.outputs.items():
-            lines.append(f"output {name:<12} worst cosine to plaintext {o['min_cosine']:.6f}, max |error| {o['max_abs_error']:.6f}")
+            lines.append(
+                f"output {name:<12} worst cosine to plaintext {o['min_cosine']:.6f}, max |error| {o['max_abs_error']:.6f}"
+            )
         if self.dealer is not None and "generation_s_per_batch" in self.dealer:
             lines.append(
                 f"dealer             sent {self.dealer['bytes_sent'] / 2**20:.2f} MiB"
@@ -96,14 +107,18 @@ class Report:
                 per = p.get("key_bytes_per_comparison")
                 lines.append(
                     f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of FSS keys from the dealer ({per:.0f} bytes per comparison)"
-                    if per is not None else
-                    f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of truncation masks from the dealer"
+                    if per is not None
+                    else f"{'':<19}received {p['key_bytes'] / 2**20:.2f} MiB of truncation masks from the dealer"
                 )
             widths = p.get("comparison_widths") or {}
             if widths and set(widths) != {"64"}:  # some comparisons were narrowed
-                lines.append(f"{'':<19}comparisons by width: " + ", ".join(
-                    f"{bits} bits x {w['comparisons']:,} ({w['key_bytes_per_comparison']:.0f} B each)"
-                    for bits, w in sorted(widths.items(), key=lambda kv: int(kv[0]))))
+                lines.append(
+                    f"{'':<19}comparisons by width: "
+                    + ", ".join(
+                        f"{bits} bits x {w['comparisons']:,} ({w['key_bytes_per_comparison']:.0f} B each)"
+                        for bits, w in sorted(widths.items(), key=lambda kv: int(kv[0]))
+                    )
+                )
         return "\n".join(lines)
 
 
@@ -149,7 +164,12 @@ def run(
         )
     config.run_dir.mkdir(parents=True, exist_ok=True)
     for name in config.plan.processes:
-        for stale in (result_path(config, name), error_path(config, name), output_path(config, name), audit_path(config, name)):
+        for stale in (
+            result_path(config, name),
+            error_path(config, name),
+            output_path(config, name),
+            audit_path(config, name),
+        ):
             stale.unlink(missing_ok=True)
     children = processes_of(config, config.plan.processes, "party")
     started = time.perf_counter()
@@ -279,17 +299,16 @@ def _evaluate(
             results = [run_program(program, program.secret, feeds) for feeds in batches]
         references = [torch.cat([r[i] for r in results])[: rows.rows] for i in range(len(names))]
 
-        def mine(values: torch.Tensor) -> torch.Tensor:
-            # a receiver that owns no data holds every row
-            return values[offset : offset + rows.rows] if receiver.name != owner.name else values
+        # this owner's rows of what the receiver holds (a receiver that owns no data holds every row)
+        mine = slice(None) if receiver.name == owner.name else slice(offset, offset + rows.rows)
 
         if receiver.reveal != "logits":
-            predicted.append(mine(fields[CLASSES])[:, 0])
+            predicted.append(fields[CLASSES][mine][:, 0])
             expected.append(references[0].argmax(-1))
             kept.append(torch.ones(rows.rows, dtype=torch.bool))
         else:
             for i, name in enumerate(names):
-                seen[name].append(mine(fields[name]))
+                seen[name].append(fields[name][mine])
                 plain[name].append(references[i])
                 masks[name].append(_row_mask(program, rows, references[i]))
             if references[0].dim() > 1:
@@ -308,7 +327,9 @@ def _evaluate(
         err = float((got - want).abs()[keep].max())
         per_output[name] = {"min_cosine": round(cos, 7), "max_abs_error": err}
         if fidelity.min_cosine is not None and not cos >= fidelity.min_cosine:
-            failures.append(f"output {name}: worst cosine to plaintext {cos:.4g} < fidelity.min_cosine {fidelity.min_cosine:g}")
+            failures.append(
+                f"output {name}: worst cosine to plaintext {cos:.4g} < fidelity.min_cosine {fidelity.min_cosine:g}"
+            )
         if fidelity.max_abs_error is not None and not err <= fidelity.max_abs_error:
             failures.append(f"output {name}: max |error| {err:.4g} > fidelity.max_abs_error {fidelity.max_abs_error:g}")
     agreement = 1.0
@@ -316,9 +337,15 @@ def _evaluate(
         keep = torch.cat(kept)
         agreement = float((torch.cat(predicted) == torch.cat(expected))[keep].float().mean())
     if fidelity.min_agreement is not None and agreement < fidelity.min_agreement:
-        failures.append(f"output {names[0]}: top-1 agreement {agreement:.2%} < fidelity.min_agreement {fidelity.min_agreement:.2%}")
+        failures.append(
+            f"output {names[0]}: top-1 agreement {agreement:.2%} < fidelity.min_agreement {fidelity.min_agreement:.2%}"
+        )
     classified = bool(predicted) and torch.cat(predicted).dim() == 1
-    known = None if any(lab is None for lab in labels) or not classified else torch.cat([lab for lab in labels if lab is not None])
+    known = (
+        None
+        if any(lab is None for lab in labels) or not classified
+        else torch.cat([lab for lab in labels if lab is not None])
+    )
     report = Report(
         samples=sum(len(e) for e in expected) if expected else sum(len(p) for p in plain[names[0]]),
         accuracy_mpc=None if known is None else float((torch.cat(predicted) == known).float().mean()),

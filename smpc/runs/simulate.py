@@ -124,8 +124,13 @@ def simulate(
         values = [v for v in list(args) + list(kwargs.values()) if isinstance(v, torch.Tensor)]
         artifacts.save_inputs(work / "data.safetensors", {s.name: v for s, v in zip(program.inputs, values)})
         members = [
-            {"name": "alice", "host": "127.0.0.1", "port": free_port(), "roles": ["data_owner", "output"],
-             "data": "data.safetensors"},
+            {
+                "name": "alice",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "roles": ["data_owner", "output"],
+                "data": "data.safetensors",
+            },
             {"name": "bob", "host": "127.0.0.1", "port": free_port(), "roles": ["model_owner"], "weights": "model"},
         ] + [{"name": f"helper{i}", "host": "127.0.0.1", "port": free_port()} for i in range(parties - 2)]
         document: dict[str, Any] = {
@@ -135,8 +140,12 @@ def simulate(
             "batch_size": pack.batch_size(program),
             "randomness": randomness,
             "transport": transport,
-            "protocol": {"precision_bits": precision_bits, "range_checks": range_checks, "comparisons": comparisons,
-                         **({} if truncation is None else {"truncation": truncation})},
+            "protocol": {
+                "precision_bits": precision_bits,
+                "range_checks": range_checks,
+                "comparisons": comparisons,
+                **({} if truncation is None else {"truncation": truncation}),
+            },
             "timeouts": {"run_s": timeout_s, "op_s": op_timeout_s},
             "run_dir": "run",
         }

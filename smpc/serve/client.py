@@ -25,7 +25,7 @@ import torch
 
 from smpc import keys, transport
 from smpc.config import Config, load_config
-from smpc.model.convert import InputSpec
+from smpc.model.program import InputSpec
 from smpc.errors import ConversionError, SmpcError
 from smpc.serve import shares
 from smpc.serve.model_info import ModelInfo, TensorInfo

@@ -22,7 +22,7 @@ from smpc.serve.queries import QueryFailed
 class TensorInfo:
     """One input or output. `shape` is one row at the longest length served; `seq_dim`
     the dimension of the full shape (batch first) that follows the sequence length, or
-    None. Inputs also have `kind` and `depth` (smpc.model.convert.InputSpec)."""
+    None. Inputs also have `kind` and `depth` (smpc.model.program.InputSpec)."""
 
     name: str
     shape: tuple[int, ...]

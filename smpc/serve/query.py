@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from smpc import artifacts
-from smpc.model.convert import InputSpec
+from smpc.model.program import InputSpec
 from smpc.errors import SmpcError
 from smpc.serve.client import Client
 from smpc.serve.model_info import ModelInfo
