@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from smpc.config import Config
+from smpc.config import Config, load_config
 
 
 def result_path(config: Config, name: str) -> Path:
@@ -127,7 +127,6 @@ def run_process(config_path: str | Path, name: str, body: Callable[[Config], Non
 
     Returns the exit code (0, or what `fail` returns)."""
     from smpc import parent_watch
-    from smpc.config import load_config
 
     config = None
     try:

@@ -29,7 +29,7 @@ def unique_addresses(config: Config, plan: Plan) -> list[str]:
 
 
 def serving_api_ports(config: Config, plan: Plan) -> list[str]:
-    """With serving: every party has a client API port of its own, and no data or output roles."""
+    """With serving: every party has a client API port of its own, and no data or output role."""
     if config.serving is None:
         return []
     problems = []
@@ -49,11 +49,19 @@ def serving_api_ports(config: Config, plan: Plan) -> list[str]:
     apis = [(p.host, p.api_port) for p in config.parties if p.api_port is not None]
     for host, port in sorted({a for a in apis if apis.count(a) > 1}):
         problems.append(f"parties: api address {host}:{port} is used by more than one party")
-    if plan.transport != "tls":
-        problems.append("transport: serving needs tls (clients authenticate with certificates from the consortium CA)")
-    if config.share_cache:
-        problems.append("share_cache: not used with serving (the model is shared once, at start)")
     return problems
+
+
+def serving_needs_tls(config: Config, plan: Plan) -> list[str]:
+    if config.serving is None or plan.transport == "tls":
+        return []
+    return ["transport: serving needs tls (clients authenticate with certificates from the consortium CA)"]
+
+
+def serving_shares_the_model_once(config: Config, plan: Plan) -> list[str]:
+    if config.serving is None or not config.share_cache:
+        return []
+    return ["share_cache: not used with serving (the model is shared once, at start)"]
 
 
 def owners_and_their_files(config: Config, plan: Plan) -> list[str]:
@@ -181,6 +189,8 @@ RULES: tuple[Callable[[Config, Plan], list[str]], ...] = (
     unique_names,
     unique_addresses,
     serving_api_ports,
+    serving_needs_tls,
+    serving_shares_the_model_once,
     owners_and_their_files,
     reveal_only_to_outputs,
     every_output_has_a_receiver,
