@@ -14,6 +14,7 @@ imported first: it is what makes CrypTen importable), the protocol switches
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ class Runtime:
             return
         from smpc import transport
 
+        deadline = time.monotonic() + connect_timeout_s
         peers = transport.connect_mesh(
             rank,
             names,
@@ -118,7 +120,8 @@ class Runtime:
         communicator = transport.TlsCommunicator(rank, names, peers)
         self.configure()
         try:
-            compat.install_communicator(communicator)
+            with communicator.joining(deadline, connect_timeout_s):  # the keys' exchange ends the join
+                compat.install_communicator(communicator)
             yield
         except BaseException as exc:
             errors.mark_failure(exc)

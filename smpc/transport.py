@@ -12,6 +12,7 @@ rounds are counted per peer.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import ssl
@@ -19,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, cast
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
@@ -100,6 +101,9 @@ class Peer:
 
     def __init__(self, name: str, sock: socket.socket, timeout_s: float) -> None:
         self.name, self.sock, self.timeout_s = name, sock, timeout_s
+        # While the session is being joined (TlsCommunicator.joining), a peer may still be
+        # connecting to the others: its first message may take until this deadline.
+        self.joining: tuple[float, float] | None = None  # (deadline on time.monotonic, connect_s)
         # CrypTen's rounds are many small messages: without this, Nagle's algorithm
         # and delayed ACKs add tens of milliseconds to each one
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -128,6 +132,24 @@ class Peer:
         except Exception as exc:  # whatever it is, the party stops on it rather than hanging
             self.inbox.put(exc)
 
+    def _next(self) -> torch.Tensor | Exception:
+        # Waits op_s. While joining, a peer that has not started a message may take until
+        # the join's deadline; one that stopped in the middle of a message is still a
+        # fault after op_s.
+        if self.joining is None:
+            return self.inbox.get(timeout=self.timeout_s)
+        started = time.monotonic()
+        while True:
+            try:
+                return self.inbox.get(timeout=min(1.0, self.timeout_s))
+            except queue.Empty:
+                now = time.monotonic()
+                limit = started + self.timeout_s
+                if not self._stream.partial:
+                    limit = max(limit, self.joining[0])
+                if now >= limit:
+                    raise
+
     def send(self, tensor: torch.Tensor) -> None:
         with self.send_lock:
             try:
@@ -139,13 +161,17 @@ class Peer:
     def recv(self, like: torch.Tensor | None = None) -> torch.Tensor:
         """The next tensor from this peer; `like` gives the shape and dtype it must have."""
         try:
-            item = self.inbox.get(timeout=self.timeout_s)
+            item = self._next()
         except queue.Empty:
             partial = self._stream.partial
             if partial:
                 raise PartyError(
                     f"party {self.name} stopped in the middle of a message ({partial} bytes of it arrived) "
                     f"and sent nothing more within timeouts.op_s = {self.timeout_s:g} s"
+                ) from None
+            if self.joining is not None:
+                raise PartyError(
+                    f"party {self.name} did not finish joining within timeouts.connect_s = {self.joining[1]:g} s"
                 ) from None
             raise PartyError(f"party {self.name} sent nothing within timeouts.op_s = {self.timeout_s:g} s") from None
         if isinstance(item, Exception):
@@ -224,6 +250,19 @@ class TlsCommunicator(Communicator):  # type: ignore[misc]  # CrypTen is untyped
     def get_communication_stats(self) -> dict[str, Any]:
         self.comm_bytes = sum(p.bytes_sent for p in self.peers.values())
         return {"rounds": self.comm_rounds, "bytes": self.comm_bytes, "time": self.comm_time}
+
+    @contextlib.contextmanager
+    def joining(self, deadline: float, connect_timeout_s: float) -> Iterator[None]:
+        """Inside the block (the first exchange of the session, its keys), a peer's first
+        message may take until `deadline` (time.monotonic) rather than op_s: a peer that
+        connected to us may still be connecting to the others, and is still joining."""
+        for peer in self.peers.values():
+            peer.joining = (deadline, connect_timeout_s)
+        try:
+            yield
+        finally:
+            for peer in self.peers.values():
+                peer.joining = None
 
     def bytes_per_peer(self) -> dict[str, int]:
         return {p.name: p.bytes_sent for p in self.peers.values()}

@@ -285,3 +285,47 @@ def test_a_peer_that_sends_far_ahead_is_paused_not_buffered():
         sender.close()
         receiving.close()
         server.close()
+
+
+def _peer_pair(timeout_s: float) -> tuple[socket.socket, transport.Peer, list[socket.socket]]:
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(server.getsockname())
+    receiving, _ = server.accept()
+    return sender, transport.Peer("bob", receiving, timeout_s=timeout_s), [sender, receiving, server]
+
+
+def test_while_joining_a_peer_may_take_until_connect_s_to_start_but_not_to_finish_a_message():
+    # The session's first exchange (its keys) ends the join: a peer that connected to us
+    # may still be connecting to the others, so its first message may take until the
+    # join's deadline; outside the join, and for a message stopped half-way, op_s holds.
+    from smpc import wire
+
+    key = torch.arange(4, dtype=torch.int64)
+    sender, peer, sockets = _peer_pair(timeout_s=0.5)
+    try:
+        peer.joining = (time.monotonic() + 5.0, 5.0)
+        threading.Timer(1.5, lambda: wire.send(sender, wire.Kind.DATA, key)).start()
+        started = time.monotonic()
+        assert torch.equal(peer.recv(key), key)  # 1.5 s: beyond op_s, within the join
+        assert 1.4 < time.monotonic() - started < 4.0
+
+        peer.joining = (time.monotonic() + 1.0, 1.0)
+        with pytest.raises(PartyError, match=r"^party bob did not finish joining within timeouts.connect_s = 1 s$"):
+            peer.recv(key)
+
+        peer.joining = None
+        started = time.monotonic()
+        with pytest.raises(PartyError, match=r"^party bob sent nothing within timeouts.op_s = 0.5 s$"):
+            peer.recv(key)
+        assert time.monotonic() - started < 1.5
+
+        peer.joining = (time.monotonic() + 30.0, 30.0)
+        head, body = wire._frame(wire.Kind.DATA, key, bytes(16))
+        sender.sendall(head + bytes(body)[:5])  # starts a message, then stops
+        started = time.monotonic()
+        with pytest.raises(PartyError, match=r"stopped in the middle of a message \(\d+ bytes of it arrived\)"):
+            peer.recv(key)
+        assert time.monotonic() - started < 3.0  # op_s (and a poll), not the join's 30 s
+    finally:
+        for s in sockets:
+            s.close()
