@@ -21,13 +21,15 @@ from typing import Any
 
 def _join(rank: int, world_size: int, port: int, timeout_s: float) -> None:
     """Configure CrypTen for the TTP provider (crypten.init is called by the caller)."""
-    from smpc import compat  # first: it makes crypten importable on this torch
+    from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 
     import crypten
 
     # bound gloo's waits (default 30 min): compat's wrapper of torch.distributed reads
-    # these when CrypTen creates its groups; init_communicator would force TFP instead
-    compat._connect_timeout = compat._group_timeout = datetime.timedelta(seconds=timeout_s)
+    # these when CrypTen creates its groups (set here: the TTP joins as a rank of its own)
+    import crypten.communicator.distributed_communicator as dc
+
+    dc.dist.connect_timeout = dc.dist.group_timeout = datetime.timedelta(seconds=timeout_s)
     os.environ.update(
         RENDEZVOUS=f"tcp://127.0.0.1:{port}",
         WORLD_SIZE=str(world_size),  # computing parties only; the TTP is rank world_size

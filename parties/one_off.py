@@ -21,7 +21,7 @@ from smpc import runfiles, session
 from smpc.model import ops
 from smpc.config import Config
 from smpc.errors import ConfigError, RangeCheckError
-from smpc.meter import peak_rss_mib, protocol_meter
+from smpc.meter import peak_rss_mib
 from smpc.model import pack
 from smpc.protocols import csprng, top_k
 from smpc.records import PartyResult
@@ -192,7 +192,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
         **stats,
         "comparisons": config.protocol.comparisons,
         "truncation": config.plan.truncation,
-        **protocol_meter.record(),
+        **party.runtime.protocol_meter.record(),
         "peak_rss_mib": peak_rss_mib(),
         "random_bytes": csprng.bytes_drawn(),
         "layers": party.meter.layers(),

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from smpc import agreement, artifacts, compat, keys, meter, runfiles, sealed, session, share_cache
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
+from smpc import agreement, artifacts, keys, runfiles, sealed, session, share_cache
 from smpc.model import model_dir
 from smpc.audit import AuditLog
 from smpc.config import Config
@@ -40,7 +41,7 @@ from smpc.model.execute import run_program
 from smpc.meter import LayerMeter
 from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket
-from smpc.protocols import fixed, top_k
+from smpc.protocols import fixed, switches, top_k
 from smpc.runtime import ProtocolSettings, Runtime
 
 
@@ -107,7 +108,8 @@ class Party:
         self.params: dict[str, Any] = {}
         self.provider: PartyProvider | None = None
         self.dealer: DealerClient | None = None  # with randomness: dealer, once checked in
-        self.meter: LayerMeter | None = None
+        self.runtime: Runtime | None = None  # from join on
+        self.meter: LayerMeter | None = None  # the runtime's, from join on
         self.audit = AuditLog(runfiles.audit_path(config, name), name)
         self.weights_sha256: str | None = None
         self.fields: dict[str, str] = {}
@@ -171,7 +173,8 @@ class Party:
             print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
         joining = time.perf_counter()
         settings = ProtocolSettings.of(config, PROVIDER_NAME if config.randomness == "dealer" else "TFP")
-        with Runtime(settings).joined(
+        self.runtime = Runtime(settings)
+        with self.runtime.joined(
             self.rank,
             config.names,
             [(p.host, p.port) for p in config.parties],
@@ -181,16 +184,13 @@ class Party:
             log=self._connection_event,
         ):
             print(f"connected to every party: {time.perf_counter() - joining:.2f} s", flush=True)
-            self.meter = LayerMeter()  # counts from the session start: every byte sent gets a label
-            meter.activate(self.meter)  # the protocols' pieces and the dealer's material book to it
+            self.meter = self.runtime.meter  # counts from the session start: every byte sent gets a label
             try:
                 yield
             except BaseException as exc:
                 # the dealer must not take a failure for the end of the work: it hears the cause
                 self.close(bye=False, reason=str(exc) or type(exc).__name__)
                 raise
-            finally:
-                meter.activate(None)
             self.close()
 
     def agree(self) -> None:
@@ -208,7 +208,7 @@ class Party:
             if self.config.randomness == "dealer":  # after the parties agree, before any tuple is used
                 self.dealer = DealerClient.check_in(self.config, self.rank, self.fields)
                 self.provider = PartyProvider()
-                compat.register_provider(PROVIDER_NAME, self.provider)
+                switches.register_provider(PROVIDER_NAME, self.provider)
 
     def open_material(self) -> None:
         """With the dealer, bind this party's provider to what the dealer sends it: a

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 
 from parties.party import Batch, Computed, Party
-from smpc import compat, session, transport
+from smpc import fixed_point, session, transport
 from smpc.config import Config
 from smpc.errors import AgreementError, PartyError, RangeCheckError
 from smpc.model import pack
@@ -170,7 +170,7 @@ class Service:
         program = self.party.programs[batch.bucket]
         items, queries, agreed_s = batch.context
         started = time.perf_counter()
-        shares = {name: compat.share_for_client(out) for (name, _), out in zip(program.outputs, computed.outputs)}
+        shares = {name: fixed_point.share_for_client(out) for (name, _), out in zip(program.outputs, computed.outputs)}
         offset = 0
         for item, q in zip(items, queries):
             self.book.done(item.key)
@@ -300,7 +300,7 @@ class Service:
                         target = target.narrow(seq_dim, 0, piece.shape[seq_dim])
                     target.copy_(piece)
                 offset += item.rows
-            inputs[spec.name] = compat.from_client_share(share)
+            inputs[spec.name] = fixed_point.from_client_share(share)
         return Batch(bucket, index, inputs, context=(items, queries, agreed_s))
 
     def _seq_dim(self, name: str) -> int | None:

@@ -1,28 +1,26 @@
-"""The one place where CrypTen 0.4.1 is made to work on torch 2.13.
+"""The patches: the one place where CrypTen 0.4.1 is made to work on torch 2.13 (and
+made safe and lean: its pickle loaders refused, its randomness from a CSPRNG, its
+bookkeeping cut, its products metered, its waits bounded).
 
-Every patch says what upstream broke and since when. `apply()` is idempotent and runs
-when this module is first imported: every smpc module that uses CrypTen imports
-`smpc.compat` before `crypten` (tests/test_imports.py checks it), so any process that
-reaches CrypTen through smpc gets a working `crypten`, while `import smpc` alone imports
-neither. Nothing in site-packages is edited.
+Every patch says what upstream broke and since when. `apply()` is idempotent; it runs
+when this module is first imported, and again (doing nothing) when a smpc.runtime.Runtime
+is built. A module with `import crypten` at its top needs the patches before that line,
+so every smpc module that uses CrypTen imports `smpc.compat` first (tests/test_imports.py
+checks it): any process that reaches CrypTen through smpc gets a working `crypten`, while
+`import smpc` alone imports neither. This is the bottom layer; nothing here holds a
+session's state (smpc.communicator sets the waits' bounds on the torch.distributed that
+CrypTen sees, for a session's length). Nothing in site-packages is edited.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import sys
 import types
 from typing import Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 _applied = False
-# Bounds set by init_communicator: joining the default group, and every op on the
-# groups CrypTen creates afterwards.
-_connect_timeout: datetime.timedelta | None = None
-_group_timeout: datetime.timedelta | None = None
-# The TCP store of smpc's roll call (session.py), reused as gloo's rendezvous.
-_store: Any = None
 
 
 def _stub_onnx_converter() -> None:
@@ -60,21 +58,27 @@ class _DistWithTimeout(types.ModuleType):
     def __init__(self, real: types.ModuleType) -> None:
         super().__init__("torch.distributed")
         self._real = real
+        # Set for a session by smpc.communicator.gloo: the bound on joining the default
+        # group, the bound on every op of the groups CrypTen creates afterwards, and the
+        # TCP store of smpc's roll call (smpc.session), reused as gloo's rendezvous.
+        self.connect_timeout: datetime.timedelta | None = None
+        self.group_timeout: datetime.timedelta | None = None
+        self.store: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
     def init_process_group(self, *args: Any, **kwargs: Any) -> Any:
-        if _connect_timeout is not None:
-            kwargs.setdefault("timeout", _connect_timeout)
-        if _store is not None:  # the store every party already joined, not a second rendezvous
+        if self.connect_timeout is not None:
+            kwargs.setdefault("timeout", self.connect_timeout)
+        if self.store is not None:  # the store every party already joined, not a second rendezvous
             kwargs.pop("init_method", None)
-            kwargs["store"] = _store
+            kwargs["store"] = self.store
         return self._real.init_process_group(*args, **kwargs)
 
     def new_group(self, *args: Any, **kwargs: Any) -> Any:
-        if _group_timeout is not None:
-            kwargs.setdefault("timeout", _group_timeout)
+        if self.group_timeout is not None:
+            kwargs.setdefault("timeout", self.group_timeout)
         return self._real.new_group(*args, **kwargs)
 
     def all_reduce(self, tensor: Any, op: Any = None, group: Any = None, async_op: bool = False) -> Any:
@@ -325,7 +329,7 @@ def _secure_randomness(crypten: types.ModuleType) -> None:
     # torch.Generator (a Mersenne Twister: its whole state follows from 624 outputs),
     # seeded with 64 bits. Its two helpers are imported by name into the modules that
     # draw; each binding is replaced by smpc's AES-256-CTR generator, and the seed
-    # exchange (crypten._setup_prng, called by crypten.init and install_communicator)
+    # exchange (crypten._setup_prng, called by crypten.init and smpc.communicator.installed)
     # by one of 256-bit keys.
     from crypten.common import rng
     from crypten.mpc.primitives import arithmetic, binary
@@ -379,197 +383,6 @@ def _setup_prng() -> None:
     cpu = torch.device("cpu")
     for name, key in (("prev", prev_key), ("next", next_key), ("local", local_key), ("global", global_key)):
         crypten.generators[name][cpu] = csprng.AesCtrGenerator(key)
-
-
-def weighted_bits(bits: Any, weights: Any, dim: int = -1) -> Any:
-    """sum_k bits[..., k, ...] * weights[k] along `dim`, as a fixed-point CrypTensor, exactly.
-
-    `bits` is a comparison result (0/1 held at scale 1, as CrypTen's `_ltz` leaves it);
-    each weight is rounded to the fixed-point grid. CrypTen would encode public weights
-    with the bits' scale of 1 (rounding them to integers), or re-encode the bits and
-    truncate every product; scaling the integer shares by the integer weights is exact.
-    """
-    import crypten
-    import torch
-    from crypten.mpc import MPCTensor
-
-    if bits.encoder.scale != 1:
-        raise ValueError("weighted_bits expects comparison results (scale 1)")
-    precision = crypten.cfg.encoder.precision_bits
-    w = torch.round(torch.as_tensor(weights, dtype=torch.float64) * 2**precision).long()
-    shape = [1] * bits.dim()
-    shape[dim] = -1
-    share = (bits.share * w.view(shape)).sum(dim)
-    return MPCTensor.from_shares(share, precision=precision)
-
-
-def to_fixed_point(x: Any) -> Any:
-    """A comparison result (0/1 at scale 1) at the default fixed-point scale, exactly.
-
-    CrypTen encodes a public operand with the scale of the shared one, so a scale-1 bit
-    times 0.5 would silently round 0.5 to 0; values leaving smpc's own protocols are
-    brought to the common scale first.
-    """
-    import crypten
-    from crypten.encoder import FixedPointEncoder
-
-    if x.encoder.scale == 2**crypten.cfg.encoder.precision_bits:
-        return x
-    out = x.clone()
-    out._tensor.encode_(FixedPointEncoder())
-    return out
-
-
-def times_integers(x: Any, factors: Any) -> Any:
-    """x * factors for public integer factors (broadcast), exactly: CrypTen's `mul` would
-    encode the integers as fixed point and truncate the product again."""
-    import torch
-
-    out = x.clone()
-    out._tensor.share = out._tensor.share * torch.as_tensor(factors, dtype=torch.long)
-    return out
-
-
-def times_unscaled(x: Any, y: Any) -> Any:
-    """x * y (two secrets, elementwise) left at twice the fixed-point scale: the Beaver
-    product without its truncation, for a caller that adds it to other terms at that
-    scale and truncates the sum once (`.div(2 ** precision_bits)`)."""
-    from crypten.mpc.primitives import beaver
-
-    out = x.clone()
-    out._tensor.share = beaver.mul(x._tensor, y._tensor).share
-    return out
-
-
-def register_provider(name: str, provider: Any) -> None:
-    """Make `provider` selectable as crypten.cfg.mpc.provider = name.
-
-    CrypTen keeps its providers in a fixed module-level table and looks the
-    configured name up there at every request; the table has no public setter.
-    """
-    apply()
-    import crypten.mpc
-
-    getattr(crypten.mpc, "__SUPPORTED_PROVIDERS")[name] = provider
-
-
-@contextlib.contextmanager
-def substitute_communicator(communicator: Any) -> Iterator[None]:
-    """Make crypten.communicator.get() return `communicator` inside the block.
-
-    Every CrypTen module calls `comm.get()` at call time, so this reaches all of them;
-    the dealer uses it to run a computation with shape-only communication.
-    """
-    apply()
-    import crypten.communicator as comm
-
-    original = comm.get
-    comm.get = lambda: communicator
-    try:
-        yield
-    finally:
-        comm.get = original
-
-
-def install_communicator(communicator: Any) -> None:
-    """Make `communicator` CrypTen's communicator for this process, then seed CrypTen's
-    generators through it (the same exchange crypten.init performs over gloo).
-
-    CrypTen can only build its own gloo communicator; every module reaches the
-    communicator through crypten.communicator.get() at call time.
-    """
-    apply()
-    import crypten
-    import crypten.communicator as comm
-
-    global _installed
-    _installed = (comm.get, comm.is_initialized)
-    comm.get = lambda: communicator
-    comm.is_initialized = lambda: True
-    crypten._setup_prng()
-
-
-def uninstall_communicator() -> None:
-    """Undo install_communicator."""
-    global _installed
-    import crypten.communicator as comm
-
-    if _installed is not None:
-        comm.get, comm.is_initialized = _installed
-        _installed = None
-
-
-_installed: Any = None
-
-
-def init_communicator(
-    rank: int,
-    world_size: int,
-    rendezvous: str,
-    connect_timeout_s: float = 60.0,
-    op_timeout_s: float = 30.0,
-    store: Any = None,
-) -> None:
-    """Join the gloo process group as `rank` and initialise CrypTen on it (with the
-    settings that smpc.protocols.switches.configure made).
-
-    Args:
-        rank: this party's rank, 0..world_size-1.
-        world_size: number of computing parties.
-        rendezvous: torch.distributed init method, e.g. ``tcp://127.0.0.1:29610``
-            (ignored when `store` is given).
-        connect_timeout_s: bound on waiting for all parties to join.
-        op_timeout_s: bound on every later communication step.
-        store: an already-joined torch.distributed store to rendezvous on.
-    """
-    import os
-
-    global _connect_timeout, _group_timeout, _store
-    apply()
-    import crypten
-
-    _connect_timeout = datetime.timedelta(seconds=connect_timeout_s)
-    _group_timeout = datetime.timedelta(seconds=op_timeout_s)
-    _store = store
-    os.environ.update(
-        RENDEZVOUS=rendezvous,
-        WORLD_SIZE=str(world_size),
-        RANK=str(rank),
-        DISTRIBUTED_BACKEND="gloo",
-    )
-    crypten.cfg.communicator.verbose = True  # counts rounds and bytes
-    crypten.init()
-
-
-def shutdown_communicator() -> None:
-    """Leave the process group if this process joined one."""
-    global _store
-    import crypten
-
-    if crypten.is_initialized():
-        crypten.uninit()
-    _store = None
-
-
-def from_client_share(share: Any) -> Any:
-    """A CrypTensor from this party's share of a client's input: ring elements (int64)
-    at the fixed-point scale, split by the client (see smpc.serve.shares)."""
-    import crypten
-    from crypten.mpc import MPCTensor
-
-    return MPCTensor.from_shares(share, precision=crypten.cfg.encoder.precision_bits)
-
-
-def share_for_client(x: Any) -> Any:
-    """This party's share of `x` (int64, at the fixed-point scale) for the client alone
-    to add up. A fresh zero-sharing (CrypTen's pairwise PRZS, no communication) is added
-    first, so that the shares the client receives are uniform given their sum and say
-    nothing of how the output was computed."""
-    from crypten.mpc.primitives import ArithmeticSharedTensor
-
-    x = to_fixed_point(x)
-    zero = ArithmeticSharedTensor.PRZS(x.size(), device=x.device)
-    return x._tensor.share + zero.share
 
 
 # see the module's docstring: importing smpc.compat is what makes `import crypten` work

@@ -102,14 +102,18 @@ class LayerMeter:
         ]
 
 
-# the meter of this process's party while it is in a session (one party per process)
+# The meters of this process's runtime while it is in a session (one party per process;
+# smpc.runtime.Runtime.joined activates them): CrypTen's patched products, smpc's
+# protocols and the dealer's provider book to them, since none of them is handed a runtime.
 _active: LayerMeter | None = None
+_protocols: ProtocolMeter | None = None
 
 
-def activate(meter: LayerMeter | None) -> None:
-    """Make `meter` the one that pieces and the dealer's material are booked to."""
-    global _active
-    _active = meter
+def activate(layers: LayerMeter | None, protocols: ProtocolMeter | None = None) -> None:
+    """Make `layers` the meter that pieces and the dealer's material are booked to, and
+    `protocols` the one comparisons, truncations and FSS keys are (None: neither)."""
+    global _active, _protocols
+    _active, _protocols = layers, protocols
 
 
 def piece(name: str) -> contextlib.AbstractContextManager[Piece]:
@@ -222,7 +226,13 @@ class ProtocolMeter:
         return out
 
 
-protocol_meter = ProtocolMeter()
+def protocols() -> ProtocolMeter:
+    """The active ProtocolMeter; outside a session (the dealer's trace, plaintext runs),
+    one that nobody reads."""
+    return _protocols if _protocols is not None else _UNREAD
+
+
+_UNREAD = ProtocolMeter()
 
 
 def peak_rss_mib() -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,7 @@ class PartyResult:
     comm_time_s: float  # CrypTen's own count of the time spent communicating
     comparisons: str  # protocol.comparisons
     truncation: str  # the two-party truncation run (Config.plan.truncation)
-    comparisons_bytes: int  # sent in comparisons (smpc.meter.protocol_meter)
+    comparisons_bytes: int  # sent in comparisons (the runtime's ProtocolMeter)
     comparisons_rounds: int
     truncations_bytes: int  # sent in the dealer's truncations
     truncations_rounds: int
@@ -125,9 +127,36 @@ class PartyResult:
             unknown = set(doc) - names
             if unknown:
                 raise ValueError(f"unknown fields {sorted(unknown)}")
+            hints = typing.get_type_hints(cls)
+            wrong = [
+                f"{k} is {type(v).__name__}, not {_named(hints[k])}" for k, v in doc.items() if not _fits(v, hints[k])
+            ]
+            if wrong:
+                raise ValueError(", ".join(wrong))
             return cls(**doc)
         except (OSError, ValueError, TypeError) as exc:
             raise PartyError(f"{path}: not a party's result record ({exc})") from None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    # a JSON value against a field's type: the scalars, None, and lists and dicts by
+    # their outer type (what they hold is the cost profile's and the report's to read)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _named(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:

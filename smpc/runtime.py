@@ -1,14 +1,18 @@
 """The runtime of a party process: how it computes on shares (one frozen set of protocol
-settings) and the session it computes in. MPyC's Runtime is the model (one object,
-started, used, shut down, handed to the code that needs it), without its size:
+settings), the session it computes in, and the meters of what that session spends.
+MPyC's Runtime is the model (one object, started, used, shut down, handed to the code
+that needs it), without its size:
 
     runtime = Runtime(ProtocolSettings.of(config, provider))
     with runtime.joined(rank, names, addresses, connect_s, op_s, tls=..., log=...):
         ...  # CrypTen computes with these settings, over this session's communicator
+    runtime.meter.layers(), runtime.protocol_meter.record()  # what the session spent
 
-The layers underneath, in import order: the patches and the communicator (smpc.compat,
-imported first: it is what makes CrypTen importable), the protocol switches
-(smpc.protocols.switches), the roll call and collective helpers (smpc.session).
+The layers underneath, in import order (each imports only those before it): the patches
+(smpc.compat, imported first: it is what makes CrypTen importable), the fixed-point
+helpers (smpc.fixed_point), the communicator (smpc.communicator), the protocols and their
+switches (smpc.protocols), then the roll call and collectives (smpc.session) and the
+meters (smpc.meter, a leaf: the protocols book to the meters the runtime activates).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from smpc import compat, errors, session
+from smpc import communicator, compat, errors, meter, session
+from smpc.meter import LayerMeter, ProtocolMeter
 from smpc.protocols import switches
 
 if TYPE_CHECKING:
@@ -53,10 +58,14 @@ class ProtocolSettings:
 
 
 class Runtime:
-    """One process's runtime: its protocol settings, and the session it joins."""
+    """One process's runtime: its protocol settings, the session it joins, and the meters
+    that book what the session spends (fresh for each session)."""
 
     def __init__(self, settings: ProtocolSettings = ProtocolSettings()) -> None:
+        compat.apply()  # idempotent: importing smpc.compat has already patched CrypTen
         self.settings = settings
+        self.meter = LayerMeter()
+        self.protocol_meter = ProtocolMeter()
 
     def configure(self) -> None:
         """Put the settings in place in CrypTen (precision, provider, approximations, the
@@ -76,7 +85,8 @@ class Runtime:
         tls: tuple[Path, Path, Path] | None = None,
         log: Callable[[str, str], None] | None = None,
     ) -> Iterator[None]:
-        """Join the parties for the duration of the block, and always leave.
+        """Join the parties for the duration of the block, and always leave. The meters
+        are fresh and active inside the block: they count from the session's start.
 
         Args:
             rank: this party's rank (its index in `names`).
@@ -89,20 +99,38 @@ class Runtime:
                 instead of gloo.
             log: where TLS connection events go: log(event, line), event "peer" or "refused".
         """
-        if tls is None:
-            host, port = addresses[0]
-            store = session.roll_call(rank, names, host, port, connect_timeout_s)
-            self.configure()
-            compat.init_communicator(
-                rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, store=store
-            )
+        with self._session(rank, names, addresses, connect_timeout_s, op_timeout_s, tls, log):
+            self.meter, self.protocol_meter = LayerMeter(), ProtocolMeter()
+            meter.activate(self.meter, self.protocol_meter)
             try:
                 yield
             except BaseException as exc:
                 errors.mark_failure(exc)
                 raise
             finally:
-                compat.shutdown_communicator()
+                meter.activate(None)
+
+    @contextlib.contextmanager
+    def _session(
+        self,
+        rank: int,
+        names: Sequence[str],
+        addresses: Sequence[tuple[str, int]],
+        connect_timeout_s: float,
+        op_timeout_s: float,
+        tls: tuple[Path, Path, Path] | None,
+        log: Callable[[str, str], None] | None,
+    ) -> Iterator[None]:
+        # CrypTen's communicator for the block: gloo (rendezvous on smpc's roll call), or
+        # the TLS mesh; either way the session's keys are exchanged before it is used
+        if tls is None:
+            host, port = addresses[0]
+            store = session.roll_call(rank, names, host, port, connect_timeout_s)
+            self.configure()
+            with communicator.gloo(
+                rank, len(names), f"tcp://{host}:{port}", connect_timeout_s, op_timeout_s, store=store
+            ):
+                yield
             return
         from smpc import transport
 
@@ -117,15 +145,12 @@ class Runtime:
             op_timeout_s,
             log=log or (lambda event, line: print(line, flush=True)),
         )
-        communicator = transport.TlsCommunicator(rank, names, peers)
+        mesh = transport.TlsCommunicator(rank, names, peers)
         self.configure()
         try:
-            with communicator.joining(deadline, connect_timeout_s):  # the keys' exchange ends the join
-                compat.install_communicator(communicator)
-            yield
-        except BaseException as exc:
-            errors.mark_failure(exc)
-            raise
+            with contextlib.ExitStack() as stack:
+                with mesh.joining(deadline, connect_timeout_s):  # the keys' exchange ends the join
+                    stack.enter_context(communicator.installed(mesh))
+                yield
         finally:
-            communicator.close()
-            compat.uninstall_communicator()
+            mesh.close()

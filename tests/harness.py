@@ -130,7 +130,7 @@ def use_stand_in_dealer(rank: int, comparisons: str = "fss", truncation: str = "
 
             return fss.party_key(kind, self.own, rank, args, self._item(kind, args, {}))
 
-    compat.register_provider("TEST_DEALER", _StandInDealer())
+    switches.register_provider("TEST_DEALER", _StandInDealer())
     crypten.cfg.mpc.provider = "TEST_DEALER"
     switches.use_comparisons(comparisons, truncation)
 

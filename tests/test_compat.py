@@ -48,7 +48,7 @@ def _inspect_child(rank: int, world_size: int) -> dict:
     return {
         "dist_patched": isinstance(dc.dist, compat._DistWithTimeout),
         "decode_patched": FixedPointEncoder.decode is compat._decode,
-        "group_timeout_s": compat._group_timeout.total_seconds(),
+        "group_timeout_s": dc.dist.group_timeout.total_seconds(),
         "value": (x * 2).get_plain_text().tolist(),
     }
 
@@ -81,12 +81,12 @@ def test_unpickling_loaders_are_disabled():
 
 
 def _join_alone(port: int, queue) -> None:
-    from smpc import compat
+    from smpc import communicator
 
     started = time.monotonic()
     try:
-        compat.init_communicator(0, 2, f"tcp://127.0.0.1:{port}", connect_timeout_s=3, op_timeout_s=3)
-        queue.put(("joined", 0.0))
+        with communicator.gloo(0, 2, f"tcp://127.0.0.1:{port}", connect_timeout_s=3, op_timeout_s=3):
+            queue.put(("joined", 0.0))
     except Exception as exc:  # expected: the other party never comes
         queue.put((type(exc).__name__, time.monotonic() - started))
 

@@ -37,7 +37,7 @@ def _gates(rank: int, world_size: int) -> dict:
     import crypten
 
     from smpc import session
-    from smpc.meter import protocol_meter
+    from smpc import meter
 
     use_stand_in_dealer(rank)
     unit = 2.0**-16
@@ -66,7 +66,7 @@ def _gates(rank: int, world_size: int) -> dict:
     secret.relu()
     relu_rounds = session.communication_stats()["rounds"] - start
     opened = {k: v.get_plain_text() for k, v in out.items()}
-    return {"x": x, "opened": opened, "relu_rounds": relu_rounds, "rounds": before, "meter": protocol_meter.record()}
+    return {"x": x, "opened": opened, "relu_rounds": relu_rounds, "rounds": before, "meter": meter.protocols().record()}
 
 
 def test_each_gate_through_crypten_with_fss():

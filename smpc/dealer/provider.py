@@ -19,7 +19,6 @@ from smpc import meter
 from smpc.dealer import material
 from smpc.dealer.streams import MaterialPool, MaterialStream
 from smpc.errors import PartyError
-from smpc.meter import protocol_meter
 from smpc.model.buckets import Bucket
 from smpc.protocols import fss
 from smpc.protocols.csprng import AesCtrGenerator
@@ -120,7 +119,7 @@ class PartyProvider(DealerTuples):
         elements = fss.count(args)
         what = f"{kind} key of {elements} elements"
         item = self._take(kind, args, {}, what) if self.party_rank in material.receivers(kind) else None
-        protocol_meter.keys(
+        meter.protocols().keys(
             kind,
             elements,
             0 if item is None else item.numel() * 8,

@@ -14,14 +14,14 @@ from collections.abc import Callable
 
 import torch
 
-from smpc import compat
+from smpc import communicator, compat  # noqa: F401  (compat first: it makes crypten importable on this torch)
 from smpc.config import Config
 from smpc.model.program import Program
 from smpc.dealer import material
 from smpc.dealer.provider import PROVIDER_NAME, DealerTuples
 from smpc.model.execute import run_program
 from smpc.model import calibrate
-from smpc.protocols import fixed, top_k
+from smpc.protocols import fixed, switches, top_k
 from smpc.protocols.csprng import AesCtrGenerator
 
 Emit = Callable[[bytes, dict[int, torch.Tensor]], None]
@@ -128,8 +128,8 @@ def shape_run(config: Config, program: Program, provider: TracingProvider, check
     for key in ("prev", "next", "local", "global"):  # fresh keys: these values are thrown away
         crypten_generators[key][torch.device("cpu")] = AesCtrGenerator()
     owner = config.rank_of(config.model_owner.name)
-    with compat.substitute_communicator(ShapeCommunicator(len(config.parties))):
-        compat.register_provider(PROVIDER_NAME, provider)
+    with communicator.substituted(ShapeCommunicator(len(config.parties))):
+        switches.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
         if provider.masks is not None:  # the parties' products with a fixed operand (on zeros)
             params.update(

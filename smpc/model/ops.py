@@ -13,7 +13,7 @@ import operator
 from typing import Any
 from collections.abc import Callable, Sequence
 
-from smpc import compat
+from smpc import compat, fixed_point  # noqa: F401  (compat first: it makes crypten importable on this torch)
 import crypten
 import torch
 
@@ -538,7 +538,7 @@ def where(condition: Any, a: Any, b: Any) -> Any:
         out = None
         for part, mask in ((a, keep), (b, ~keep)):
             if is_secret(part):
-                term = compat.times_integers(part, mask.long())  # broadcasts like torch
+                term = fixed_point.times_integers(part, mask.long())  # broadcasts like torch
             else:
                 term = torch.where(mask, torch.as_tensor(part, dtype=torch.float32), 0.0)
             out = term if out is None else add(out, term)
@@ -557,9 +557,9 @@ def _compare(name: str) -> Callable[[Any, Any], Any]:
         if not is_secret(a) and not is_secret(b):
             return getattr(torch, name)(a, b)
         if is_secret(a):
-            return compat.to_fixed_point(getattr(a, name)(b))
+            return fixed_point.to_fixed_point(getattr(a, name)(b))
         flipped = {"lt": "gt", "gt": "lt", "le": "ge", "ge": "le", "eq": "eq", "ne": "ne"}[name]
-        return compat.to_fixed_point(getattr(b, flipped)(a))
+        return fixed_point.to_fixed_point(getattr(b, flipped)(a))
 
     run.__name__ = name
     return run
@@ -581,14 +581,14 @@ def tril(x: Any, diagonal: int = 0) -> Any:
     if not is_secret(x):
         return torch.tril(x, diagonal)
     keep = torch.ones(x.shape[-2:], dtype=torch.long).tril(diagonal)
-    return compat.times_integers(x, keep)
+    return fixed_point.times_integers(x, keep)
 
 
 def triu(x: Any, diagonal: int = 0) -> Any:
     if not is_secret(x):
         return torch.triu(x, diagonal)
     keep = torch.ones(x.shape[-2:], dtype=torch.long).triu(diagonal)
-    return compat.times_integers(x, keep)
+    return fixed_point.times_integers(x, keep)
 
 
 def amax(x: Any, dim: int | list[int] | tuple[int, ...] = (), keepdim: bool = False) -> Any:
@@ -608,7 +608,7 @@ def max_dim(x: Any, dim: int, keepdim: bool = False) -> Any:
     if not is_secret(x):
         return torch.max(x, dim, keepdim)
     values, onehot = x.max(dim=dim, keepdim=True)
-    onehot = compat.to_fixed_point(onehot)
+    onehot = fixed_point.to_fixed_point(onehot)
     positions = torch.arange(x.size(dim), dtype=torch.float32).view(
         [-1 if d == dim % x.dim() else 1 for d in range(x.dim())]
     )

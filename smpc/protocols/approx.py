@@ -28,7 +28,7 @@ the ring above about 19; its inverse square root converges for inputs in about
   to 1e7 keep the full 16-bit precision.
 
 Comparison results are 0/1 shares at scale 1 (as CrypTen's `_ltz` leaves them):
-multiplying by them needs no truncation, and `compat.weighted_bits` combines them with
+multiplying by them needs no truncation, and `fixed_point.weighted_bits` combines them with
 public weights exactly. The worst error of each function over its whole input range is
 measured by tests/test_approx.py and listed in docs/explanation/models.md.
 """
@@ -39,7 +39,7 @@ import math
 from typing import Any, cast
 from collections.abc import Sequence
 
-from smpc import compat
+from smpc import compat, fixed_point  # noqa: F401  (compat first: it makes crypten importable on this torch)
 import crypten
 import torch
 
@@ -128,7 +128,7 @@ def _segments_value(u: Any, name: str) -> Any:
     scale = 2**crypten.cfg.encoder.precision_bits
     value: Any = None  # a CrypTensor
     for k, pw in enumerate(powers(w, coeffs.shape[0] - 1), start=1):
-        term = compat.times_integers(pw, torch.round(coeffs[k] * scale).long())
+        term = fixed_point.times_integers(pw, torch.round(coeffs[k] * scale).long())
         value = term if value is None else value + term
     return value.div(scale) + coeffs[0].float()
 
@@ -218,7 +218,7 @@ def _reduce(x: Any, onehot: Any, exponents: Sequence[int], base: int) -> Any:
     copies = _repeat_last(x, len(exponents))
     up = [base ** (-e) if e < 0 else 1 for e in exponents]
     down = [base**e if e > 0 else 1 for e in exponents]
-    copies = compat.times_integers(copies, up)
+    copies = fixed_point.times_integers(copies, up)
     if any(d > 1 for d in down):
         copies = copies.div(torch.tensor(down, dtype=torch.long))
     return (onehot * copies).sum(-1)
@@ -244,8 +244,8 @@ def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS, start: tuple[float
     scale = 2**crypten.cfg.encoder.precision_bits
     for _ in range(iterations):
         square, my = crypten.stack([y, m]) * crypten.stack([y, y])
-        cube = compat.times_unscaled(my, square)  # m y^3 at scale^2
-        y = (compat.times_integers(y, 3 * scale) - cube).div(2 * scale)
+        cube = fixed_point.times_unscaled(my, square)  # m y^3 at scale^2
+        y = (fixed_point.times_integers(y, 3 * scale) - cube).div(2 * scale)
     return y
 
 
@@ -255,7 +255,7 @@ def reciprocal_positive(x: Any, low: int = -16, high: int = 24) -> Any:
     exponents = list(range(low, high))
     onehot = _levels(x, exponents, 2)
     m = _reduce(x, onehot, exponents, 2)
-    return _newton_reciprocal(m) * compat.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+    return _newton_reciprocal(m) * fixed_point.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
 
 
 @step("reciprocal")
@@ -272,7 +272,7 @@ def inv_sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     exponents = list(range(low, high))
     onehot = _levels(x, exponents, 4)
     m = _reduce(x, onehot, exponents, 4)
-    return _newton_inv_sqrt(m) * compat.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+    return _newton_inv_sqrt(m) * fixed_point.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
 
 
 @step("sqrt")
@@ -282,7 +282,7 @@ def sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     onehot = _levels(x, exponents, 4)
     m = _reduce(x, onehot, exponents, 4)
     root = m * _newton_inv_sqrt(m)
-    return root * compat.weighted_bits(onehot, [2.0**e for e in exponents])
+    return root * fixed_point.weighted_bits(onehot, [2.0**e for e in exponents])
 
 
 def _row_sum(x: Any, dims: Sequence[int]) -> Any:
@@ -305,7 +305,7 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     c = x - _mean(x, dims) if center else x
     # the variance 2^8 times finer than the fixed point (squares truncated by 2^(p - 8),
     # the mean by an exact division), so that variances down to 2^-22 are told apart
-    fine = compat.times_unscaled(c, c).div(2 ** (crypten.cfg.encoder.precision_bits - NORM_FINE_BITS))
+    fine = fixed_point.times_unscaled(c, c).div(2 ** (crypten.cfg.encoder.precision_bits - NORM_FINE_BITS))
     coarse = _row_sum(fine, dims).div(math.prod(x.size(d) for d in dims))  # (var) 2^8
     exponents = list(NORM_LEVELS)
     # the level of var + eps, so that the scaled var + eps below lies in about [1, 2)
@@ -314,11 +314,11 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     scales = [2.0 ** (-e / 2) for e in exponents]
     # the scale as encoded (rounded to the grid), so that eps is scaled by exactly its square
     encoded = [round(s * 2**crypten.cfg.encoder.precision_bits) / 2**crypten.cfg.encoder.precision_bits for s in scales]
-    scale = compat.weighted_bits(onehot, encoded)
+    scale = fixed_point.weighted_bits(onehot, encoded)
     scaled = c * scale
     m = _mean(scaled * scaled, dims)
     if eps * max(encoded) ** 2 * 2**crypten.cfg.encoder.precision_bits >= 0.5:
-        m = m + compat.weighted_bits(onehot, [eps * s * s for s in encoded])
+        m = m + fixed_point.weighted_bits(onehot, [eps * s * s for s in encoded])
     return scaled * _newton_inv_sqrt(m, NORM_SCALED_ITERS, NORM_SCALED_START)
 
 

@@ -289,14 +289,14 @@ def _gate(kind: str, share: torch.Tensor, divisor: int | torch.Tensor | None = N
     import crypten.communicator as comm
     import crypten.mpc
 
-    from smpc.meter import protocol_meter
+    from smpc import meter
 
     flat = share.reshape(-1)
     if kind in DCF_KINDS:
         args = comparison_args(torch.Size(share.shape), _width[-1])
     else:
         args = (torch.Size(share.shape),) + ((divisor_arg(divisor),) if divisor is not None else ())
-    with protocol_meter.spent("truncations" if kind == "trunc" else "comparisons", flat.numel()):
+    with meter.protocols().spent("truncations" if kind == "trunc" else "comparisons", flat.numel()):
         key = crypten.mpc.get_default_provider().fss_key(kind, args)
         if key is None:  # the dealer's trace: only shapes matter
             return torch.zeros_like(share)

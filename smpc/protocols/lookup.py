@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smpc import compat
+from smpc import compat, fixed_point  # noqa: F401  (compat first: it makes crypten importable on this torch)
 import crypten
 
 from smpc.protocols.approx import less_than
@@ -59,4 +59,4 @@ def gather(source: Any, dim: int, index: Any) -> Any:
 
 def _bits_for(bits: Any, other: Any) -> Any:
     # bits at scale 1 multiply a secret exactly; a public operand needs the full scale
-    return bits if isinstance(other, crypten.CrypTensor) else compat.to_fixed_point(bits)
+    return bits if isinstance(other, crypten.CrypTensor) else fixed_point.to_fixed_point(bits)

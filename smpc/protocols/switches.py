@@ -1,13 +1,13 @@
-"""The protocol switches: CrypTen's global settings (precision, provider, approximations)
-and which comparison and truncation protocols its tensors run. Above the patches and the
-communicator (smpc.compat), below the sessions that set them."""
+"""The protocol switches: CrypTen's global settings (precision, provider, approximations),
+the providers it may select, and which comparison and truncation protocols its tensors
+run. Above the patches (smpc.compat), below the runtime that sets them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
-from smpc.meter import protocol_meter
+from smpc import meter
 from smpc.protocols import fss
 
 
@@ -29,6 +29,17 @@ def configure(
     use_comparisons(comparisons, truncation)
 
 
+def register_provider(name: str, provider: Any) -> None:
+    """Make `provider` selectable as crypten.cfg.mpc.provider = name.
+
+    CrypTen keeps its providers in a fixed module-level table and looks the
+    configured name up there at every request; the table has no public setter.
+    """
+    import crypten.mpc
+
+    getattr(crypten.mpc, "__SUPPORTED_PROVIDERS")[name] = provider
+
+
 # CrypTen's own methods that `use_comparisons("fss")` replaces: (class, name) -> the
 # class's own attribute, or None where it inherits one (then deleting ours restores it)
 _ORIGINALS: dict[tuple[Any, str], Any] = {}
@@ -44,7 +55,7 @@ def use_comparisons(mode: str, truncation: str = "local") -> None:
 
     CrypTen dispatches all of these through MPCTensor's methods and
     ArithmeticSharedTensor.div_, looked up at call time; both modes count the bytes and
-    rounds of comparisons apart (smpc.meter.protocol_meter).
+    rounds of comparisons apart (the runtime's ProtocolMeter).
     """
     from crypten.mpc import MPCTensor
     from crypten.mpc.primitives import ArithmeticSharedTensor
@@ -66,7 +77,7 @@ def use_comparisons(mode: str, truncation: str = "local") -> None:
 
     def metered(original: Any) -> Any:
         def comparison(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with protocol_meter.spent("comparisons", self.numel()):
+            with meter.protocols().spent("comparisons", self.numel()):
                 return original(self, *args, **kwargs)
 
         return comparison

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smpc import compat
+from smpc import compat, fixed_point  # noqa: F401  (compat first: it makes crypten importable on this torch)
 import crypten
 import torch
 
@@ -56,7 +56,7 @@ def top_k(logits: Any, k: int) -> Any:
     current = logits
     for round_ in range(k):
         _, onehot = current.max(dim=1, keepdim=True)
-        onehot = compat.to_fixed_point(onehot)
+        onehot = fixed_point.to_fixed_point(onehot)
         picked.append((onehot * positions).sum(1, keepdim=True))
         if round_ + 1 < k:
             current = current - onehot * PUSH_DOWN

@@ -1,0 +1,93 @@
+"""Fixed-point helpers for smpc's own protocols: exact products with public integers and
+bit weights, scales brought to the common one, and the shares a client sends or gets.
+
+CrypTen encodes a public operand with the scale of the shared one and truncates every
+product again; these helpers work on the integer shares instead, where that is exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
+
+
+def weighted_bits(bits: Any, weights: Any, dim: int = -1) -> Any:
+    """sum_k bits[..., k, ...] * weights[k] along `dim`, as a fixed-point CrypTensor, exactly.
+
+    `bits` is a comparison result (0/1 held at scale 1, as CrypTen's `_ltz` leaves it);
+    each weight is rounded to the fixed-point grid. CrypTen would encode public weights
+    with the bits' scale of 1 (rounding them to integers), or re-encode the bits and
+    truncate every product; scaling the integer shares by the integer weights is exact.
+    """
+    import crypten
+    import torch
+    from crypten.mpc import MPCTensor
+
+    if bits.encoder.scale != 1:
+        raise ValueError("weighted_bits expects comparison results (scale 1)")
+    precision = crypten.cfg.encoder.precision_bits
+    w = torch.round(torch.as_tensor(weights, dtype=torch.float64) * 2**precision).long()
+    shape = [1] * bits.dim()
+    shape[dim] = -1
+    share = (bits.share * w.view(shape)).sum(dim)
+    return MPCTensor.from_shares(share, precision=precision)
+
+
+def to_fixed_point(x: Any) -> Any:
+    """A comparison result (0/1 at scale 1) at the default fixed-point scale, exactly.
+
+    CrypTen encodes a public operand with the scale of the shared one, so a scale-1 bit
+    times 0.5 would silently round 0.5 to 0; values leaving smpc's own protocols are
+    brought to the common scale first.
+    """
+    import crypten
+    from crypten.encoder import FixedPointEncoder
+
+    if x.encoder.scale == 2**crypten.cfg.encoder.precision_bits:
+        return x
+    out = x.clone()
+    out._tensor.encode_(FixedPointEncoder())
+    return out
+
+
+def times_integers(x: Any, factors: Any) -> Any:
+    """x * factors for public integer factors (broadcast), exactly: CrypTen's `mul` would
+    encode the integers as fixed point and truncate the product again."""
+    import torch
+
+    out = x.clone()
+    out._tensor.share = out._tensor.share * torch.as_tensor(factors, dtype=torch.long)
+    return out
+
+
+def times_unscaled(x: Any, y: Any) -> Any:
+    """x * y (two secrets, elementwise) left at twice the fixed-point scale: the Beaver
+    product without its truncation, for a caller that adds it to other terms at that
+    scale and truncates the sum once (`.div(2 ** precision_bits)`)."""
+    from crypten.mpc.primitives import beaver
+
+    out = x.clone()
+    out._tensor.share = beaver.mul(x._tensor, y._tensor).share
+    return out
+
+
+def from_client_share(share: Any) -> Any:
+    """A CrypTensor from this party's share of a client's input: ring elements (int64)
+    at the fixed-point scale, split by the client (see smpc.serve.shares)."""
+    import crypten
+    from crypten.mpc import MPCTensor
+
+    return MPCTensor.from_shares(share, precision=crypten.cfg.encoder.precision_bits)
+
+
+def share_for_client(x: Any) -> Any:
+    """This party's share of `x` (int64, at the fixed-point scale) for the client alone
+    to add up. A fresh zero-sharing (CrypTen's pairwise PRZS, no communication) is added
+    first, so that the shares the client receives are uniform given their sum and say
+    nothing of how the output was computed."""
+    from crypten.mpc.primitives import ArithmeticSharedTensor
+
+    x = to_fixed_point(x)
+    zero = ArithmeticSharedTensor.PRZS(x.size(), device=x.device)
+    return x._tensor.share + zero.share
