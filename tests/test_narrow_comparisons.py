@@ -101,10 +101,14 @@ def test_a_calibrated_run_sends_narrower_keys_stays_right_within_the_headroom_an
         sum(w["comparisons"] for w in narrow["comparison_widths"].values())
         == wide["comparison_widths"]["64"]["comparisons"]
     )
+    per_wide = wide["comparison_widths"]["64"]["key_bytes_per_comparison"]
     for bits, w in narrow["comparison_widths"].items():
-        assert w["key_bytes_per_comparison"] < wide["comparison_widths"]["64"]["key_bytes_per_comparison"]
+        # a key shrinks with its width (its levels), whatever mix of ops the model has:
+        # GELU's at 24-25 bits came out at 0.36-0.43x the 64-bit key, a LayerNorm's at 51 at 0.77x
+        assert w["key_bytes_per_comparison"] < per_wide * (int(bits) + 8) / 64, (bits, w, per_wide)
         assert int(bits) <= 51  # a LayerNorm's: thresholds up to 2^32 (2^24 held 2^8 finer) at 16 bits
-    assert narrow["key_bytes"] < 0.6 * wide["key_bytes"]
+    assert narrow["key_bytes"] == sum(w["key_bytes"] for w in narrow["comparison_widths"].values())
+    assert narrow["key_bytes"] < 0.7 * wide["key_bytes"]
     assert reports["narrow"].dealer["bytes_sent"] < reports["wide"].dealer["bytes_sent"]
     # with range checks, the same values stop the run before any comparison could be wrong
     checked = _config(tmp_path, directory, far, range_checks=True)

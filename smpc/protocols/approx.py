@@ -10,9 +10,11 @@ the ring above about 19; its inverse square root converges for inputs in about
   the decomposition SIGMA uses (Gupta et al., "SIGMA: Secure GPT Inference with Function
   Secret Sharing", PoPETs 2024); d is a piecewise polynomial (as PUMA's GELU: Dong et
   al., "PUMA: Secure Inference of LLaMA-7B in Five Minutes", 2023), each piece in a
-  local variable |w| <= 1 so no power leaves the ring. Segments come from a second,
-  batched comparison; a segment's polynomial is multiplied by its 0/1 indicator, so a
-  piece evaluated far outside its segment (wrapped, meaningless) contributes exactly 0.
+  local variable |w| <= 1 so no power leaves the ring, evaluated in blocks of powers
+  (Paterson-Stockmeyer: fewer products of shares). Segments (GELU has one, of degree 10)
+  come from a second, batched comparison; a segment's polynomial is multiplied by its
+  0/1 indicator, so a piece evaluated far outside its segment (wrapped, meaningless)
+  contributes exactly 0.
 - **exp** clips its input to [-16, 12] (below -16 the result is 0, as PUMA and
   BumbleBee zero e^x for x < -14), evaluates e^(x/32) by a polynomial and squares five
   times (rounding amplified 32-fold, not 256-fold).
@@ -59,6 +61,9 @@ NORM_NR_ITERS = 4
 # [0.9, 2.1] (relative error 3.3e-2) is within 4e-6 after two steps (e -> 1.5 e^2)
 NORM_SCALED_START, NORM_SCALED_ITERS = (1.2832, 0.29332), 2
 RECIPROCAL_NR_ITERS = 3
+# a piecewise function's polynomial is evaluated in blocks of this many powers (fewer
+# products, for the activations' bytes); exp's, on the softmax's path, by its powers (fewer rounds)
+BLOCK = 4
 
 
 def _repeat_last(x: Any, k: int) -> Any:
@@ -115,13 +120,23 @@ def _table(name: str) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]
     return cast("tuple[float, ...]", table["points"]), cast("tuple[tuple[float, ...], ...]", table["coefficients"])
 
 
-def _segments_value(u: Any, name: str) -> Any:
-    # every segment's polynomial at u, on a last axis of segments: [..., S]
+def _local(u: Any, name: str) -> tuple[Any, torch.Tensor]:
+    # u in each segment's local variable w = (u - c) / h, on a last axis of segments
+    # [..., S]; and the segments' coefficients in w, [degree + 1, S]
     points, coefficients = _table(name)
     centers = torch.tensor([(a + b) / 2 for a, b in zip(points[:-1], points[1:])])
     inverse_half = torch.tensor([2 / (b - a) for a, b in zip(points[:-1], points[1:])])
-    w = (_repeat_last(u, len(centers)) - centers) * inverse_half
-    coeffs = torch.tensor(coefficients, dtype=torch.float64).t()  # [degree + 1, S]
+    shifted = _repeat_last(u, len(centers)) - centers
+    if bool((inverse_half == inverse_half.round()).all()):  # whole factors: exact, no truncation (a round)
+        w = fixed_point.times_integers(shifted, inverse_half.long())
+    else:
+        w = shifted * inverse_half
+    return w, torch.tensor(coefficients, dtype=torch.float64).t()
+
+
+def _segments_value(u: Any, name: str) -> Any:
+    # every segment's polynomial at u, on a last axis of segments: [..., S]
+    w, coeffs = _local(u, name)
     # sum_k c_k w^k as one exact weighted sum and a single truncation: each power times
     # its coefficient rounded to the fixed-point grid, added up at twice the scale
     # (CrypTen would truncate every term: one round each with comparisons: fss)
@@ -131,6 +146,52 @@ def _segments_value(u: Any, name: str) -> Any:
         term = fixed_point.times_integers(pw, torch.round(coeffs[k] * scale).long())
         value = term if value is None else value + term
     return value.div(scale) + coeffs[0].float()
+
+
+def _block_sum(pw: dict[int, Any], coeffs: torch.Tensor, first: int, last: int, scale: int) -> Any:
+    # sum_{i=first+1..last} c_i w^(i - first) at twice the fixed-point scale (exact: public
+    # integers times shares); the constant c_first is added after the truncation
+    value: Any = None
+    for i in range(first + 1, last + 1):
+        term = fixed_point.times_integers(pw[i - first], torch.round(coeffs[i] * scale).long())
+        value = term if value is None else value + term
+    return value
+
+
+def _blocks_value(u: Any, name: str) -> Any:
+    """Every segment's polynomial at u, [..., S], by blocks of BLOCK powers (Paterson and
+    Stockmeyer, "On the number of nonscalar multiplications necessary to evaluate
+    polynomials", SIAM J. Comput. 1973): p = q_0 + w^4 (q_1 + w^4 (q_2 + ...)), each q_j a
+    polynomial of degree < 4 in w, which public coefficients make from w, w^2, w^3 exactly.
+    Degree 10 takes 5 products of shares (w^2; w^3 and w^4; two Horner steps) where the
+    powers take 9, in one round more; the top block (degree <= 2 here) is truncated with
+    w^3 and w^4, and each Horner step adds the next block at twice the scale and truncates
+    the sum once."""
+    w, coeffs = _local(u, name)
+    degree = coeffs.shape[0] - 1
+    blocks = -(-(degree + 1) // BLOCK) - 1  # the Horner steps
+    top = degree - blocks * BLOCK  # the top block's degree
+    if blocks < 2 or top > 2:
+        return _segments_value(u, name)
+    scale = 2**crypten.cfg.encoder.precision_bits
+    w2 = w.square()
+    # w^3, w^4 (one batched product, left at twice the scale) and the top block, truncated at once
+    high = fixed_point.times_unscaled(crypten.stack([w2, w2]), crypten.stack([w, w2]))
+    parts = [high[0], high[1]]
+    if top > 0:
+        parts.append(_block_sum({1: w, 2: w2}, coeffs, blocks * BLOCK, degree, scale))
+    truncated = crypten.stack(parts).div(scale)
+    pw = {1: w, 2: w2, 3: truncated[0], 4: truncated[1]}
+    # the value so far: the top block (public when it is only its constant)
+    inner: Any = truncated[2] + coeffs[-1 - top].float() if top > 0 else coeffs[-1]
+    for j in range(blocks - 1, -1, -1):
+        block = _block_sum(pw, coeffs, j * BLOCK, j * BLOCK + BLOCK - 1, scale)
+        if isinstance(inner, torch.Tensor):
+            product = fixed_point.times_integers(pw[BLOCK], torch.round(inner * scale).long())
+        else:
+            product = fixed_point.times_unscaled(pw[BLOCK], inner)
+        inner = (block + product).div(scale) + coeffs[j * BLOCK].float()
+    return inner
 
 
 @step("polynomial")
@@ -143,7 +204,7 @@ def polynomial(u: Any, name: str) -> Any:
 def piecewise(u: Any, name: str) -> Any:
     """The piecewise function `name` of TABLES at u >= 0; 0 past its last point."""
     points = _table(name)[0]
-    value = _segments_value(u, name)
+    value = _blocks_value(u, name)
     below = less_than(u, points[1:])  # [u < b_s] for each segment's right end
     if below.size(-1) == 1:
         indicator = below
@@ -316,7 +377,10 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     encoded = [round(s * 2**crypten.cfg.encoder.precision_bits) / 2**crypten.cfg.encoder.precision_bits for s in scales]
     scale = fixed_point.weighted_bits(onehot, encoded)
     scaled = c * scale
-    m = _mean(scaled * scaled, dims)
+    # the mean square with one truncation: the squares' and the mean's divisions at once
+    # (the scaled row is about unit variance, so the sum at twice the scale is far from the ring's edge)
+    n = math.prod(x.size(d) for d in dims)
+    m = _row_sum(fixed_point.times_unscaled(scaled, scaled), dims).div(n * 2**crypten.cfg.encoder.precision_bits)
     if eps * max(encoded) ** 2 * 2**crypten.cfg.encoder.precision_bits >= 0.5:
         m = m + fixed_point.weighted_bits(onehot, [eps * s * s for s in encoded])
     return scaled * _newton_inv_sqrt(m, NORM_SCALED_ITERS, NORM_SCALED_START)
