@@ -37,10 +37,10 @@ SPECS: dict[str, tuple[Callable[[np.ndarray], Any], tuple[float, ...], int]] = {
     "silu": (lambda u: u / (1 + np.exp(u)), (0.0, 3.0, 7.0, 16.0), 8),
     # tanh(x) = sign(x) * (1 - d(|x|)), d(u) = 1 - tanh(u)
     "tanh": (lambda u: 1 - np.tanh(u), (0.0, 1.5, 4.0, 9.0), 8),
-    # e^z on the reduced argument of exp (z = x / 32, x in [-16, 12]) and of the
-    # softmax's exp (z = y / 16, y in [-16, 0]); then squared 5 resp. 4 times.
+    # e^z on the reduced argument of exp (z = x / 32, x in [-16, 12]), then squared 5
+    # times; the softmax's exp as e^(y/4) for y in [-16, 0], then squared twice.
     "exp32": (np.exp, (-0.5, 0.375), 8),
-    "exp16": (np.exp, (-1.0, 0.0), 8),
+    "exp_quarter": (lambda y: np.exp(y / 4), (-16.0, 0.0), 8),
 }
 
 
