@@ -155,6 +155,15 @@ def test_a_connection_without_a_valid_client_certificate_gets_no_service(service
     assert answer == b""  # refused in the handshake: not one byte of HTTP comes back
 
 
+def _binary(parameters: dict, size: int, data: list | None = None, length: str | None = None) -> tuple[bytes, dict]:
+    # one digits query (shape [1, 1, 8, 8]) in the OIP binary extension, as given
+    tensor = {"name": "x", "shape": [1, 1, 8, 8], "datatype": "INT64", "parameters": parameters}
+    if data is not None:
+        tensor["data"] = data
+    header = json.dumps({"id": f"binary-{size}-{parameters}", "inputs": [tensor]}).encode()
+    return header + bytes(size), {"Inference-Header-Content-Length": length or str(len(header))}
+
+
 @pytest.mark.parametrize(
     "identity, route, body, status, message",
     [
@@ -191,19 +200,71 @@ def test_a_connection_without_a_valid_client_certificate_gets_no_service(service
             "expected 64-bit signed integers",
         ),
         ("analyst", "/v2/models/digits/infer", b"[" + b"1," * 200_000 + b"1]", 413, "exceeds the limit"),
+        # the binary extension: a JSON header of the given length, then the inputs' bytes
+        ("analyst", "/v2/models/digits/infer", _binary({"binary_data_size": 8}, 8), 400,
+         r"inputs\[0\] \(x\)\.parameters\.binary_data_size: expected 512 bytes \(64 little-endian int64\) for shape \[1, 1, 8, 8\], got 8"),
+        ("analyst", "/v2/models/digits/infer", _binary({"binary_data_size": 512}, 500), 400,
+         "the body has 500 bytes after its JSON header; the inputs' binary_data_size add up to 512"),
+        ("analyst", "/v2/models/digits/infer", _binary({"binary_data_size": -1}, 0), 400,
+         r"inputs\[0\]\.parameters\.binary_data_size: expected a byte count, got -1"),
+        ("analyst", "/v2/models/digits/infer", _binary({"binary_data_size": 512}, 512, data=[0] * 64), 400,
+         r"inputs\[0\] \(x\): both data and parameters.binary_data_size; expected one"),
+        ("analyst", "/v2/models/digits/infer", _binary({"binary_data_size": 512}, 512, length="ten"), 400,
+         "Inference-Header-Content-Length: expected the JSON header's length in bytes, at most the body's"),
     ],
-)
+)  # fmt: skip
 def test_bad_requests_get_one_clear_error_and_the_service_goes_on(service, identity, route, body, status, message):
     path, _, client = service
     http, url = _api(path, "bob", identity)
     with http:
-        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+        if isinstance(body, tuple):  # (bytes, headers): the binary extension
+            kwargs = {"content": body[0], "headers": body[1]}
+        else:
+            kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
         r = http.post(f"{url}{route}", extensions={"sni_hostname": "bob"}, **kwargs)
     assert r.status_code == status
     import re
 
     assert re.search(message, r.json()["error"]), r.json()
     assert client.infer(torch.zeros(1, 8, 8)).shape == (10,)  # everyone else is still served
+
+
+def test_a_query_in_plain_json_gets_the_answer_the_binary_extension_gets(service):
+    # the client sends the shares in the OIP's binary extension; a client of its own (curl,
+    # another OIP library) may send them as JSON integers: the same query either way
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, _, client = service
+    x = artifacts.load_data(DATA, (1, 8, 8)).inputs[:3]
+    bodies, headers, single, seq = client._bodies(client._named(x, {}))
+    assert headers["content-type"] == "application/octet-stream"
+    length = int(headers["Inference-Header-Content-Length"])
+    as_json = []
+    for body in bodies:
+        doc = json.loads(body[:length])
+        (tensor,) = doc["inputs"]
+        assert tensor["parameters"]["binary_data_size"] == len(body) - length == 8 * 3 * 64
+        del tensor["parameters"]
+        tensor["data"] = np.frombuffer(body[length:], dtype="<i8").tolist()
+        as_json.append(json.dumps(doc).encode())
+    assert len(as_json[0]) > 2 * len(bodies[0])  # JSON text: more than twice the bytes
+
+    def post(party: str, body: bytes) -> httpx.Response:
+        http, url = _api(path, party, "analyst")
+        with http:
+            return http.post(
+                f"{url}/v2/models/digits/infer",
+                content=body,
+                headers={"content-type": "application/json"},
+                extensions={"sni_hostname": party},
+            )
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(post, ["alice", "bob"], as_json))
+    got = client._answer(responses, single, seq)
+    want = _plaintext(path, x)
+    assert float((got - want).abs().max()) < 0.05 and float((client.infer(x) - want).abs().max()) < 0.05
 
 
 def test_metadata_and_health_follow_the_open_inference_protocol(service):

@@ -38,7 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from smpc.errors import PartyError
 from smpc.serve.metrics import ServiceMetrics
-from smpc.serve.model_info import ModelInfo
+from smpc.serve.model_info import HEADER_LENGTH, ModelInfo
 from smpc.serve.queries import Query, QueryBook, QueryFailed
 
 MAX_ID_CHARS = 128
@@ -167,7 +167,18 @@ def build_app(
                 raise QueryFailed(413, f"request body exceeds the limit of {max_body} bytes")
         return bytes(body)
 
-    def parse(body: bytes) -> tuple[str, dict[str, torch.Tensor], int, int]:
+    def parse(body: bytes, header_length: str | None) -> tuple[str, dict[str, torch.Tensor], int, int]:
+        # JSON, or with the OIP binary tensor extension a JSON header of `header_length`
+        # bytes followed by the inputs' bytes
+        binary = b""
+        if header_length is not None:
+            if not header_length.isdigit() or int(header_length) > len(body):
+                raise QueryFailed(
+                    400,
+                    f"{HEADER_LENGTH}: expected the JSON header's length in bytes, at most the body's "
+                    f"{len(body)}, got {header_length[:40]!r}",
+                )
+            body, binary = body[: int(header_length)], body[int(header_length) :]
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -177,7 +188,7 @@ def build_app(
         query_id = doc.get("id")
         if not isinstance(query_id, str) or not 0 < len(query_id) <= MAX_ID_CHARS:
             raise QueryFailed(400, f"'id': expected a string of 1..{MAX_ID_CHARS} characters, the same at every party")
-        shares, rows, seq = info.parse(doc.get("inputs"))
+        shares, rows, seq = info.parse(doc.get("inputs"), binary)
         return query_id, shares, rows, seq
 
     async def infer(request: Request) -> Response:
@@ -192,7 +203,7 @@ def build_app(
             metrics.answered(client, "forbidden")
             return _error(403, f"client {client!r} may not query model {name!r} (serving.clients)")
         try:
-            query_id, shares, rows, seq = parse(await read_body(request))
+            query_id, shares, rows, seq = parse(await read_body(request), request.headers.get(HEADER_LENGTH))
             loop = asyncio.get_running_loop()
             query = Query(client, query_id, shares, loop, loop.create_future(), seq=seq)
             book.add(query)

@@ -28,10 +28,10 @@ from smpc.config import Config, load_config
 from smpc.model.program import InputSpec
 from smpc.errors import ConversionError, SmpcError
 from smpc.serve import shares
-from smpc.serve.model_info import ModelInfo, TensorInfo
+from smpc.serve.model_info import HEADER_LENGTH, ModelInfo, TensorInfo
 
 
-_JSON = {"content-type": "application/json"}
+_BINARY = {"content-type": "application/octet-stream"}
 
 
 class ServiceError(SmpcError):
@@ -112,7 +112,7 @@ class Client:
             return {info.inputs[0].name: x}
         return inputs
 
-    def _bodies(self, named: dict[str, Any]) -> tuple[list[bytes], bool, int]:
+    def _bodies(self, named: dict[str, Any]) -> tuple[list[bytes], dict[str, str], bool, int]:
         """One JSON request body per party (the query's shares), whether a single row
         without a batch dimension was given, and the query's sequence length."""
         info = self._known()
@@ -164,25 +164,29 @@ class Client:
                     encoded[spec.name] = torch.cat([e, torch.zeros(pad, dtype=e.dtype)], dim=spec.seq_dim)
         parts = {name: shares.split(e, len(self._parties)) for name, e in encoded.items()}
         query_id = secrets.token_hex(16)  # the same id at every party names this query
+        # the OIP's binary tensor extension: a JSON header naming each input's shape and
+        # byte count, then the shares as little-endian int64 (8 bytes a value, where JSON
+        # text took about 21 and its parsing most of a large query's overhead)
+        header = json.dumps(
+            {
+                "id": query_id,
+                "inputs": [
+                    {
+                        "name": name,
+                        "shape": list(ps[0].shape),
+                        "datatype": "INT64",
+                        "parameters": {"binary_data_size": 8 * ps[0].numel()},
+                    }
+                    for name, ps in parts.items()
+                ],
+            }
+        ).encode()
         bodies = [
-            json.dumps(
-                {
-                    "id": query_id,
-                    "inputs": [
-                        {
-                            "name": name,
-                            "shape": list(ps[i].shape),
-                            "datatype": "INT64",
-                            "data": ps[i].reshape(-1).tolist(),
-                        }
-                        for name, ps in parts.items()
-                    ],
-                }
-            ).encode()
+            header + b"".join(ps[i].contiguous().numpy().astype("<i8", copy=False).tobytes() for ps in parts.values())
             for i in range(len(self._parties))
         ]
         self.sent_bytes += sum(map(len, bodies))
-        return bodies, single, seq or 0
+        return bodies, {**_BINARY, HEADER_LENGTH: str(len(header))}, single, seq or 0
 
     def _answer(
         self, responses: list[httpx.Response], single: bool, seq: int = 0
@@ -296,7 +300,9 @@ class Client:
             raise ValueError(f"model {self.model!r} has no tokenizer: send token ids with infer(input_ids=..., ...)")
 
     # -- synchronous ----------------------------------------------------------------
-    def _everyone_sync(self, method: str, path: str, bodies: list[bytes] | None = None) -> list[httpx.Response]:
+    def _everyone_sync(
+        self, method: str, path: str, bodies: list[bytes] | None = None, headers: dict[str, str] | None = None
+    ) -> list[httpx.Response]:
         from concurrent.futures import ThreadPoolExecutor
 
         if self._sync is None:
@@ -310,7 +316,7 @@ class Client:
                     method,
                     f"{url}{path}",
                     content=bodies[i] if bodies else None,
-                    headers=_JSON if bodies else None,
+                    headers=headers,
                     extensions={"sni_hostname": name},
                 )
             except httpx.HTTPError as exc:
@@ -328,8 +334,8 @@ class Client:
         answer, ValueError (naming the input) for an input the model cannot take."""
         if self.info is None:
             self._learn(self._everyone_sync("GET", f"/v2/models/{self.model}"))
-        bodies, single, seq = self._bodies(self._named(x, inputs))
-        return self._answer(self._everyone_sync("POST", f"/v2/models/{self.model}/infer", bodies), single, seq)
+        bodies, headers, single, seq = self._bodies(self._named(x, inputs))
+        return self._answer(self._everyone_sync("POST", f"/v2/models/{self.model}/infer", bodies, headers), single, seq)
 
     def infer_text(self, sentences: list[str]) -> torch.Tensor | dict[str, torch.Tensor]:
         """The model's output for `sentences` (one row each), tokenized on this machine
@@ -351,7 +357,9 @@ class Client:
             return http.get(f"{url}{path}", extensions={"sni_hostname": party})
 
     # -- asynchronous ---------------------------------------------------------------
-    async def _everyone_async(self, method: str, path: str, bodies: list[bytes] | None = None) -> list[httpx.Response]:
+    async def _everyone_async(
+        self, method: str, path: str, bodies: list[bytes] | None = None, headers: dict[str, str] | None = None
+    ) -> list[httpx.Response]:
         if self._async is None:
             # a few connections per party: httpcore's pool scans every connection per request
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
@@ -367,7 +375,7 @@ class Client:
                     method,
                     f"{url}{path}",
                     content=bodies[i] if bodies else None,
-                    headers=_JSON if bodies else None,
+                    headers=headers,
                     extensions={"sni_hostname": name},
                 )
             except httpx.HTTPError as exc:
@@ -380,8 +388,10 @@ class Client:
         """`infer` for asyncio: many queries can be in flight from one client."""
         if self.info is None:
             self._learn(await self._everyone_async("GET", f"/v2/models/{self.model}"))
-        bodies, single, seq = self._bodies(self._named(x, inputs))
-        return self._answer(await self._everyone_async("POST", f"/v2/models/{self.model}/infer", bodies), single, seq)
+        bodies, headers, single, seq = self._bodies(self._named(x, inputs))
+        return self._answer(
+            await self._everyone_async("POST", f"/v2/models/{self.model}/infer", bodies, headers), single, seq
+        )
 
     async def ainfer_text(self, sentences: list[str]) -> torch.Tensor | dict[str, torch.Tensor]:
         """`infer_text` for asyncio."""

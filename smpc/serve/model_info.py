@@ -13,9 +13,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import torch
 
 from smpc.serve.queries import QueryFailed
+
+# The OIP binary tensor extension (KServe v2 REST, as Triton implements it): a request's
+# JSON header is this many bytes at the start of the body; each input that has
+# parameters.binary_data_size takes its bytes (little-endian) from what follows, in order.
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @dataclass(frozen=True)
@@ -125,11 +131,14 @@ class ModelInfo:
             )
         return None
 
-    def parse(self, inputs: Any) -> tuple[dict[str, torch.Tensor], int, int]:
+    def parse(self, inputs: Any, binary: bytes = b"") -> tuple[dict[str, torch.Tensor], int, int]:
         """A query's OIP `inputs` (this party's shares) as tensors by name, with the rows
-        and sequence length; QueryFailed (400 or 413) naming the input otherwise."""
+        and sequence length; QueryFailed (400 or 413) naming the input otherwise. An input
+        gives its values as `data` (JSON integers) or, with the binary extension, as
+        `parameters.binary_data_size` bytes of `binary`, the body after the JSON header."""
         if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
             raise QueryFailed(400, f"'inputs': expected a list of tensors {[i.name for i in self.inputs]}")
+        raw = _binary_parts(inputs, binary)
         given = [t.get("name") for t in inputs]
         expected = [i.name for i in self.inputs]
         missing = [n for n in expected if n not in given]
@@ -185,12 +194,45 @@ class ModelInfo:
                 raise QueryFailed(413 if seq > self.max_seq else 400, f"{where}.shape: {why}")
             data = t.get("data")
             count = math.prod(shape)
+            part = raw.get(given.index(spec.name))
+            if part is not None:
+                if data is not None:
+                    raise QueryFailed(400, f"{where}: both data and parameters.binary_data_size; expected one")
+                if len(part) != 8 * count:
+                    raise QueryFailed(
+                        400,
+                        f"{where}.parameters.binary_data_size: expected {8 * count} bytes "
+                        f"({count} little-endian int64) for shape {shape}, got {len(part)}",
+                    )
+                out[spec.name] = torch.from_numpy(np.frombuffer(part, dtype="<i8").astype(np.int64)).reshape(shape)
+                continue
             if not isinstance(data, list) or len(data) != count:
                 raise QueryFailed(400, f"{where}.data: expected {count} integers for shape {shape}")
             if not all(type(v) is int and -(1 << 63) <= v < (1 << 63) for v in data):
                 raise QueryFailed(400, f"{where}.data: expected 64-bit signed integers (ring elements)")
             out[spec.name] = torch.tensor(data, dtype=torch.long).reshape(shape)
         return out, cast(int, rows), seq or 0  # rows: set by the first input (a served model has inputs)
+
+
+def _binary_parts(inputs: list[dict[str, Any]], binary: bytes) -> dict[int, bytes]:
+    # each input's bytes by its index in the request, cut from `binary` in order
+    parts: dict[int, bytes] = {}
+    offset = 0
+    for index, t in enumerate(inputs):
+        parameters = t.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        if type(size) is not int or size < 0:
+            raise QueryFailed(400, f"inputs[{index}].parameters.binary_data_size: expected a byte count, got {size!r}")
+        parts[index] = binary[offset : offset + size]
+        offset += size
+    if offset != len(binary):
+        raise QueryFailed(
+            400,
+            f"the body has {len(binary)} bytes after its JSON header; the inputs' binary_data_size add up to {offset}",
+        )
+    return parts
 
 
 def describe(config: Any, programs: dict[Any, Any], layout: Any = None) -> ModelInfo:
