@@ -142,11 +142,9 @@ def _segments_value(u: Any, name: str) -> Any:
     # its coefficient rounded to the fixed-point grid, added up at twice the scale
     # (CrypTen would truncate every term: one round each with comparisons: fss)
     scale = 2**crypten.cfg.encoder.precision_bits
-    value: Any = None  # a CrypTensor
-    for k, pw in enumerate(powers(w, coeffs.shape[0] - 1), start=1):
-        term = fixed_point.times_integers(pw, torch.round(coeffs[k] * scale).long())
-        value = term if value is None else value + term
-    return value.div(scale) + coeffs[0].float()
+    degree = coeffs.shape[0] - 1
+    pw = dict(enumerate(powers(w, degree), start=1))
+    return _block_sum(pw, coeffs, 0, degree, scale).div(scale) + coeffs[0].float()
 
 
 def _block_sum(pw: dict[int, Any], coeffs: torch.Tensor, first: int, last: int, scale: int) -> Any:
