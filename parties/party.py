@@ -109,7 +109,6 @@ class Party:
         self.provider: PartyProvider | None = None
         self.dealer: DealerClient | None = None  # with randomness: dealer, once checked in
         self.runtime: Runtime | None = None  # from join on
-        self.meter: LayerMeter | None = None  # the runtime's, from join on
         self.audit = AuditLog(runfiles.audit_path(config, name), name)
         self.weights_sha256: str | None = None
         self.fields: dict[str, str] = {}
@@ -161,6 +160,12 @@ class Party:
             weights_sha256=self.weights_sha256,
         )
 
+    @property
+    def meter(self) -> LayerMeter | None:
+        """The session's cost meter (the runtime's: it counts from the session start, so
+        every byte sent gets a label); None before join."""
+        return self.runtime.meter if self.runtime is not None else None
+
     def _connection_event(self, event: str, line: str) -> None:
         print(line, flush=True)
         self.audit.record(event, message=line)
@@ -184,7 +189,6 @@ class Party:
             log=self._connection_event,
         ):
             print(f"connected to every party: {time.perf_counter() - joining:.2f} s", flush=True)
-            self.meter = self.runtime.meter  # counts from the session start: every byte sent gets a label
             try:
                 yield
             except BaseException as exc:
