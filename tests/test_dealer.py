@@ -215,6 +215,24 @@ def test_elementwise_sizes_follow_torch(a, b):
     assert material.product_size("mul", torch.Size(a), torch.Size(b), {}) == (torch.zeros(a) * torch.zeros(b)).shape
 
 
+@pytest.mark.parametrize(
+    "op, x, w, kwargs",
+    [
+        ("conv2d", (60, 1, 8, 8), (16, 1, 3, 3), {"padding": 1}),
+        ("conv2d", (2, 6, 28, 28), (16, 6, 5, 5), {}),
+        ("conv2d", (3, 4, 9, 7), (8, 2, 3, 2), {"stride": (2, 1), "padding": (1, 0), "dilation": 2, "groups": 2}),
+        ("conv1d", (2, 3, 10), (5, 3, 4), {"stride": 3, "padding": 2}),
+        ("conv1d", (1, 4, 7), (4, 1, 3), {"groups": 4, "dilation": 2}),
+        ("conv_transpose2d", (2, 4, 5, 6), (4, 3, 3, 2), {"stride": 2, "padding": 1, "output_padding": 1}),
+        ("conv_transpose1d", (2, 6, 5), (6, 2, 3), {"groups": 3, "stride": 2}),
+        ("conv2d", (1, 2, 6, 6), (3, 2, 3, 3), {"padding": "same"}),  # by name: the meta kernel's
+    ],
+)
+def test_convolution_sizes_follow_torch(op, x, w, kwargs):
+    expected = getattr(torch, op)(torch.zeros(x), torch.zeros(w), **kwargs).shape
+    assert material.product_size(op, torch.Size(x), torch.Size(w), kwargs) == expected
+
+
 def test_product_sizes_that_do_not_fit_are_refused():
     with pytest.raises(ValueError, match="matmul of shapes"):
         material.product_size("matmul", torch.Size((2, 3)), torch.Size((4, 5)), {})

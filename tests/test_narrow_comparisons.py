@@ -19,12 +19,13 @@ from harness import write_program_config
 from smpc.runs.runner import run
 from smpc import agreement, artifacts
 from smpc.config import load_config
-from smpc.errors import PartyError
+from smpc.errors import ConversionError, PartyError
 from smpc.model import calibrate, owner, pack
 
 
 class Block(nn.Module):
-    """GELU, a softmax and a LayerNorm: the three families whose comparisons narrow."""
+    """GELU, a softmax and a LayerNorm (the approximations whose comparisons narrow), then
+    ReLU and max pooling (exact ops that compare)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,7 +37,9 @@ class Block(nn.Module):
 
     def forward(self, x):
         h = nn.functional.gelu(self.fc(x))
-        return torch.cat([torch.softmax(h, dim=-1), self.norm(h)], dim=-1)
+        r = torch.relu(self.fc(x) * 8)  # ReLU's inputs to +-120, a width of its own
+        pooled = nn.functional.max_pool2d(r.reshape(-1, 1, 2, 4), 2).flatten(1)
+        return torch.cat([torch.softmax(h, dim=-1), self.norm(h), r, pooled], dim=-1)
 
 
 def _model(tmp_path: Path, calibrated: bool) -> tuple[Path, Path]:
@@ -73,6 +76,14 @@ def test_widths_follow_the_calibrated_magnitudes_with_headroom(tmp_path):
     # 2^32 in real units, 2^48 at 16 bits
     assert widths(nodes["layer_norm"], (torch.zeros(4, 8),)) == 48 + 1 + calibrate.HEADROOM_BITS
     assert widths(nodes["linear"] if "linear" in nodes else nodes["addmm"], (torch.zeros(4, 6),)) is None
+    # ReLU compares its input, max pooling the differences of its window (twice the reach)
+    relu_reach = max(abs(entries["relu"].low), abs(entries["relu"].high)) * 2
+    assert relu_reach > 60  # the calibration measured ReLU's own input
+    relu_bits = math.ceil(math.log2(relu_reach * 2**16)) + 1 + calibrate.HEADROOM_BITS
+    assert widths(nodes["relu"], (torch.zeros(4, 8),)) == relu_bits < 32
+    pool_reach = max(abs(entries["max_pool2d"].low), abs(entries["max_pool2d"].high)) * 2
+    pool_bits = math.ceil(math.log2(2 * pool_reach * 2**16)) + 1 + calibrate.HEADROOM_BITS
+    assert widths(nodes["max_pool2d"], (torch.zeros(4, 1, 2, 4),)) == pool_bits < 32
     # no calibration, or circuits: the ring's width everywhere
     plain, _ = _model(tmp_path, calibrated=False)
     assert calibrate.comparison_widths(load_config(_config(tmp_path, plain, data)), program) is None
@@ -138,3 +149,57 @@ def test_parties_with_different_calibrations_disagree_on_the_widths_by_name(tmp_
     mine, theirs = load_config(path), load_config(tmp_path / "theirs.yaml")
     fields = [agreement.fields(c, pack.build_program(c)) for c in (mine, theirs)]
     assert agreement.first_difference(*fields) == "protocol.comparison_widths"
+
+
+def test_a_calibration_without_relu_entries_still_fits_and_leaves_relu_and_pooling_wide(tmp_path):
+    # calibrations written before ReLU and max pooling were measured: accepted as they are;
+    # those ops keep the ring's width and get no range check
+    directory, data = _model(tmp_path, calibrated=True)
+    calibration = calibrate.load(directory)
+    older = tuple(e for e in calibration.ops if e.op not in ("relu", "max_pool2d"))
+    assert len(older) < len(calibration.ops)
+    calibrate.save(
+        type(calibration)(calibration.architecture, calibration.rows, calibration.margin, older, calibration.largest),
+        directory,
+    )
+    config = load_config(_config(tmp_path, directory, data, range_checks=True))
+    program = pack.build_program(config)
+    calibrate.check(calibrate.load(directory), program, 16, "here")
+    nodes = {n.target.__name__.split(".")[0]: n for n in program.graph.nodes if n.op == "call_function"}
+    widths = calibrate.comparison_widths(config, program)
+    assert widths(nodes["relu"], (torch.zeros(4, 8),)) is None
+    assert widths(nodes["gelu"], (torch.zeros(4, 8),)) is not None
+    bounds = calibrate.check_bounds(program, 16, calibrate.load(directory))
+    assert nodes["gelu"].name in bounds and nodes["relu"].name not in bounds
+    # a new calibration missing one of them is another architecture's
+    partial = tuple(e for e in calibration.ops if e.op != "max_pool2d")
+    with pytest.raises(ConversionError, match="calibrated for another architecture"):
+        calibrate.check(
+            type(calibration)(
+                calibration.architecture, calibration.rows, calibration.margin, partial, calibration.largest
+            ),
+            program,
+            16,
+            "here",
+        )
+
+
+def test_the_fss_demo_runs_its_committed_calibrated_program_on_narrow_relus(tmp_path):
+    # configs/local-2pc-fss.yaml reads models/digits-cnn, which models/pack_digits_cnn.py
+    # makes (deterministically: the same bytes again); its ReLUs compare on 23-26 bits
+    import runpy
+
+    root = Path(__file__).resolve().parent.parent
+    committed = root / "models" / "digits-cnn"
+    script = runpy.run_path(str(root / "models" / "pack_digits_cnn.py"))
+    script["main"](tmp_path / "again")
+    assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in (tmp_path / "again").iterdir())
+    for made in (tmp_path / "again").iterdir():
+        assert made.read_bytes() == (committed / made.name).read_bytes(), made.name
+    config = load_config(root / "configs" / "local-2pc-fss.yaml")
+    program = pack.build_program(config)
+    widths = calibrate.comparison_widths(config, program)
+    relus = [n for n in program.graph.nodes if n.op == "call_function" and "relu" in str(n.target)]
+    assert len(relus) == 3
+    bits = [widths(n, (torch.zeros(1),)) for n in relus]
+    assert all(b is not None and 20 <= b <= 28 for b in bits), bits

@@ -79,16 +79,55 @@ def product_size(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str
 
 @functools.lru_cache(maxsize=4096)  # every batch repeats the same requests
 def _product_size(op: str, size0: tuple[int, ...], size1: tuple[int, ...], kwargs: tuple[Any, ...]) -> torch.Size:
-    # elementwise and matrix products by their rules: torch's meta kernels for them (and
-    # torch.broadcast_shapes) import its compiler stack on first use, 1.5 s that landed
-    # in a party's first batch; convolutions on meta tensors (no such import)
+    # every product by its rule: torch's meta kernels (and torch.broadcast_shapes) import
+    # its compiler stack (sympy) on first use, about 0.5 s that landed in the online time of
+    # a party's first product (the convolution's too); meta tensors only for what the
+    # rules do not cover (a padding given by name)
     if op == "mul":
         return torch.Size(_broadcast(size0, size1))
     if op == "matmul":
         return torch.Size(_matmul_shape(size0, size1))
+    shape = _conv_shape(op, size0, size1, dict(kwargs))
+    if shape is not None:
+        return torch.Size(shape)
     a = torch.empty(size0, device="meta")
     b = torch.empty(size1, device="meta")
     return PRODUCTS[op](a, b, **dict(kwargs)).shape
+
+
+def _conv_shape(op: str, x: tuple[int, ...], w: tuple[int, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    # torch's output-size rules for a batched convolution (and its transpose); None where
+    # they do not apply (then the meta kernel decides, and raises for what does not fit)
+    transposed = op.startswith("conv_transpose")
+    dims = 2 if op.endswith("2d") else 1
+    options = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1} | ({"output_padding": 0} if transposed else {})
+    if set(kwargs) - set(options) or len(x) != dims + 2 or len(w) != dims + 2:
+        return None
+    values = options | kwargs
+    per_dim = {}
+    for name in ("stride", "padding", "dilation") + (("output_padding",) if transposed else ()):
+        v = values[name]
+        v = (v,) * dims if isinstance(v, int) else tuple(v) if isinstance(v, (tuple, list)) else None
+        if v is None or len(v) != dims or not all(isinstance(i, int) for i in v):
+            return None  # e.g. padding="same"
+        per_dim[name] = v
+    groups = values["groups"]
+    if not isinstance(groups, int) or groups < 1:
+        return None
+    channels = w[1] * groups if transposed else w[0]
+    if x[1] != (w[0] if transposed else w[1] * groups):
+        return None
+    out = []
+    for i in range(dims):
+        s, p, d, k, n = per_dim["stride"][i], per_dim["padding"][i], per_dim["dilation"][i], w[2 + i], x[2 + i]
+        if transposed:
+            size = (n - 1) * s - 2 * p + d * (k - 1) + per_dim["output_padding"][i] + 1
+        else:
+            size = (n + 2 * p - d * (k - 1) - 1) // s + 1
+        if size < 1:
+            return None
+        out.append(size)
+    return (x[0], channels, *out)
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:

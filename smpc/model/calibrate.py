@@ -54,6 +54,15 @@ MEASURED: dict[Any, tuple[str, int]] = {
     aten.layer_norm.default: ("magnitude", 0),
     aten.rms_norm.default: ("magnitude", 0),
 }
+# ops that are exact (no approximation to cover) but compare their input: with `fss`, a
+# calibrated magnitude lets their comparisons run narrower than the ring (ComparisonWidths).
+# A calibration measures them too; one written before they were measured has no entry for
+# them, and then they keep the ring's width (and no range check)
+COMPARED: dict[Any, tuple[str, int]] = {
+    aten.relu.default: ("magnitude", 0),
+    aten.max_pool2d.default: ("magnitude", 0),
+}
+_READ = MEASURED | COMPARED  # the tensor each calibrated op reads
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,9 @@ def _op(target: Any) -> str:
     return str(target).split(".")[-2]
 
 
-_OPS = {_op(t) for t in MEASURED}
-_QUANTITIES = {q for q, _ in MEASURED.values()}
+_OPS = {_op(t) for t in _READ}
+_COMPARED_OPS = {_op(t) for t in COMPARED}
+_QUANTITIES = {q for q, _ in _READ.values()}
 # what each range-limited approximation covers, by the name stored in calibration.json
 _COVERED = {_op(t): bounds for t, bounds in ranges.COVERED.items()} | {"div": ranges.COVERED[aten.reciprocal.default]}
 
@@ -113,7 +123,7 @@ def observe(
 
     def record(node: torch.fx.Node, args: tuple[Any, ...], result: Any) -> None:
         nonlocal largest_magnitude, largest_node
-        measured = MEASURED.get(node.target)
+        measured = _READ.get(node.target)
         if measured is not None and len(args) > measured[1] and isinstance(args[measured[1]], torch.Tensor):
             x = args[measured[1]].detach().double()
             if x.numel():
@@ -175,7 +185,9 @@ def _covering_precision(calibration: Calibration, below: int) -> int | None:
 def check(calibration: Calibration, program: Program, precision_bits: int, where: str) -> None:
     """ConversionError naming the first operation whose calibrated range (with the margin)
     the protocol at `precision_bits` does not cover, and what would cover it."""
-    measured = {n.name: _op(n.target) for n in program.graph.nodes if n.op == "call_function" and n.target in MEASURED}
+    # a calibration from before COMPARED ops were measured has none of them: it still fits
+    read = _READ if any(e.op in _COMPARED_OPS for e in calibration.ops) else MEASURED
+    measured = {n.name: _op(n.target) for n in program.graph.nodes if n.op == "call_function" and n.target in read}
     if measured != {e.node: e.op for e in calibration.ops}:
         raise ConversionError(
             f"{where}: calibrated for another architecture than this model: run `smpc model calibrate` again"
@@ -209,15 +221,18 @@ def check_bounds(
 ) -> dict[str, tuple[str, float, float]]:
     """The in-protocol range checks: node name -> (what, low, high) for the tensor each
     approximated operation reads: the calibrated range with its margin where a
-    calibration exists, else what the approximation covers (or the ring's safe range)."""
+    calibration exists, else what the approximation covers (or the ring's safe range); a
+    COMPARED op (ReLU, max pooling) only where calibrated (its comparisons may be narrowed)."""
     calibrated = {e.node: e for e in calibration.ops} if calibration is not None else {}
     bounds = {}
     for node in program.graph.nodes:
-        measured = MEASURED.get(node.target) if node.op == "call_function" else None
+        measured = _READ.get(node.target) if node.op == "call_function" else None
         if measured is None or len(node.args) <= measured[1] or not isinstance(node.args[measured[1]], torch.fx.Node):
             continue
         quantity = measured[0]
         entry = calibrated.get(node.name)
+        if node.target in COMPARED and entry is None:
+            continue
         if entry is not None and calibration is not None:  # entries come from the calibration
             low, high = _widened(entry, calibration.margin)
         else:
@@ -259,7 +274,7 @@ class RangeChecks:
         if bound is None:
             return
         quantity, low, high = bound
-        x = args[MEASURED[node.target][1]]
+        x = args[_READ[node.target][1]]
         if not is_secret(x):
             return
         if out_of_range(x, low, high, absolute=quantity.startswith("|")) and self.enforce:
@@ -284,8 +299,17 @@ def range_checks(config: Any, program: Program, enforce: bool = True) -> RangeCh
 # their table's points (at most 16); a softmax compares differences of its row (2m), the
 # row minus its maximum against -16, and its sum (at most n) against powers of two up to
 # 4n; a normalization compares its row's variance plus eps (at most (2m)^2) against
-# 2^-21..2^24, both held 2^NORM_FINE_BITS times larger
+# 2^-21..2^24, both held 2^NORM_FINE_BITS times larger; ReLU compares its input (m), max
+# pooling differences of its window (2m)
 _NORM = 2.0**NORM_FINE_BITS
+
+
+def _relu(m: float, x: Any, args: tuple[Any, ...]) -> float:
+    return m
+
+
+def _max_pool(m: float, x: Any, args: tuple[Any, ...]) -> float:
+    return 2 * m
 
 
 def _activation(m: float, x: Any, args: tuple[Any, ...]) -> float:
@@ -311,6 +335,8 @@ _NARROWED = {
     "log_softmax": _softmax,
     "layer_norm": _normalization,
     "rms_norm": _normalization,
+    "relu": _relu,
+    "max_pool2d": _max_pool,
 }
 # bits above the sign bit and the compared magnitude: values may reach 4x the
 # calibration's bound (with its margin) before a comparison of the op could be wrong

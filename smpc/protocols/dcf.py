@@ -193,6 +193,7 @@ def _aes(blocks: np.ndarray, out: np.ndarray) -> None:
 
 
 _kernels: Any = None  # smpc.protocols.dcf_kernels, compiled on first use
+_warm = False
 
 
 def _load_kernels() -> None:
@@ -201,3 +202,21 @@ def _load_kernels() -> None:
         from smpc.protocols import dcf_kernels
 
         _kernels = dcf_kernels
+
+
+def warm() -> None:
+    """Load the compiled kernels now (numba's cache: about a second, the first time in a
+    process), so that it is paid when fss is put in place, before a session's online
+    phase, not by its first comparison. Two chunks of both payload widths load every
+    specialization the real calls use (a chunk's slices are strided, a last chunk of
+    one element is contiguous)."""
+    global _warm
+    if _warm:
+        return
+    n = CHUNK + 1
+    zeros = torch.zeros(n, dtype=torch.int64)
+    roots = (torch.zeros(n, 2, dtype=torch.int64), torch.ones(n, 2, dtype=torch.int64))
+    for k in (1, 2):
+        keys = gen(zeros, torch.zeros(n, k, dtype=torch.int64), roots, 2)
+        eval_(0, roots[0], keys, zeros)
+    _warm = True

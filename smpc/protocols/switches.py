@@ -8,7 +8,7 @@ from typing import Any
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from smpc import meter
-from smpc.protocols import fss
+from smpc.protocols import dcf, fss
 
 
 def configure(
@@ -86,6 +86,7 @@ def use_comparisons(mode: str, truncation: str = "local") -> None:
         for name in ("_ltz", "_eqz_2PC"):
             setattr(MPCTensor, name, metered(_ORIGINALS[(MPCTensor, name)]))
     else:
+        dcf.warm()  # before any session: the compiled kernels' load is set-up, not online time
         MPCTensor._ltz = fss.ltz
         MPCTensor.relu = fss.relu
         MPCTensor.eq = fss.eq
