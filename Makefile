@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/inference_overhead.py
 	$(PY) benchmarks/randomness_sources.py
 	$(PY) benchmarks/fss_comparisons.py
+	$(PY) benchmarks/fss_demo.py
 	$(PY) benchmarks/transport_overhead.py
 	$(PY) benchmarks/generators.py
 	$(PY) benchmarks/serving.py
