@@ -406,7 +406,10 @@ def accept_handshakes(
             raw.settimeout(max(1.0, min(HANDSHAKE_S, deadline - time.monotonic())))
             handshake(raw, address)
         except (ssl.SSLError, wire.WireError, OSError, ValueError, AttributeError) as exc:
-            refused(address[0], wire.one_line(exc))
+            # once accepting is over, the process may be exiting: a daemon thread that
+            # writes then can abort the interpreter's shutdown (SIGABRT), so it stays quiet
+            if not done():
+                refused(address[0], wire.one_line(exc))
             raw.close()
         finally:
             pending.release()

@@ -203,8 +203,8 @@ def test_every_shipped_config_is_valid(path):
             # a model under the git-ignored runs/ is made on first use (make serve-text)
             made_on_first_use = file is not None and (ROOT / "runs") in file.parents
             assert file is None or file.exists() or made_on_first_use, file
-        if file is not None and file.is_dir():  # a model directory: its weights are there
-            assert (file / "weights.safetensors").is_file(), file
+            if file is not None and file.is_dir():  # a model directory: its weights are there
+                assert (file / "weights.safetensors").is_file(), file
     program = config.model.program
     if program is not None and (ROOT / "runs") not in program.parents:  # every party reads it
         assert (program / "program.json").is_file(), program

@@ -144,7 +144,7 @@ def test_dealer_refuses_a_party_whose_settings_differ(tmp_path):
         "bob": _start("party", str(other), "--name", "bob"),
     }
     results = _finish(procs, timeout=90)
-    assert procs["dealer"].returncode == 2 and procs["alice"].returncode == 2
+    assert procs["dealer"].returncode == 2 and procs["alice"].returncode == 2, results
     assert "agreement check failed: protocol.precision_bits differs between the dealer and" in results["dealer"][1]
     refused = [
         n

@@ -87,6 +87,8 @@ def _accept_parties(config: Config, listener: socket.socket, expected: dict[str,
     finished = threading.Event()
 
     def refuse(address: str, reason: str) -> None:
+        if finished.is_set():  # a handshake thread after the roll call: the dealer may be exiting
+            return
         print(f"refused a connection from {address}: {reason}", flush=True)
         audit.record("refused", address=address, reason=reason)
 
