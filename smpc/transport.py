@@ -27,6 +27,7 @@ from smpc import compat  # noqa: F401  (first: it makes crypten importable on th
 from crypten.communicator.communicator import Communicator
 
 from smpc import wire
+from smpc.duplex import Duplex
 from smpc.errors import PartyError, no_show
 
 
@@ -80,7 +81,7 @@ class _Counting:
     """The socket as the reader reads it: counts the bytes of the message under way, so a
     peer that stops in the middle of a message is told apart from one that sends nothing."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: wire.Readable) -> None:
         self.sock, self.partial = sock, 0
 
     def recv_into(self, view: memoryview, n: int) -> int:
@@ -100,21 +101,22 @@ class Peer:
     """
 
     def __init__(self, name: str, sock: socket.socket, timeout_s: float) -> None:
-        self.name, self.sock, self.timeout_s = name, sock, timeout_s
+        self.name, self.timeout_s = name, timeout_s
         # While the session is being joined (TlsCommunicator.joining), a peer may still be
         # connecting to the others: its first message may take until this deadline.
         self.joining: tuple[float, float] | None = None  # (deadline on time.monotonic, connect_s)
         # CrypTen's rounds are many small messages: without this, Nagle's algorithm
         # and delayed ACKs add tens of milliseconds to each one
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)  # the reader waits for ever; waits are bounded in recv()
+        self.sock = Duplex(sock)  # read by the reader thread while the protocol sends
         self.inbox: queue.Queue[torch.Tensor | Exception] = queue.Queue()
         self.send_lock = threading.Lock()
         self.bytes_sent = 0
         self.messages_sent = 0
-        self._stream = _Counting(sock)
+        self._stream = _Counting(self.sock)
         self._queued = 0
         self._room = threading.Condition()
-        sock.settimeout(None)  # the reader blocks; waits are bounded in recv()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -119,7 +119,13 @@ def json_tensor(obj: dict[str, Any]) -> torch.Tensor:
     return torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
 
 
-def send(sock: socket.socket, kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> int:
+class Writable(Protocol):
+    """What a message is written to: a socket, or a wrapper of one (sendall only)."""
+
+    def sendall(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+
+def send(sock: Writable, kind: Kind, tensor: torch.Tensor, tag: bytes = _NO_TAG) -> int:
     """Send one message; returns the bytes written."""
     head, data = _frame(kind, tensor, tag)
     if len(data) <= 65536:  # small: one write (one TLS record, one segment)
@@ -130,7 +136,7 @@ def send(sock: socket.socket, kind: Kind, tensor: torch.Tensor, tag: bytes = _NO
     return len(head) + len(data)
 
 
-def send_json(sock: socket.socket, kind: Kind, obj: dict[str, Any]) -> int:
+def send_json(sock: Writable, kind: Kind, obj: dict[str, Any]) -> int:
     return send(sock, kind, json_tensor(obj))
 
 

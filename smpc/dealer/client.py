@@ -18,6 +18,7 @@ from smpc.config import Config
 from smpc.dealer import messages as m
 from smpc.dealer.material import Binding
 from smpc.dealer.streams import MaterialPool, MaterialStream
+from smpc.duplex import Duplex
 from smpc.errors import PartyError
 
 
@@ -43,7 +44,7 @@ class DealerClient:
         self.rank = rank
         self.name = config.parties[rank].name
         self.seed = seed  # the 256-bit key this party shares with the dealer
-        self._sock = sock
+        self._sock: socket.socket | Duplex | None = sock
         self.stream: MaterialStream | None = None
         self.pool: MaterialPool | None = None
 
@@ -93,7 +94,9 @@ class DealerClient:
         """A one-off run's material stream (not yet reading; see `start_run`), or None
         when this party reads none."""
         if self._sock is not None:
-            self.stream = MaterialStream(self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s)
+            self.stream = MaterialStream(
+                self._shared(self._sock), Binding(self.seed), self.name, self.config.timeouts.op_s
+            )
         return self.stream
 
     def start_run(self, batches: int) -> None:
@@ -112,10 +115,20 @@ class DealerClient:
         pinging), or None when this party reads none."""
         if self._sock is not None:
             self.pool = MaterialPool(
-                self._sock, Binding(self.seed), self.name, self.config.timeouts.op_s, requester=self.rank == 0
+                self._shared(self._sock),
+                Binding(self.seed),
+                self.name,
+                self.config.timeouts.op_s,
+                requester=self.rank == 0,
             )
             self.pool.start()
         return self.pool
+
+    def _shared(self, sock: socket.socket | Duplex) -> Duplex:
+        # from now on a background thread reads the connection while this one writes
+        if not isinstance(sock, Duplex):
+            sock = self._sock = Duplex(sock)
+        return sock
 
     def close(self, bye: bool = True, reason: str | None = None) -> None:
         """Tell the dealer this party is done (a dealer gone by now no longer matters);

@@ -146,7 +146,7 @@ def decode(msg: wire.Message) -> Message:
     return cls(**{f.name: _field(msg.kind, body, f.name, types.get(f.name, int)) for f in fields(cls)})
 
 
-def send(sock: socket.socket, message: Message) -> int:
+def send(sock: wire.Writable, message: Message) -> int:
     """Send one message; returns the bytes written."""
     if isinstance(message, Seed):
         return wire.send(sock, wire.Kind.SEED, torch.frombuffer(bytearray(message.key), dtype=torch.int64))
@@ -155,7 +155,7 @@ def send(sock: socket.socket, message: Message) -> int:
     return wire.send_json(sock, _KIND_OF[type(message)], {f.name: getattr(message, f.name) for f in fields(message)})
 
 
-def recv(sock: socket.socket, limit: int = wire.DEFAULT_LIMIT) -> Message:
+def recv(sock: wire.Readable, limit: int = wire.DEFAULT_LIMIT) -> Message:
     """Receive and decode one message (control messages are bounded to 64 KiB)."""
     return decode(wire.recv(sock, limit))
 

@@ -9,7 +9,6 @@ dealer stream and what differed.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import cast
@@ -17,6 +16,7 @@ from typing import cast
 import torch
 
 from smpc import wire
+from smpc.duplex import Duplex
 from smpc.dealer import messages as m
 from smpc.dealer.material import Binding
 from smpc.dealer.states import Batch, ProtocolError, StreamState, pool_label
@@ -28,7 +28,7 @@ class _MaterialReader:
     """A background thread decodes the dealer's messages into batches (`_arrived`), or
     reports why it cannot (`_lost`); `take` serves the current batch in request order."""
 
-    def __init__(self, sock: socket.socket, binding: Binding, party: str, service: bool) -> None:
+    def __init__(self, sock: Duplex, binding: Binding, party: str, service: bool) -> None:
         self._sock = sock
         self._binding = binding
         self._party = party
@@ -78,7 +78,7 @@ class MaterialStream(_MaterialReader):
     in advance; the offline phase waits until that many have arrived, and the reader
     never holds more (the dealer then blocks until this party has used one)."""
 
-    def __init__(self, sock: socket.socket, binding: Binding, party: str, timeout_s: float) -> None:
+    def __init__(self, sock: Duplex, binding: Binding, party: str, timeout_s: float) -> None:
         super().__init__(sock, binding, party, service=False)
         self._timeout_s = timeout_s
         self._ready: list[Batch | Exception] = []
@@ -140,9 +140,7 @@ class MaterialPool(_MaterialReader):
     vanished one. The dealer sends every reading party its part of each batch.
     """
 
-    def __init__(
-        self, sock: socket.socket, binding: Binding, party: str, timeout_s: float, requester: bool = True
-    ) -> None:
+    def __init__(self, sock: Duplex, binding: Binding, party: str, timeout_s: float, requester: bool = True) -> None:
         # the dealer may have nothing to send for hours (an idle service): reads block;
         # a dealer that dies closes the connection, one that hangs is noticed by
         # next_batch's bounded wait
