@@ -1,13 +1,17 @@
 """A BERT-family encoder of a real sentence-embedding size, privately: 2 parties and the
 dealer through smpc.simulate, against plaintext PyTorch, ratios from one run.
 
-6 layers, hidden 384, 12 heads, intermediate 1536, vocabulary 30522 (random weights,
-scaled as real checkpoints are: word embeddings x0.05, feed-forward weights x60), on
-padded batches of random token ids. Each setting is one simulate call: every row is one
+6 layers, hidden 384, 12 heads, intermediate 1536 (`--size minilm`, the default) or
+BERT-base's 12 layers, hidden 768, 12 heads, intermediate 3072 (`--size base`), vocabulary
+30522 (random weights, scaled as real checkpoints are: word embeddings x0.05,
+feed-forward weights x60), on padded batches of random token ids. Each setting is one simulate call: every row is one
 batch, so the online time is that of one batch. MiB per sentence and rounds are a
 party's for the batch; the set-up (the weights shared, their masks opened once) apart.
 
     .venv/bin/python benchmarks/bert_encoder.py [--settings 16x1 64x1 16x8 64x8] [--comparisons circuits fss]
+    .venv/bin/python benchmarks/bert_encoder.py --size base --settings 128x1
+
+The figures go to docs/results/bert_encoder.md (minilm) or docs/results/bert_base.md.
 """
 
 from __future__ import annotations
@@ -20,20 +24,19 @@ import torch
 from results_page import results_page
 
 
-def build_model() -> torch.nn.Module:
+SIZES = {
+    "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+PAGES = {"minilm": "bert_encoder", "base": "bert_base"}
+
+
+def build_model(size: str = "minilm") -> torch.nn.Module:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     model = BertModel(
-        BertConfig(
-            vocab_size=30522,
-            hidden_size=384,
-            num_hidden_layers=6,
-            num_attention_heads=12,
-            intermediate_size=1536,
-            max_position_embeddings=512,
-            attn_implementation="eager",
-        )
+        BertConfig(vocab_size=30522, max_position_embeddings=512, attn_implementation="eager", **SIZES[size])
     ).eval()
     with torch.no_grad():
         model.embeddings.word_embeddings.weight.mul_(0.05)
@@ -61,14 +64,19 @@ def plain_seconds(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor)
         return time.perf_counter() - start
 
 
-def main() -> None:
-    import smpc
-
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="minilm", choices=sorted(SIZES), help="the encoder's size")
     parser.add_argument("--settings", nargs="+", default=["16x1", "64x1", "16x8", "64x8"], help="SEQxBATCH")
     parser.add_argument("--comparisons", nargs="+", default=["circuits"], choices=["circuits", "fss"])
-    args = parser.parse_args()
-    model = build_model()
+    return parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
+    import smpc
+
+    model = build_model(args.size)
+    print(f"{args.size}: " + ", ".join(f"{k} {v}" for k, v in SIZES[args.size].items()))
     print(
         f"{'comparisons':>11} {'seq':>4} {'batch':>5} {'online s/sent':>13} {'plain s/sent':>12} {'MPC/plain':>9} "
         f"{'MiB/sent':>8} {'rounds':>6} {'setup MiB':>9} {'peak MiB':>8} {'cosine':>9}"
@@ -108,5 +116,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with results_page("bert_encoder"):
-        main()
+    arguments = parse_args()
+    with results_page(PAGES[arguments.size]):
+        main(arguments)

@@ -27,7 +27,7 @@ from smpc.model import model_dir, zoo
 from smpc.model.convert import convert
 from smpc.model.program import Program
 from smpc.errors import ArtifactError, ConfigError, ConversionError
-from smpc.model import calibrate, program_format
+from smpc.model import calibrate, program_cache, program_format
 from smpc.model.buckets import Bucket, grid
 
 PROGRAM_ARCHITECTURE = "program"  # the manifest's architecture for a packed program
@@ -292,6 +292,11 @@ def build_program(config: Any, owner_weights: Path | None = None, bucket: Bucket
             load_owner_secret(program, owner_weights)
             _check_calibration(config, program, owner_weights)
         return program
+    shape = (spec.architecture, bucket.rows, spec.input_shape)
+    if owner_weights is None:  # a zoo model converted in an earlier run (program_cache)
+        kept = program_cache.load(*shape)
+        if kept is not None:
+            return kept
     try:
         model = zoo.build(spec.architecture)
     except ConfigError as exc:  # the zoo names the key; the user needs the file too
@@ -301,6 +306,8 @@ def build_program(config: Any, owner_weights: Path | None = None, bucket: Bucket
     program = convert(model, torch.zeros(bucket.rows, *spec.input_shape))
     if owner_weights is not None:
         _check_calibration(config, program, owner_weights)
+    else:
+        program_cache.store(*shape, program)
     return program
 
 
