@@ -38,12 +38,6 @@ class Duplex:
         self._closed = False
         sock.setblocking(False)
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def setsockopt(self, level: int, option: int, value: int) -> None:
-        self._sock.setsockopt(level, option, value)
-
     def settimeout(self, timeout_s: float | None) -> None:
         """The bound of each later wait (the socket itself stays non-blocking)."""
         self._timeout_s = timeout_s
