@@ -78,15 +78,17 @@ MAX_QUEUED_BYTES = 256 << 20  # received and not yet used: past this the reader 
 
 
 class _Counting:
-    """The socket as the reader reads it: counts the bytes of the message under way, so a
-    peer that stops in the middle of a message is told apart from one that sends nothing."""
+    """The socket as the reader reads it: counts the bytes of the message under way (and
+    when the last of them came), so a peer that stops in the middle of a message is told
+    apart from one that sends nothing, or one whose message is arriving right now."""
 
     def __init__(self, sock: wire.Readable) -> None:
-        self.sock, self.partial = sock, 0
+        self.sock, self.partial, self.progress = sock, 0, time.monotonic()
 
     def recv_into(self, view: memoryview, n: int) -> int:
         k = self.sock.recv_into(view, n)
         self.partial += k
+        self.progress = time.monotonic()
         return k
 
 
@@ -137,7 +139,8 @@ class Peer:
     def _next(self) -> torch.Tensor | Exception:
         # Waits op_s. While joining, a peer that has not started a message may take until
         # the join's deadline; one that stopped in the middle of a message is still a
-        # fault after op_s.
+        # fault op_s after its last byte (not after this wait began: a message whose first
+        # bytes came a moment before the check is arriving, not stopped).
         if self.joining is None:
             return self.inbox.get(timeout=self.timeout_s)
         started = time.monotonic()
@@ -146,9 +149,10 @@ class Peer:
                 return self.inbox.get(timeout=min(1.0, self.timeout_s))
             except queue.Empty:
                 now = time.monotonic()
-                limit = started + self.timeout_s
-                if not self._stream.partial:
-                    limit = max(limit, self.joining[0])
+                if self._stream.partial:
+                    limit = max(started, self._stream.progress) + self.timeout_s
+                else:
+                    limit = max(started + self.timeout_s, self.joining[0])
                 if now >= limit:
                     raise
 
