@@ -428,6 +428,9 @@ COMMANDS: dict[str, tuple[Parser, Handler]] = {
     "bench": (bench_parser, _bench),
 }
 
+# the commands that run a party or the dealer: their daemon threads may be inside torch
+PROCESSES = frozenset({"party", "dealer", "serve"})
+
 
 def _guarded(parser: Parser, handler: Handler, rest: list[str]) -> int:
     """Run a subcommand so that every one exits alike: what it returns; 2 with one
@@ -452,11 +455,13 @@ def _guarded(parser: Parser, handler: Handler, rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`smpc COMMAND ...`: dispatch to the command's parser and handler (see _guarded for
-    the exit codes)."""
+    the exit codes). Called with no `argv` (the command line), a party, the dealer or a
+    service does not return: it leaves through smpc.runfiles.leave."""
     # torch's C++ side logs every rendezvous retry and socket timeout to stderr; smpc
     # reports those failures itself in one line (a user's own setting wins). Set before
     # any command imports torch; the processes the launcher starts inherit it.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+    program = argv is None  # this process is the command (not a caller's library call)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
@@ -468,4 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"smpc: unknown command {command!r}\n{USAGE}", file=sys.stderr, end="")
         return EXIT_USAGE
-    return _guarded(*COMMANDS[command], rest)
+    code = _guarded(*COMMANDS[command], rest)
+    if program and command in PROCESSES:
+        from smpc.runfiles import leave
+
+        leave(code)
+    return code

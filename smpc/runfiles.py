@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from collections.abc import Callable
 
 from smpc.config import Config, load_config
@@ -140,3 +140,23 @@ def run_process(config_path: str | Path, name: str, body: Callable[[Config], Non
         known = config is not None and (name == "dealer" or name in config.names)
         return fail(config if known else None, name, exc)
     return 0
+
+
+def leave(code: int) -> NoReturn:
+    """End this party's or the dealer's process with `code`, without the interpreter's
+    finalization.
+
+    Finalization ends each daemon thread that is still running with pthread_exit as it
+    next takes the GIL. A thread inside a torch call at that moment (a peer's reader
+    allocating a message, a handshake thread decoding one) takes it in a C++ destructor
+    that cannot unwind, and libstdc++ aborts the process: SIGABRT ("terminate called
+    without an active exception") after the run's files and error line were written, so
+    a launcher saw a crash instead of exit 2. Everything the process writes is closed by
+    then (runfiles writes files whole), so only stdio's buffers need flushing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: the reader is gone
+            pass
+    os._exit(code)
