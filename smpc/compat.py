@@ -194,6 +194,7 @@ def apply() -> None:
     _fast_config()
     _metered_products()
     _lean_bookkeeping(dc.DistributedCommunicator)
+    _sent_bytes(dc.DistributedCommunicator)
     _applied = True
 
 
@@ -218,6 +219,71 @@ def _lean_bookkeeping(communicator: Any) -> None:
     MPCTensor.shallow_copy = shallow_copy
     communicator.get_rank = lambda self: self.rank
     communicator.get_world_size = lambda self: self.world_size
+
+
+def _sent_elements(name: str, rank: int, world: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    # the ring elements this party puts on the wire for one collective of CrypTen's
+    def count(value: Any) -> int:
+        batched = kwargs.get("batched", False)
+        return sum(t.nelement() for t in value) if batched else int(value.nelement())
+
+    if name in ("send", "isend"):
+        return count(args[0])
+    if name == "scatter":
+        return sum(t.nelement() for i, t in enumerate(args[0]) if i != rank) if args[1] == rank else 0
+    if name in ("reduce", "gather"):  # every party but the root sends its tensor
+        return count(args[0]) if args[1] != rank else 0
+    if name == "broadcast":
+        return (world - 1) * count(args[0]) if args[1] == rank else 0
+    if name == "all_reduce":  # two parties: one exchange (_DistWithTimeout); more: gloo's ring
+        return count(args[0]) if world == 2 else 2 * (world - 1) / world * count(args[0])
+    if name == "all_gather":  # a ring: each party passes on every other party's tensor once
+        return (world - 1) * count(args[0])
+    return 0  # recv, irecv, barrier
+
+
+def _sent_bytes(communicator: Any) -> None:
+    # A fix: a party's `bytes` (every report's bytes_sent) are what it sends. CrypTen's
+    # bookkeeping books an all_reduce as 2n elements (sent and received, as a ring of two
+    # would) and a received broadcast or gather as sent: over gloo, every opening of two
+    # parties counted twice what crossed the wire (smpc's TLS mesh counts the bytes it
+    # writes). Each collective is wrapped again around CrypTen's undecorated method, with
+    # CrypTen's rounds and time; the objects' methods (pickle) are refused anyway.
+    import timeit
+
+    from crypten.config import cfg
+
+    for name in (
+        "send",
+        "isend",
+        "recv",
+        "irecv",
+        "scatter",
+        "reduce",
+        "all_reduce",
+        "gather",
+        "all_gather",
+        "broadcast",
+        "barrier",
+    ):
+        method = getattr(communicator, name)
+        unwrapped = getattr(method, "__wrapped__", None)
+        if unwrapped is None:  # applied already
+            continue
+
+        def booked(
+            self: Any, *args: Any, _name: str = name, _decorated: Any = method, _method: Any = unwrapped, **kwargs: Any
+        ) -> Any:
+            if self.world_size < 2 or not cfg.communicator.verbose:  # CrypTen's wrapper decides
+                return _decorated(self, *args, **kwargs)
+            self.comm_rounds += 1
+            self.comm_bytes += _sent_elements(_name, self.rank, self.world_size, args, kwargs) * self.BYTES_PER_ELEMENT
+            started = timeit.default_timer()
+            result = _method(self, *args, **kwargs)
+            self.comm_time += timeit.default_timer() - started
+            return result
+
+        setattr(communicator, name, booked)
 
 
 def _metered_products() -> None:

@@ -131,9 +131,8 @@ def test_a_second_batch_costs_the_inputs_masks_not_the_weights(tmp_path):
         )
         assert min(o["min_cosine"] for o in report.outputs.values()) > 0.9999
         parties[rows] = report.parties["alice"]
-    # a party's bytes_sent counts an opening of n ring elements as 16 n (it sends its
-    # share, then the sum comes back)
-    table, one_hot = 300 * 64 * 16, 4 * 5 * 300 * 16
+    # a party's bytes_sent counts an opening of n ring elements as 8 n: it sends its share
+    table, one_hot = 300 * 64 * 8, 4 * 5 * 300 * 8
     layers = {
         rows: {layer["layer"]: layer["bytes_sent"] for layer in by_layer(p["layers"])} for rows, p in parties.items()
     }

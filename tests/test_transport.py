@@ -81,6 +81,27 @@ def test_bytes_are_counted_per_peer(consortium):
     assert counts[1]["p0"] > counts[1]["p2"]
 
 
+def _bytes_of_a_product(rank: int, world_size: int) -> int:
+    import crypten.communicator as comm
+
+    from smpc import session
+
+    x = session.share_input(torch.ones(100_000) if rank == 0 else None, torch.Size((100_000,)), 0)
+    comm.get().reset_communication_stats()
+    (x * x).get_plain_text()
+    return int(comm.get().get_communication_stats()["bytes"])
+
+
+def test_a_party_books_the_bytes_it_sends_over_gloo_as_over_tls(consortium):
+    # over TLS a party counts the bytes it writes; over gloo, CrypTen booked an opening
+    # of two parties as sent and received (twice what crossed the wire)
+    tls = run_parties(_bytes_of_a_product, 2, tls_dir=consortium, timeout=120)
+    gloo = run_parties(_bytes_of_a_product, 2, timeout=120)
+    for sent_tls, sent_gloo in zip(tls, gloo):
+        assert sent_tls >= 2 * 8 * 100_000  # at least its share of x - a and of the truncation
+        assert sent_gloo <= sent_tls <= 1.01 * sent_gloo, (tls, gloo)
+
+
 def test_ops_over_tls_match_plaintext_and_reveal_to_one_party(consortium):
     names = ["conv2d", "maxpool2d", "softmax"]
     for world_size in (2, 3):
