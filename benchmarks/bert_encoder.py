@@ -72,6 +72,38 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+# the parts of an encoder layer, by the module path under encoder.layer.N (first match)
+PARTS = [
+    ("attention.self.query", "Q K V"),
+    ("attention.self.key", "Q K V"),
+    ("attention.self.value", "Q K V"),
+    ("attention.output.dense", "attn out"),
+    ("attention.output.LayerNorm", "LayerNorm 1"),
+    ("intermediate.dense", "FFN in"),
+    ("intermediate.intermediate_act_fn", "GELU"),
+    ("output.dense", "FFN out"),
+    ("output.LayerNorm", "LayerNorm 2"),
+]
+
+
+def rounds_per_layer(rows: list[dict]) -> dict[str, int]:
+    """Rounds of encoder layer 0 by part (softmax apart from the scores' and context's
+    products), from a party's cost profile rows."""
+    parts: dict[str, int] = {}
+    for row in rows:
+        layer = row["layer"].split(" ")[0]
+        if not layer.startswith("encoder.layer.0."):
+            continue
+        path = layer.removeprefix("encoder.layer.0.")
+        part = next((name for key, name in PARTS if path.startswith(key)), None)
+        if part is None and path.startswith("attention.self"):  # the module's own ops
+            part = "softmax" if row["op"].startswith("softmax") else "scores, context"
+        if part is None:
+            part = "other"
+        parts[part] = parts.get(part, 0) + row["rounds"]
+    return parts
+
+
 def main(args: argparse.Namespace) -> None:
     import smpc
 
@@ -81,6 +113,7 @@ def main(args: argparse.Namespace) -> None:
         f"{'comparisons':>11} {'seq':>4} {'batch':>5} {'online s/sent':>13} {'plain s/sent':>12} {'MPC/plain':>9} "
         f"{'MiB/sent':>8} {'rounds':>6} {'setup MiB':>9} {'peak MiB':>8} {'cosine':>9}"
     )
+    per_layer = {}
     for setting, comparisons in ((s, c) for s in args.settings for c in args.comparisons):
         seq, batch = (int(v) for v in setting.split("x"))
         ids, mask = inputs(seq, batch)
@@ -113,6 +146,11 @@ def main(args: argparse.Namespace) -> None:
             f"{rounds:>6} {max(setup.values()) / 2**20:>9.1f} {peak:>8.0f} {result.cosine:>9.6f}",
             flush=True,
         )
+        busiest = max(result.report.parties, key=lambda n: result.report.parties[n]["rounds"])
+        per_layer.setdefault(comparisons, rounds_per_layer(result.report.parties[busiest]["layers"]))
+    for comparisons, parts in per_layer.items():
+        listed = ", ".join(f"{name} {count}" for name, count in parts.items() if count)
+        print(f"rounds per encoder layer ({comparisons}, layer 0): {listed}; total {sum(parts.values())}")
 
 
 if __name__ == "__main__":
