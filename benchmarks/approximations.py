@@ -26,6 +26,8 @@ RANGES = {
     "layer_norm eps 0.1": "row variance 1e-4 .. 1e6",
     "layer_norm small variance": "row variance 4e-6 .. 1e-4",
     "softmax": "scores × 0.1 .. 20, rows masked with -1e4",
+    "layer_norm weighted": "row variance 1e-4 .. 1e6, weight -2 .. 3",
+    "rms_norm weighted": "row mean square 1e-4 .. 1e6, weight -2 .. 3",
 }
 
 

@@ -72,6 +72,39 @@ def times_unscaled(x: Any, y: Any) -> Any:
     return out
 
 
+def products_at_once(pairs: list[tuple[Any, Any]]) -> list[Any]:
+    """x * y (elementwise, broadcasting) for several pairs of secrets, in the rounds of one
+    product: every pair's x - a and y - b opened in one exchange, and every result
+    truncated in one more. CrypTen's `*` takes two rounds per product, so independent
+    products of different shapes (a normalization's gamma beside its Newton step) cost
+    two rounds each; here two in all."""
+    import crypten
+    import crypten.communicator as comm
+    import torch
+    from crypten.mpc import MPCTensor
+
+    from smpc import meter
+
+    provider = crypten.mpc.get_default_provider()
+    rank = comm.get().get_rank()
+    with meter.piece("products") as piece:
+        triples = [provider.generate_additive_triple(x.size(), y.size(), "mul") for x, y in pairs]
+        masked = []
+        for (x, y), (a, b, _) in zip(pairs, triples):
+            masked += [x.share - a.share, y.share - b.share]
+        flat = comm.get().all_reduce(torch.cat([t.reshape(-1) for t in masked]))  # the one round
+        opened = [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in masked]), masked)]
+        shares = []
+        for (a, b, c), epsilon, delta in zip(triples, opened[0::2], opened[1::2]):
+            z = c.share + epsilon * b.share + a.share * delta  # the Beaver product's share
+            shares.append(z + epsilon * delta if rank == 0 else z)
+        piece.elements = sum(z.numel() for z in shares)
+    precision = crypten.cfg.encoder.precision_bits
+    out = MPCTensor.from_shares(torch.cat([z.reshape(-1) for z in shares]), precision=precision)
+    out._tensor.div_(2**precision)  # every product's truncation in one round
+    return [part.view(z.shape) for part, z in zip(out.split([z.numel() for z in shares]), shares)]
+
+
 def from_client_share(share: Any) -> Any:
     """A CrypTensor from this party's share of a client's input: ring elements (int64)
     at the fixed-point scale, split by the client (see smpc.serve.shares)."""

@@ -14,8 +14,15 @@ from approx_cases import SWEEPS, layer_norm_rows, small_variance_rows, softmax_r
 from harness import run_parties, use_stand_in_dealer
 
 
+# a LayerNorm's weight across a row of 64: signs and magnitudes as in real checkpoints
+GAMMA = torch.linspace(-2.0, 3.0, 64)
+
+
 def _evaluate(rank: int, world_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     import crypten
+
+    def secret(value: torch.Tensor):
+        return crypten.cryptensor(value, src=0)
 
     # CrypTen's local truncation would wrap now and then at the top of these sweeps
     # (LayerNorm's squares of values near 3e3): see test_fss_mpc's wide products
@@ -39,17 +46,26 @@ def _evaluate(rank: int, world_size: int) -> dict[str, tuple[torch.Tensor, torch
         "layer_norm eps 0.1": lambda x: approx.normalize(x, [1], 0.1, center=True),
         "layer_norm small variance": lambda x: approx.normalize(x, [1], 1e-12, center=True),
         "rms_norm": lambda x: approx.normalize(x, [1], 1e-6, center=False),
+        # a secret weight multiplied in the rounds of the first Newton step
+        "layer_norm weighted": lambda x: approx.normalize(x, [1], 1e-5, center=True, weight=secret(GAMMA)),
+        "rms_norm weighted": lambda x: approx.normalize(x, [1], 1e-6, center=False, weight=secret(GAMMA)),
         "softmax": lambda x: approx.softmax(x, 1),
     }
     inputs = {name: build() for name, (build, *_rest) in SWEEPS.items()}
     inputs.update(layer_norm=layer_norm_rows(), rms_norm=layer_norm_rows(), softmax=softmax_rows())
     inputs["layer_norm eps 0.1"] = layer_norm_rows()
     inputs["layer_norm small variance"] = small_variance_rows()
+    inputs["layer_norm weighted"] = inputs["rms_norm weighted"] = layer_norm_rows()
     return {name: (x, functions[name](crypten.cryptensor(x, src=0)).get_plain_text()) for name, x in inputs.items()}
 
 
 def _exact(name: str, x: torch.Tensor) -> torch.Tensor:
     x = torch.trunc(x.double() * 2**16) / 2**16  # the input as CrypTen encodes it
+    gamma = torch.trunc(GAMMA.double() * 2**16) / 2**16
+    if name == "layer_norm weighted":
+        return torch.nn.functional.layer_norm(x, (x.size(1),), eps=1e-5) * gamma
+    if name == "rms_norm weighted":
+        return torch.nn.functional.rms_norm(x, (x.size(1),), eps=1e-6) * gamma
     if name.startswith("layer_norm"):
         eps = {"layer_norm": 1e-5, "layer_norm eps 0.1": 0.1, "layer_norm small variance": 1e-12}[name]
         return torch.nn.functional.layer_norm(x, (x.size(1),), eps=eps)
@@ -76,6 +92,9 @@ TOLERANCES = {name: spec[3] for name, spec in SWEEPS.items()} | {
     "layer_norm": 3e-3,
     "layer_norm eps 0.1": 3e-3,
     "rms_norm": 3e-3,
+    # three times the unweighted bound: |weight| reaches 3
+    "layer_norm weighted": 9e-3,
+    "rms_norm weighted": 9e-3,
     "softmax": 5e-4,
     # a row of standard deviation 2e-3 is only 131 units of 2^-16 wide: its normalized
     # values carry that quantization (about 1/131 of a standard deviation at the worst)

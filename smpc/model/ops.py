@@ -207,9 +207,11 @@ def layer_norm(
     if not is_secret(x):
         return torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
     dims = list(range(x.dim() - len(normalized_shape), x.dim()))
-    out = approx.normalize(x, dims, eps, center=True)
-    if weight is not None:
-        out = mul(out, weight)
+    if weight is not None and is_secret(weight):  # multiplied inside, in rounds it shares
+        out = approx.normalize(x, dims, eps, center=True, weight=weight)
+    else:
+        out = approx.normalize(x, dims, eps, center=True)
+        out = out if weight is None else mul(out, weight)
     return out if bias is None else add(out, bias)
 
 
@@ -217,7 +219,10 @@ def rms_norm(x: Any, normalized_shape: Any, weight: Any = None, eps: float | Non
     if not is_secret(x):
         return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
     dims = list(range(x.dim() - len(normalized_shape), x.dim()))
-    out = approx.normalize(x, dims, torch.finfo(torch.float32).eps if eps is None else eps, center=False)
+    eps = torch.finfo(torch.float32).eps if eps is None else eps
+    if weight is not None and is_secret(weight):  # multiplied inside, in rounds it shares
+        return approx.normalize(x, dims, eps, center=False, weight=weight)
+    out = approx.normalize(x, dims, eps, center=False)
     return out if weight is None else mul(out, weight)
 
 

@@ -297,19 +297,33 @@ def _newton_reciprocal(m: Any) -> Any:
 
 
 @step("newton")
-def _newton_inv_sqrt(m: Any, iterations: int = NORM_NR_ITERS, start: tuple[float, float] = (1.4, 0.225)) -> Any:
+def _newton_inv_sqrt(
+    m: Any,
+    iterations: int = NORM_NR_ITERS,
+    start: tuple[float, float] = (1.4, 0.225),
+    alongside: tuple[Any, Any] | None = None,
+) -> tuple[Any, Any]:
     # 1/sqrt(m) for m in [0.2, 5]: start 1.4 - 0.225 m, y <- (3 y - (m y) y^2) / 2, the
     # relative error e going to about 1.5 e^2 a step: 39% at the ends of the range to
     # 1e-4 in four steps. y^2 and m y are one batched product; (m y) y^2 stays at twice
     # the scale, where 3 y is exact, and the sum is truncated once: two openings and
-    # two truncations a step (y (1.5 - (m / 2) y^2) took three of each)
+    # two truncations a step (y (1.5 - (m / 2) y^2) took three of each). The product of
+    # the pair `alongside` (independent of m) rides in the first step's rounds; returned
+    # second (None without a pair).
     y = m * -start[1] + start[0]
     scale = 2**crypten.cfg.encoder.precision_bits
+    extra = None
     for _ in range(iterations):
-        square, my = crypten.stack([y, m]) * crypten.stack([y, y])
+        pairs = [(crypten.stack([y, m]), crypten.stack([y, y]))]
+        if alongside is not None and extra is None:
+            pairs.append(alongside)
+        products = fixed_point.products_at_once(pairs)
+        (square, my), extra = products[0], products[1] if len(products) > 1 else extra
         cube = fixed_point.times_unscaled(my, square)  # m y^3 at scale^2
         y = (fixed_point.times_integers(y, 3 * scale) - cube).div(2 * scale)
-    return y
+    if alongside is not None and extra is None:  # no step to ride in
+        extra = alongside[0] * alongside[1]
+    return y, extra
 
 
 @step("reciprocal")
@@ -335,7 +349,7 @@ def inv_sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     exponents = list(range(low, high))
     onehot = _levels(x, exponents, 4)
     m = _reduce(x, onehot, exponents, 4)
-    return _newton_inv_sqrt(m) * fixed_point.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+    return _newton_inv_sqrt(m)[0] * fixed_point.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
 
 
 @step("sqrt")
@@ -344,7 +358,7 @@ def sqrt(x: Any, low: int = -8, high: int = 12) -> Any:
     exponents = list(range(low, high))
     onehot = _levels(x, exponents, 4)
     m = _reduce(x, onehot, exponents, 4)
-    root = m * _newton_inv_sqrt(m)
+    root = m * _newton_inv_sqrt(m)[0]
     return root * fixed_point.weighted_bits(onehot, [2.0**e for e in exponents])
 
 
@@ -358,12 +372,15 @@ def _mean(x: Any, dims: Sequence[int]) -> Any:
     return _row_sum(x, dims) * (1.0 / math.prod(x.size(d) for d in dims))
 
 
-def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
-    """(x - mean) / sqrt(var + eps) over `dims` (LayerNorm; RMSNorm when center=False).
+def normalize(x: Any, dims: Sequence[int], eps: float, center: bool, weight: Any = None) -> Any:
+    """(x - mean) / sqrt(var + eps) over `dims` (LayerNorm; RMSNorm when center=False),
+    times `weight` (a secret broadcasting to x) when given.
 
     The row is first scaled by 2^(-l/2) for the binary magnitude 2^l of its variance
     plus eps (a scale LayerNorm ignores), so the value that is inverted lies in about
-    [1, 2), where two Newton steps from a fitted linear start suffice.
+    [1, 2), where two Newton steps from a fitted linear start suffice. The weight
+    multiplies the scaled row in the rounds of the first Newton step: two rounds fewer
+    than multiplying the result afterwards.
     """
     c = x - _mean(x, dims) if center else x
     # the variance 2^8 times finer than the fixed point (squares truncated by 2^(p - 8),
@@ -385,7 +402,9 @@ def normalize(x: Any, dims: Sequence[int], eps: float, center: bool) -> Any:
     m = _row_sum(fixed_point.times_unscaled(scaled, scaled), dims).div(n * 2**crypten.cfg.encoder.precision_bits)
     if eps * max(encoded) ** 2 * 2**crypten.cfg.encoder.precision_bits >= 0.5:
         m = m + fixed_point.weighted_bits(onehot, [eps * s * s for s in encoded])
-    return scaled * _newton_inv_sqrt(m, NORM_SCALED_ITERS, NORM_SCALED_START)
+    alongside = None if weight is None else (scaled, weight)
+    y, weighted = _newton_inv_sqrt(m, NORM_SCALED_ITERS, NORM_SCALED_START, alongside)
+    return (scaled if weighted is None else weighted) * y
 
 
 def softmax(x: Any, dim: int) -> Any:
