@@ -162,8 +162,8 @@ def markdown(records: list[dict[str, Any]], title: str, description: str, plots:
             lines.append("| " + " | ".join(row) + " |")
         lines += [
             "",
-            "MiB/party and rounds: the most any one party sent (over gloo, CrypTen's count of 8 bytes per"
-            " element; over TLS, bytes written to the sockets). Peak MiB: the largest peak resident memory of any"
+            "MiB/party and rounds: the most any one party sent (over gloo, 8 bytes per ring element it"
+            " sends; over TLS, bytes written to the sockets). Peak MiB: the largest peak resident memory of any"
             " party process. Slowdown: online time over the plain PyTorch time of the same batches. Comparison"
             " MiB and rounds: the part spent inside comparisons (CrypTen's circuits or the FSS gates). Key"
             " MiB/party: the FSS keys the dealer sent the party that received most; dealer s/batch: the dealer's"
