@@ -7,6 +7,7 @@ product again; these helpers work on the integer shares instead, where that is e
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
@@ -70,6 +71,36 @@ def times_unscaled(x: Any, y: Any) -> Any:
     out = x.clone()
     out._tensor.share = beaver.mul(x._tensor, y._tensor).share
     return out
+
+
+def scaled_divisor(factor: float) -> int | None:
+    """The integer d with x * factor = (x at twice the scale) / d, when rounding 2^p /
+    factor to an integer changes the result by less than one part in 2^p and d is a
+    divisor every truncation takes (1 .. 2^31 - 1); None else: the product is
+    truncated and then scaled, as usual."""
+    import crypten
+
+    precision = int(crypten.cfg.encoder.precision_bits)
+    if not math.isfinite(factor) or factor <= 0:
+        return None
+    exact = float(2**precision) / factor
+    divisor = round(exact)
+    if not 1 <= divisor < 2**31 or abs(divisor - exact) > exact * 2.0**-precision:
+        return None
+    return divisor
+
+
+def matmul_divided(x: Any, y: Any, divisor: int) -> Any:
+    """x @ y / divisor for two secrets and a public integer divisor, in the rounds of one
+    product: the Beaver product at twice the scale and one truncation by the divisor
+    instead of by 2^p (a product then scaled by a public factor, attention's scores times
+    1/sqrt(d): `scaled_divisor`). Magnitudes at twice the scale are those of the plain
+    product's, so the ring's range is the same."""
+    from crypten.mpc.primitives import beaver
+
+    out = x.clone()
+    out._tensor.share = beaver.matmul(x._tensor, y._tensor).share
+    return out.div(divisor)
 
 
 def products_at_once(pairs: list[tuple[Any, Any]]) -> list[Any]:

@@ -141,3 +141,75 @@ def test_a_second_batch_costs_the_inputs_masks_not_the_weights(tmp_path):
     lookup = layers[8]["table Embedding"] - layers[4]["table Embedding"]
     assert one_hot <= lookup < one_hot + table // 8  # x - A of the one-hot ids, and the truncation: not the table
     assert second < one_hot + table // 4
+
+
+class ThreeReaders(nn.Module):
+    """Three linear layers that read the same input (as a transformer's queries, keys and
+    values do; one without a bias), and one that reads another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.q, self.k, self.v = nn.Linear(16, 8), nn.Linear(16, 8, bias=False), nn.Linear(16, 4)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.q(x) * self.k(x)) + self.v(x).sum(-1, keepdim=True)
+
+
+def test_linear_layers_that_read_one_input_are_one_product():
+    from smpc.model.convert import convert
+
+    x = torch.randn(3, 5, 16)
+    program = convert(ThreeReaders().eval(), x)
+    (group,) = fixed.fused_linears(program)
+    assert group.members == ("p_q_weight", "p_k_weight", "p_v_weight") and group.sizes == (8, 8, 4)
+    assert fixed.fixed_names(program) == ["p_out_weight", "p_q_weight+p_k_weight+p_v_weight"]
+
+    result = smpc.simulate(ThreeReaders().eval(), x, parties=2, randomness="dealer", quiet=True)
+    assert result.cosine > 0.9999
+    rows = [r for r in result.report.parties["alice"]["layers"] if r["layer"] in ("q Linear", "k Linear", "v Linear")]
+    cost = {
+        layer: sum(r["rounds"] for r in rows if r["layer"] == layer) for layer in ("q Linear", "k Linear", "v Linear")
+    }
+    # one opening of x - A and one truncation for the three, charged to the first; the
+    # others only add their biases
+    assert cost == {"q Linear": 2, "k Linear": 0, "v Linear": 0}
+    sent = sum(r["bytes_sent"] for r in rows)
+    assert sent == 8 * x.numel() + 8 * 3 * 5 * (8 + 8 + 4)
+
+
+class Scores(nn.Module):
+    """Attention's scores: a product of two secrets that only a public scaling reads."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.q, self.k, self.factor = nn.Linear(16, 8), nn.Linear(16, 8), factor
+
+    def forward(self, x):
+        return torch.matmul(self.q(x), self.k(x).transpose(-1, -2)) * self.factor
+
+
+@pytest.mark.parametrize("factor", [32**-0.5, 0.25])
+def test_a_product_that_only_a_public_scaling_reads_is_truncated_once(factor):
+    x = torch.randn(2, 6, 16) * 2
+    result = smpc.simulate(Scores(factor).eval(), x, parties=2, randomness="dealer", quiet=True)
+    assert result.cosine > 0.9999
+    assert result.max_abs_error < 1e-3
+    rows = [r for r in result.report.parties["alice"]["layers"] if r["layer"] == "<model> Scores"]
+    rounds = {op: sum(r["rounds"] for r in rows if r["op"] == op) for op in {r["op"] for r in rows}}
+    # the product's one opening and its one truncation (by round(2^16 / factor)); the
+    # scaling itself costs nothing
+    assert rounds == {"transpose": 0, "matmul": 0, "matmul: products": 1, "matmul: truncations": 1, "mul": 0}
+
+
+def test_a_scaling_is_folded_only_where_its_divisor_is_exact_and_allowed():
+    from smpc import fixed_point
+
+    assert fixed_point.scaled_divisor(0.25) == 2**18
+    assert fixed_point.scaled_divisor(32**-0.5) == 370728  # 2^16 sqrt(32) = 370727.6
+    assert fixed_point.scaled_divisor(1.0) == 2**16
+    # no sign change, nothing to divide by, a divisor past 2^31, one below 1
+    for factor in (0.0, -0.5, float("nan"), float("inf"), 2.0**-16, 1e5):
+        assert fixed_point.scaled_divisor(factor) is None

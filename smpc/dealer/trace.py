@@ -132,6 +132,7 @@ def shape_run(config: Config, program: Program, provider: TracingProvider, check
         switches.register_provider(PROVIDER_NAME, provider)
         params = {k: crypten.cryptensor(torch.zeros_like(v), src=owner) for k, v in sorted(program.secret.items())}
         if provider.masks is not None:  # the parties' products with a fixed operand (on zeros)
+            params = fixed.fused_params(program, params)
             params.update(
                 {
                     k: fixed.FixedWeight(

@@ -7,10 +7,13 @@ from collections.abc import Callable
 
 import torch
 
+from smpc import compat, fixed_point  # noqa: F401  (compat first: it makes crypten importable on this torch)
+import crypten
+
 from smpc.model.program import Program, layer_label, op_label
 from smpc.meter import LayerMeter, numel, piece
 from smpc.model.ops import OPS
-from smpc.protocols.fixed import FIXED_OPERAND, unwrap
+from smpc.protocols.fixed import FIXED_OPERAND, FusedLinears, fused_linears, unwrap
 from smpc.protocols.fss import bounded_comparisons
 
 
@@ -44,6 +47,14 @@ def run_program(
         inputs = {program.inputs[0].name: inputs}
     env: dict[torch.fx.Node, Any] = {}
     remaining = {node: len(node.users) for node in program.graph.nodes}
+    # linear layers that read one input, with their weights joined (by fixed.open_masks):
+    # one product for all, at the first of them; each then adds its own bias
+    fused = {node: group for group in fused_linears(program) if group.name in params for node in group.nodes}
+    computed: dict[torch.fx.Node, Any] = {}
+    # a product of two secrets that only a public scaling reads (attention's scores times
+    # 1/sqrt(d)): the scaling folded into the product's truncation, one round fewer
+    scaled = _scaled_products(program)
+    folded: dict[torch.fx.Node, torch.fx.Node] = {}  # the scaling node -> its product's
 
     def value(arg: Any) -> Any:
         return torch.fx.map_arg(arg, lambda n: env[n])
@@ -72,7 +83,15 @@ def run_program(
                 with piece("range checks") as checked:
                     checks(node, args)
                     checked.elements = numel(args)
-            if widths is None:
+            if node in fused:
+                env[node] = _fused_linear(node, fused[node], args, params, computed)
+            elif node in folded:
+                env[node] = env[folded.pop(node)]
+            elif node in scaled and all(isinstance(a, crypten.CrypTensor) for a in args):
+                user, divisor = scaled[node]
+                env[node] = fixed_point.matmul_divided(args[0], args[1], divisor)
+                folded[user] = node
+            elif widths is None:
                 env[node] = OPS[node.target](*args, **value(node.kwargs))
             else:
                 with bounded_comparisons(widths(node, args)):
@@ -89,3 +108,44 @@ def run_program(
         elif node.op == "output":
             return list(value(node.args[0]))
     raise RuntimeError("graph has no output node")
+
+
+def _scaled_products(program: Program) -> dict[torch.fx.Node, tuple[torch.fx.Node, int]]:
+    # matmul nodes whose only reader multiplies (or divides) them by a public number that
+    # a truncation's divisor can carry (fixed_point.scaled_divisor): node -> (reader, divisor)
+    found = {}
+    scalings = {torch.ops.aten.mul.Tensor: False, torch.ops.aten.mul.Scalar: False}
+    scalings |= {torch.ops.aten.div.Tensor: True, torch.ops.aten.div.Scalar: True}
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target not in scalings or node.kwargs or len(node.args) != 2:
+            continue
+        product, factor = node.args
+        if (
+            not isinstance(product, torch.fx.Node)
+            or product.target != torch.ops.aten.matmul.default
+            or len(product.users) != 1
+            or isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+        ):
+            continue
+        divisor = fixed_point.scaled_divisor(1 / factor if scalings[node.target] else factor) if factor else None
+        if divisor is not None:
+            found[product] = (node, divisor)
+    return found
+
+
+def _fused_linear(
+    node: torch.fx.Node, group: FusedLinears, args: tuple[Any, ...], params: dict[str, Any], computed: dict[Any, Any]
+) -> Any:
+    # this layer's output: its part of the group's one product (made at the first layer
+    # of the group to run), plus its bias
+    linear = OPS[torch.ops.aten.linear.default]
+    if node not in computed:
+        out = linear(args[0], params[group.name])
+        start = 0
+        for member, size in zip(group.nodes, group.sizes):
+            computed[member] = out.narrow(-1, start, size)
+            start += size
+    part = computed.pop(node)
+    bias = args[2] if len(args) > 2 else None
+    return part if bias is None else OPS[torch.ops.aten.add.Tensor](part, bias)

@@ -20,7 +20,7 @@ the ring above about 19; its inverse square root converges for inputs in about
   times (rounding amplified 32-fold, not 256-fold).
 - **softmax** subtracts the row maximum, so its exp needs only [-16, 0] (masked scores,
   mapped to -10^4 by the converter, come out exactly 0): e^(y/4) squared twice; then one
-  reciprocal.
+  reciprocal, whose Newton steps carry the exponentials' product with the row's scale.
 - **reciprocal, inverse square root, LayerNorm, RMSNorm** first find the input's binary
   magnitude with one batched comparison against powers of two, scale it into [1, 2)
   (or [1, 4)), and run Newton-Raphson from a linear start that converges there
@@ -61,7 +61,8 @@ NORM_NR_ITERS = 4
 # a normalization's scaled variance lies in about [1, 2): a linear start fit to
 # [0.9, 2.1] (relative error 3.3e-2) is within 4e-6 after two steps (e -> 1.5 e^2)
 NORM_SCALED_START, NORM_SCALED_ITERS = (1.2832, 0.29332), 2
-RECIPROCAL_NR_ITERS = 2
+# 1/m on [1, 2) starts at RECIPROCAL_START - 15/32 m (relative error within 0.0594)
+RECIPROCAL_START = 1.40937
 # a piecewise function's polynomial is evaluated in blocks of this many powers (fewer
 # products, for the activations' bytes); exp's, on the softmax's path, by its powers (fewer rounds)
 BLOCK = 4
@@ -101,6 +102,14 @@ def split_sign(x: Any) -> tuple[Any, Any, Any]:
     return negative, relu, relu - xn
 
 
+def relu_magnitude(x: Any) -> tuple[Any, Any]:
+    """(ReLU(x), |x|) from one ReLU: |x| = 2 ReLU(x) - x exactly. With comparisons: fss
+    the ReLU is one round (a DCF that carries x beside the sign), where the sign and
+    its product take two; with the circuits it is the same sign and product."""
+    relu = x.relu()
+    return relu, fixed_point.times_integers(relu, 2) - x
+
+
 def powers(w: Any, degree: int) -> list[Any]:
     """[w, w^2, ..., w^degree] in ceil(log2(degree)) rounds of batched products."""
     p = {1: w}
@@ -135,16 +144,59 @@ def _local(u: Any, name: str) -> tuple[Any, torch.Tensor]:
     return w, torch.tensor(coefficients, dtype=torch.float64).t()
 
 
+def _halving(name: str) -> int | None:
+    # s when every segment of TABLES[name] has the half-width 2^s (s >= 1): its local
+    # variable w = (u - c) / 2^s is then left to the powers' truncations (`_segments_value`)
+    points = _table(name)[0]
+    halves = {(b - a) / 2 for a, b in zip(points[:-1], points[1:])}
+    if len(halves) != 1:
+        return None
+    shift = math.log2(halves.pop())
+    return int(shift) if shift >= 1 and shift == int(shift) else None
+
+
+def _shifted_powers(v: Any, shift: int, degree: int) -> dict[int, Any]:
+    # w^2 .. w^degree for w = v / 2^shift, in the rounds of `powers`: a product with a
+    # factor v (not w) divides by 2^shift more in its one truncation, so w itself is
+    # never truncated (one round fewer)
+    scale = 2**crypten.cfg.encoder.precision_bits
+    p: dict[int, Any] = {1: v}
+    k = 1
+    while k < degree:
+        top = min(2 * k, degree)
+        lows = list(range(1, top - k + 1))
+        products = fixed_point.times_unscaled(crypten.stack([p[k]] * len(lows)), crypten.stack([p[j] for j in lows]))
+        divisors = [scale * 2 ** (shift * ((k == 1) + (j == 1))) for j in lows]
+        products = products.div(torch.tensor(divisors).view(len(lows), *[1] * v.dim()))
+        for i, j in enumerate(lows):
+            p[k + j] = products[i]
+        k = top
+    return p
+
+
 def _segments_value(u: Any, name: str) -> Any:
     # every segment's polynomial at u, on a last axis of segments: [..., S]
-    w, coeffs = _local(u, name)
     # sum_k c_k w^k as one exact weighted sum and a single truncation: each power times
     # its coefficient rounded to the fixed-point grid, added up at twice the scale
     # (CrypTen would truncate every term: one round each with comparisons: fss)
     scale = 2**crypten.cfg.encoder.precision_bits
-    degree = coeffs.shape[0] - 1
-    pw = dict(enumerate(powers(w, degree), start=1))
-    return _block_sum(pw, coeffs, 0, degree, scale).div(scale) + coeffs[0].float()
+    points, coefficients = _table(name)
+    degree = len(coefficients[0]) - 1
+    shift = _halving(name)
+    if shift is None or degree < 2:
+        w, coeffs = _local(u, name)
+        pw = dict(enumerate(powers(w, degree), start=1))
+        return _block_sum(pw, coeffs, 0, degree, scale).div(scale) + coeffs[0].float()
+    # a half-width 2^s: v = u - c exactly, c_1 w = c_1 v / 2^s, and the sum taken at
+    # 2^s times twice the scale (its terms in w^k, k >= 2, times 2^s exactly)
+    centers = torch.tensor([(a + b) / 2 for a, b in zip(points[:-1], points[1:])])
+    v = _repeat_last(u, len(centers)) - centers
+    coeffs = torch.tensor(coefficients, dtype=torch.float64).t()
+    pw = _shifted_powers(v, shift, degree)
+    total = fixed_point.times_integers(v, torch.round(coeffs[1] * scale).long())
+    for k in range(2, degree + 1):
+        total = total + fixed_point.times_integers(pw[k], torch.round(coeffs[k] * scale * 2**shift).long())
+    return total.div(scale * 2**shift) + coeffs[0].float()
 
 
 def _block_sum(pw: dict[int, Any], coeffs: torch.Tensor, first: int, last: int, scale: int) -> Any:
@@ -214,13 +266,13 @@ def piecewise(u: Any, name: str) -> Any:
 
 def gelu(x: Any, approximate: str = "none") -> Any:
     """GELU(x) = ReLU(x) - d(|x|); d from the erf form or the tanh form."""
-    _, relu, magnitude = split_sign(x)
+    relu, magnitude = relu_magnitude(x)
     return relu - piecewise(magnitude, "gelu_tanh" if approximate == "tanh" else "gelu_erf")
 
 
 def silu(x: Any) -> Any:
     """SiLU(x) = x * sigmoid(x) = ReLU(x) - |x| sigmoid(-|x|)."""
-    _, relu, magnitude = split_sign(x)
+    relu, magnitude = relu_magnitude(x)
     return relu - piecewise(magnitude, "silu")
 
 
@@ -253,10 +305,13 @@ def exp(x: Any) -> Any:
 def exp_nonpositive(y: Any) -> Any:
     """e^y for y <= 0 (the softmax after subtracting the maximum); 0 below -16."""
     low = y.lt(EXP_LOW)
-    # e^(y/4) by a polynomial in y on [-16, 0] (its local variable y/8 + 1: one truncation),
-    # then squared twice: rounding amplified 4-fold, where e^(y/16) squared four times
-    # amplified it 16-fold in four more rounds (worst error 6.6e-5 against 2.1e-4, in numpy)
-    r = polynomial(y - y * low, "exp_quarter")
+    # e^(y/4) by a polynomial in y on [-16, 0] (its local variable y/8 + 1 is left to the
+    # powers' truncations: _shifted_powers), then squared twice: rounding amplified 4-fold, where e^(y/16) squared four times
+    # amplified it 16-fold in four more rounds (worst error 6.6e-5 against 2.1e-4, in numpy).
+    # Below -16 the polynomial is evaluated as it is (its powers wrap the ring there:
+    # meaningless values) and the exact product with the 0/1 bits zeroes it: clipping y
+    # first would cost one round more
+    r = polynomial(y, "exp_quarter")
     for _ in range(2):
         r = r * r
     return r - r * low
@@ -287,13 +342,29 @@ def _reduce(x: Any, onehot: Any, exponents: Sequence[int], base: int) -> Any:
 
 
 @step("newton")
-def _newton_reciprocal(m: Any) -> Any:
-    # 1/m for m in [1, 2): start 24/17 - 8/17 m (relative error <= 1/17), quadratic steps
-    # (1/17 -> 3.5e-3 -> 1.2e-5: two reach the fixed point's resolution)
-    y = m * (-8 / 17) + 24 / 17
-    for _ in range(RECIPROCAL_NR_ITERS):
-        y = y * (-(m * y) + 2)
-    return y
+def _newton_reciprocal(m: Any, alongside: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
+    # 1/m for m in [1, 2) from the start y0 = a - 15/32 m (a fit: e0 = 1 - m y0 within
+    # 0.0594 of 0): 1/m = y0 / (1 - e0) = y0 (1 + e0) (1 + e0^2) up to e0^4 (1.2e-5), the
+    # two Newton steps y <- y (2 - m y) written with e_(k+1) = e_k^2 (Goldschmidt's
+    # division) so that e0^2 rides beside y0 e0: e0 = 1 - a m + 15/32 m^2 from one
+    # opening (m^2) and one truncation (which also makes y0; the dyadic 15/32 keeps its
+    # divisor below the dealer's 2^31), then y0 e0 and e0^2 in one product, y1 e1 in one
+    # more; Newton's m y and y (2 - m y) took four products. The product of the pair
+    # `alongside` rides in the second; returned second (None without a pair).
+    scale = 2**crypten.cfg.encoder.precision_bits
+    square = fixed_point.times_unscaled(m, m)  # 2^(2p) m^2
+    linear = fixed_point.times_integers(m, round(32 * RECIPROCAL_START * scale))  # 2^(2p) 32 a m
+    scaled = crypten.stack([fixed_point.times_integers(square, 15) - linear, fixed_point.times_integers(m, -15)])
+    divisors = torch.tensor([32 * scale, 32]).view(2, *[1] * m.dim())
+    e0_y0 = scaled.div(divisors)  # one truncation for both
+    e0, y0 = e0_y0[0] + 1.0, e0_y0[1] + RECIPROCAL_START
+    pairs = [(crypten.stack([y0, e0]), crypten.stack([e0, e0]))]
+    if alongside is not None:
+        pairs.append(alongside)
+    products = fixed_point.products_at_once(pairs)
+    y1 = y0 + products[0][0]
+    y2 = y1 + y1 * products[0][1]
+    return y2, products[1] if alongside is not None else None
 
 
 @step("newton")
@@ -327,12 +398,15 @@ def _newton_inv_sqrt(
 
 
 @step("reciprocal")
-def reciprocal_positive(x: Any, low: int = -16, high: int = 24) -> Any:
-    """1/x for x in [2^low, 2^high)."""
+def reciprocal_positive(x: Any, low: int = -16, high: int = 24, times: Any = None) -> Any:
+    """1/x for x in [2^low, 2^high); `times` / x when given (a secret broadcasting with
+    x), its product with x's binary scale riding in the rounds of the Newton steps."""
     exponents = list(range(low, high))
     onehot = _levels(x, exponents, 2)
     m = _reduce(x, onehot, exponents, 2)
-    return _newton_reciprocal(m) * fixed_point.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+    scale = fixed_point.weighted_bits(onehot, [2.0 ** (-e) for e in exponents])
+    y, scaled = _newton_reciprocal(m, None if times is None else (times, scale))
+    return y * (scale if scaled is None else scaled)
 
 
 @step("reciprocal")
@@ -414,7 +488,7 @@ def softmax(x: Any, dim: int) -> Any:
     e = exp_nonpositive(x - top)
     total = e.sum(dim, keepdim=True)  # in [1, n]: the maximum contributes e^0
     levels = max(1, math.ceil(math.log2(x.size(dim) + 1)))
-    return e * reciprocal_positive(total, 0, levels + 1)
+    return reciprocal_positive(total, 0, levels + 1, times=e)
 
 
 def log_softmax(x: Any, dim: int) -> Any:

@@ -26,6 +26,11 @@ So the parties' view (D once, then one E per product) is a list of independent u
 ring elements, the same for any W and x (SECURITY.md).
 
 Bytes per product per party: |x| instead of |x| + |W|; per session: |W| once.
+
+Linear layers that read the same input (a transformer's queries, keys and values) are one
+product (`fused_linears`): their weights are joined into one fixed operand, masked and
+opened once like any other, so a batch opens x - A once and truncates once for all of
+them, where it would open and truncate once for each.
 """
 
 from __future__ import annotations
@@ -97,24 +102,89 @@ FIXED_OPERAND = {
 }
 
 
+@dataclass(frozen=True)
+class FusedLinears:
+    """Linear layers of a program that read the same input with secret weights, computed
+    as one product against their weights joined along the output features: `name` is
+    the joined weight's (the members' names joined by "+"), `nodes` the layers' nodes in
+    graph order, `members` their weights' names and `sizes` their output features."""
+
+    name: str
+    nodes: tuple[torch.fx.Node, ...]
+    members: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+
+def _secret_placeholder(program: Any, arg: Any) -> str | None:
+    # the secret parameter a node argument reads, if it is one (a placeholder read back
+    # from program.json may be renamed: see execute; its target keeps the parameter's name)
+    if not isinstance(arg, torch.fx.Node) or arg.op != "placeholder":
+        return None
+    name = arg.name if arg.name in program.secret else str(arg.target)
+    return name if name in program.secret else None
+
+
+def fused_linears(program: Any) -> list[FusedLinears]:
+    """The groups of two or more linear layers of `program` that read the same input node
+    with 2-D secret weights (queries, keys and values): each is computed as one product."""
+    by_input: dict[torch.fx.Node, list[tuple[torch.fx.Node, str]]] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.linear.default or node.kwargs:
+            continue
+        x = node.args[0]
+        name = _secret_placeholder(program, node.args[1]) if len(node.args) > 1 else None
+        if isinstance(x, torch.fx.Node) and name is not None and program.secret[name].dim() == 2:
+            by_input.setdefault(x, []).append((node, name))
+    groups = []
+    for readers in by_input.values():
+        if len(readers) < 2 or len({name for _, name in readers}) < len(readers):
+            continue  # one layer, or one weight read twice: nothing to join
+        names = tuple(name for _, name in readers)
+        groups.append(
+            FusedLinears(
+                "+".join(names),
+                tuple(node for node, _ in readers),
+                names,
+                tuple(int(program.secret[n].shape[0]) for n in names),
+            )
+        )
+    return groups
+
+
+def fused_params(program: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the joined weight of every group of `fused_linears` (its shares the
+    members' joined: a local step), each member now a view into it (no second copy)."""
+    import crypten
+
+    out = dict(params)
+    for group in fused_linears(program):
+        if not all(n in params for n in group.members):
+            continue
+        joined = out[group.name] = crypten.cat([params[n] for n in group.members], dim=0)
+        start = 0
+        for name, size in zip(group.members, group.sizes):
+            out[name] = joined.narrow(0, start, size)
+            start += size
+    return out
+
+
 def fixed_names(program: Any) -> list[str]:
     """The secret parameters of `program` that are the fixed operand of a product: the
     weight of a linear layer or a convolution, the table of a lookup (by secret ids a
-    product; by public ones a gather, whose mask is opened all the same, once)."""
-    names = set()
+    product; by public ones a gather, whose mask is opened all the same, once); for
+    linear layers that read the same input, their joined weight (`fused_linears`)."""
+    groups = fused_linears(program)
+    joined = {node for group in groups for node in group.nodes}
+    names = {group.name for group in groups}
     for node in program.graph.nodes:
-        if node.op != "call_function":
+        if node.op != "call_function" or node in joined:
             continue
         position = FIXED_OPERAND.get(node.target)
         if position is None or len(node.args) <= position:
             continue
-        weight = node.args[position]
-        if isinstance(weight, torch.fx.Node) and weight.op == "placeholder":
-            # a placeholder read back from program.json may be renamed (see execute): its
-            # target keeps the parameter's name
-            name = weight.name if weight.name in program.secret else str(weight.target)
-            if name in program.secret:
-                names.add(name)
+        name = _secret_placeholder(program, node.args[position])
+        if name is not None:
+            names.add(name)
     return sorted(names)
 
 
@@ -134,6 +204,7 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
     for all), and the parameter wrapped as a FixedWeight."""
     import crypten.communicator as comm
 
+    params = fused_params(program, params)
     names = [n for n in fixed_names(program) if n in params]
     if not names:
         return params
@@ -162,10 +233,12 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
 def _uses(program: Any) -> dict[str, set[bool | None]]:
     # how each weight is read as a fixed operand: by a matmul (a linear layer reads W^T:
     # True; a lookup the table: False), or by a convolution (None)
-    uses: dict[str, set[bool | None]] = {}
+    groups = fused_linears(program)
+    joined = {node for group in groups for node in group.nodes}
+    uses: dict[str, set[bool | None]] = {group.name: {True} for group in groups}
     matmuls = {torch.ops.aten.linear.default: True, torch.ops.aten.embedding.default: False}
     for node in program.graph.nodes:
-        if node.op != "call_function" or node.target not in FIXED_OPERAND:
+        if node.op != "call_function" or node.target not in FIXED_OPERAND or node in joined:
             continue
         weight = node.args[FIXED_OPERAND[node.target]] if len(node.args) > FIXED_OPERAND[node.target] else None
         if isinstance(weight, torch.fx.Node) and weight.op == "placeholder":
