@@ -99,16 +99,33 @@ def _stop(service: subprocess.Popen, client: Client) -> None:
     service.wait(timeout=120)
 
 
-def _per_query(client: Client, run) -> tuple[dict, float, float]:
-    # bytes and rounds alice sent per query while `run` ran (from her /metrics)
+def _phases(text: str) -> dict[str, tuple[float, float]]:
+    # smpc_batch_phase_seconds by phase: (sum, count)
+    out: dict[str, tuple[float, float]] = {}
+    for line in text.splitlines():
+        for part, index in (("_sum{", 0), ("_count{", 1)):
+            if line.startswith("smpc_batch_phase_seconds" + part):
+                phase = line.split('phase="')[1].split('"')[0]
+                pair = list(out.get(phase, (0.0, 0.0)))
+                pair[index] = float(line.split()[-1])
+                out[phase] = (pair[0], pair[1])
+    return out
+
+
+def _per_query(client: Client, run) -> tuple[dict, float, float, dict[str, float]]:
+    # bytes and rounds alice sent per query while `run` ran, and the mean seconds of each
+    # phase of her batches (from her /metrics)
     before = client.get("alice", "/metrics").text
     report = run()
     after = client.get("alice", "/metrics").text
     n = report["samples"]
+    was, now = _phases(before), _phases(after)
+    phases = {k: (s - was.get(k, (0.0, 0.0))[0]) / max(1.0, c - was.get(k, (0.0, 0.0))[1]) for k, (s, c) in now.items()}
     return (
         report,
         (_metric(after, "smpc_bytes_sent_total") - _metric(before, "smpc_bytes_sent_total")) / n,
         (_metric(after, "smpc_rounds_total") - _metric(before, "smpc_rounds_total")) / n,
+        phases,
     )
 
 
@@ -176,7 +193,7 @@ def _packed_service(work: Path, name: str, model_dir: Path, comparisons: str, ma
     try:
         warm = queries[1] | {"rows": 2}
         query(path, "analyst", **warm)
-        results[1], results["bytes"], results["rounds"] = _per_query(
+        results[1], results["bytes"], results["rounds"], results["phases"] = _per_query(
             client, lambda: query(path, "analyst", concurrency=1, **queries[1])
         )
         for c in (4, 16):
@@ -204,6 +221,8 @@ def _print_packed(name: str, by_mode: dict) -> None:
             f"{results[1]['bytes_per_query_per_party'] / 1024:.1f} KiB from the client; "
             f"throughput 16 clients / 1 client {results[16]['throughput_qps'] / results[1]['throughput_qps']:.2f}"
         )
+        phases = ", ".join(f"{k} {v * 1000:.0f}" for k, v in results["phases"].items())
+        print(f"{name} {mode}: ms per batch at 1 client (alice), by phase: {phases}")
     if len(by_mode) == 2:
         a, b = by_mode["circuits"], by_mode["fss"]
         print(
