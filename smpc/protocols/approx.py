@@ -110,20 +110,6 @@ def relu_magnitude(x: Any) -> tuple[Any, Any]:
     return relu, fixed_point.times_integers(relu, 2) - x
 
 
-def powers(w: Any, degree: int) -> list[Any]:
-    """[w, w^2, ..., w^degree] in ceil(log2(degree)) rounds of batched products."""
-    p = {1: w}
-    k = 1
-    while k < degree:
-        top = min(2 * k, degree)
-        lows = list(range(1, top - k + 1))
-        products = crypten.stack([p[k]] * len(lows)) * crypten.stack([p[j] for j in lows])
-        for i, j in enumerate(lows):
-            p[k + j] = products[i]
-        k = top
-    return [p[i] for i in range(1, degree + 1)]
-
-
 def _table(name: str) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
     # the segment breakpoints and per-segment coefficients of TABLES[name] (a generated literal)
     table = TABLES[name]
@@ -155,10 +141,11 @@ def _halving(name: str) -> int | None:
     return int(shift) if shift >= 1 and shift == int(shift) else None
 
 
-def _shifted_powers(v: Any, shift: int, degree: int) -> dict[int, Any]:
-    # w^2 .. w^degree for w = v / 2^shift, in the rounds of `powers`: a product with a
-    # factor v (not w) divides by 2^shift more in its one truncation, so w itself is
-    # never truncated (one round fewer)
+def powers(v: Any, degree: int, shift: int = 0) -> dict[int, Any]:
+    """{k: w^k} for k = 1..degree (v at 1) with w = v / 2^shift, in ceil(log2(degree))
+    rounds of batched products. With shift > 0 a product with a factor v (not w)
+    divides by 2^shift more in its one truncation, so w itself is never truncated (one
+    round fewer than computing w first)."""
     scale = 2**crypten.cfg.encoder.precision_bits
     p: dict[int, Any] = {1: v}
     k = 1
@@ -166,8 +153,11 @@ def _shifted_powers(v: Any, shift: int, degree: int) -> dict[int, Any]:
         top = min(2 * k, degree)
         lows = list(range(1, top - k + 1))
         products = fixed_point.times_unscaled(crypten.stack([p[k]] * len(lows)), crypten.stack([p[j] for j in lows]))
-        divisors = [scale * 2 ** (shift * ((k == 1) + (j == 1))) for j in lows]
-        products = products.div(torch.tensor(divisors).view(len(lows), *[1] * v.dim()))
+        if shift:
+            divisors = [scale * 2 ** (shift * ((k == 1) + (j == 1))) for j in lows]
+            products = products.div(torch.tensor(divisors).view(len(lows), *[1] * v.dim()))
+        else:
+            products = products.div(scale)
         for i, j in enumerate(lows):
             p[k + j] = products[i]
         k = top
@@ -185,18 +175,16 @@ def _segments_value(u: Any, name: str) -> Any:
     shift = _halving(name)
     if shift is None or degree < 2:
         w, coeffs = _local(u, name)
-        pw = dict(enumerate(powers(w, degree), start=1))
-        return _block_sum(pw, coeffs, 0, degree, scale).div(scale) + coeffs[0].float()
-    # a half-width 2^s: v = u - c exactly, c_1 w = c_1 v / 2^s, and the sum taken at
-    # 2^s times twice the scale (its terms in w^k, k >= 2, times 2^s exactly)
-    centers = torch.tensor([(a + b) / 2 for a, b in zip(points[:-1], points[1:])])
-    v = _repeat_last(u, len(centers)) - centers
-    coeffs = torch.tensor(coefficients, dtype=torch.float64).t()
-    pw = _shifted_powers(v, shift, degree)
-    total = fixed_point.times_integers(v, torch.round(coeffs[1] * scale).long())
-    for k in range(2, degree + 1):
-        total = total + fixed_point.times_integers(pw[k], torch.round(coeffs[k] * scale * 2**shift).long())
-    return total.div(scale * 2**shift) + coeffs[0].float()
+        pw, shift = powers(w, degree), 0
+    else:
+        # a half-width 2^s: v = u - c exactly (w = v / 2^s is never truncated on its own);
+        # the sum is taken at 2^s times twice the scale, c_1 w as c_1 v and c_k w^k
+        # (k >= 2) times 2^s exactly
+        centers = torch.tensor([(a + b) / 2 for a, b in zip(points[:-1], points[1:])])
+        pw = powers(_repeat_last(u, len(centers)) - centers, degree, shift)
+        coeffs = torch.tensor(coefficients, dtype=torch.float64).t()
+        coeffs[2:] *= 2**shift
+    return _block_sum(pw, coeffs, 0, degree, scale).div(scale * 2**shift) + coeffs[0].float()
 
 
 def _block_sum(pw: dict[int, Any], coeffs: torch.Tensor, first: int, last: int, scale: int) -> Any:
@@ -306,7 +294,7 @@ def exp_nonpositive(y: Any) -> Any:
     """e^y for y <= 0 (the softmax after subtracting the maximum); 0 below -16."""
     low = y.lt(EXP_LOW)
     # e^(y/4) by a polynomial in y on [-16, 0] (its local variable y/8 + 1 is left to the
-    # powers' truncations: _shifted_powers), then squared twice: rounding amplified 4-fold, where e^(y/16) squared four times
+    # powers' truncations: `powers`), then squared twice: rounding amplified 4-fold, where e^(y/16) squared four times
     # amplified it 16-fold in four more rounds (worst error 6.6e-5 against 2.1e-4, in numpy).
     # Below -16 the polynomial is evaluated as it is (its powers wrap the ring there:
     # meaningless values) and the exact product with the 0/1 bits zeroes it: clipping y
