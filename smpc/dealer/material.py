@@ -51,7 +51,7 @@ class FixedMasks:
     def __init__(self, seeds: list[bytes]) -> None:
         self.seeds = seeds
         self._masks: dict[str, torch.Tensor] = {}
-        self._matrices: dict[tuple[str, bool], FixedMatrix] = {}  # B as a matmul operand, limbs kept
+        self._matrices: dict[tuple[str, bool], FixedMatrix] = {}  # B as a matmul operand, kept
 
     def mask(self, name: str, shape: torch.Size) -> torch.Tensor:
         held = self._masks.get(name)

@@ -64,7 +64,7 @@ class FixedWeight:
     tensor: Any  # crypten.CrypTensor
     mask: torch.Tensor | None  # this party's share of B (int64, the weight's shape)
     opened: torch.Tensor | None  # D = W - B (int64, the weight's shape)
-    # the matmul operands made from them (transposed or not), held as limbs
+    # the matmul operands made from them (transposed or not), in ring_matmul's form
     _matrices: dict[tuple[str, bool], FixedMatrix] = field(default_factory=dict, repr=False)
     shape: torch.Size = field(init=False)
 
@@ -222,10 +222,10 @@ def open_masks(program: Any, params: dict[str, Any], seed: bytes) -> dict[str, A
         offset += count
         # a D kept as itself is a copy: a view would keep every weight's D alive
         out[n] = weight = FixedWeight(n, params[n], masks[n], d.clone() if None in read else d)
-        for transposed in cast(set[bool], read - {None}):  # the operands' limbs, made now
+        for transposed in cast(set[bool], read - {None}):  # the matmul operands, made now
             weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
             weight.matrix("opened", transposed)
-        if None not in read:  # only matmuls read it: B_i and D live on as limbs
+        if None not in read:  # only matmuls read it: B_i and D live on as their operands
             weight.mask = weight.opened = None
     return out
 
@@ -303,7 +303,7 @@ def local_product(
     """Party `rank`'s share of x op W (at the product's scale) from the opened E = x - A,
     its shares of A and C = A op B, and the weight's mask share and D = W - B:
     E op B_i + A_i op D + C_i, plus E op D at party 0."""
-    if op == "matmul":  # through float64 BLAS, with the operands' limbs kept (ring_matmul)
+    if op == "matmul":  # with the operands kept in ring_matmul's fastest form
         # party 0 adds E op D: E op (B_0 + D) is one product instead of two
         fixed = weight.matrix("mask plus opened" if rank == 0 else "mask", transposed)
         return fixed.rmatmul(e) + weight.matrix("opened", transposed).rmatmul(a) + c
