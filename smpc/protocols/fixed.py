@@ -240,10 +240,10 @@ def _uses(program: Any) -> dict[str, set[bool | None]]:
     for node in program.graph.nodes:
         if node.op != "call_function" or node.target not in FIXED_OPERAND or node in joined:
             continue
-        weight = node.args[FIXED_OPERAND[node.target]] if len(node.args) > FIXED_OPERAND[node.target] else None
-        if isinstance(weight, torch.fx.Node) and weight.op == "placeholder":
-            for name in (weight.name, str(weight.target)):
-                uses.setdefault(name, set()).add(matmuls.get(node.target))
+        position = FIXED_OPERAND[node.target]
+        name = _secret_placeholder(program, node.args[position]) if len(node.args) > position else None
+        if name is not None:
+            uses.setdefault(name, set()).add(matmuls.get(node.target))
     return uses
 
 
