@@ -125,6 +125,19 @@ def test_relu_is_exact_on_every_edge_of_the_ring():
     assert torch.equal(_gate("relu", x), torch.relu(x))
 
 
+def test_one_divisor_as_an_int_gives_what_divisors_as_a_tensor_give():
+    # a truncation by one public divisor computes its constants once, in Python: the same
+    # shares as the per-element form, on the divisors' edges (1, powers of two, the largest)
+    x = torch.cat([EDGES, _random(1000)])
+    for d in (1, 2, 3, 2**16, 370_728, 2**30, fss.MAX_DIVISOR - 1):
+        tensor = torch.full((x.numel(),), d, dtype=torch.int64)
+        assert fss.trunc_offset(d) == int(fss.trunc_offset(tensor)[0])
+        opened = x + fss.trunc_offset(d)
+        key = fss.GateKey(torch.zeros_like(x), None, None, (_random(x.numel()), _random(x.numel())))
+        for rank in range(2):
+            assert torch.equal(fss.trunc_local(rank, opened, key, d), fss.trunc_local(rank, opened, key, tensor))
+
+
 def _within(bits: int, n: int) -> torch.Tensor:
     # the edges of a `bits`-wide two's complement range, and random values inside it
     top, bottom = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))

@@ -246,17 +246,27 @@ def relu_local(rank: int, opened: torch.Tensor, key: GateKey) -> torch.Tensor:
     return out + opened * (1 - m) if rank == 0 else out
 
 
-def trunc_offset(d: torch.Tensor) -> torch.Tensor:
-    """K: a multiple of d that party 0 adds before opening, so that x + K >= 0."""
+def trunc_offset(d: int | torch.Tensor) -> int | torch.Tensor:
+    """K: a multiple of d that party 0 adds before opening, so that x + K >= 0 (for one
+    divisor d an int, for int64 divisors that broadcast with x a tensor)."""
+    if isinstance(d, int):
+        return d * ((1 << 62) // d)
     return d * udiv(torch.full_like(d, 1 << 62), d)
 
 
-def trunc_local(rank: int, opened: torch.Tensor, key: GateKey, d: torch.Tensor) -> torch.Tensor:
-    """Share of x / d (within one unit) from c = x + K + r, for divisors d ([n] int64)."""
-    # floor(2^64 / d) mod 2^64: floor((2^64 - 1) / d), plus one where d divides 2^64
-    wrap_q = udiv(torch.full_like(d, -1), d) + ((d & (d - 1)) == 0).long()
+def trunc_local(rank: int, opened: torch.Tensor, key: GateKey, d: int | torch.Tensor) -> torch.Tensor:
+    """Share of x / d (within one unit) from c = x + K + r, for one divisor d (an int: its
+    constants are Python's, not a tensor's per element) or divisors d ([n] int64)."""
+    # floor(2^64 / d) mod 2^64 (as an int64), and floor(K / d)
+    if isinstance(d, int):
+        wrap_q: int | torch.Tensor = (2**64 // d) % 2**64
+        wrap_q = wrap_q - 2**64 if wrap_q >= 2**63 else wrap_q
+        offset_q: int | torch.Tensor = (1 << 62) // d
+    else:  # floor((2^64 - 1) / d), plus one where d divides 2^64
+        wrap_q = udiv(torch.full_like(d, -1), d) + ((d & (d - 1)) == 0).long()
+        offset_q = udiv(torch.full_like(d, 1 << 62), d)
     out = -key.shares[0] + key.shares[1] * (1 - _msb(opened)) * wrap_q
-    return out + udiv(opened, d) - udiv(torch.full_like(d, 1 << 62), d) if rank == 0 else out
+    return out + udiv(opened, d) - offset_q if rank == 0 else out
 
 
 # -- online, on CrypTensors: keys from the default provider, one opening per gate ----
@@ -302,8 +312,14 @@ def _gate(kind: str, share: torch.Tensor, divisor: int | torch.Tensor | None = N
             return torch.zeros_like(share)
         rank = comm.get().get_rank()
         masked = flat + key.mask
-        if kind == "trunc":
-            d = torch.as_tensor(divisor, dtype=torch.int64).expand(share.shape).reshape(-1)
+        if kind == "trunc":  # one divisor stays an int; divisors broadcast to the elements
+            if divisor is None:
+                raise ValueError("a truncation without its divisor")
+            d = (
+                divisor
+                if isinstance(divisor, int)
+                else torch.as_tensor(divisor, dtype=torch.int64).expand(share.shape).reshape(-1)
+            )
             if rank == 0:
                 masked = masked + trunc_offset(d)
         opened = comm.get().all_reduce(masked)  # the one round
