@@ -124,11 +124,12 @@ def divisor_arg(divisor: int | torch.Tensor) -> int | tuple[tuple[int, ...], tup
     return (tuple(divisor.shape), tuple(int(v) for v in divisor.reshape(-1)))
 
 
-def divisors(args: tuple[Any, ...]) -> torch.Tensor:
-    """[n] int64: every element's divisor of a truncation request (args = (shape, divisor_arg))."""
+def divisors(args: tuple[Any, ...]) -> int | torch.Tensor:
+    """A truncation request's divisors (args = (shape, divisor_arg)): its one divisor as
+    an int, or every element's as [n] int64."""
     shape, d = args[0], args[1]
     if isinstance(d, int):
-        return torch.full((count(args),), d, dtype=torch.int64)
+        return d
     return torch.tensor(d[1], dtype=torch.int64).view(d[0]).expand(shape).reshape(-1)
 
 
