@@ -63,6 +63,7 @@ import torch
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from smpc.protocols import dcf
+from smpc.protocols.ring_matmul import wrapped
 
 RING_BITS = 64
 DCF_KINDS = {"ltz": 1, "relu": 2}  # kind -> DCF payload width
@@ -260,8 +261,7 @@ def trunc_local(rank: int, opened: torch.Tensor, key: GateKey, d: int | torch.Te
     constants are Python's, not a tensor's per element) or divisors d ([n] int64)."""
     # floor(2^64 / d) mod 2^64 (as an int64), and floor(K / d)
     if isinstance(d, int):
-        wrap_q: int | torch.Tensor = (2**64 // d) % 2**64
-        wrap_q = wrap_q - 2**64 if wrap_q >= 2**63 else wrap_q
+        wrap_q: int | torch.Tensor = wrapped(2**64 // d)
         offset_q: int | torch.Tensor = (1 << 62) // d
     else:  # floor((2^64 - 1) / d), plus one where d divides 2^64
         wrap_q = udiv(torch.full_like(d, -1), d) + ((d & (d - 1)) == 0).long()

@@ -53,8 +53,8 @@ MASK = (1 << LIMB_BITS) - 1
 EXACT_TERMS = 2 ** (53 - 2 * LIMB_BITS)
 
 
-def _wrapped(value: int) -> int:
-    # an integer mod 2^64 as the int64 holding it
+def wrapped(value: int) -> int:
+    """An integer mod 2^64 as the int64 that holds it (two's complement)."""
     value %= 2**64
     return value - 2**64 if value >= 2**63 else value
 
@@ -100,7 +100,7 @@ def int8_exact() -> bool:
 # digit i's weight in the sum over i + j <= 7 of 2^(8 (i + j)) (the same for W's digit j),
 # times the 128 of the other side's digit offset: sum over j <= 7 - i of 128 * 2^(8 (i + j))
 _WEIGHTS = [128 * sum(1 << (DIGIT_BITS * (i + j)) for j in range(DIGITS - i)) for i in range(DIGITS)]
-OFFSET_WEIGHTS = torch.tensor([_wrapped(w) for w in _WEIGHTS])
+OFFSET_WEIGHTS = torch.tensor([wrapped(w) for w in _WEIGHTS])
 
 
 def _ones(rows: int, columns: int) -> torch.Tensor:
@@ -147,7 +147,7 @@ class _Digits:
         # sums) + 128^2 K: the last two are the same for every x, made now
         terms = value.shape[0]
         sums = sum(_column_sums(self.digits[:, start : start + PIECE]) for start in range(0, terms, PIECE))
-        self.columns = (sums * OFFSET_WEIGHTS.unsqueeze(1)).sum(0) + _wrapped(128 * terms * sum(_WEIGHTS))
+        self.columns = (sums * OFFSET_WEIGHTS.unsqueeze(1)).sum(0) + wrapped(128 * terms * sum(_WEIGHTS))
 
     def rmatmul(self, rows: torch.Tensor) -> torch.Tensor:
         terms, columns = self.shape
