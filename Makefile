@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/transport_overhead.py
 	$(PY) benchmarks/generators.py
 	$(PY) benchmarks/ring_matmul.py
+	$(PY) benchmarks/two_party.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/bert_encoder.py --settings 16x1 --comparisons circuits fss
 	$(PY) benchmarks/demos.py
