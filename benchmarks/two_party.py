@@ -5,7 +5,8 @@ batch of each kind of item the two-party source supplies from oblivious transfer
 (smpc.twoparty.triples), twice: the table gives the second round, per kind, the items made per second, the
 bytes each party sent per item, its rounds, and the ratio of those bytes to what the
 trusted dealer sends per item (8 bytes to party 0: the correction of a triple, square,
-AND word or shared bit). The models (the issue's digits demo, LeNet-5, the small BERT)
+AND word or shared bit); then matrix triples by homomorphic encryption, with their
+multiply-adds per second and bytes per multiply-add. The models (the issue's digits demo, LeNet-5, the small BERT)
 join this benchmark when the two-party source runs them.
 
     python benchmarks/two_party.py [--items N]
@@ -21,6 +22,7 @@ import time
 from results_page import results_page
 
 KINDS = ("Beaver triples", "squares", "AND words", "shared bits")
+MATMULS = ((64, 64, 64), (256, 64, 16))  # matrix triples [n, k] @ [k, m]
 DEALER_BYTES = 8  # per item, to party 0
 
 
@@ -31,6 +33,8 @@ def _party(rank: int, ports: list[int], items: int, out: mp.Queue) -> None:
     from smpc.runtime import Runtime
     from smpc.twoparty.link import Link
     from smpc.twoparty.triples import OtCorrelations
+
+    from smpc.twoparty.matrix_triples import MatrixTriples
 
     with Runtime().joined(rank, ["alice", "bob"], [("127.0.0.1", p) for p in ports], 60, 300):
         link = Link()
@@ -47,6 +51,14 @@ def _party(rank: int, ports: list[int], items: int, out: mp.Queue) -> None:
             sent, rounds, started = link.bytes_sent, link.rounds, time.perf_counter()
             make(items)
             rows[kind] = (time.perf_counter() - started, link.bytes_sent - sent, link.rounds - rounds)
+        started = time.perf_counter()
+        he = MatrixTriples(link)
+        he.setup()
+        rows["keys"] = (time.perf_counter() - started, 0, 0)
+        for shape in MATMULS:
+            sent, rounds, started = link.bytes_sent, link.rounds, time.perf_counter()
+            he.matmul_triples(*shape)
+            rows[shape] = (time.perf_counter() - started, link.bytes_sent - sent, link.rounds - rounds)
     out.put((rank, rows))
 
 
@@ -82,9 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     total = sum(rows[kind][0] for kind in KINDS)
     print(
-        f"(the second round of the four kinds; the first took {rows['first round'][0]:.3f} s against "
+        f"(OT rows: the second round of the four kinds; the first took {rows['first round'][0]:.3f} s against "
         f"{total:.3f} s: {rows['first round'][0] / total:.2f}x, the processes' first large buffers)"
     )
+    print()
+    print(f"Matrix triples by homomorphic encryption (keys made and exchanged in {rows['keys'][0]:.3f} s)")
+    print(f"{'n x k x m':<16}{'seconds':>9}{'MAC/s':>11}{'B/MAC':>9}{'rounds':>8}{'B/dealer B':>12}")
+    for shape in MATMULS:
+        seconds, sent, rounds = rows[shape]
+        macs = shape[0] * shape[1] * shape[2]
+        dealer = shape[0] * shape[2] * DEALER_BYTES  # the dealer corrects C only
+        label = " x ".join(map(str, shape))
+        print(f"{label:<16}{seconds:>9.3f}{macs / seconds:>11,.0f}{sent / macs:>9.0f}{rounds:>8}{sent / dealer:>12.0f}")
     return 0
 
 

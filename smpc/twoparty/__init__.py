@@ -2,7 +2,10 @@
 
 link      the other party, as the offline phase talks to it (exchanges of bytes)
 ot        base OTs (Chou-Orlandi, from otc) and their extension (IKNP/ALSZ)
+ot_kernels the extension's bit transpose, compiled
 triples   Beaver, square, AND triples and shared bits from the OTs (Gilboa's products)
+he        sums of products in Z/2^64 by homomorphic encryption (SEAL's BFV, CRT, flooding)
+matrix_triples  matrix triples from them
 """
 
-__all__ = ["link", "ot", "triples"]
+__all__ = ["he", "link", "matrix_triples", "ot", "ot_kernels", "triples"]

@@ -1,0 +1,170 @@
+"""Two-party preprocessing without a dealer: sums of products by homomorphic encryption
+(SEAL's BFV, exact in Z/2^64 by the CRT), and the matrix triples made from them between
+two real party processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import seal
+import torch
+
+from harness import run_parties
+from smpc.twoparty import he
+from smpc.twoparty.he import N, HeError, HeParty
+
+EDGES = np.array([0, 1, -1, 2, 1 << 62, -(1 << 62), (1 << 63) - 1, -(1 << 63), 12345, -98765], dtype=np.int64)
+RING = 1 << 64
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[HeParty, HeParty]:
+    x, y = HeParty(), HeParty()
+    x.peer_keys(y.public_keys())
+    y.peer_keys(x.public_keys())
+    return x, y
+
+
+def _exact(x: np.ndarray, y: np.ndarray, share_x: np.ndarray, share_y: np.ndarray) -> bool:
+    want = (x.astype(object) * y.astype(object)).sum(axis=0)
+    return all((int(a) + int(b)) % RING == int(w) % RING for a, b, w in zip(share_x, share_y, want))
+
+
+def test_sums_of_products_are_exact_in_the_ring_on_edge_values(pair):
+    x_party, y_party = pair
+    rng = np.random.default_rng(7)
+    for terms, slots in ((1, len(EDGES)), (3, N + 5)):  # one term; several, past one ciphertext
+        x = rng.integers(-(1 << 63), (1 << 63) - 1, size=(terms, slots), dtype=np.int64, endpoint=True)
+        y = rng.integers(-(1 << 63), (1 << 63) - 1, size=(terms, slots), dtype=np.int64, endpoint=True)
+        x[:, : len(EDGES)] = EDGES
+        y[:, : len(EDGES)] = EDGES[::-1]
+        y[:, -3:] = 0  # a zero column: SEAL refuses an all-zero product, not a zero slot
+        back, share_y = y_party.multiply(x_party.encrypt(x), y)
+        assert _exact(x, y, x_party.decrypt(back, slots), share_y)
+
+
+def test_a_term_of_all_zeros_is_skipped_not_refused(pair):
+    x_party, y_party = pair
+    x = np.stack([EDGES, EDGES])
+    y = np.stack([np.zeros_like(EDGES), EDGES])
+    back, share_y = y_party.multiply(x_party.encrypt(x), y)
+    assert _exact(x, y, x_party.decrypt(back, len(EDGES)), share_y)
+
+
+def test_x_decrypts_a_uniform_value_whatever_y_holds(pair):
+    # X's share z - R: its bits are balanced for y = 0 and for y = the ring's extremes
+    x_party, y_party = pair
+    slots = 4096
+    x = np.full((2, slots), (1 << 63) - 1, dtype=np.int64)
+    for y in (np.zeros((2, slots), dtype=np.int64), np.full((2, slots), -(1 << 63), dtype=np.int64)):
+        y[0, 0] = 1  # not all zero
+        back, _ = y_party.multiply(x_party.encrypt(x), y)
+        bits = np.unpackbits(x_party.decrypt(back, slots).view(np.uint8))
+        assert abs(bits.mean() - 0.5) < 6 * 0.5 / np.sqrt(bits.size)
+
+
+def test_the_same_values_encrypt_to_fresh_ciphertexts(pair):
+    x_party, _ = pair
+    first, second = x_party.encrypt(EDGES.reshape(1, -1)), x_party.encrypt(EDGES.reshape(1, -1))
+    assert first[0] != second[0]
+
+
+def test_flooding_lands_in_the_noise_and_keeps_the_value(pair):
+    # the serialized form's offsets are SEAL's: a flooded ciphertext decrypts to the same
+    # value, and its noise budget (log2 of q / t over the noise) falls bit for bit with
+    # the flooding's width
+    x_party, _ = pair
+    prime = x_party.primes[0]
+    values = np.arange(N, dtype=np.uint64) % np.uint64(prime.t)
+    ct = prime.encryptor.encrypt_symmetric(prime.encoder.encode(values))
+    budgets = {}
+    for bits in (100, 120):
+        flooded = seal.Ciphertext()
+        flooded.load_bytes(prime.context, x_party._flood(prime, ct.to_string(), bits))
+        assert np.array_equal(prime.encoder.decode_uint64(prime.decryptor.decrypt(flooded)), values)
+        budgets[bits] = prime.decryptor.invariant_noise_budget(flooded)
+    assert budgets[100] <= prime.decryptor.invariant_noise_budget(ct) - 30
+    assert budgets[100] - budgets[120] in range(18, 23)
+    with pytest.raises(ValueError, match="past this module's 127-bit draws"):
+        x_party._flood(prime, ct.to_string(), 127)
+
+
+def test_malformed_ciphertexts_and_keys_are_refused_by_name(pair):
+    x_party, y_party = pair
+    good = x_party.encrypt(EDGES.reshape(1, -1))
+    y = EDGES.reshape(1, -1)
+    with pytest.raises(HeError, match="expected 5 ciphertexts, got 4"):
+        y_party.multiply(good[:4], y)
+    garbage = good[0][:200] + b"\xff" * (len(good[0]) - 200)
+    with pytest.raises(HeError, match="ciphertext 0 is not a valid ciphertext for the parameters"):
+        y_party.multiply([garbage] + good[1:], y)
+    with pytest.raises(HeError, match="public key 0 is not valid for the parameters"):
+        HeParty().peer_keys([b"\x00" * 100] + x_party.public_keys()[1:])
+    with pytest.raises(HeError, match="expected 5 public keys, got 1"):
+        HeParty().peer_keys(x_party.public_keys()[:1])
+
+
+def test_the_mask_is_wide_enough_for_statistical_security():
+    party = HeParty()
+    for terms in (1, 9, 4096):
+        mask = party._mask(terms, 64)
+        bound = 127 + max(1, terms - 1).bit_length()  # |sum| < terms 2^126
+        assert max(mask).bit_length() > bound + he.SIGMA - 8  # the draws fill the range
+        assert max(mask).bit_length() <= bound + he.SIGMA
+    with pytest.raises(ValueError, match="does not fit the plaintext primes"):
+        party._mask(1 << 40, 1)
+
+
+# -- between two real parties -----------------------------------------------------
+
+
+def _matrix_triples(rank: int, world_size: int) -> dict:
+    from smpc.twoparty.link import Link
+    from smpc.twoparty.matrix_triples import MatrixTriples
+
+    triples = MatrixTriples(Link())
+    triples.setup()
+    a_edge = np.resize(EDGES, (4, 5)) * (rank + 1)
+    b_edge = np.resize(EDGES[::-1], (5, 3))
+    return {
+        "cross": torch.from_numpy(triples.cross(a_edge, b_edge)),
+        "triple": triples.matmul_triples(6, 7, 3),
+        "rounds": triples.link.rounds,
+    }
+
+
+def test_matrix_triples_made_by_the_two_parties_alone_are_exact():
+    p0, p1 = run_parties(_matrix_triples, 2, timeout=300)
+    a_edge = [torch.from_numpy(np.resize(EDGES, (4, 5)) * (r + 1)) for r in range(2)]
+    b_edge = torch.from_numpy(np.resize(EDGES[::-1], (5, 3)))
+    # A_0 B_1 + A_1 B_0 with B_0 = B_1 = b_edge
+    assert torch.equal(p0["cross"] + p1["cross"], a_edge[0] @ b_edge + a_edge[1] @ b_edge)
+    a, b, c = (p0["triple"][i] + p1["triple"][i] for i in range(3))
+    assert torch.equal(a @ b, c)
+    assert p0["rounds"] == 1 + 2 + 2  # the keys, then two exchanges per triple
+
+
+def _hostile_products(rank: int, world_size: int) -> str:
+    from smpc.errors import PartyError
+    from smpc.twoparty.link import Link
+    from smpc.twoparty.matrix_triples import MatrixTriples
+
+    triples = MatrixTriples(Link(peer=f"p{1 - rank}"))
+    triples.setup()
+    if rank == 1:  # sends ciphertexts of the right size and garbage content, then leaves
+        size = len(triples.he.encrypt(np.zeros((1, 1), dtype=np.int64))[0])
+        triples.link.exchange(b"\x07" * (size * he.PRIMES * 2), size * he.PRIMES * 2)
+        return ""
+    try:
+        triples.cross(np.ones((1, 2), dtype=np.int64), np.ones((2, 1), dtype=np.int64))
+    except PartyError as error:
+        return str(error)
+    return "no error"
+
+
+def test_a_peer_that_sends_garbage_ciphertexts_is_named():
+    message = run_parties(_hostile_products, 2, timeout=300)[0]
+    assert message.startswith(
+        "p1 broke the protocol in the two-party preprocessing (matrix products): "
+        "ciphertext 0 is not a valid ciphertext for the parameters"
+    )
