@@ -1,7 +1,8 @@
-"""Matrix triples made by the two parties alone: C = A B for shared A [n, k] and B [k, m].
+"""Triples of products made by the two parties alone: C = op(A, B) for shared A and B,
+op a matrix product, a convolution or an elementwise product (smpc.twoparty.bilinear).
 
-C = A0 B0 + A1 B1 + A0 B1 + A1 B0: each party computes its own product, and each cross
-term is one homomorphic sum of products (smpc.twoparty.he) with one party encrypting
+C = op(A0, B0) + op(A1, B1) + op(A0, B1) + op(A1, B0): each party computes its own
+product, and each cross term is one homomorphic sum of products (smpc.twoparty.he) with one party encrypting
 and the other multiplying. Both run at once, symmetrically: each party encrypts its B
 (term l of output (i, j) is B[l, j]) and multiplies the other's ciphertexts by its A
 (A[i, l]), so a triple costs two exchanges after the session's exchange of public keys.
@@ -12,10 +13,13 @@ USENIX Security 2022, which needs no replication across n, is the next step).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from smpc.protocols.csprng import AesCtrGenerator
+from smpc.twoparty import bilinear
 from smpc.twoparty.he import PRIMES, HeError, HeParty, N
 from smpc.twoparty.link import Link
 
@@ -47,19 +51,22 @@ class MatrixTriples:
     def cross(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Our share ([n, m] int64) of A_ours B_theirs + A_theirs B_ours, for our a [n, k]
         and b [k, m] (the other party holds the same shapes)."""
-        n, k = a.shape
-        m = b.shape[1]
-        slots = n * m
+        y, x, shape = bilinear.terms("matmul", torch.from_numpy(a), torch.from_numpy(b), {})
+        return self.cross_terms(y.numpy(), x.numpy()).reshape(tuple(shape))
+
+    def cross_terms(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Our share ([S] int64) of sum_l y_ours x_theirs + y_theirs x_ours, for our terms
+        y and x ([L, S] int64 each; the other party's have the same shape): we encrypt our
+        x and multiply the other's ciphertexts by our y."""
+        slots = x.shape[1]
         blocks = -(-slots // N)
-        terms_x = np.tile(b, (1, n))  # [k, n m]: term l of (i, j) is b[l, j]
-        terms_y = np.repeat(np.ascontiguousarray(a.T), m, axis=1)  # [k, n m]: a[i, l]
-        ours = self.he.encrypt(terms_x)
+        ours = self.he.encrypt(np.ascontiguousarray(x))
         count = len(ours)
         if any(len(c) != self._fresh for c in ours):
             raise RuntimeError("SEAL serialized a fresh ciphertext in an unexpected size")
         theirs = self.link.exchange(b"".join(ours), count * self._fresh)
         try:
-            back, mask_share = self.he.multiply(_frames(theirs, self._fresh, count), terms_y)
+            back, mask_share = self.he.multiply(_frames(theirs, self._fresh, count), np.ascontiguousarray(y))
         except HeError as problem:
             raise self.link.refused("matrix products", problem) from None
         size = len(back[0])
@@ -70,12 +77,22 @@ class MatrixTriples:
             decrypted = self.he.decrypt(_frames(returned, size, PRIMES * blocks), slots)
         except HeError as problem:
             raise self.link.refused("matrix products' results", problem) from None
-        shares: np.ndarray = (decrypted + mask_share).reshape(n, m)
+        shares: np.ndarray = decrypted + mask_share
         return shares
 
-    def matmul_triples(self, n: int, k: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def products(self, op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """Our share of op(A, B) for A = a_0 + a_1, B = b_0 + b_1 (ours a, b): our own
+        product plus our share of the cross terms."""
+        y, x, shape = bilinear.terms(op, a, b, kwargs)
+        cross = torch.from_numpy(self.cross_terms(y.numpy(), x.numpy())).view(shape)
+        own: torch.Tensor = (y * x).sum(0).view(shape)
+        return own + cross
+
+    def triple(self, op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """This party's shares of a triple (a, b, c = op(a, b)) of the given sizes."""
+        a, b = self.generator.ring(size0), self.generator.ring(size1)
+        return a, b, self.products(op, a, b, kwargs)
+
+    def matmul_triples(self, n: int, k: int, m: int) -> tuple[torch.Tensor, ...]:
         """This party's shares of a triple (A [n, k], B [k, m], C = A B), int64."""
-        a = self.generator.ring((n, k))
-        b = self.generator.ring((k, m))
-        cross = torch.from_numpy(self.cross(a.numpy(), b.numpy()))
-        return a, b, a @ b + cross
+        return self.triple("matmul", torch.Size((n, k)), torch.Size((k, m)), {})

@@ -140,6 +140,23 @@ class OtCorrelations:
         c_bits = (a_bits & choices) ^ x0 ^ xc
         return _words(a_bits), _words(choices), _words(c_bits)
 
+    def and_cross(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Our XOR share of (a_ours & b_theirs) ^ (a_theirs & b_ours), bit by bit, for our
+        words a and b of one shape (the other party's have the same): random OTs with one
+        bit of correction each (we choose with b's bits and offer a's)."""
+        words = a.reshape(-1).numpy()
+        choices = _bits(b.reshape(-1).numpy()).astype(np.uint8)
+        chosen, zero, one = self._random_ots(choices, "AND triples")
+        x0, x1, xc = (
+            (zero[:, 0] & 1).astype(np.uint8),
+            (one[:, 0] & 1).astype(np.uint8),
+            (chosen[:, 0] & 1).astype(np.uint8),
+        )
+        corrections = np.packbits(_bits(words).astype(np.uint8) ^ x0 ^ x1, bitorder="little")
+        theirs = np.frombuffer(self.link.exchange(corrections.tobytes(), len(corrections)), dtype=np.uint8)
+        received = xc ^ (choices & np.unpackbits(theirs, bitorder="little"))
+        return _words(x0 ^ received).view(a.shape)
+
     def shared_bits(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This party's shares of n random bits r = r0 ^ r1: (arithmetic, binary), [n]
         int64 each (CrypTen's B2A_rng)."""

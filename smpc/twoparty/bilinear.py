@@ -1,0 +1,93 @@
+"""Every product CrypTen asks a triple for, as sums of products per output element.
+
+A triple's cross terms op(A_0, B_1) and op(A_1, B_0) are bilinear: each output element
+o is sum_l a[p(l, o)] b[q(l, o)]. `terms` writes both operands as [L, S] arrays (S the
+output's elements, L the terms of each sum) so that op(a, b) = sum_l y[l] * x[l], the
+form the homomorphic sums of products take (smpc.twoparty.he): y from a (the multiplying
+party's plaintext), x from b (the encrypting party's). Elementwise products have one
+term, matrix products k, convolutions (C / groups) times the kernel's size, gathered by
+index as im2col does (torch has no im2col for int64). Shapes follow the dealer's rules
+(smpc.dealer.material.product_size: torch's without its compiler stack).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from smpc.dealer.material import product_size
+from smpc.errors import UnsupportedOpError
+
+
+def terms(
+    op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+    """(y [L, S] from a, x [L, S] from b, the output's shape) with op(a, b) =
+    (y * x).sum(0).view(shape), int64 arithmetic wrapping as the ring's."""
+    if op == "mul":
+        shape = product_size("mul", a.shape, b.shape, {})
+        return a.expand(shape).reshape(1, -1), b.expand(shape).reshape(1, -1), shape
+    if op == "matmul":
+        return _matmul(a, b)
+    if op in ("conv1d", "conv2d"):
+        return _conv(op, a, b, kwargs)
+    raise UnsupportedOpError(f"the two-party source makes no triples for {op} yet (mul, matmul, conv1d and conv2d)")
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+    shape = product_size("matmul", a.shape, b.shape, {})
+    a2 = a.unsqueeze(0) if a.dim() == 1 else a  # a vector is a row
+    b2 = b.unsqueeze(-1) if b.dim() == 1 else b  # or a column
+    batch = product_size("mul", a2.shape[:-2], b2.shape[:-2], {})  # the batch dimensions broadcast
+    n, k, m = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+    a3 = a2.expand(*batch, n, k).reshape(-1, n, k)
+    b3 = b2.expand(*batch, k, m).reshape(-1, k, m)
+    count = a3.shape[0]
+    y = a3.permute(2, 0, 1)[:, :, :, None].expand(k, count, n, m).reshape(k, -1)
+    x = b3.permute(1, 0, 2)[:, :, None, :].expand(k, count, n, m).reshape(k, -1)
+    return y, x, shape
+
+
+def _pair(value: Any, dims: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * dims
+    if isinstance(value, (tuple, list)) and len(value) == dims and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    raise UnsupportedOpError(f"the two-party source takes integer convolution settings, got {value!r}")
+
+
+def _conv(
+    op: str, a: torch.Tensor, w: torch.Tensor, kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+    unknown = set(kwargs) - {"stride", "padding", "dilation", "groups"}
+    if unknown:
+        raise UnsupportedOpError(f"the two-party source does not take {sorted(unknown)} in a convolution")
+    dims = 1 if op == "conv1d" else 2
+    stride, padding, dilation = (
+        _pair(kwargs.get(k, d), dims) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1))
+    )
+    groups = kwargs.get("groups", 1)
+    if dims == 1:  # a row of height 1
+        a, w = a.unsqueeze(2), w.unsqueeze(2)
+        stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
+    batch, channels, height, width = a.shape
+    out_channels, per_group, kh, kw = w.shape
+    padded = torch.nn.functional.pad(a, (padding[1], padding[1], padding[0], padding[0]))
+    hp, wp = padded.shape[2], padded.shape[3]
+    # im2col by index: each column's positions in the padded input (exact in float64)
+    positions = torch.arange(channels * hp * wp, dtype=torch.float64).view(1, channels, hp, wp)
+    index = torch.nn.functional.unfold(positions, (kh, kw), dilation=dilation, stride=stride).round().long()[0]
+    columns = padded.reshape(batch, -1)[:, index]  # [batch, channels * kh * kw, P]
+    out_h = (hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    places = out_h * out_w
+    per_term = per_group * kh * kw
+    group_of = torch.arange(out_channels) // (out_channels // groups)
+    # y[l, (n, co, p)] = columns[n, group(co) * per_term + l, p]; x[l, (n, co, p)] = w[co, l]
+    rows = group_of[:, None] * per_term + torch.arange(per_term)[None, :]  # [Cout, L]
+    y = columns[:, rows, :]  # [batch, Cout, L, P]
+    y = y.permute(2, 0, 1, 3).reshape(per_term, -1)
+    x = w.reshape(out_channels, per_term).t()[:, None, :, None].expand(per_term, batch, out_channels, places)
+    shape = torch.Size((batch, out_channels, out_w) if dims == 1 else (batch, out_channels, out_h, out_w))
+    return y, x.reshape(per_term, -1), shape
