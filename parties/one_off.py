@@ -9,6 +9,7 @@ revealed to its receivers only; and this party's result file.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import sys
 import time
 from typing import Any
@@ -130,6 +131,38 @@ class OneOffRun:
         raise error  # a one-off run has no answer without this batch: every party stops
 
 
+@dataclass
+class _Traffic:
+    """What this party's communicator counted in a window of the session (the two-party
+    offline phase), to take out of its totals."""
+
+    stats: dict[str, Any]
+    per_peer: dict[str, int] | None
+
+    @classmethod
+    def now(cls) -> _Traffic:
+        return cls(dict(session.communication_stats()), session.bytes_per_peer())
+
+    def until_now(self) -> _Traffic:
+        """The window from this mark to now."""
+        later = _Traffic.now()
+        spent = {k: later.stats[k] - self.stats[k] for k in ("bytes_sent", "rounds", "comm_time_s")}
+        per_peer = None
+        if later.per_peer is not None and self.per_peer is not None:
+            per_peer = {k: v - self.per_peer.get(k, 0) for k, v in later.per_peer.items()}
+        return _Traffic(spent, per_peer)
+
+    def excluded_from(self, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` (Party.stats) without this window's traffic."""
+        out = dict(record)
+        for key in ("bytes_sent", "rounds", "comm_time_s"):
+            if key in out:
+                out[key] = out[key] - self.stats[key]
+        if "bytes_per_peer" in out and self.per_peer is not None:
+            out["bytes_per_peer"] = {k: v - self.per_peer.get(k, 0) for k, v in out["bytes_per_peer"].items()}
+        return out
+
+
 def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
     """Run one party of the joint inference described by `config`.
 
@@ -165,10 +198,20 @@ def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
         if stream is not None:  # party 0 asks for the material; the readers wait for the first batches'
             party.dealer.start_run(len(work.starts))
         party.await_material(lambda wait_s: stream is None or stream.offline_done(len(work.starts), wait_s))
+        # with randomness: two-party, the parties make the material together: its traffic
+        # is reported apart (offline_bytes, offline_rounds), not in bytes_sent and the rows
+        party.meter.charge("<setup>", "setup")
+        window = _Traffic.now()
+        offline_bytes, offline_rounds = party.make_material(len(work.starts))
+        window = window.until_now()
+        party.meter.skip()
         offline_s = elapsed(offline_start)
         print(
             f"offline phase (the dealer's material for the first batches): {offline_s:.2f} s"
-            if stream is not None or party.provider is not None
+            if stream is not None
+            else f"offline phase (the material of every batch, made with the other party): {offline_s:.2f} s, "
+            f"{offline_bytes / 2**20:.1f} MiB sent in {offline_rounds} rounds"
+            if offline_rounds
             else f"ready to compute: {offline_s:.2f} s",
             flush=True,
         )
@@ -179,7 +222,7 @@ def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
         online_s = elapsed(online_start)
         samples = work.samples
         print(f"online phase: {online_s:.2f} s ({samples} rows; revealing them took {work.reveal_s:.2f} s)", flush=True)
-        stats = party.stats()
+        stats = window.excluded_from(party.stats())
 
     record: dict[str, Any] = {
         "party": name,
@@ -197,6 +240,9 @@ def run_party(config: Config, name: str, progress: bool = True) -> PartyResult:
         "random_bytes": csprng.bytes_drawn(),
         "layers": party.meter.layers(),
     }
+    if offline_rounds:
+        record["offline_bytes"] = offline_bytes
+        record["offline_rounds"] = offline_rounds
     if stream is not None:
         record["dealer_wait_s"] = round(stream.wait_s, 4)
         record["dealer_bytes_received"] = stream.bytes_received

@@ -43,6 +43,8 @@ from smpc.model import calibrate, pack
 from smpc.model.buckets import Bucket
 from smpc.protocols import fixed, switches, top_k
 from smpc.runtime import ProtocolSettings, Runtime
+from smpc.twoparty import provider as two_party
+from smpc.twoparty.link import Link
 
 
 @dataclass
@@ -106,7 +108,7 @@ class Party:
         self.buckets: tuple[Bucket, ...] = ()
         self.programs: dict[Bucket, Program] = {}
         self.params: dict[str, Any] = {}
-        self.provider: PartyProvider | None = None
+        self.provider: PartyProvider | two_party.TwoPartyProvider | None = None
         self.dealer: DealerClient | None = None  # with randomness: dealer, once checked in
         self.runtime: Runtime | None = None  # from join on
         self.audit = AuditLog(runfiles.audit_path(config, name), name)
@@ -177,7 +179,8 @@ class Party:
         if config.plan.transport == "gloo" and config.plan.multi_host:
             print("warning: transport is gloo across hosts: shares travel unencrypted and unauthenticated", flush=True)
         joining = time.perf_counter()
-        settings = ProtocolSettings.of(config, PROVIDER_NAME if config.randomness == "dealer" else "TFP")
+        provider = {"dealer": PROVIDER_NAME, "two-party": two_party.PROVIDER_NAME}.get(config.randomness, "TFP")
+        settings = ProtocolSettings.of(config, provider)
         self.runtime = Runtime(settings)
         with self.runtime.joined(
             self.rank,
@@ -213,6 +216,24 @@ class Party:
                 self.dealer = DealerClient.check_in(self.config, self.rank, self.fields)
                 self.provider = PartyProvider()
                 switches.register_provider(PROVIDER_NAME, self.provider)
+            elif self.config.randomness == "two-party":  # its material is made in the offline phase
+                self.provider = two_party.TwoPartyProvider()
+                switches.register_provider(two_party.PROVIDER_NAME, self.provider)
+
+    def make_material(self, batches: int) -> tuple[int, int]:
+        """With randomness: two-party, the offline phase: set up with the other party
+        (base OTs, public keys), trace a batch on shapes, and make the material of
+        `batches` batches together. Returns the bytes and rounds it sent (they are not
+        the online phase's)."""
+        if not isinstance(self.provider, two_party.TwoPartyProvider):
+            return 0, 0
+        link = Link(peer=f"party {self.config.names[1 - self.rank]}")
+        with phase("two-party offline phase (the material of every batch, made with the other party)"):
+            self.provider.connect(link)
+            bucket = self.buckets[0]
+            requests = two_party.trace_requests(self.config, self.programs[bucket], self.checks[bucket])
+            self.provider.make(requests, batches)
+        return link.bytes_sent, link.rounds
 
     def open_material(self) -> None:
         """With the dealer, bind this party's provider to what the dealer sends it: a

@@ -85,6 +85,12 @@ class LayerMeter:
                 row[i] += value
         self._pending.clear()
 
+    def skip(self) -> None:
+        """Drop everything since the last charge from the rows: the two-party offline
+        phase, reported apart from the session's traffic (offline_bytes, offline_rounds)."""
+        self._mark()
+        self._pending.clear()
+
     def layers(self) -> list[dict[str, Any]]:
         """[{layer, op, elements, bytes_sent, rounds, seconds, key_bytes}] in the order
         the rows were first used."""
@@ -114,6 +120,19 @@ def activate(layers: LayerMeter | None, protocols: ProtocolMeter | None = None) 
     `protocols` the one comparisons, truncations and FSS keys are (None: neither)."""
     global _active, _protocols
     _active, _protocols = layers, protocols
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """No meter inside the block: a party's own shape-only trace (randomness: two-party)
+    runs the program with no traffic to book."""
+    global _active, _protocols
+    saved = _active, _protocols
+    _active, _protocols = None, None
+    try:
+        yield
+    finally:
+        _active, _protocols = saved
 
 
 def piece(name: str) -> contextlib.AbstractContextManager[Piece]:

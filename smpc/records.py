@@ -66,10 +66,10 @@ class PartyResult:
     rank: int
     samples: int  # rows computed
     connect_s: float  # joining the other parties
-    offline_s: float  # the dealer's material for the first batches
+    offline_s: float  # the dealer's material for the first batches, or the two-party material
     online_s: float
     wall_s: float
-    rounds: int
+    rounds: int  # of the session, the two-party offline phase's apart (offline_rounds)
     bytes_sent: int
     comm_time_s: float  # CrypTen's own count of the time spent communicating
     comparisons: str  # protocol.comparisons
@@ -86,6 +86,8 @@ class PartyResult:
     gates: dict[str, int] | None = None  # FSS gates evaluated, by kind
     key_bytes_per_comparison: float | None = None
     comparison_widths: dict[str, dict[str, Any]] | None = None  # by width in bits
+    offline_bytes: int | None = None  # randomness: two-party: sent making the material, apart from bytes_sent
+    offline_rounds: int | None = None
     dealer_wait_s: float | None = None  # waiting for the dealer's material
     dealer_bytes_received: int | None = None
     output_file: str | None = None  # an output party's revealed outputs
@@ -97,6 +99,8 @@ class PartyResult:
     REPORTED = (
         "bytes_sent",
         "rounds",
+        "offline_bytes",
+        "offline_rounds",
         "peak_rss_mib",
         "comparisons_bytes",
         "comparisons_rounds",

@@ -94,8 +94,21 @@ BAD = [
     ),
     (_set(["parties", 1, "port"], 29610), "x.yaml: parties: address 127.0.0.1:29610 is used by more than one party"),
     (_drop(["dealer"]), "x.yaml: dealer: required when randomness is 'dealer'"),
-    (_set(["randomness"], "ttp"), "x.yaml: randomness: expected 'local' or 'dealer', got 'ttp'"),
+    (_set(["randomness"], "ttp"), "x.yaml: randomness: expected 'local', 'dealer' or 'two-party', got 'ttp'"),
     (_set(["randomness"], "local"), "x.yaml: dealer: only allowed when randomness is 'dealer'"),
+    (_set(["randomness"], "two-party"), "x.yaml: dealer: only allowed when randomness is 'dealer'"),
+    (
+        lambda d: (
+            d.pop("dealer"),
+            d.update(randomness="two-party"),
+            d["parties"].append({"name": "carol", "host": "127.0.0.1", "port": 29613}),
+        ),
+        "x.yaml: randomness: two-party is for exactly 2 parties (no dealer), got 3; use randomness: dealer",
+    ),
+    (
+        lambda d: (d.pop("dealer"), d.update(randomness="two-party"), d["protocol"].update(comparisons="fss")),
+        "x.yaml: protocol.comparisons: fss needs randomness: dealer (the dealer makes the comparison keys)",
+    ),
     (
         lambda d: d.update(randomness="dealer", dealer={"host": "127.0.0.1", "port": 29611}),
         "x.yaml: dealer: address 127.0.0.1:29611 is also a party's address",

@@ -3,6 +3,7 @@ triple, square, AND triple and B2A bit made between them (smpc.twoparty.provider
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness import run_parties
@@ -68,3 +69,40 @@ def test_crypten_computes_on_triples_the_two_parties_made_alone():
     for name, value in want.items():
         assert torch.allclose(p0[name].float(), value, atol=TOLERANCE), name
         assert torch.equal(p0[name], p1[name]), name
+
+
+# -- a whole run: smpc.simulate with randomness: two-party ----------------------------
+
+
+def test_a_model_runs_on_two_parties_alone_with_its_offline_phase_apart():
+    import smpc
+
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.randn(5, 4, generator=g)
+    sim = smpc.simulate(model, x, randomness="two-party", quiet=True)
+    assert torch.allclose(sim.outputs, sim.plain, atol=TOLERANCE)
+    assert sim.report.randomness == "two-party" and sim.report.dealer is None
+    for name, party in sim.report.parties.items():
+        # the offline phase (base OTs, keys, every item) is reported apart from the online traffic
+        assert party["offline_bytes"] > 10 * party["bytes_sent"] > 0, name
+        assert party["offline_rounds"] > 0
+        assert sum(row["bytes_sent"] for row in party["layers"]) == party["bytes_sent"]
+        assert sum(row["rounds"] for row in party["layers"]) == party["rounds"]
+    assert sim.report.offline_s > 0
+
+
+def test_a_model_too_large_for_the_two_party_source_is_refused_in_one_line():
+    import smpc
+    from smpc.errors import SmpcError
+    from smpc.model.zoo import DigitsCNN
+
+    with pytest.raises(
+        SmpcError, match=r"randomness: two-party: this run's offline phase would send [\d.]+ GiB per party"
+    ) as caught:
+        smpc.simulate(DigitsCNN().eval(), torch.zeros(60, 1, 8, 8), randomness="two-party", quiet=True)
+    assert "use randomness: dealer for this model" in str(caught.value)
+    assert "\n" not in str(caught.value).strip().splitlines()[0]

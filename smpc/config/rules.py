@@ -149,9 +149,25 @@ def fss_truncates_with_the_dealer(config: Config, plan: Plan) -> list[str]:
     return []
 
 
+def two_party_is_two_parties_alone(config: Config, plan: Plan) -> list[str]:
+    if config.randomness != "two-party":
+        return []
+    problems = []
+    if len(config.parties) != 2:
+        problems.append(
+            f"randomness: two-party is for exactly 2 parties (no dealer), got {len(config.parties)}; "
+            "use randomness: dealer"
+        )
+    if config.serving is not None:
+        problems.append(
+            "serving: not yet with randomness: two-party (a service's material is the dealer's); use dealer"
+        )
+    return problems
+
+
 def dealer_only_when_asked_for(config: Config, plan: Plan) -> list[str]:
     problems = []
-    if config.randomness == "local" and config.dealer is not None:
+    if config.randomness != "dealer" and config.dealer is not None:
         problems.append("dealer: only allowed when randomness is 'dealer'")
     addresses = [(p.host, p.port) for p in config.parties]
     if config.dealer is not None and (config.dealer.host, config.dealer.port) in addresses:
@@ -198,6 +214,7 @@ RULES: tuple[Callable[[Config, Plan], list[str]], ...] = (
     fss_needs_the_dealer_and_two_parties,
     dealer_truncation_needs_the_dealer_and_two_parties,
     fss_truncates_with_the_dealer,
+    two_party_is_two_parties_alone,
     dealer_only_when_asked_for,
     share_cache_is_sealed,
     tls_has_its_keys,

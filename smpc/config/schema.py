@@ -255,8 +255,10 @@ class Config(_Section):
     parties: tuple[PartyConfig, ...]  # at least 2; the order is the rank
     model: ModelConfig  # what every party builds
     batch_size: StrictInt = Field(default=64, ge=1, le=1 << 16)  # bounded before anything is allocated
-    # dealer: a trusted dealer process; local: CrypTen's TFP, INSECURE, simulation only
-    randomness: Literal["local", "dealer"] = "local"
+    # dealer: a trusted dealer process; two-party: the two parties make it together, no
+    # third host (oblivious transfer, homomorphic encryption); local: CrypTen's TFP,
+    # INSECURE, simulation only
+    randomness: Literal["local", "dealer", "two-party"] = "local"
     dealer: DealerConfig | None = None  # required with randomness: dealer, refused otherwise
     # gloo: plaintext, for one trusted host; tls: mutually authenticated TLS 1.3.
     # Unset: tls when the parties are on different hosts, else gloo.

@@ -103,6 +103,11 @@ class Report:
                 f" truncations {p.get('truncations_bytes', 0) / 2**20:.2f} MiB in {p.get('truncations_rounds', 0)}),"
                 f" peak memory {p['peak_rss_mib']:.0f} MiB"
             )
+            if p.get("offline_rounds"):
+                lines.append(
+                    f"{'':<19}offline: sent {p['offline_bytes'] / 2**20:.2f} MiB in {p['offline_rounds']} rounds"
+                    " making the material with the other party (randomness: two-party)"
+                )
             if p.get("key_bytes"):
                 per = p.get("key_bytes_per_comparison")
                 lines.append(

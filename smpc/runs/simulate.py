@@ -89,8 +89,9 @@ def simulate(
         inputs: a tensor or a tuple of tensors, batch first (all rows form one batch).
         parties: 2..8 computing parties: alice (data owner, output), bob (model owner),
             then helpers that only compute.
-        randomness: "dealer" (a trusted dealer process) or "local" (CrypTen's TFP: a
-            simulation that is not secure).
+        randomness: "dealer" (a trusted dealer process), "two-party" (no dealer: the two
+            parties make the material together in an offline phase; small models only
+            for now) or "local" (CrypTen's TFP: a simulation that is not secure).
         kwargs: tensors passed by keyword (e.g. ``attention_mask``).
         transport: "gloo" or "tls" (tls needs consortium keys: use `launch.run` for that).
         precision_bits: fixed-point fractional bits.

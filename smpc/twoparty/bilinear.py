@@ -35,6 +35,24 @@ def terms(
     raise UnsupportedOpError(f"the two-party source makes no triples for {op} yet (mul, matmul, conv1d and conv2d)")
 
 
+def sizes(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[int, int]:
+    """(L, S) of `terms` for operands of these sizes, without computing them."""
+    out = product_size(op, size0, size1, kwargs)
+    slots = 1
+    for d in out:
+        slots *= d
+    if op == "mul":
+        return 1, slots
+    if op == "matmul":
+        return size0[-1], slots
+    if op in ("conv1d", "conv2d"):
+        per_term = 1
+        for d in size1[1:]:
+            per_term *= d
+        return per_term, slots
+    raise UnsupportedOpError(f"the two-party source makes no triples for {op} yet (mul, matmul, conv1d and conv2d)")
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
     shape = product_size("matmul", a.shape, b.shape, {})
     a2 = a.unsqueeze(0) if a.dim() == 1 else a  # a vector is a row

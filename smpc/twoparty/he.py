@@ -51,6 +51,9 @@ PRIMES = 5  # plaintext primes: T > 2^195
 SIGMA = 40  # statistical security, bits
 KEEP_PRIMES = 2  # the coefficient primes a result keeps on its way back
 _MEMBERS = 16 + 32 + 1 + 5 * 8 + 16 + 8  # the serialized ciphertext's bytes before its polynomials
+_DATA_PRIMES = 4  # SEAL's default modulus for N = 8192: four data primes and the special one
+FRESH_BYTES = _MEMBERS + 2 * _DATA_PRIMES * N * 8  # a fresh ciphertext, serialized
+RESULT_BYTES = _MEMBERS + 2 * KEEP_PRIMES * N * 8  # a result on its way back
 _FRESH_NOISE_BITS = 5  # a fresh encryption's noise: below 6 sigma = 19.2 < 2^5 per coefficient
 
 

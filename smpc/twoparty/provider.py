@@ -3,9 +3,14 @@
 Every request CrypTen makes is answered by the two parties together, with no dealer:
 products (elementwise, matrix, convolution; and products with a weight's session mask)
 by homomorphic sums of products (smpc.twoparty.matrix_triples), squares, AND triples and
-B2A bits by oblivious transfer (smpc.twoparty.triples). Each request is one or two
-exchanges with the other party, made when CrypTen asks: both parties run the same
-program, so their requests come in the same order with the same shapes.
+B2A bits by oblivious transfer (smpc.twoparty.triples).
+
+A run's material is made in an offline phase, before its online phase: each party
+traces a batch on shapes only (the dealer's shape run, smpc.dealer.trace: CrypTen's
+protocols do not branch on values, so both parties list the same requests in the same
+order), then the two make every batch's items together, request by request, and the
+online phase takes them in order, each checked against the request it answers. Without
+an offline phase (`make` not called) each request is made when CrypTen asks.
 
 Not supplied: wrap counts (CrypTen asks for them with three or more parties only) and FSS
 keys (`comparisons: fss` needs the dealer; comparisons run CrypTen's circuits on AND
@@ -15,21 +20,31 @@ triples here).
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from typing import Any
 
 import torch
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
+from smpc import meter
+from smpc.config import Config
+from smpc.dealer import material
 from smpc.dealer.material import product_size
+from smpc.dealer.provider import PROVIDER_NAME as DEALER_PROVIDER
 from smpc.dealer.provider import DealerTuples
+from smpc.dealer.trace import TracingProvider, shape_run
+from smpc.model.program import Program
 from smpc.errors import PartyError
 from smpc.protocols import fixed
 from smpc.protocols.csprng import KEY_BYTES, AesCtrGenerator
+from smpc.twoparty import bilinear
+from smpc.twoparty.he import FRESH_BYTES, PRIMES, RESULT_BYTES, N
 from smpc.twoparty.link import Link
 from smpc.twoparty.matrix_triples import MatrixTriples
 from smpc.twoparty.triples import OtCorrelations
 
 PROVIDER_NAME = "SMPC_TWO_PARTY"
+Request = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 
 class TwoPartyProvider(DealerTuples):
@@ -42,7 +57,10 @@ class TwoPartyProvider(DealerTuples):
         super().__init__()
         self.ot: OtCorrelations | None = None
         self.he: MatrixTriples | None = None
-        self.seed = b""  # this party's key for its shares of the weights' session masks
+        # this party's key for its shares of the weights' session masks (never sent)
+        self.seed = secrets.token_bytes(KEY_BYTES)
+        self._made: list[list[tuple[bytes, list[torch.Tensor]]]] = []  # per batch: (request tag, items)
+        self._queue: deque[tuple[bytes, list[torch.Tensor]]] | None = None
 
     def connect(self, link: Link) -> None:
         """Set up both sources with the other party (three exchanges)."""
@@ -51,7 +69,33 @@ class TwoPartyProvider(DealerTuples):
         self.ot.setup()
         self.he = MatrixTriples(link, generator)
         self.he.setup()
-        self.seed = secrets.token_bytes(KEY_BYTES)
+
+    def make(self, requests: list[Request], batches: int) -> None:
+        """The offline phase: every batch's items for `requests` (a traced batch), made
+        with the other party now.
+
+        Raises:
+            PartyError: at both parties alike (they trace the same requests), before
+                anything is made, when the run would send more than the limits allow.
+        """
+        check_volume(requests, batches)
+        self._made = [
+            [
+                (material.request_tag(kind, args, kwargs), self._fresh(kind, args, kwargs))
+                for kind, args, kwargs in requests
+            ]
+            for _ in range(batches)
+        ]
+
+    def next_batch(self, bucket: Any, index: int) -> None:
+        """Take the items of batch `index` (made offline) from now on."""
+        if self._made:
+            if index >= len(self._made):
+                raise PartyError(
+                    f"the offline phase made material for {len(self._made)} batches, not batch {index + 1}"
+                )
+            self._queue = deque(self._made[index])
+            self._made[index] = []  # taken: each item is used once
 
     def _sources(self) -> tuple[OtCorrelations, MatrixTriples]:
         if self.ot is None or self.he is None:
@@ -59,6 +103,16 @@ class TwoPartyProvider(DealerTuples):
         return self.ot, self.he
 
     def _shares(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        if self._queue is None:
+            return self._fresh(kind, args, kwargs)
+        if not self._queue:
+            raise PartyError(f"the offline phase made no material for this {kind} request: the batch asks for more")
+        tag, items = self._queue.popleft()
+        if tag != material.request_tag(kind, args, kwargs):
+            raise PartyError(f"the offline phase's material is out of step with the batch at a {kind} request")
+        return items
+
+    def _fresh(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         ot, he = self._sources()
         if kind == "additive":
             size0, size1, op = args
@@ -90,6 +144,77 @@ class TwoPartyProvider(DealerTuples):
 
     def fss_key(self, kind: str, args: tuple[Any, ...]) -> Any:
         raise PartyError("comparisons: fss needs the dealer's keys; with two parties alone comparisons run circuits")
+
+
+# what the offline phase may send per party: the products' ciphertexts are held in memory
+# while they are exchanged, and one slot per output makes them large (see check_volume)
+REQUEST_LIMIT = 512 << 20
+RUN_LIMIT = 8 << 30
+# bytes a party sends per element of each OT-made kind (extension and corrections, both directions' share)
+_OT_BYTES = {"square": 64 * 24, "binary": 64 * 17, "B2A": 24}
+
+
+def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The bytes a party sends to make one request's items (within a few percent)."""
+    if kind in ("additive", "fixed"):
+        if kind == "additive":
+            size0, size1, op = args
+        else:
+            op, size0, _, w_size, transposed = args
+            size1 = torch.Size(reversed(w_size)) if transposed else w_size
+        terms, slots = bilinear.sizes(op, size0, size1, kwargs)
+        return he_bytes(terms, slots)
+    return _OT_BYTES.get(kind, 0) * _elements(args[0])
+
+
+def he_bytes(terms: int, slots: int) -> int:
+    """Bytes a party sends for one sum of products: its ciphertexts, then its results."""
+    blocks = -(-slots // N)
+    return PRIMES * blocks * (terms * FRESH_BYTES + RESULT_BYTES)
+
+
+def check_volume(requests: list[Request], batches: int) -> None:
+    """Refuse, in one line, a run whose offline phase would send more than RUN_LIMIT per
+    party, or more than REQUEST_LIMIT for one product."""
+    sizes = [(request_bytes(kind, args, kwargs), kind, args) for kind, args, kwargs in requests]
+    total = batches * sum(size for size, _, _ in sizes)
+    largest = max(sizes, default=(0, "", ()), key=lambda item: item[0])
+    if total <= RUN_LIMIT and largest[0] <= REQUEST_LIMIT:
+        return
+    _, kind, args = largest
+    what = f"{args[2] if kind == 'additive' else args[0]} of {list(args[0] if kind == 'additive' else args[1])}"
+    raise PartyError(
+        f"randomness: two-party: this run's offline phase would send {total / 2**30:.1f} GiB per party "
+        f"({batches} batches; its largest product, a {what}, {largest[0] / 2**30:.2f} GiB a batch), past what it "
+        f"makes today ({RUN_LIMIT >> 30} GiB a run, {REQUEST_LIMIT >> 20} MiB a product: its products pack one "
+        "output per ciphertext slot); use randomness: dealer for this model"
+    )
+
+
+class _Recorder(TracingProvider):
+    """The dealer's tracing provider, keeping the requests only (no material)."""
+
+    def _record(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.requests.append((kind, args, kwargs))
+
+
+def trace_requests(config: Config, program: Program, checks: Any = None) -> list[Request]:
+    """The requests of one batch of `program`, from the dealer's shape-only run in this
+    party (its CrypTen generators and provider are put back afterwards)."""
+    import crypten
+
+    saved = {key: dict(crypten.generators[key]) for key in ("prev", "next", "local", "global")}
+    provider = crypten.cfg.mpc.provider
+    recorder = _Recorder([], lambda tag, items: None, material.FixedMasks([]))
+    crypten.cfg.mpc.provider = DEALER_PROVIDER  # shape_run registers the recorder under the dealer's name
+    try:
+        with meter.suspended():
+            shape_run(config, program, recorder, checks)
+    finally:
+        crypten.cfg.mpc.provider = provider
+        for key, generators in saved.items():
+            crypten.generators[key].update(generators)
+    return recorder.requests
 
 
 def _elements(size: torch.Size) -> int:
