@@ -9,9 +9,9 @@ revealed to its receivers only; and this party's result file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterator
 

@@ -95,7 +95,11 @@ CORPUS: list[tuple[str, Callable, str]] = [
         "timeouts: expected a mapping, got [60, 30]",
     ),
     ("version-string", sub("version: 1", "version: one"), "version: expected 1, got 'one'"),
-    ("randomness-int", sub("randomness: dealer ", "randomness: 3 "), "randomness: expected 'local' or 'dealer', got 3"),
+    (
+        "randomness-int",
+        sub("randomness: dealer ", "randomness: 3 "),
+        "randomness: expected 'local', 'dealer' or 'two-party', got 3",
+    ),
     ("transport-bad", append("transport: ssl\n"), "transport: expected 'gloo' or 'tls', got 'ssl'"),
     ("name-int", sub("name: alice", "name: 7"), "parties[0].name: expected a string, got 7"),
     # booleans for numbers

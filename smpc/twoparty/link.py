@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from smpc.errors import PartyError
 
 
