@@ -5,8 +5,8 @@ batch of each kind of item the two-party source supplies from oblivious transfer
 (smpc.twoparty.triples), twice: the table gives the second round, per kind, the items made per second, the
 bytes each party sent per item, its rounds, and the ratio of those bytes to what the
 trusted dealer sends per item (8 bytes to party 0: the correction of a triple, square,
-AND word or shared bit); then matrix triples by homomorphic encryption, with their
-multiply-adds per second and bytes per multiply-add. The models (the issue's digits demo, LeNet-5, the small BERT)
+AND word or shared bit); then matrix triples by homomorphic encryption (Cheetah's
+coefficient packing), with their multiply-adds per second and bytes per multiply-add. The models (the issue's digits demo, LeNet-5, the small BERT)
 join this benchmark when the two-party source runs them.
 
     python benchmarks/two_party.py [--items N]
@@ -22,7 +22,8 @@ import time
 from results_page import results_page
 
 KINDS = ("Beaver triples", "squares", "AND words", "shared bits")
-MATMULS = ((64, 64, 64), (256, 64, 16))  # matrix triples [n, k] @ [k, m]
+# matrix triples [n, k] @ [k, m]; the last is the digits CNN's second convolution at batch 60 (im2col)
+MATMULS = ((64, 64, 64), (256, 64, 16), (3840, 144, 32))
 DEALER_BYTES = 8  # per item, to party 0
 
 

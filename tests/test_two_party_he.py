@@ -107,12 +107,13 @@ def test_malformed_ciphertexts_and_keys_are_refused_by_name(pair):
 def test_the_mask_is_wide_enough_for_statistical_security():
     party = HeParty()
     for terms in (1, 9, 4096):
-        mask = party._mask(terms, 64)
+        words = party.masks(terms, 64)
+        mask = [sum(int(w) << (64 * i) for i, w in enumerate(row)) for row in words]
         bound = 127 + max(1, terms - 1).bit_length()  # |sum| < terms 2^126
         assert max(mask).bit_length() > bound + he.SIGMA - 8  # the draws fill the range
         assert max(mask).bit_length() <= bound + he.SIGMA
     with pytest.raises(ValueError, match="does not fit the plaintext primes"):
-        party._mask(1 << 40, 1)
+        party.masks(1 << 40, 1)
 
 
 # -- between two real parties -----------------------------------------------------
@@ -152,8 +153,8 @@ def _hostile_products(rank: int, world_size: int) -> str:
     triples = MatrixTriples(Link(peer=f"p{1 - rank}"))
     triples.setup()
     if rank == 1:  # sends ciphertexts of the right size and garbage content, then leaves
-        size = len(triples.he.encrypt(np.zeros((1, 1), dtype=np.int64))[0])
-        triples.link.exchange(b"\x07" * (size * he.PRIMES * 2), size * he.PRIMES * 2)
+        size = he.FRESH_BYTES * he.PRIMES  # a [1, 2] by [2, 1] product: one block a prime
+        triples.link.exchange(b"\x07" * size, size)
         return ""
     try:
         triples.cross(np.ones((1, 2), dtype=np.int64), np.ones((2, 1), dtype=np.int64))
@@ -168,3 +169,121 @@ def test_a_peer_that_sends_garbage_ciphertexts_is_named():
         "p1 broke the protocol in the two-party preprocessing (matrix products): "
         "ciphertext 0 is not a valid ciphertext for the parameters"
     )
+
+
+# -- Cheetah's coefficient packing ------------------------------------------------------
+
+
+def test_packed_matrix_products_are_exact_in_the_ring_on_edge_values(pair):
+    from smpc.twoparty.packing import MatrixProducts, plan
+
+    x_party, y_party = pair
+    rng = np.random.default_rng(11)
+    for n, k, m in ((37, 20, 9), (1, 1, 1), (5, 300, 3)):  # blocks cut and padded; a long k
+        a = rng.integers(-(1 << 63), (1 << 63) - 1, size=(n, k), dtype=np.int64, endpoint=True)
+        b = rng.integers(-(1 << 63), (1 << 63) - 1, size=(k, m), dtype=np.int64, endpoint=True)
+        a.flat[: min(a.size, len(EDGES))] = EDGES[: a.size]
+        b.flat[: min(b.size, len(EDGES))] = EDGES[::-1][: b.size]
+        dims = plan(n, k, m)
+        assert dims[0] * dims[1] * dims[2] <= N
+        back, share_y = MatrixProducts(y_party).multiply(MatrixProducts(x_party).encrypt(b, dims), a, m, dims)
+        share_x = MatrixProducts(x_party).decrypt(back, n, m, dims)
+        want = a.astype(object) @ b.astype(object)
+        got = [(int(u) + int(v)) % RING for u, v in zip(share_x.reshape(-1), share_y.reshape(-1))]
+        assert got == [int(w) % RING for w in want.reshape(-1)], (n, k, m)
+
+
+def test_packed_results_show_the_decrypting_party_nothing_but_its_masked_outputs(pair):
+    # the coefficients that are not outputs hold the blocks' partial sums before they are
+    # covered: with small operands those would be small; covered, they are uniform mod t
+    from smpc.twoparty.packing import MatrixProducts, _coefficients, _outputs, plan
+
+    x_party, y_party = pair
+    n, k, m = 16, 8, 4
+    dims = plan(n, k, m)
+    back, _ = MatrixProducts(y_party).multiply(
+        MatrixProducts(x_party).encrypt(np.ones((k, m), dtype=np.int64), dims), np.ones((n, k), dtype=np.int64), m, dims
+    )
+    prime = x_party.primes[0]
+    values = _coefficients(prime.decryptor.decrypt(x_party.load(prime, back[0], "a result")))
+    others = np.delete(values, _outputs(*dims).reshape(-1))
+    assert (others < (1 << 20)).mean() < 0.01
+    assert abs(others.astype(np.float64).mean() / prime.t - 0.5) < 0.02
+
+
+def test_the_modular_helpers_agree_with_python_integers():
+    import math
+    import random
+
+    from smpc.protocols.csprng import AesCtrGenerator
+    from smpc.twoparty import modular
+
+    rng, generator = random.Random(1), AesCtrGenerator(bytes(32))
+    for q in (3, 65537, 1099510005761, 17592186028033):  # small, and SEAL's prime sizes
+        a = np.array([rng.randrange(q) for _ in range(500)] + [0, q - 1], dtype=np.uint64)
+        b = np.array([rng.randrange(q) for _ in range(500)] + [q - 1, q - 1], dtype=np.uint64)
+        assert [int(v) for v in modular.mulmod(a, b, q)] == [int(x) * int(y) % q for x, y in zip(a, b)]
+        words = generator.ring((300, 3)).numpy().view(np.uint64)
+        whole = [int(w[0]) + (int(w[1]) << 64) + (int(w[2]) << 128) for w in words]
+        assert [int(v) for v in modular.residues(words, q)] == [v % q for v in whole]
+        drawn = modular.uniform(generator, 4000, q)
+        assert (drawn < q).all() and (q < 4 or len(set(drawn.tolist())) > 3000)
+    for shift in (1, 63, 64, 100, 127):
+        words = generator.ring((50, 2)).numpy().view(np.uint64)
+        got = modular.shifted(words, shift)
+        assert [int(g[0]) + (int(g[1]) << 64) for g in got] == [(int(w[0]) + (int(w[1]) << 64)) >> shift for w in words]
+    primes = [p.t for p in HeParty().primes]
+    total = math.prod(primes)
+    values = [rng.randrange(total) for _ in range(1000)] + [0, 1, total // 2, total // 2 + 1, total - 1]
+    rows = np.array([[v % t for v in values] for t in primes], dtype=np.uint64)
+    want = [(v - total if v > total // 2 else v) % RING for v in values]
+    assert [int(v) % RING for v in modular.Crt(primes).signed_low_words(rows)] == want
+    with pytest.raises(ValueError, match="below 2\\^44"):
+        modular.mulmod(a, b, 1 << 44)
+
+
+# -- every product a triple is for, as sums of products and as matrices -------------------
+
+
+def _product_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, dict]]:
+    g = torch.Generator().manual_seed(0)
+
+    def ring(*shape: int) -> torch.Tensor:
+        values = torch.randint(-(2**62), 2**62, shape, generator=g) * 2 - 1  # odd: both halves of the ring
+        values.view(-1)[: len(EDGES)] = torch.from_numpy(EDGES)[: values.numel()]
+        return values
+
+    return [
+        ("mul", ring(3, 4), ring(4), {}),
+        ("mul", ring(2, 1, 3), ring(1, 5, 1), {}),
+        ("matmul", ring(3, 4), ring(4, 5), {}),
+        ("matmul", ring(4), ring(4, 5), {}),
+        ("matmul", ring(3, 4), ring(4), {}),
+        ("matmul", ring(2, 3, 4), ring(4, 5), {}),
+        ("matmul", ring(2, 1, 3, 4), ring(5, 4, 2), {}),
+        ("conv2d", ring(2, 3, 6, 6), ring(4, 3, 3, 3), {"padding": 1}),
+        (
+            "conv2d",
+            ring(1, 4, 7, 5),
+            ring(6, 2, 3, 2),
+            {"stride": (2, 1), "dilation": 2, "groups": 2, "padding": (1, 0)},
+        ),
+        ("conv1d", ring(2, 3, 9), ring(4, 3, 3), {"stride": 2, "padding": 1}),
+    ]
+
+
+@pytest.mark.parametrize("op,a,b,kwargs", _product_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_product_is_exact_as_sums_of_products_and_as_matrices(op, a, b, kwargs):
+    from smpc.dealer.material import PRODUCTS
+    from smpc.twoparty import bilinear
+
+    want = PRODUCTS[op](a, b, **kwargs)  # int64: wraps as the ring
+    y, x, shape = bilinear.terms(op, a, b, kwargs)
+    assert torch.equal((y * x).sum(0).view(shape), want)
+    assert bilinear.sizes(op, a.shape, b.shape, kwargs) == tuple(y.shape)
+    if op != "mul":
+        pairs, assemble = bilinear.matrices(op, a, b, kwargs)
+        assert torch.equal(assemble([left @ right for left, right in pairs]), want)
+        assert bilinear.matrix_shapes(op, a.shape, b.shape, kwargs) == [
+            (left.shape[0], left.shape[1], right.shape[1]) for left, right in pairs
+        ]

@@ -98,11 +98,31 @@ def test_a_model_runs_on_two_parties_alone_with_its_offline_phase_apart():
 def test_a_model_too_large_for_the_two_party_source_is_refused_in_one_line():
     import smpc
     from smpc.errors import SmpcError
-    from smpc.model.zoo import DigitsCNN
 
+    model = torch.nn.Linear(1024, 1024)  # 1,024 rows: one product of about 1.3 GiB a party
     with pytest.raises(
-        SmpcError, match=r"randomness: two-party: this run's offline phase would send [\d.]+ GiB per party"
+        SmpcError, match=r"randomness: two-party: this run's offline phase would send [\d.]+ GiB"
     ) as caught:
-        smpc.simulate(DigitsCNN().eval(), torch.zeros(60, 1, 8, 8), randomness="two-party", quiet=True)
-    assert "use randomness: dealer for this model" in str(caught.value)
-    assert "\n" not in str(caught.value).strip().splitlines()[0]
+        smpc.simulate(model, torch.zeros(1024, 1024), randomness="two-party", quiet=True)
+    message = str(caught.value)
+    assert "its largest request, matmul of [1024, 1024] with weight" in message
+    assert "use randomness: dealer for this model" in message
+    assert "\n" not in message.strip().splitlines()[0]
+
+
+def test_the_volume_limit_names_the_largest_request_of_any_kind():
+    from smpc.errors import PartyError
+    from smpc.twoparty import provider
+
+    small = ("square", (torch.Size([4]),), {})
+    provider.check_volume([small], 3)  # well within: nothing raised
+    words = ("binary", (torch.Size([10_000_000]), torch.Size([10_000_000])), {})
+    with pytest.raises(PartyError, match=r"its largest request, binary of \[10000000\], 10\.13 GiB a batch"):
+        provider.check_volume([small, words], 1)
+    linear = ("fixed", ("matmul", torch.Size([60, 512]), "fc.weight", torch.Size([64, 512]), True), {})
+    assert provider.request_bytes(*linear) == provider.packed_bytes(60, 512, 64)
+    elementwise = ("additive", (torch.Size([60, 512]), torch.Size([60, 512]), "mul"), {})
+    assert provider.request_bytes(*elementwise) == provider.he_bytes(1, 60 * 512)
+    wide = ("fixed", ("matmul", torch.Size([60_000, 512]), "fc.weight", torch.Size([4096, 512]), True), {})
+    with pytest.raises(PartyError, match=r"matmul of \[60000, 512\] with weight fc.weight"):
+        provider.check_volume([wide], 1)

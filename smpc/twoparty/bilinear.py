@@ -12,6 +12,7 @@ index as im2col does (torch has no im2col for int64). Shapes follow the dealer's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,6 +34,76 @@ def terms(
     if op in ("conv1d", "conv2d"):
         return _conv(op, a, b, kwargs)
     raise UnsupportedOpError(f"the two-party source makes no triples for {op} yet (mul, matmul, conv1d and conv2d)")
+
+
+Assemble = Callable[[list[torch.Tensor]], torch.Tensor]
+
+
+def matrices(
+    op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Assemble]:
+    """A matmul or convolution as plain matrix products: ([(A_i [n, k], B_i [k, m])],
+    assemble), with op(a, b) = assemble([A_i @ B_i]). A shared right operand (a weight)
+    makes one product of every row; a convolution is one per group (im2col)."""
+    if op == "matmul":
+        shape = product_size("matmul", a.shape, b.shape, {})
+        a2 = a.unsqueeze(0) if a.dim() == 1 else a
+        b2 = b.unsqueeze(-1) if b.dim() == 1 else b
+        k, m = b2.shape[-2], b2.shape[-1]
+        if b2.dim() == 2:  # one right operand for every row of a
+            return [(a2.reshape(-1, k), b2)], lambda out: out[0].reshape(shape)
+        leading = product_size("mul", a2.shape[:-2], b2.shape[:-2], {})
+        n = a2.shape[-2]
+        a3 = a2.expand(*leading, n, k).reshape(-1, n, k)
+        b3 = b2.expand(*leading, k, m).reshape(-1, k, m)
+        pairs = [(a3[i], b3[i]) for i in range(a3.shape[0])]
+        return pairs, lambda out: torch.stack(out).reshape(shape)
+    if op in ("conv1d", "conv2d"):
+        columns, w, shape, groups = _im2col(op, a, b, kwargs)
+        batch, out_channels = shape[0], shape[1]
+        per_group = out_channels // groups
+        per_term = w.shape[1] * w.shape[2] * w.shape[3]
+        places = columns.shape[2]
+        pairs = []
+        for g in range(groups):
+            rows = columns[:, g * per_term : (g + 1) * per_term, :]  # [batch, L, P]
+            a_g = rows.permute(0, 2, 1).reshape(batch * places, per_term)
+            b_g = w[g * per_group : (g + 1) * per_group].reshape(per_group, per_term).t()
+            pairs.append((a_g, b_g))
+
+        def assemble(out: list[torch.Tensor]) -> torch.Tensor:
+            # each [batch P, Cout / groups] -> [batch, Cout, P] -> the output's shape
+            joined = torch.cat([o.reshape(batch, places, per_group) for o in out], dim=2)
+            return joined.permute(0, 2, 1).reshape(shape)
+
+        return pairs, assemble
+    raise UnsupportedOpError(f"{op} is not a matrix product")
+
+
+def matrix_shapes(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """The (n, k, m) of `matrices`' products for operands of these sizes, computing nothing."""
+    out = product_size(op, size0, size1, kwargs)
+    if op == "matmul":
+        k = size1[0] if len(size1) == 1 else size1[-2]
+        m = 1 if len(size1) == 1 else size1[-1]
+        if len(size1) <= 2:
+            rows = 1
+            for d in size0[:-1]:
+                rows *= d
+            return [(rows, k, m)]
+        n = 1 if len(size0) == 1 else size0[-2]
+        count = 1
+        for d in out[: len(out) - (len(size0) > 1) - (len(size1) > 1)]:
+            count *= d
+        return [(n, k, m)] * count
+    groups = kwargs.get("groups", 1)
+    per_term = 1
+    for d in size1[1:]:
+        per_term *= d
+    places = 1
+    for d in out[2:]:
+        places *= d
+    return [(out[0] * places, per_term, out[1] // groups)] * groups
 
 
 def sizes(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[int, int]:
@@ -75,9 +146,10 @@ def _pair(value: Any, dims: int) -> tuple[int, ...]:
     raise UnsupportedOpError(f"the two-party source takes integer convolution settings, got {value!r}")
 
 
-def _conv(
+def _im2col(
     op: str, a: torch.Tensor, w: torch.Tensor, kwargs: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Size, int]:
+    # (columns [batch, C * kh * kw, P], the weight as 2-D kernels, the output's shape, groups)
     unknown = set(kwargs) - {"stride", "padding", "dilation", "groups"}
     if unknown:
         raise UnsupportedOpError(f"the two-party source does not take {sorted(unknown)} in a convolution")
@@ -99,13 +171,21 @@ def _conv(
     columns = padded.reshape(batch, -1)[:, index]  # [batch, channels * kh * kw, P]
     out_h = (hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    places = out_h * out_w
-    per_term = per_group * kh * kw
+    shape = torch.Size((batch, out_channels, out_w) if dims == 1 else (batch, out_channels, out_h, out_w))
+    return columns, w, shape, groups
+
+
+def _conv(
+    op: str, a: torch.Tensor, w: torch.Tensor, kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+    columns, w, shape, groups = _im2col(op, a, w, kwargs)
+    batch, out_channels = shape[0], shape[1]
+    places = columns.shape[2]
+    per_term = w.shape[1] * w.shape[2] * w.shape[3]
     group_of = torch.arange(out_channels) // (out_channels // groups)
     # y[l, (n, co, p)] = columns[n, group(co) * per_term + l, p]; x[l, (n, co, p)] = w[co, l]
     rows = group_of[:, None] * per_term + torch.arange(per_term)[None, :]  # [Cout, L]
     y = columns[:, rows, :]  # [batch, Cout, L, P]
     y = y.permute(2, 0, 1, 3).reshape(per_term, -1)
     x = w.reshape(out_channels, per_term).t()[:, None, :, None].expand(per_term, batch, out_channels, places)
-    shape = torch.Size((batch, out_channels, out_w) if dims == 1 else (batch, out_channels, out_h, out_w))
     return y, x.reshape(per_term, -1), shape

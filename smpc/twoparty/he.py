@@ -44,12 +44,14 @@ import numpy as np
 import seal
 
 from smpc.protocols.csprng import AesCtrGenerator
+from smpc.twoparty import modular
 
 N = 8192  # slots per ciphertext
 PRIME_BITS = 40
 PRIMES = 5  # plaintext primes: T > 2^195
 SIGMA = 40  # statistical security, bits
 KEEP_PRIMES = 2  # the coefficient primes a result keeps on its way back
+MASK_WORDS = 3  # a mask R fits in 192 bits
 _MEMBERS = 16 + 32 + 1 + 5 * 8 + 16 + 8  # the serialized ciphertext's bytes before its polynomials
 _DATA_PRIMES = 4  # SEAL's default modulus for N = 8192: four data primes and the special one
 FRESH_BYTES = _MEMBERS + 2 * _DATA_PRIMES * N * 8  # a fresh ciphertext, serialized
@@ -70,7 +72,7 @@ def _parameters(plain: seal.Modulus) -> seal.EncryptionParameters:
 
 
 @dataclass
-class _Prime:
+class Prime:
     """One plaintext prime's context and this party's tools in it."""
 
     t: int
@@ -91,14 +93,14 @@ class HeParty:
 
     def __init__(self, generator: AesCtrGenerator | None = None) -> None:
         self.generator = generator or AesCtrGenerator()
-        self.primes: list[_Prime] = []
+        self.primes: list[Prime] = []
         for plain in seal.PlainModulus.Batching(N, [PRIME_BITS] * PRIMES):
             context = seal.SEALContext(_parameters(plain))
             keys = seal.KeyGenerator(context)
             secret, public = keys.secret_key(), keys.create_public_key()
             q = [m.value() for m in context.first_context_data().parms().coeff_modulus()]
             self.primes.append(
-                _Prime(
+                Prime(
                     t=plain.value(),
                     context=context,
                     encoder=seal.BatchEncoder(context),
@@ -111,6 +113,7 @@ class HeParty:
                 )
             )
         self.modulus = math.prod(p.t for p in self.primes)
+        self.crt = modular.Crt([p.t for p in self.primes])
 
     # -- keys ----------------------------------------------------------------
 
@@ -155,18 +158,18 @@ class HeParty:
         blocks = -(-slots // N)
         if len(ciphertexts) != len(self.primes) * terms * blocks:
             raise HeError(f"expected {len(self.primes) * terms * blocks} ciphertexts, got {len(ciphertexts)}")
-        mask = self._mask(terms, slots)
+        mask = self.masks(terms, slots)
         out = []
         at = 0
         for prime in self.primes:
             if prime.peer is None:
                 raise RuntimeError("the other party's public keys have not been read")
             residues = np.mod(y, prime.t).astype(np.uint64)
-            mask_residues = np.array([(-int(r)) % prime.t for r in mask], dtype=np.uint64)
+            mask_residues = (np.uint64(prime.t) - modular.residues(mask, prime.t)) % np.uint64(prime.t)
             sums = [prime.peer.encrypt_zero() for _ in range(blocks)]  # re-randomized from the start
             for term in range(terms):
                 for b in range(blocks):
-                    ct = self._load(prime, ciphertexts[at], f"ciphertext {at}")
+                    ct = self.load(prime, ciphertexts[at], f"ciphertext {at}")
                     at += 1
                     block = np.zeros(N, dtype=np.uint64)
                     block[: min(N, slots - b * N)] = residues[term, b * N : (b + 1) * N]
@@ -178,35 +181,37 @@ class HeParty:
                 block = np.zeros(N, dtype=np.uint64)
                 block[: min(N, slots - b * N)] = mask_residues[b * N : (b + 1) * N]
                 prime.evaluator.add_plain_inplace(sums[b], prime.encoder.encode(block))
-                out.append(self._finish(prime, sums[b], terms))
-        share = np.array([r & ((1 << 64) - 1) for r in mask], dtype=np.uint64).view(np.int64)
+                out.append(self.finish(prime, sums[b], terms))
+        share: np.ndarray = mask[:, 0].view(np.int64)  # R mod 2^64
         return out, share
 
-    def _mask(self, terms: int, slots: int) -> list[int]:
-        # R uniform in [0, 2^(126 + log2 L + SIGMA)), one per slot, as Python integers
+    def masks(self, terms: int, slots: int) -> np.ndarray:
+        """Y's masks R, one per output of a sum of `terms` products: [slots, 3] uint64
+        words of each integer, the lowest first."""
+        # R uniform over 2^SIGMA times the range of z (|z| <= L 2^126, a range below
+        # 2^(127 + bitlen(L - 1)))
         bits = 127 + max(1, terms - 1).bit_length() + SIGMA
-        if bits + 2 > self.modulus.bit_length():
+        if bits + 2 > self.modulus.bit_length() or bits > 64 * MASK_WORDS:
             raise ValueError(f"a sum of {terms} terms does not fit the plaintext primes")
-        words = -(-bits // 64)
-        raw = self.generator.ring((slots, words)).numpy().view(np.uint64)
-        top = (1 << (bits - 64 * (words - 1))) - 1
-        return [
-            sum(int(raw[s, w]) << (64 * w) for w in range(words - 1))
-            + ((int(raw[s, words - 1]) & top) << (64 * (words - 1)))
-            for s in range(slots)
-        ]
+        words: np.ndarray = self.generator.ring((slots, MASK_WORDS)).numpy().view(np.uint64).copy()
+        words[:, -1] &= np.uint64((1 << (bits - 64 * (MASK_WORDS - 1))) - 1)
+        return words
 
-    def _finish(self, prime: _Prime, ct: seal.Ciphertext, terms: int) -> bytes:
-        # flood the noise, then switch down to KEEP_PRIMES primes: what goes back to X
+    def finish(self, prime: Prime, ct: seal.Ciphertext, terms: int) -> bytes:
+        """Y's masked sum of `terms` products, flooded and switched down, serialized."""
+        # flood the noise, then switch down to KEEP_PRIMES primes: what goes back to X.
+        # X knows its own encryption noise e_l, so the products' noise sum_l e_l p_l (at
+        # most L N (t / 2) 2^5, SEAL's encoding rounding included) would tell it about our
+        # plaintexts p_l: the flooding is SIGMA bits wider than that bound
         noise_bits = max(1, terms).bit_length() + (N.bit_length() - 1) + prime.t.bit_length() + _FRESH_NOISE_BITS + 1
         flooded = self._flood(prime, ct.to_string(), noise_bits + SIGMA)
-        ct = self._load(prime, flooded, "our own flooded ciphertext")
+        ct = self.load(prime, flooded, "our own flooded ciphertext")
         for _ in range(len(prime.q) - KEEP_PRIMES):
             prime.evaluator.mod_switch_to_next_inplace(ct)
         out: bytes = ct.to_string()
         return out
 
-    def _flood(self, prime: _Prime, raw: bytes, bits: int) -> bytes:
+    def _flood(self, prime: Prime, raw: bytes, bits: int) -> bytes:
         # add e uniform in [-2^bits, 2^bits) to every coefficient of c0, in each RNS limb
         limbs = len(prime.q)
         data = np.frombuffer(raw, dtype=np.uint8, count=8 * limbs * N, offset=_MEMBERS).view(np.uint64)
@@ -217,12 +222,12 @@ class HeParty:
         if bits > 126:
             raise ValueError(f"a flooding noise of {bits} bits is past this module's 127-bit draws")
         # e = (128 uniform bits >> (127 - bits)) - 2^bits: exactly uniform in [-2^bits, 2^bits)
-        words = self.generator.ring((N, 2)).numpy().view(np.uint64)
-        noise = [((int(hi) << 64 | int(lo)) >> (127 - bits)) - (1 << bits) for lo, hi in words]
+        draws = modular.shifted(self.generator.ring((N, 2)).numpy().view(np.uint64), 127 - bits)
         c0 = data.reshape(limbs, N).copy()
         for j, q in enumerate(prime.q):
-            e = np.array([v % q for v in noise], dtype=np.uint64)
-            c0[j] = (c0[j] + e) % np.uint64(q)
+            qq = np.uint64(q)
+            e = (modular.residues(draws, q) + qq - np.uint64(pow(2, bits, q))) % qq
+            c0[j] = (c0[j] + e) % qq
         out = bytearray(raw)
         out[_MEMBERS : _MEMBERS + 8 * limbs * N] = c0.tobytes()
         return bytes(out)
@@ -237,16 +242,18 @@ class HeParty:
         residues = np.empty((len(self.primes), blocks * N), dtype=np.uint64)
         for i, prime in enumerate(self.primes):
             for b in range(blocks):
-                ct = self._load(prime, ciphertexts[i * blocks + b], f"ciphertext {i * blocks + b}")
+                ct = self.load(prime, ciphertexts[i * blocks + b], f"ciphertext {i * blocks + b}")
                 residues[i, b * N : (b + 1) * N] = prime.encoder.decode_uint64(prime.decryptor.decrypt(ct))
-        values = _crt(residues[:, :slots], [p.t for p in self.primes])
-        half = self.modulus // 2
-        return np.array(
-            [((v - self.modulus if v > half else v) & ((1 << 64) - 1)) for v in values], dtype=np.uint64
-        ).view(np.int64)
+        return self.shares_of(residues[:, :slots])
+
+    def shares_of(self, residues: np.ndarray) -> np.ndarray:
+        """X's shares mod 2^64 ([S] int64) of the integers z - R with these residues
+        ([PRIMES, S], one row per plaintext prime): reconstructed by the CRT, centered."""
+        return self.crt.signed_low_words(residues)
 
     @staticmethod
-    def _load(prime: _Prime, raw: bytes, what: str) -> seal.Ciphertext:
+    def load(prime: Prime, raw: bytes, what: str) -> seal.Ciphertext:
+        """A ciphertext of the other party, validated by SEAL (HeError names `what`)."""
         ct = seal.Ciphertext()
         try:
             ct.load_bytes(prime.context, raw)
@@ -255,10 +262,3 @@ class HeParty:
         if ct.size() != 2:
             raise HeError(f"{what} has {ct.size()} polynomials, expected 2")
         return ct
-
-
-def _crt(residues: np.ndarray, moduli: list[int]) -> list[int]:
-    # the integers in [0, prod(moduli)) with the given residues (per column)
-    total = math.prod(moduli)
-    factors = [(total // m) * pow(total // m, -1, m) for m in moduli]
-    return [sum(int(residues[i, s]) * factors[i] for i in range(len(moduli))) % total for s in range(residues.shape[1])]

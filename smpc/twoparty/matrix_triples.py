@@ -2,13 +2,13 @@
 op a matrix product, a convolution or an elementwise product (smpc.twoparty.bilinear).
 
 C = op(A0, B0) + op(A1, B1) + op(A0, B1) + op(A1, B0): each party computes its own
-product, and each cross term is one homomorphic sum of products (smpc.twoparty.he) with one party encrypting
-and the other multiplying. Both run at once, symmetrically: each party encrypts its B
-(term l of output (i, j) is B[l, j]) and multiplies the other's ciphertexts by its A
-(A[i, l]), so a triple costs two exchanges after the session's exchange of public keys.
-One slot per output element and one ciphertext per term: n m / 8192 ciphertexts for
-each of the k terms and each plaintext prime (the packing of Cheetah, Huang et al.,
-USENIX Security 2022, which needs no replication across n, is the next step).
+product, and each cross term is computed under homomorphic encryption with one party
+encrypting and the other multiplying. Both run at once, symmetrically: each party
+encrypts its B and multiplies the other's ciphertexts by its A, so a product costs two
+exchanges after the session's exchange of public keys. Matrix products and convolutions
+(as im2col matrices) go in Cheetah's coefficient packing (smpc.twoparty.packing: many
+multiply-adds per polynomial product); elementwise products one per SIMD slot
+(smpc.twoparty.he).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from smpc.protocols.csprng import AesCtrGenerator
-from smpc.twoparty import bilinear
-from smpc.twoparty.he import PRIMES, HeError, HeParty, N
+from smpc.twoparty import bilinear, packing
+from smpc.twoparty.he import FRESH_BYTES, PRIMES, RESULT_BYTES, HeError, HeParty, N
 from smpc.twoparty.link import Link
 
 
@@ -35,9 +35,11 @@ class MatrixTriples:
         self.link = link
         self.generator = generator or AesCtrGenerator()
         self.he = HeParty(self.generator)
+        self.packed = packing.MatrixProducts(self.he)
         # serialized sizes are fixed by the parameters: both sides know every message's length
-        probe = self.he.encrypt(np.zeros((1, 1), dtype=np.int64))
-        self._fresh = len(probe[0])
+        if len(self.he.encrypt(np.zeros((1, 1), dtype=np.int64))[0]) != FRESH_BYTES:
+            raise RuntimeError("SEAL serializes a fresh ciphertext in another size than smpc.twoparty.he expects")
+        self._fresh = FRESH_BYTES
         self._key = len(self.he.public_keys()[0])
 
     def setup(self) -> None:
@@ -50,9 +52,26 @@ class MatrixTriples:
 
     def cross(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Our share ([n, m] int64) of A_ours B_theirs + A_theirs B_ours, for our a [n, k]
-        and b [k, m] (the other party holds the same shapes)."""
-        y, x, shape = bilinear.terms("matmul", torch.from_numpy(a), torch.from_numpy(b), {})
-        return self.cross_terms(y.numpy(), x.numpy()).reshape(tuple(shape))
+        and b [k, m] (the other party holds the same shapes), in Cheetah's packing: we
+        encrypt our b's blocks and multiply the other's by our a's."""
+        n, k = a.shape
+        m = b.shape[1]
+        dims = packing.plan(n, k, m)
+        ours = self.packed.encrypt(b, dims)
+        sent = len(ours)
+        theirs = self.link.exchange(b"".join(ours), sent * FRESH_BYTES)
+        try:
+            back, mask_share = self.packed.multiply(_frames(theirs, FRESH_BYTES, sent), a, m, dims)
+        except HeError as problem:
+            raise self.link.refused("matrix products", problem) from None
+        count = len(back)
+        returned = self.link.exchange(b"".join(back), count * RESULT_BYTES)
+        try:
+            decrypted = self.packed.decrypt(_frames(returned, RESULT_BYTES, count), n, m, dims)
+        except HeError as problem:
+            raise self.link.refused("matrix products' results", problem) from None
+        shares: np.ndarray = decrypted + mask_share
+        return shares
 
     def cross_terms(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Our share ([S] int64) of sum_l y_ours x_theirs + y_theirs x_ours, for our terms
@@ -82,11 +101,19 @@ class MatrixTriples:
 
     def products(self, op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         """Our share of op(A, B) for A = a_0 + a_1, B = b_0 + b_1 (ours a, b): our own
-        product plus our share of the cross terms."""
-        y, x, shape = bilinear.terms(op, a, b, kwargs)
-        cross = torch.from_numpy(self.cross_terms(y.numpy(), x.numpy())).view(shape)
-        own: torch.Tensor = (y * x).sum(0).view(shape)
-        return own + cross
+        product plus our share of the cross terms (elementwise products slot by slot,
+        matrix products and convolutions in Cheetah's packing)."""
+        if op == "mul":
+            y, x, shape = bilinear.terms(op, a, b, kwargs)
+            cross = torch.from_numpy(self.cross_terms(y.numpy(), x.numpy())).view(shape)
+            own: torch.Tensor = (y * x).sum(0).view(shape)
+            return own + cross
+        pairs, assemble = bilinear.matrices(op, a, b, kwargs)
+        outs = []
+        for left, right in pairs:
+            left, right = left.contiguous(), right.contiguous()
+            outs.append(left @ right + torch.from_numpy(self.cross(left.numpy(), right.numpy())))
+        return assemble(outs)
 
     def triple(self, op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """This party's shares of a triple (a, b, c = op(a, b)) of the given sizes."""

@@ -37,7 +37,7 @@ from smpc.model.program import Program
 from smpc.errors import PartyError
 from smpc.protocols import fixed
 from smpc.protocols.csprng import KEY_BYTES, AesCtrGenerator
-from smpc.twoparty import bilinear
+from smpc.twoparty import bilinear, packing
 from smpc.twoparty.he import FRESH_BYTES, PRIMES, RESULT_BYTES, N
 from smpc.twoparty.link import Link
 from smpc.twoparty.matrix_triples import MatrixTriples
@@ -146,10 +146,10 @@ class TwoPartyProvider(DealerTuples):
         raise PartyError("comparisons: fss needs the dealer's keys; with two parties alone comparisons run circuits")
 
 
-# what the offline phase may send per party: the products' ciphertexts are held in memory
-# while they are exchanged, and one slot per output makes them large (see check_volume)
+# what the offline phase may send per party: a request's messages are held in memory while
+# they are exchanged (see check_volume)
 REQUEST_LIMIT = 512 << 20
-RUN_LIMIT = 8 << 30
+RUN_LIMIT = 32 << 30
 # bytes a party sends per element of each OT-made kind (extension and corrections, both directions' share)
 _OT_BYTES = {"square": 64 * 24, "binary": 64 * 17, "B2A": 24}
 
@@ -162,33 +162,51 @@ def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
         else:
             op, size0, _, w_size, transposed = args
             size1 = torch.Size(reversed(w_size)) if transposed else w_size
-        terms, slots = bilinear.sizes(op, size0, size1, kwargs)
-        return he_bytes(terms, slots)
+        if op == "mul":
+            return he_bytes(*bilinear.sizes(op, size0, size1, kwargs))
+        return sum(packed_bytes(*shape) for shape in bilinear.matrix_shapes(op, size0, size1, kwargs))
     return _OT_BYTES.get(kind, 0) * _elements(args[0])
 
 
 def he_bytes(terms: int, slots: int) -> int:
-    """Bytes a party sends for one sum of products: its ciphertexts, then its results."""
+    """Bytes a party sends for one sum of products slot by slot: its ciphertexts, then
+    its results."""
     blocks = -(-slots // N)
     return PRIMES * blocks * (terms * FRESH_BYTES + RESULT_BYTES)
 
 
+def packed_bytes(n: int, k: int, m: int) -> int:
+    """Bytes a party sends for one [n, k] by [k, m] product in Cheetah's packing."""
+    n_w, k_w, m_w = packing.plan(n, k, m)
+    blocks_m = -(-m // m_w)
+    return PRIMES * blocks_m * (-(-k // k_w) * FRESH_BYTES + -(-n // n_w) * RESULT_BYTES)
+
+
 def check_volume(requests: list[Request], batches: int) -> None:
     """Refuse, in one line, a run whose offline phase would send more than RUN_LIMIT per
-    party, or more than REQUEST_LIMIT for one product."""
+    party, or more than REQUEST_LIMIT for one request."""
     sizes = [(request_bytes(kind, args, kwargs), kind, args) for kind, args, kwargs in requests]
     total = batches * sum(size for size, _, _ in sizes)
     largest = max(sizes, default=(0, "", ()), key=lambda item: item[0])
     if total <= RUN_LIMIT and largest[0] <= REQUEST_LIMIT:
         return
     _, kind, args = largest
-    what = f"{args[2] if kind == 'additive' else args[0]} of {list(args[0] if kind == 'additive' else args[1])}"
+    what = _describe(kind, args)
     raise PartyError(
         f"randomness: two-party: this run's offline phase would send {total / 2**30:.1f} GiB per party "
-        f"({batches} batches; its largest product, a {what}, {largest[0] / 2**30:.2f} GiB a batch), past what it "
-        f"makes today ({RUN_LIMIT >> 30} GiB a run, {REQUEST_LIMIT >> 20} MiB a product: its products pack one "
-        "output per ciphertext slot); use randomness: dealer for this model"
+        f"({batches} batches; its largest request, {what}, {largest[0] / 2**30:.2f} GiB a batch), past what it "
+        f"makes today ({RUN_LIMIT >> 30} GiB a run, {REQUEST_LIMIT >> 20} MiB a request; its comparisons run "
+        "circuits on OT-made AND triples); use randomness: dealer for this model"
     )
+
+
+def _describe(kind: str, args: tuple[Any, ...]) -> str:
+    # a request as the refusal names it: "conv2d of [60, 16, 8, 8]", "square of [60, 512]"
+    if kind == "additive":
+        return f"{args[2]} of {list(args[0])}"
+    if kind == "fixed":
+        return f"{args[0]} of {list(args[1])} with weight {args[2]}"
+    return f"{kind} of {list(args[0])}"
 
 
 class _Recorder(TracingProvider):
