@@ -1,13 +1,11 @@
-"""Every product CrypTen asks a triple for, as sums of products per output element.
+"""Every product CrypTen asks a triple for, in the forms the homomorphic layer computes.
 
-A triple's cross terms op(A_0, B_1) and op(A_1, B_0) are bilinear: each output element
-o is sum_l a[p(l, o)] b[q(l, o)]. `terms` writes both operands as [L, S] arrays (S the
-output's elements, L the terms of each sum) so that op(a, b) = sum_l y[l] * x[l], the
-form the homomorphic sums of products take (smpc.twoparty.he): y from a (the multiplying
-party's plaintext), x from b (the encrypting party's). Elementwise products have one
-term, matrix products k, convolutions (C / groups) times the kernel's size, gathered by
-index as im2col does (torch has no im2col for int64). Shapes follow the dealer's rules
-(smpc.dealer.material.product_size: torch's without its compiler stack).
+A triple's cross terms op(A_0, B_1) and op(A_1, B_0) are bilinear. An elementwise product
+is one product per output (`terms`: [1, S] operands, one per SIMD slot; smpc.twoparty.he).
+A matrix product or a convolution is written as plain matrix products (`matrices`; a
+convolution gathered by index as im2col does, since torch has no im2col for int64), which
+smpc.twoparty.packing computes in Cheetah's coefficient packing. Shapes follow the
+dealer's rules (smpc.dealer.material.product_size: torch's without its compiler stack).
 """
 
 from __future__ import annotations
@@ -24,16 +22,12 @@ from smpc.errors import UnsupportedOpError
 def terms(
     op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
-    """(y [L, S] from a, x [L, S] from b, the output's shape) with op(a, b) =
-    (y * x).sum(0).view(shape), int64 arithmetic wrapping as the ring's."""
-    if op == "mul":
-        shape = product_size("mul", a.shape, b.shape, {})
-        return a.expand(shape).reshape(1, -1), b.expand(shape).reshape(1, -1), shape
-    if op == "matmul":
-        return _matmul(a, b)
-    if op in ("conv1d", "conv2d"):
-        return _conv(op, a, b, kwargs)
-    raise UnsupportedOpError(f"the two-party source makes no triples for {op} yet (mul, matmul, conv1d and conv2d)")
+    """For an elementwise product: (y [1, S] from a, x [1, S] from b, the output's shape)
+    with op(a, b) = (y * x).sum(0).view(shape), int64 arithmetic wrapping as the ring's."""
+    if op != "mul":
+        raise UnsupportedOpError(f"{op} is not an elementwise product (matrix products go through `matrices`)")
+    shape = product_size("mul", a.shape, b.shape, {})
+    return a.expand(shape).reshape(1, -1), b.expand(shape).reshape(1, -1), shape
 
 
 Assemble = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -108,34 +102,12 @@ def matrix_shapes(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[st
 
 def sizes(op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[int, int]:
     """(L, S) of `terms` for operands of these sizes, without computing them."""
-    out = product_size(op, size0, size1, kwargs)
+    if op != "mul":
+        raise UnsupportedOpError(f"{op} is not an elementwise product (matrix products go through `matrices`)")
     slots = 1
-    for d in out:
+    for d in product_size("mul", size0, size1, {}):
         slots *= d
-    if op == "mul":
-        return 1, slots
-    if op == "matmul":
-        return size0[-1], slots
-    if op in ("conv1d", "conv2d"):
-        per_term = 1
-        for d in size1[1:]:
-            per_term *= d
-        return per_term, slots
-    raise UnsupportedOpError(f"the two-party source makes no triples for {op} yet (mul, matmul, conv1d and conv2d)")
-
-
-def _matmul(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
-    shape = product_size("matmul", a.shape, b.shape, {})
-    a2 = a.unsqueeze(0) if a.dim() == 1 else a  # a vector is a row
-    b2 = b.unsqueeze(-1) if b.dim() == 1 else b  # or a column
-    batch = product_size("mul", a2.shape[:-2], b2.shape[:-2], {})  # the batch dimensions broadcast
-    n, k, m = a2.shape[-2], a2.shape[-1], b2.shape[-1]
-    a3 = a2.expand(*batch, n, k).reshape(-1, n, k)
-    b3 = b2.expand(*batch, k, m).reshape(-1, k, m)
-    count = a3.shape[0]
-    y = a3.permute(2, 0, 1)[:, :, :, None].expand(k, count, n, m).reshape(k, -1)
-    x = b3.permute(1, 0, 2)[:, :, None, :].expand(k, count, n, m).reshape(k, -1)
-    return y, x, shape
+    return 1, slots
 
 
 def _pair(value: Any, dims: int) -> tuple[int, ...]:
@@ -173,19 +145,3 @@ def _im2col(
     out_w = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     shape = torch.Size((batch, out_channels, out_w) if dims == 1 else (batch, out_channels, out_h, out_w))
     return columns, w, shape, groups
-
-
-def _conv(
-    op: str, a: torch.Tensor, w: torch.Tensor, kwargs: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
-    columns, w, shape, groups = _im2col(op, a, w, kwargs)
-    batch, out_channels = shape[0], shape[1]
-    places = columns.shape[2]
-    per_term = w.shape[1] * w.shape[2] * w.shape[3]
-    group_of = torch.arange(out_channels) // (out_channels // groups)
-    # y[l, (n, co, p)] = columns[n, group(co) * per_term + l, p]; x[l, (n, co, p)] = w[co, l]
-    rows = group_of[:, None] * per_term + torch.arange(per_term)[None, :]  # [Cout, L]
-    y = columns[:, rows, :]  # [batch, Cout, L, P]
-    y = y.permute(2, 0, 1, 3).reshape(per_term, -1)
-    x = w.reshape(out_channels, per_term).t()[:, None, :, None].expand(per_term, batch, out_channels, places)
-    return y, x.reshape(per_term, -1), shape

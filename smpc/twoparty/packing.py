@@ -37,14 +37,14 @@ _PLAIN_MEMBERS = 88  # a serialized plaintext's bytes before its coefficients
 def plan(n: int, k: int, m: int) -> tuple[int, int, int]:
     """Block sizes (n_w, k_w, m_w), powers of two with n_w k_w m_w <= N, that make the
     fewest ciphertext bytes for an [n, k] by [k, m] product."""
-    best: tuple[int, tuple[int, int, int]] | None = None
+    best = (-1, (N, 1, 1))  # -1: not yet compared
     k_w = 1
     while k_w <= N:
         m_w = 1
         while k_w * m_w <= N:
             n_w = max(1, N // (k_w * m_w))
             sent = -(-k // k_w) * -(-m // m_w) * FRESH_BYTES + -(-n // n_w) * -(-m // m_w) * RESULT_BYTES
-            if best is None or sent < best[0]:
+            if best[0] < 0 or sent < best[0]:
                 best = (sent, (n_w, k_w, m_w))
             if m_w >= m:
                 break
@@ -52,7 +52,6 @@ def plan(n: int, k: int, m: int) -> tuple[int, int, int]:
         if k_w >= k:
             break
         k_w *= 2
-    assert best is not None  # the loops run at least once
     return best[1]
 
 
