@@ -39,7 +39,6 @@ class MatrixTriples:
         # serialized sizes are fixed by the parameters: both sides know every message's length
         if len(self.he.encrypt(np.zeros((1, 1), dtype=np.int64))[0]) != FRESH_BYTES:
             raise RuntimeError("SEAL serializes a fresh ciphertext in another size than smpc.twoparty.he expects")
-        self._fresh = FRESH_BYTES
         self._key = len(self.he.public_keys()[0])
 
     def setup(self) -> None:
@@ -81,11 +80,11 @@ class MatrixTriples:
         blocks = -(-slots // N)
         ours = self.he.encrypt(np.ascontiguousarray(x))
         count = len(ours)
-        if any(len(c) != self._fresh for c in ours):
+        if any(len(c) != FRESH_BYTES for c in ours):
             raise RuntimeError("SEAL serialized a fresh ciphertext in an unexpected size")
-        theirs = self.link.exchange(b"".join(ours), count * self._fresh)
+        theirs = self.link.exchange(b"".join(ours), count * FRESH_BYTES)
         try:
-            back, mask_share = self.he.multiply(_frames(theirs, self._fresh, count), np.ascontiguousarray(y))
+            back, mask_share = self.he.multiply(_frames(theirs, FRESH_BYTES, count), np.ascontiguousarray(y))
         except HeError as problem:
             raise self.link.refused("matrix products", problem) from None
         size = len(back[0])

@@ -19,6 +19,7 @@ triples here).
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import deque
 from typing import Any
@@ -123,19 +124,19 @@ class TwoPartyProvider(DealerTuples):
             b = fixed.operand(fixed.mask_share(self.seed, name, w_size), transposed)
             return [a, he.products(op, a, b, kwargs)]
         if kind == "square":
-            r, r2 = ot.squares(_elements(args[0]))
+            r, r2 = ot.squares(math.prod(args[0]))
             return [r.view(args[0]), r2.view(args[0])]
         if kind == "binary":
             return self._binary(ot, *args)
         if kind == "B2A":
-            arithmetic, binary = ot.shared_bits(_elements(args[0]))
+            arithmetic, binary = ot.shared_bits(math.prod(args[0]))
             return [binary.view(args[0]), arithmetic.view(args[0])]
         raise PartyError(f"the two-party source cannot supply {kind} material (two parties need none)")
 
     @staticmethod
     def _binary(ot: OtCorrelations, size0: torch.Size, size1: torch.Size) -> list[torch.Tensor]:
         if size0 == size1:  # the common case: random-OT triples, one exchange, no corrections
-            a, b, c = ot.and_triples(_elements(size0))
+            a, b, c = ot.and_triples(math.prod(size0))
             return [a.view(size0), b.view(size1), c.view(size0)]
         shape = product_size("mul", size0, size1, {})
         a, b = ot.generator.ring(size0), ot.generator.ring(size1)
@@ -165,7 +166,7 @@ def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
         if op == "mul":
             return he_bytes(*bilinear.sizes(op, size0, size1, kwargs))
         return sum(packed_bytes(*shape) for shape in bilinear.matrix_shapes(op, size0, size1, kwargs))
-    return _OT_BYTES.get(kind, 0) * _elements(args[0])
+    return _OT_BYTES.get(kind, 0) * int(math.prod(args[0]))
 
 
 def he_bytes(terms: int, slots: int) -> int:
@@ -233,10 +234,3 @@ def trace_requests(config: Config, program: Program, checks: Any = None) -> list
         for key, generators in saved.items():
             crypten.generators[key].update(generators)
     return recorder.requests
-
-
-def _elements(size: torch.Size) -> int:
-    n = 1
-    for d in size:
-        n *= d
-    return n
