@@ -41,7 +41,7 @@ class ProtocolSettings:
     provider: str = "TFP"  # CrypTen's tuple provider: "TFP" (local, simulation) or the dealer's
     # CrypTen's approximation settings (crypten.cfg.functions), as sorted (key, value) pairs
     functions: tuple[tuple[str, Any], ...] = field(default=())
-    comparisons: Literal["circuits", "fss"] = "circuits"
+    comparisons: Literal["circuits", "fss", "ot"] = "circuits"
     truncation: Literal["local", "dealer"] = "local"  # the two-party truncation
 
     @classmethod

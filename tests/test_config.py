@@ -110,6 +110,11 @@ BAD = [
         "x.yaml: protocol.comparisons: fss needs randomness: dealer (the dealer makes the comparison keys)",
     ),
     (
+        _set(["protocol", "comparisons"], "ot"),
+        "x.yaml: protocol.comparisons: ot needs randomness: two-party (its material is the two parties' "
+        "oblivious transfers), got randomness: dealer; use circuits",
+    ),
+    (
         lambda d: d.update(randomness="dealer", dealer={"host": "127.0.0.1", "port": 29611}),
         "x.yaml: dealer: address 127.0.0.1:29611 is also a party's address",
     ),
@@ -234,6 +239,21 @@ def test_transport_defaults_to_tls_across_hosts_and_gloo_on_one():
     assert (cert.name, key.name, ca.name) == ("bob.pem", "bob.key", "ca.pem")
     doc["transport"] = "gloo"  # an explicit opt-in stays gloo (the parties warn)
     assert parse_config(doc, "x.yaml").plan.transport == "gloo"
+
+
+def test_two_party_compares_by_ot_unless_told_otherwise():
+    doc = copy.deepcopy(BASE)
+    doc.pop("dealer")
+    doc["randomness"] = "two-party"
+    doc.pop("protocol", None)
+    assert parse_config(doc, "x.yaml").protocol.comparisons == "ot"
+    doc["protocol"] = {"precision_bits": 16}
+    assert parse_config(doc, "x.yaml").protocol.comparisons == "ot"
+    doc["protocol"]["comparisons"] = "circuits"  # CrypTen's circuits on OT-made AND triples, if asked for
+    assert parse_config(doc, "x.yaml").protocol.comparisons == "circuits"
+    doc.update(randomness="dealer", dealer=BASE["dealer"])
+    del doc["protocol"]["comparisons"]
+    assert parse_config(doc, "x.yaml").protocol.comparisons == "circuits"
 
 
 def test_missing_config_file(tmp_path):

@@ -145,6 +145,39 @@ def test_matrix_triples_made_by_the_two_parties_alone_are_exact():
     assert p0["rounds"] == 1 + 2 + 2  # the keys, then two exchanges per triple
 
 
+def _fixed_products(rank: int, world_size: int) -> dict:
+    from smpc.twoparty.link import Link
+    from smpc.twoparty.matrix_triples import MatrixTriples
+
+    triples = MatrixTriples(Link())
+    triples.setup()
+    rng = np.random.default_rng(rank)
+    w = rng.integers(-(1 << 63), (1 << 63) - 1, size=(9, 4), dtype=np.int64, endpoint=True)  # a weight mask's share
+    w.flat[: len(EDGES)] = EDGES
+    out = {"w": torch.from_numpy(w), "a": [], "cross": [], "sent": []}
+    for _ in range(3):
+        a = rng.integers(-(1 << 63), (1 << 63) - 1, size=(5, 9), dtype=np.int64, endpoint=True)
+        sent = triples.link.bytes_sent
+        out["cross"].append(torch.from_numpy(triples.cross(a, w, fixed="layer.weight")))
+        out["sent"].append(triples.link.bytes_sent - sent)
+        out["a"].append(torch.from_numpy(a))
+    out["other"] = torch.from_numpy(triples.cross(out["a"][0].numpy(), w + 1, fixed="other.weight"))
+    return out
+
+
+def test_a_weights_ciphertexts_cross_once_and_serve_every_batch():
+    p0, p1 = run_parties(_fixed_products, 2, timeout=300)
+    for batch in range(3):
+        want = p0["a"][batch] @ p1["w"] + p1["a"][batch] @ p0["w"]
+        assert torch.equal(p0["cross"][batch] + p1["cross"][batch], want), batch
+    # the first batch sends our ciphertexts of w and the results; the later ones the results alone
+    first, second, third = p0["sent"]
+    assert second == third == he.PRIMES * he.RESULT_BYTES
+    assert first == second + he.PRIMES * he.FRESH_BYTES
+    # another name is another operand: its ciphertexts cross
+    assert torch.equal(p0["other"] + p1["other"], p0["a"][0] @ (p1["w"] + 1) + p1["a"][0] @ (p0["w"] + 1))
+
+
 def _hostile_products(rank: int, world_size: int) -> str:
     from smpc.errors import PartyError
     from smpc.twoparty.link import Link
@@ -186,11 +219,33 @@ def test_packed_matrix_products_are_exact_in_the_ring_on_edge_values(pair):
         b.flat[: min(b.size, len(EDGES))] = EDGES[::-1][: b.size]
         dims = plan(n, k, m)
         assert dims[0] * dims[1] * dims[2] <= N
-        back, share_y = MatrixProducts(y_party).multiply(MatrixProducts(x_party).encrypt(b, dims), a, m, dims)
+        loaded = MatrixProducts(y_party).load(MatrixProducts(x_party).encrypt(b, dims), k, m, dims)
+        back, share_y = MatrixProducts(y_party).multiply(loaded, a, m, dims)
         share_x = MatrixProducts(x_party).decrypt(back, n, m, dims)
         want = a.astype(object) @ b.astype(object)
         got = [(int(u) + int(v)) % RING for u, v in zip(share_x.reshape(-1), share_y.reshape(-1))]
         assert got == [int(w) % RING for w in want.reshape(-1)], (n, k, m)
+
+
+def test_a_kept_operand_is_planned_for_the_fewest_results_within_its_memory():
+    from smpc.twoparty.packing import KEPT_LIMIT, plan
+
+    def counts(n, k, m, dims):  # (results a batch, ciphertexts of B)
+        n_w, k_w, m_w = dims
+        return -(-n // n_w) * -(-m // m_w), -(-k // k_w) * -(-m // m_w)
+
+    fewer = 0
+    for n, k, m in ((3840, 144, 32), (4096, 150, 16), (64, 400, 120), (60, 512, 10), (1, 1, 1), (4096, 4096, 4096)):
+        free, kept = plan(n, k, m), plan(n, k, m, kept=True)
+        assert kept[0] * kept[1] * kept[2] <= N
+        results, encrypted = counts(n, k, m, kept)
+        assert results <= counts(n, k, m, free)[0]
+        fewer += results < counts(n, k, m, free)[0]
+        if (n, k, m) != (4096, 4096, 4096):  # past the limit whatever the plan: the fewest bytes then
+            assert he.PRIMES * encrypted * he.FRESH_BYTES <= KEPT_LIMIT
+        else:
+            assert kept == free
+    assert fewer >= 3
 
 
 def test_packed_results_show_the_decrypting_party_nothing_but_its_masked_outputs(pair):
@@ -201,9 +256,10 @@ def test_packed_results_show_the_decrypting_party_nothing_but_its_masked_outputs
     x_party, y_party = pair
     n, k, m = 16, 8, 4
     dims = plan(n, k, m)
-    back, _ = MatrixProducts(y_party).multiply(
-        MatrixProducts(x_party).encrypt(np.ones((k, m), dtype=np.int64), dims), np.ones((n, k), dtype=np.int64), m, dims
+    loaded = MatrixProducts(y_party).load(
+        MatrixProducts(x_party).encrypt(np.ones((k, m), dtype=np.int64), dims), k, m, dims
     )
+    back, _ = MatrixProducts(y_party).multiply(loaded, np.ones((n, k), dtype=np.int64), m, dims)
     prime = x_party.primes[0]
     values = _coefficients(prime.decryptor.decrypt(x_party.load(prime, back[0], "a result")))
     others = np.delete(values, _outputs(*dims).reshape(-1))

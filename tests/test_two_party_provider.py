@@ -23,7 +23,7 @@ def _inputs() -> dict[str, torch.Tensor]:
     }
 
 
-def _compute(rank: int, world_size: int) -> dict:
+def _compute(rank: int, world_size: int, comparisons: str) -> dict:
     import crypten
 
     from smpc.protocols import switches
@@ -34,7 +34,7 @@ def _compute(rank: int, world_size: int) -> dict:
     provider.connect(Link())
     switches.register_provider("TWO_PARTY_TEST", provider)
     crypten.cfg.mpc.provider = "TWO_PARTY_TEST"
-    switches.use_comparisons("circuits", "local")
+    switches.use_comparisons(comparisons, "local")
     t = _inputs()
     x, y = crypten.cryptensor(t["x"], src=0), crypten.cryptensor(t["y"], src=0)
     row = crypten.cryptensor(t["row"], src=0)
@@ -49,12 +49,16 @@ def _compute(rank: int, world_size: int) -> dict:
         "relu": x.relu(),
         "lt": (x < y),
         "max": x.max(dim=1)[0],
+        "argmax": x.argmax(dim=1),
+        "max_pool2d": image.max_pool2d(2),
+        "eq": x == x,
     }
     return {name: value.get_plain_text() for name, value in out.items()}
 
 
-def test_crypten_computes_on_triples_the_two_parties_made_alone():
-    p0, p1 = run_parties(_compute, 2, timeout=600)
+@pytest.mark.parametrize("comparisons", ["ot", "circuits"])
+def test_crypten_computes_on_triples_the_two_parties_made_alone(comparisons):
+    p0, p1 = run_parties(_compute, 2, comparisons, timeout=600)
     t = _inputs()
     want = {
         "mul": t["x"] * t["y"],
@@ -65,6 +69,9 @@ def test_crypten_computes_on_triples_the_two_parties_made_alone():
         "relu": t["x"].relu(),
         "lt": (t["x"] < t["y"]).float(),
         "max": t["x"].max(dim=1)[0],
+        "argmax": torch.nn.functional.one_hot(t["x"].argmax(dim=1), 6).float(),
+        "max_pool2d": torch.nn.functional.max_pool2d(t["image"], 2),
+        "eq": torch.ones(4, 6),
     }
     for name, value in want.items():
         assert torch.allclose(p0[name].float(), value, atol=TOLERANCE), name
@@ -120,9 +127,38 @@ def test_the_volume_limit_names_the_largest_request_of_any_kind():
     with pytest.raises(PartyError, match=r"its largest request, binary of \[10000000\], 10\.13 GiB a batch"):
         provider.check_volume([small, words], 1)
     linear = ("fixed", ("matmul", torch.Size([60, 512]), "fc.weight", torch.Size([64, 512]), True), {})
-    assert provider.request_bytes(*linear) == provider.packed_bytes(60, 512, 64)
+    assert provider.request_bytes(*linear) == provider.packed_bytes(60, 512, 64, kept=True)
+    # from the second batch on, a weight mask's ciphertexts are kept: results alone
+    assert provider.request_bytes(*linear, crossed=True) == provider.packed_bytes(60, 512, 64, False, kept=True)
+    assert provider.request_bytes(*linear, crossed=True) < provider.request_bytes(*linear) / 2
     elementwise = ("additive", (torch.Size([60, 512]), torch.Size([60, 512]), "mul"), {})
     assert provider.request_bytes(*elementwise) == provider.he_bytes(1, 60 * 512)
     wide = ("fixed", ("matmul", torch.Size([60_000, 512]), "fc.weight", torch.Size([4096, 512]), True), {})
     with pytest.raises(PartyError, match=r"matmul of \[60000, 512\] with weight fc.weight"):
         provider.check_volume([wide], 1)
+
+
+def test_a_launched_two_party_run_over_tls_has_no_dealer_and_every_answer_right(tmp_path):
+    # smpc party per organization, over mutually authenticated TLS, as on two hosts
+    import yaml
+
+    from harness import write_config
+    from launch import run
+    from launch.cli import main as smpc_main
+    from smpc.config import load_config
+
+    assert smpc_main(["keys", "init", str(tmp_path / "keys"), "alice", "bob"]) == 0
+    path = write_config(tmp_path, samples=12, batch_size=6)
+    doc = yaml.safe_load(path.read_text())
+    doc.pop("dealer", None)
+    doc.update(
+        randomness="two-party",
+        transport="tls",
+        tls={"ca": str(tmp_path / "keys" / "ca.pem"), "certs": str(tmp_path / "keys")},
+    )
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    report = run(load_config(path), echo=False)
+    assert report.randomness == "two-party" and report.dealer is None and report.agreement == 1.0
+    assert report.comparisons == "ot"  # the default without a dealer
+    for name, party in report.parties.items():
+        assert party["offline_bytes"] > party["bytes_sent"] > 0 and party["offline_rounds"] > 0, name

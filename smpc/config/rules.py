@@ -127,6 +127,15 @@ def fss_needs_the_dealer_and_two_parties(config: Config, plan: Plan) -> list[str
     return problems
 
 
+def ot_comparisons_need_two_parties_alone(config: Config, plan: Plan) -> list[str]:
+    if config.protocol.comparisons != "ot" or config.randomness == "two-party":
+        return []
+    return [
+        "protocol.comparisons: ot needs randomness: two-party (its material is the two parties' oblivious "
+        f"transfers), got randomness: {config.randomness}; use circuits"
+    ]
+
+
 def dealer_truncation_needs_the_dealer_and_two_parties(config: Config, plan: Plan) -> list[str]:
     if config.protocol.truncation != "dealer":
         return []
@@ -215,6 +224,7 @@ RULES: tuple[Callable[[Config, Plan], list[str]], ...] = (
     dealer_truncation_needs_the_dealer_and_two_parties,
     fss_truncates_with_the_dealer,
     two_party_is_two_parties_alone,
+    ot_comparisons_need_two_parties_alone,
     dealer_only_when_asked_for,
     share_cache_is_sealed,
     tls_has_its_keys,

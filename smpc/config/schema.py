@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -162,8 +162,10 @@ class ProtocolConfig(_Section):
     # open one bit per tensor an approximation reads: is it inside the covered range?
     range_checks: StrictBool = False
     # circuits: CrypTen's binary adder circuits; fss: one-round comparisons and
-    # truncation from the dealer's function-secret-sharing keys (smpc.protocols.fss)
-    comparisons: Literal["circuits", "fss"] = "circuits"
+    # truncation from the dealer's function-secret-sharing keys (smpc.protocols.fss);
+    # ot: the millionaires' protocol on the two parties' OT material (randomness:
+    # two-party only, and its default there; smpc.protocols.millionaires)
+    comparisons: Literal["circuits", "fss", "ot"] = "circuits"
     # the truncation after every fixed-point product, two parties: "dealer" (one opening
     # of x + r with the dealer's r; never wraps) or "local" (CrypTen's: each party divides
     # its share; wrong by 2^64/d with probability about |x|/2^64). Unset: the dealer's wherever
@@ -279,6 +281,17 @@ class Config(_Section):
         if len(v) < 2:
             raise ValueError(f"expected at least 2 parties, got {len(v)}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _two_party_compares_by_ot(cls, data: Any) -> Any:
+        # randomness: two-party makes its comparisons' material by OT: the millionaires'
+        # protocol unless protocol.comparisons says otherwise (circuits cost 13x its volume)
+        if isinstance(data, dict) and data.get("randomness") == "two-party":
+            protocol = data.get("protocol")
+            if protocol is None or (isinstance(protocol, dict) and "comparisons" not in protocol):
+                data = {**data, "protocol": {**(protocol or {}), "comparisons": "ot"}}
+        return data
 
     @model_validator(mode="after")
     def _rules(self) -> Config:

@@ -8,7 +8,7 @@ from typing import Any
 
 from smpc import compat  # noqa: F401  (first: it makes crypten importable on this torch)
 from smpc import meter
-from smpc.protocols import dcf, fss
+from smpc.protocols import dcf, fss, millionaires
 
 
 def configure(
@@ -46,9 +46,11 @@ _ORIGINALS: dict[tuple[Any, str], Any] = {}
 
 
 def use_comparisons(mode: str, truncation: str = "local") -> None:
-    """Run CrypTen's comparisons with its binary circuits ("circuits", upstream) or with
+    """Run CrypTen's comparisons with its binary circuits ("circuits", upstream), with
     smpc's one-round FSS gates ("fss": [x < 0], ReLU, ==, max, argmax, max pooling and the
-    two-party truncation after each fixed-point product; smpc.protocols.fss).
+    two-party truncation after each fixed-point product; smpc.protocols.fss), or with
+    the millionaires' protocol on OT material of two parties alone ("ot": [x < 0] and
+    [x = 0], so ReLU, ==, max, argmax and max pooling; smpc.protocols.millionaires).
 
     `truncation` "dealer" (implied by "fss") puts the dealer-aided truncation in place of
     CrypTen's two-party one with circuits too; "local" keeps CrypTen's.
@@ -60,7 +62,7 @@ def use_comparisons(mode: str, truncation: str = "local") -> None:
     from crypten.mpc import MPCTensor
     from crypten.mpc.primitives import ArithmeticSharedTensor
 
-    if mode not in ("circuits", "fss"):
+    if mode not in ("circuits", "fss", "ot"):
         raise ValueError(f"unknown comparison protocol {mode!r}")
     if truncation not in ("local", "dealer"):
         raise ValueError(f"unknown truncation protocol {truncation!r}")
@@ -85,6 +87,9 @@ def use_comparisons(mode: str, truncation: str = "local") -> None:
     if mode == "circuits":
         for name in ("_ltz", "_eqz_2PC"):
             setattr(MPCTensor, name, metered(_ORIGINALS[(MPCTensor, name)]))
+    elif mode == "ot":
+        MPCTensor._ltz = millionaires.ltz  # metered inside (their B2A too)
+        MPCTensor._eqz_2PC = millionaires.eqz
     else:
         dcf.warm()  # before any session: the compiled kernels' load is set-up, not online time
         MPCTensor._ltz = fss.ltz

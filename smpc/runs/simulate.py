@@ -73,7 +73,7 @@ def simulate(
     transport: str = "gloo",
     precision_bits: int = 16,
     range_checks: bool = False,
-    comparisons: str = "circuits",
+    comparisons: str | None = None,
     truncation: str | None = None,
     fidelity: dict[str, float | None] | None = None,
     timeout_s: float = 900.0,
@@ -96,8 +96,10 @@ def simulate(
         transport: "gloo" or "tls" (tls needs consortium keys: use `launch.run` for that).
         precision_bits: fixed-point fractional bits.
         range_checks: open one bit per tensor an approximation reads (protocol.range_checks).
-        comparisons: "circuits" (CrypTen's) or "fss" (one-round FSS gates; needs the
-            dealer and 2 parties: protocol.comparisons).
+        comparisons: "circuits" (CrypTen's), "fss" (one-round FSS gates; needs the
+            dealer and 2 parties) or "ot" (the millionaires' protocol; needs
+            randomness "two-party"): protocol.comparisons. None: "ot" with
+            randomness "two-party", else "circuits".
         truncation: "dealer" or "local" (protocol.truncation); None: the dealer's where
             it can make it.
         fidelity: thresholds (``min_cosine``, ``max_abs_error``, ``min_agreement``);
@@ -144,7 +146,7 @@ def simulate(
             "protocol": {
                 "precision_bits": precision_bits,
                 "range_checks": range_checks,
-                "comparisons": comparisons,
+                **({} if comparisons is None else {"comparisons": comparisons}),
                 **({} if truncation is None else {"truncation": truncation}),
             },
             "timeouts": {"run_s": timeout_s, "op_s": op_timeout_s},

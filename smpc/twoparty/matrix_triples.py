@@ -5,7 +5,8 @@ C = op(A0, B0) + op(A1, B1) + op(A0, B1) + op(A1, B0): each party computes its o
 product, and each cross term is computed under homomorphic encryption with one party
 encrypting and the other multiplying. Both run at once, symmetrically: each party
 encrypts its B and multiplies the other's ciphertexts by its A, so a product costs two
-exchanges after the session's exchange of public keys. Matrix products and convolutions
+exchanges after the session's exchange of public keys (one when B is a weight's mask
+whose ciphertexts crossed already). Matrix products and convolutions
 (as im2col matrices) go in Cheetah's coefficient packing (smpc.twoparty.packing: many
 multiply-adds per polynomial product); elementwise products one per SIMD slot
 (smpc.twoparty.he).
@@ -13,6 +14,7 @@ multiply-adds per polynomial product); elementwise products one per SIMD slot
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,8 @@ class MatrixTriples:
         if len(self.he.encrypt(np.zeros((1, 1), dtype=np.int64))[0]) != FRESH_BYTES:
             raise RuntimeError("SEAL serializes a fresh ciphertext in another size than smpc.twoparty.he expects")
         self._key = len(self.he.public_keys()[0])
+        # the other party's ciphertexts of its fixed operands (cross's `fixed`), in NTT form
+        self._kept: dict[Hashable, list[list[Any]]] = {}
 
     def setup(self) -> None:
         """Send our public keys, read the other's (one exchange)."""
@@ -49,20 +53,30 @@ class MatrixTriples:
         except HeError as problem:
             raise self.link.refused("public keys", problem) from None
 
-    def cross(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def cross(self, a: np.ndarray, b: np.ndarray, fixed: Hashable | None = None) -> np.ndarray:
         """Our share ([n, m] int64) of A_ours B_theirs + A_theirs B_ours, for our a [n, k]
         and b [k, m] (the other party holds the same shapes), in Cheetah's packing: we
-        encrypt our b's blocks and multiply the other's by our a's."""
+        encrypt our b's blocks and multiply the other's by our a's.
+
+        `fixed` names a b that stays the same for the session (a share of a weight's
+        mask): its ciphertexts cross once, and later products with it send only results
+        (both parties make the same requests in the same order, so both know)."""
         n, k = a.shape
         m = b.shape[1]
-        dims = packing.plan(n, k, m)
-        ours = self.packed.encrypt(b, dims)
-        sent = len(ours)
-        theirs = self.link.exchange(b"".join(ours), sent * FRESH_BYTES)
-        try:
-            back, mask_share = self.packed.multiply(_frames(theirs, FRESH_BYTES, sent), a, m, dims)
-        except HeError as problem:
-            raise self.link.refused("matrix products", problem) from None
+        dims = packing.plan(n, k, m, kept=fixed is not None)
+        key = None if fixed is None else (fixed, k, m, dims)
+        loaded = self._kept.get(key) if key is not None else None
+        if loaded is None:
+            ours = self.packed.encrypt(b, dims)
+            sent = len(ours)
+            theirs = self.link.exchange(b"".join(ours), sent * FRESH_BYTES)
+            try:
+                loaded = self.packed.load(_frames(theirs, FRESH_BYTES, sent), k, m, dims)
+            except HeError as problem:
+                raise self.link.refused("matrix products", problem) from None
+            if key is not None:
+                self._kept[key] = loaded
+        back, mask_share = self.packed.multiply(loaded, a, m, dims)
         count = len(back)
         returned = self.link.exchange(b"".join(back), count * RESULT_BYTES)
         try:
@@ -98,10 +112,13 @@ class MatrixTriples:
         shares: np.ndarray = decrypted + mask_share
         return shares
 
-    def products(self, op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    def products(
+        self, op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any], fixed: Hashable | None = None
+    ) -> torch.Tensor:
         """Our share of op(A, B) for A = a_0 + a_1, B = b_0 + b_1 (ours a, b): our own
         product plus our share of the cross terms (elementwise products slot by slot,
-        matrix products and convolutions in Cheetah's packing)."""
+        matrix products and convolutions in Cheetah's packing). `fixed` names a B that
+        stays the same for the session (cross's)."""
         if op == "mul":
             y, x, shape = bilinear.terms(op, a, b, kwargs)
             cross = torch.from_numpy(self.cross_terms(y.numpy(), x.numpy())).view(shape)
@@ -109,9 +126,10 @@ class MatrixTriples:
             return own + cross
         pairs, assemble = bilinear.matrices(op, a, b, kwargs)
         outs = []
-        for left, right in pairs:
+        for i, (left, right) in enumerate(pairs):
             left, right = left.contiguous(), right.contiguous()
-            outs.append(left @ right + torch.from_numpy(self.cross(left.numpy(), right.numpy())))
+            kept = None if fixed is None else (fixed, op, i)
+            outs.append(left @ right + torch.from_numpy(self.cross(left.numpy(), right.numpy(), kept)))
         return assemble(outs)
 
     def triple(self, op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:

@@ -25,34 +25,46 @@ serialized form (SEAL 4's: 88 bytes of header and members, then the coefficients
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import seal
 
 from smpc.twoparty import modular
-from smpc.twoparty.he import FRESH_BYTES, RESULT_BYTES, N, HeError, HeParty, Prime
+from smpc.twoparty.he import FRESH_BYTES, PRIMES, RESULT_BYTES, N, HeError, HeParty, Prime
 
 _PLAIN_MEMBERS = 88  # a serialized plaintext's bytes before its coefficients
 
 
-def plan(n: int, k: int, m: int) -> tuple[int, int, int]:
-    """Block sizes (n_w, k_w, m_w), powers of two with n_w k_w m_w <= N, that make the
-    fewest ciphertext bytes for an [n, k] by [k, m] product."""
-    best = (-1, (N, 1, 1))  # -1: not yet compared
+# a kept operand's ciphertexts (a weight mask's, in NTT form) may take this much memory
+KEPT_LIMIT = 128 << 20
+
+
+def plan(n: int, k: int, m: int, kept: bool = False) -> tuple[int, int, int]:
+    """Block sizes (n_w, k_w, m_w), powers of two with n_w k_w m_w <= N, for an [n, k] by
+    [k, m] product: the fewest bytes sent; or, when B's ciphertexts are `kept` for the
+    session (they cross once), the fewest results a batch (each costs a re-randomization,
+    a flooding and a decryption, and its bytes), within KEPT_LIMIT of kept ciphertexts."""
+    candidates: list[tuple[tuple[int, int], tuple[int, int, int]]] = []
     k_w = 1
     while k_w <= N:
         m_w = 1
         while k_w * m_w <= N:
             n_w = max(1, N // (k_w * m_w))
-            sent = -(-k // k_w) * -(-m // m_w) * FRESH_BYTES + -(-n // n_w) * -(-m // m_w) * RESULT_BYTES
-            if best[0] < 0 or sent < best[0]:
-                best = (sent, (n_w, k_w, m_w))
+            encrypted, results = -(-k // k_w) * -(-m // m_w), -(-n // n_w) * -(-m // m_w)
+            sent = encrypted * FRESH_BYTES + results * RESULT_BYTES
+            if kept and PRIMES * encrypted * FRESH_BYTES <= KEPT_LIMIT:
+                cost = (results, encrypted)
+            else:  # not kept, or past the limit: ranked after every plan within it
+                cost = (sent + (N * RESULT_BYTES if kept else 0), 0)
+            candidates.append((cost, (n_w, k_w, m_w)))
             if m_w >= m:
                 break
             m_w *= 2
         if k_w >= k:
             break
         k_w *= 2
-    return best[1]
+    return min(candidates)[1]
 
 
 _TEMPLATES: dict[int, bytes] = {}  # per plaintext prime: a serialized plaintext's header and members
@@ -116,17 +128,34 @@ class MatrixProducts:
                     out.append(prime.encryptor.encrypt_symmetric(plain).to_string())
         return out
 
+    def load(self, ciphertexts: list[bytes], k: int, m: int, dims: tuple[int, int, int]) -> list[list[Any]]:
+        """Y: X's ciphertexts of B [k, m], checked by SEAL and in NTT form, per prime (each
+        is used by every block of rows of A, and may be kept for the next batches)."""
+        he = self.he
+        _, k_w, m_w = dims
+        kb, mb = -(-k // k_w), -(-m // m_w)
+        if len(ciphertexts) != len(he.primes) * kb * mb:
+            raise HeError(f"expected {len(he.primes) * kb * mb} ciphertexts, got {len(ciphertexts)}")
+        loaded = []
+        for p, prime in enumerate(he.primes):
+            per_prime = []
+            for at in range(p * kb * mb, (p + 1) * kb * mb):
+                ct = he.load(prime, ciphertexts[at], f"ciphertext {at}")
+                prime.evaluator.transform_to_ntt_inplace(ct)
+                per_prime.append(ct)
+            loaded.append(per_prime)
+        return loaded
+
     def multiply(
-        self, ciphertexts: list[bytes], a: np.ndarray, m: int, dims: tuple[int, int, int]
+        self, loaded: list[list[Any]], a: np.ndarray, m: int, dims: tuple[int, int, int]
     ) -> tuple[list[bytes], np.ndarray]:
         """Y: the masked products (one ciphertext per prime and output block) and our
-        share R mod 2^64 ([n, m] int64), for X's ciphertexts of B [k, m] and our A [n, k]."""
+        share R mod 2^64 ([n, m] int64), for X's ciphertexts of B [k, m] (`load`ed) and
+        our A [n, k]."""
         he = self.he
         n_w, k_w, m_w = dims
         n, k = a.shape
         nb, kb, mb = -(-n // n_w), -(-k // k_w), -(-m // m_w)
-        if len(ciphertexts) != len(he.primes) * kb * mb:
-            raise HeError(f"expected {len(he.primes) * kb * mb} ciphertexts, got {len(ciphertexts)}")
         padded = _padded(a, nb * n_w, kb * k_w)
         # A[i, l] -> i k_w m_w + k_w - 1 - l
         where = (np.arange(n_w)[:, None] * k_w * m_w + (k_w - 1 - np.arange(k_w))[None, :]).reshape(-1)
@@ -140,14 +169,8 @@ class MatrixProducts:
             # every operand in NTT form once (each is used nb or mb times): a product is
             # then pointwise, and each sum goes back from NTT form once
             evaluator = prime.evaluator
-            loaded = []
-            for lb in range(kb):
-                for jb in range(mb):
-                    at = (p * kb + lb) * mb + jb
-                    ct = he.load(prime, ciphertexts[at], f"ciphertext {at}")
-                    evaluator.transform_to_ntt_inplace(ct)
-                    loaded.append(ct)
-            level = loaded[0].parms_id()
+            loaded_b = loaded[p]
+            level = loaded_b[0].parms_id()
             blocks_a = []
             for ib in range(nb):
                 row = []
@@ -166,7 +189,7 @@ class MatrixProducts:
                     for lb in range(kb):
                         plain = blocks_a[ib][lb]
                         if plain is not None:
-                            product = evaluator.multiply_plain(loaded[lb * mb + jb], plain)
+                            product = evaluator.multiply_plain(loaded_b[lb * mb + jb], plain)
                             if total is None:
                                 total = product
                             else:

@@ -3,7 +3,8 @@
 Every request CrypTen makes is answered by the two parties together, with no dealer:
 products (elementwise, matrix, convolution; and products with a weight's session mask)
 by homomorphic sums of products (smpc.twoparty.matrix_triples), squares, AND triples and
-B2A bits by oblivious transfer (smpc.twoparty.triples).
+B2A bits by oblivious transfer (smpc.twoparty.triples), and the random OTs and bit
+triples of the millionaires' comparisons (comparisons: ot, smpc.protocols.millionaires).
 
 A run's material is made in an offline phase, before its online phase: each party
 traces a batch on shapes only (the dealer's shape run, smpc.dealer.trace: CrypTen's
@@ -13,8 +14,8 @@ online phase takes them in order, each checked against the request it answers. W
 an offline phase (`make` not called) each request is made when CrypTen asks.
 
 Not supplied: wrap counts (CrypTen asks for them with three or more parties only) and FSS
-keys (`comparisons: fss` needs the dealer; comparisons run CrypTen's circuits on AND
-triples here).
+keys (`comparisons: fss` needs the dealer; here comparisons run the millionaires'
+protocol, or CrypTen's circuits on AND triples).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from smpc.dealer.provider import DealerTuples
 from smpc.dealer.trace import TracingProvider, shape_run
 from smpc.model.program import Program
 from smpc.errors import PartyError
-from smpc.protocols import fixed
+from smpc.protocols import fixed, millionaires
 from smpc.protocols.csprng import KEY_BYTES, AesCtrGenerator
 from smpc.twoparty import bilinear, packing
 from smpc.twoparty.he import FRESH_BYTES, PRIMES, RESULT_BYTES, N
@@ -122,7 +123,7 @@ class TwoPartyProvider(DealerTuples):
             op, x_size, name, w_size, transposed = args
             a = he.generator.ring(x_size)
             b = fixed.operand(fixed.mask_share(self.seed, name, w_size), transposed)
-            return [a, he.products(op, a, b, kwargs)]
+            return [a, he.products(op, a, b, kwargs, fixed=(name, transposed))]
         if kind == "square":
             r, r2 = ot.squares(math.prod(args[0]))
             return [r.view(args[0]), r2.view(args[0])]
@@ -131,6 +132,8 @@ class TwoPartyProvider(DealerTuples):
         if kind == "B2A":
             arithmetic, binary = ot.shared_bits(math.prod(args[0]))
             return [binary.view(args[0]), arithmetic.view(args[0])]
+        if kind == "millionaires":
+            return ot.comparisons(math.prod(args[0]))
         raise PartyError(f"the two-party source cannot supply {kind} material (two parties need none)")
 
     @staticmethod
@@ -143,20 +146,32 @@ class TwoPartyProvider(DealerTuples):
         a_wide, b_wide = a.expand(shape).contiguous(), b.expand(shape).contiguous()
         return [a, b, (a_wide & b_wide) ^ ot.and_cross(a_wide, b_wide)]
 
+    def millionaires(self, shape: torch.Size) -> list[torch.Tensor]:
+        """This party's material for the comparisons of one tensor of `shape`
+        (comparisons: ot, smpc.protocols.millionaires)."""
+        return self._shares("millionaires", (torch.Size(shape),), {})
+
     def fss_key(self, kind: str, args: tuple[Any, ...]) -> Any:
-        raise PartyError("comparisons: fss needs the dealer's keys; with two parties alone comparisons run circuits")
+        raise PartyError("comparisons: fss needs the dealer's keys; with two parties alone use comparisons: ot")
 
 
 # what the offline phase may send per party: a request's messages are held in memory while
 # they are exchanged (see check_volume)
 REQUEST_LIMIT = 512 << 20
 RUN_LIMIT = 32 << 30
-# bytes a party sends per element of each OT-made kind (extension and corrections, both directions' share)
-_OT_BYTES = {"square": 64 * 24, "binary": 64 * 17, "B2A": 24}
+# bytes a party sends per element of each OT-made kind (extension and corrections, both
+# directions' share; a comparison: one 128-bit column entry per random OT of its leaves and triples)
+_OT_BYTES = {
+    "square": 64 * 24,
+    "binary": 64 * 17,
+    "B2A": 24,
+    "millionaires": 16 * (millionaires.ROTS + millionaires.ANDS),
+}
 
 
-def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """The bytes a party sends to make one request's items (within a few percent)."""
+def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], crossed: bool = False) -> int:
+    """The bytes a party sends to make one request's items (within a few percent);
+    `crossed`: a weight mask's ciphertexts crossed in an earlier batch (results only)."""
     if kind in ("additive", "fixed"):
         if kind == "additive":
             size0, size1, op = args
@@ -165,7 +180,9 @@ def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> i
             size1 = torch.Size(reversed(w_size)) if transposed else w_size
         if op == "mul":
             return he_bytes(*bilinear.sizes(op, size0, size1, kwargs))
-        return sum(packed_bytes(*shape) for shape in bilinear.matrix_shapes(op, size0, size1, kwargs))
+        kept = kind == "fixed"
+        shapes = bilinear.matrix_shapes(op, size0, size1, kwargs)
+        return sum(packed_bytes(*shape, encrypted=not (crossed and kept), kept=kept) for shape in shapes)
     return _OT_BYTES.get(kind, 0) * int(math.prod(args[0]))
 
 
@@ -176,18 +193,21 @@ def he_bytes(terms: int, slots: int) -> int:
     return PRIMES * blocks * (terms * FRESH_BYTES + RESULT_BYTES)
 
 
-def packed_bytes(n: int, k: int, m: int) -> int:
-    """Bytes a party sends for one [n, k] by [k, m] product in Cheetah's packing."""
-    n_w, k_w, m_w = packing.plan(n, k, m)
+def packed_bytes(n: int, k: int, m: int, encrypted: bool = True, kept: bool = False) -> int:
+    """Bytes a party sends for one [n, k] by [k, m] product in Cheetah's packing (B
+    `kept`: a weight mask's, whose ciphertexts cross once; without them when not
+    `encrypted`, from the second batch on)."""
+    n_w, k_w, m_w = packing.plan(n, k, m, kept)
     blocks_m = -(-m // m_w)
-    return PRIMES * blocks_m * (-(-k // k_w) * FRESH_BYTES + -(-n // n_w) * RESULT_BYTES)
+    return PRIMES * blocks_m * (encrypted * -(-k // k_w) * FRESH_BYTES + -(-n // n_w) * RESULT_BYTES)
 
 
 def check_volume(requests: list[Request], batches: int) -> None:
     """Refuse, in one line, a run whose offline phase would send more than RUN_LIMIT per
     party, or more than REQUEST_LIMIT for one request."""
     sizes = [(request_bytes(kind, args, kwargs), kind, args) for kind, args, kwargs in requests]
-    total = batches * sum(size for size, _, _ in sizes)
+    later = sum(request_bytes(kind, args, kwargs, crossed=True) for kind, args, kwargs in requests)
+    total = sum(size for size, _, _ in sizes) + (batches - 1) * later
     largest = max(sizes, default=(0, "", ()), key=lambda item: item[0])
     if total <= RUN_LIMIT and largest[0] <= REQUEST_LIMIT:
         return
@@ -196,8 +216,8 @@ def check_volume(requests: list[Request], batches: int) -> None:
     raise PartyError(
         f"randomness: two-party: this run's offline phase would send {total / 2**30:.1f} GiB per party "
         f"({batches} batches; its largest request, {what}, {largest[0] / 2**30:.2f} GiB a batch), past what it "
-        f"makes today ({RUN_LIMIT >> 30} GiB a run, {REQUEST_LIMIT >> 20} MiB a request; its comparisons run "
-        "circuits on OT-made AND triples); use randomness: dealer for this model"
+        f"makes today ({RUN_LIMIT >> 30} GiB a run, {REQUEST_LIMIT >> 20} MiB a request); use randomness: dealer "
+        "for this model"
     )
 
 
@@ -215,6 +235,9 @@ class _Recorder(TracingProvider):
 
     def _record(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.requests.append((kind, args, kwargs))
+
+    def millionaires(self, shape: torch.Size) -> None:
+        self._record("millionaires", (torch.Size(shape),), {})
 
 
 def trace_requests(config: Config, program: Program, checks: Any = None) -> list[Request]:

@@ -16,6 +16,10 @@ two exchanges whatever its size (smpc.twoparty.ot for the OTs themselves):
   corrections at all: the sender's bit of a triple is x0 ^ x1 of its OT's two messages
   and the receiver's is its choice, so x0 ^ x_c = a b (the random-OT AND triple; e.g.
   Asharov et al., CCS 2013, section 5.4; the "OT-based triples" of GMW implementations).
+- **Comparison material** for the millionaires' protocol (smpc.protocols.millionaires):
+  1-out-of-16 random OTs, each from four random OTs (pad i takes, from the t-th OT's
+  message for bit t of i, the 2-bit piece that no other i with that message takes: Naor
+  and Pinkas's 1-out-of-N from log N OTs), and bit triples as above.
 - **Shared bits** for CrypTen's B2A: a random bit r = r0 ^ r1 in both sharings, with
   r0 + r1 - 2 r0 r1 from one correlated OT per bit.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from smpc.protocols import millionaires
 from smpc.protocols.csprng import AesCtrGenerator
 from smpc.twoparty.link import Link
 from smpc.twoparty.ot import KAPPA, POINT_BYTES, ExtensionReceiver, ExtensionSender, OtError, warm
@@ -70,9 +75,10 @@ class OtCorrelations:
 
     # -- the OT batches of one exchange each ---------------------------------
 
-    def _random_ots(self, choices: np.ndarray, step: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # one exchange: (our receiver's H(t), our sender's H(q), H(q ^ s)), [m, 2] int64 each;
-        # both directions run m OTs (m = len(choices), a multiple of 8)
+    def random_ots(self, choices: np.ndarray, step: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """m random OTs each way in one exchange (m = len(choices), a multiple of 8):
+        (our receiver's messages for `choices`, our sender's two messages), [m, 2]
+        int64 each (128 bits); `step` names the exchange in a refusal."""
         m = len(choices)
         u, chosen = self.receiver.columns(choices)
         theirs = self.link.exchange(u, len(u))
@@ -86,7 +92,7 @@ class OtCorrelations:
         # correlated OTs in both directions: (our receiver's outputs, our sender's x), with
         # receiver - sender = choice * delta (mod 2^64) per OT; deltas are our sender's
         m = len(choices)
-        chosen, zero, one = self._random_ots(choices, step)
+        chosen, zero, one = self.random_ots(choices, step)
         x = zero[:, 0]
         corrections = deltas + x - one[:, 0]
         theirs = np.frombuffer(self.link.exchange(corrections.tobytes(), 8 * m), dtype=np.int64)
@@ -132,7 +138,7 @@ class OtCorrelations:
         m = n * RING_BITS
         b_bits = np.frombuffer(self.generator.random_bytes((m + 7) // 8), dtype=np.uint8)
         choices = np.unpackbits(b_bits, bitorder="little")[:m]
-        chosen, zero, one = self._random_ots(choices, "AND triples")
+        chosen, zero, one = self.random_ots(choices, "AND triples")
         x0, x1, xc = zero[:, 0] & 1, one[:, 0] & 1, chosen[:, 0] & 1
         # our bit of a is x0 ^ x1 (as the direction's sender); b is our choice; the cross
         # terms' shares are x0 (sender) and x_c (receiver)
@@ -146,7 +152,7 @@ class OtCorrelations:
         bit of correction each (we choose with b's bits and offer a's)."""
         words = a.reshape(-1).numpy()
         choices = _bits(b.reshape(-1).numpy()).astype(np.uint8)
-        chosen, zero, one = self._random_ots(choices, "AND triples")
+        chosen, zero, one = self.random_ots(choices, "AND triples")
         x0, x1, xc = (
             (zero[:, 0] & 1).astype(np.uint8),
             (one[:, 0] & 1).astype(np.uint8),
@@ -173,3 +179,27 @@ class OtCorrelations:
             _, x = self._correlated(np.zeros(size, dtype=np.int64), padded, "shared bits")
             product = -x[:n]
         return torch.from_numpy(mine - 2 * product), torch.from_numpy(mine)
+
+    def comparisons(self, n: int) -> list[torch.Tensor]:
+        """This party's offline material for n millionaires' comparisons, in two
+        exchanges (random OTs, then AND triples); its layout is
+        smpc.protocols.millionaires.carry_share's."""
+        digits, bits_per_digit = millionaires.SENT, millionaires.DIGIT_BITS
+        m = n * millionaires.ROTS
+        raw = np.frombuffer(self.generator.random_bytes((m + 7) // 8), dtype=np.uint8)
+        bits = np.unpackbits(raw, bitorder="little")[:m]
+        chosen, zero, one = self.random_ots(bits, "comparison OTs")
+        choices = (bits.reshape(n, digits, bits_per_digit).astype(np.int64) << np.arange(bits_per_digit)).sum(axis=2)
+        # the low 64 bits of each 128-bit message are enough: 8 pieces of 2 bits
+        chosen_low, zero_low, one_low = (x[:, 0].reshape(n, digits, bits_per_digit) for x in (chosen, zero, one))
+        chosen_pad = np.zeros((n, digits), dtype=np.int64)
+        pads = np.zeros((n, digits), dtype=np.int64)
+        for t in range(bits_per_digit):
+            chosen_pad ^= (chosen_low[:, :, t] >> (2 * millionaires.piece(choices, t))) & 3
+            for i in range(millionaires.VALUES):
+                message = one_low if (i >> t) & 1 else zero_low
+                pads ^= ((message[:, :, t] >> (2 * millionaires.piece(i, t))) & 3) << (2 * i)
+        shares = np.frombuffer(self.generator.random_bytes(n * digits), dtype=np.uint8).reshape(n, digits) & 3
+        a, b, c = self.and_triples(-(-n * millionaires.ANDS // RING_BITS))
+        tables = [pads, choices, chosen_pad, shares.astype(np.int64)]
+        return [torch.from_numpy(x) for x in tables] + [a, b, c]
