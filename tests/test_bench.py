@@ -41,7 +41,7 @@ BAD_STUDIES = [
     ({"name": "s", "matrix": {"models": []}}, r"matrix\.models: expected a non-empty list"),
     (
         {"name": "s", "matrix": {"models": ["mlp"], "randomness": ["ttp"]}},
-        r"matrix\.randomness\[0\]: expected 'dealer' or 'local', got 'ttp'",
+        r"matrix\.randomness\[0\]: expected 'dealer', 'local' or 'two-party', got 'ttp'",
     ),
     (
         {"name": "s", "matrix": {"models": ["mlp"], "precision_bits": [16, 30]}},
@@ -75,6 +75,14 @@ BAD_STUDIES = [
         {"name": "s", "matrix": {"models": ["mlp"], "parties": [2, 3], "comparisons": ["fss"]}},
         r"matrix: comparisons: fss runs with randomness dealer and 2 parties only",
     ),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "randomness": ["dealer", "two-party"], "comparisons": ["ot"]}},
+        r"matrix: comparisons: ot runs with randomness two-party only: make randomness \[two-party\]",
+    ),
+    (
+        {"name": "s", "matrix": {"models": ["mlp"], "parties": [2, 3], "randomness": ["two-party"]}},
+        r"matrix: randomness: two-party runs with 2 parties only: make parties \[2\]",
+    ),
 ]
 
 
@@ -92,6 +100,13 @@ def test_bad_study_is_one_clear_error(tmp_path, capsys, doc, message):
 def test_missing_study_file(tmp_path, capsys):
     assert smpc_main(["bench", str(tmp_path / "absent.yaml")]) == 2
     assert "absent.yaml: study file not found" in capsys.readouterr().err
+
+
+def test_a_two_party_study_compares_by_ot_unless_told_otherwise():
+    study = parse_study({"name": "s", "matrix": {"models": ["mlp"], "randomness": ["two-party"]}})
+    assert [c.comparisons for c in study.cells()] == ["ot"]
+    both = {"models": ["mlp"], "randomness": ["two-party"], "comparisons": ["ot", "circuits"]}
+    assert [c.comparisons for c in parse_study({"name": "s", "matrix": both}).cells()] == ["ot", "circuits"]
 
 
 def test_cells_are_the_product_models_outermost():
@@ -334,3 +349,27 @@ def test_a_study_compares_the_comparison_protocols(protocols_run):
     assert float(rows["circuits"]["key MiB/party"]) < 0.01 * float(rows["fss"]["key MiB/party"])
     with Image.open(out / "comparisons.png") as image:
         assert image.width > 200 and ImageStat.Stat(image.convert("L")).extrema[0][0] < 100
+
+
+def test_a_study_runs_two_parties_without_a_dealer(tmp_path):
+    doc = {
+        "name": "two-party",
+        "samples": 6,
+        "warmup": 0,
+        "repetitions": 3,
+        "matrix": {
+            "models": [{"architecture": "digits_cnn", "weights": str(WEIGHTS), "data": str(DATA)}],
+            "randomness": ["two-party"],
+            "batch_size": [3],
+        },
+        "timeouts": {"run_s": 300},
+    }
+    out = tmp_path / "out"
+    assert smpc_main(["bench", str(write(tmp_path, doc)), "--out", str(out), "--no-progress"]) == 0
+    (record,) = report.read_records(out)
+    assert record["status"] == "ok" and record["agreement"]["min"] == 1.0
+    assert record["settings"]["randomness"] == "two-party" and record["settings"]["comparisons"] == "ot"
+    alice = record["parties"]["alice"]
+    # the offline phase (its material made with bob) is measured apart from the online traffic
+    assert alice["offline_bytes"] > 10 * alice["bytes_sent"] > 0 and alice["offline_rounds"] > 0
+    assert record["offline_s"]["median"] > 0

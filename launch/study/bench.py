@@ -211,7 +211,7 @@ def _run_metrics(report: Report, plain_s: float) -> dict[str, Any]:
         "accuracy_mpc": report.accuracy_mpc,
         "accuracy_plain": report.accuracy_plain,
         "parties": {
-            n: {k: p.get(k, 0) for k in PARTY_COUNTS} | {"peak_rss_mib": p["peak_rss_mib"]}
+            n: {k: p.get(k) or 0 for k in PARTY_COUNTS} | {"peak_rss_mib": p["peak_rss_mib"]}
             for n, p in report.parties.items()
         },
         "dealer_s_per_batch": (report.dealer or {}).get("generation_s_per_batch"),

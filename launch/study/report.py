@@ -26,8 +26,8 @@ from launch.study.formatting import (
 
 CSV = "results.csv"
 MARKDOWN = "report.md"
-# per party and run: what it sent (in all, in comparisons, in FSS truncations) and the
-# dealer's FSS key bytes it received
+# per party and run: what it sent (in all, in comparisons, in FSS truncations), the
+# dealer's FSS key bytes it received, and what it sent in a two-party offline phase
 PARTY_COUNTS = (
     "bytes_sent",
     "rounds",
@@ -36,6 +36,8 @@ PARTY_COUNTS = (
     "truncations_bytes",
     "truncations_rounds",
     "key_bytes",
+    "offline_bytes",
+    "offline_rounds",
 )
 STATS = (
     "online_s",

@@ -91,14 +91,24 @@ class Matrix(_Section):
 
     models: tuple[ModelEntry, ...] = Field(min_length=1)
     parties: tuple[int, ...] = Field(default=(2,), min_length=1)
-    randomness: tuple[Literal["dealer", "local"], ...] = Field(default=("dealer",), min_length=1)
-    # protocol.comparisons; fss needs the dealer and exactly 2 parties in every cell
-    comparisons: tuple[Literal["circuits", "fss"], ...] = Field(default=("circuits",), min_length=1)
+    # two-party: 2 parties and no dealer (its offline phase is measured apart: offline_s)
+    randomness: tuple[Literal["dealer", "local", "two-party"], ...] = Field(default=("dealer",), min_length=1)
+    # protocol.comparisons; fss needs the dealer and exactly 2 parties in every cell, ot
+    # randomness two-party in every cell (and is the default when that is all it lists)
+    comparisons: tuple[Literal["circuits", "fss", "ot"], ...] = Field(default=("circuits",), min_length=1)
     transport: tuple[Literal["gloo", "tls"], ...] = Field(default=("gloo",), min_length=1)
     precision_bits: tuple[int, ...] = Field(default=(16,), min_length=1)
     batch_size: tuple[int, ...] = Field(default=(1,), min_length=1)
     # CrypTen approximation settings; each entry is one variant ({} = CrypTen's defaults)
     functions: tuple[FunctionsConfig, ...] = Field(default=(FunctionsConfig(),), min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _two_party_compares_by_ot(cls, data: Any) -> Any:
+        # as a run config does: randomness two-party alone, comparisons unset -> ot
+        if isinstance(data, dict) and "comparisons" not in data and list(data.get("randomness") or []) == ["two-party"]:
+            data = {**data, "comparisons": ["ot"]}
+        return data
 
     @field_validator("models", mode="before")
     @classmethod
@@ -143,6 +153,13 @@ class Matrix(_Section):
                 "comparisons: fss runs with randomness dealer and 2 parties only: make randomness [dealer] and "
                 "parties [2], or study fss in a study of its own"
             )
+        if "ot" in self.comparisons and set(self.randomness) != {"two-party"}:
+            raise ValueError(
+                "comparisons: ot runs with randomness two-party only: make randomness [two-party], or study ot in a "
+                "study of its own"
+            )
+        if "two-party" in self.randomness and set(self.parties) != {2}:
+            raise ValueError("randomness: two-party runs with 2 parties only: make parties [2]")
         return self
 
 
