@@ -143,3 +143,101 @@ def test_a_certified_peer_breaking_the_protocol_mid_run_stops_the_honest_party(t
         alice_err.close()
         bob_out.close()
     assert processes_mentioning(str(tls_config)) == []
+
+
+# -- the two-party offline phase (randomness: two-party): a peer whose messages there are
+# malformed, of the wrong size, or never come
+
+# bob: the real party program whose `at`-th exchange of the offline phase is replaced
+# (1, 2: the base OTs' points; 3: the public keys; 4 on: the material, the first a ciphertext batch)
+HOSTILE_OFFLINE_BOB = r"""
+import secrets, sys, time
+from smpc.twoparty import link
+
+config, fault, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+honest_exchange, count = link.Link.exchange, [0]
+
+def hostile_exchange(self, ours, theirs):
+    count[0] += 1
+    if count[0] != at:
+        return honest_exchange(self, ours, theirs)
+    print(f"injected {fault} at exchange {at} at {time.time()}", flush=True)
+    size = len(bytes(ours))
+    if fault == "random_bytes":  # the right size, not a point or a ciphertext
+        honest_exchange(self, secrets.token_bytes(size), theirs)
+    elif fault == "short":
+        honest_exchange(self, bytes(size - 1), theirs)
+    time.sleep(3600)  # "silent" sends nothing; every fault then holds the connection
+
+link.Link.exchange = hostile_exchange
+from launch.cli import main
+sys.exit(main(["party", config, "--name", "bob", "--no-progress"]))
+"""
+
+OFFLINE_FAULTS = {
+    (
+        "random_bytes",
+        1,
+    ): r"party bob broke the protocol in the two-party preprocessing \(base OTs\): .*not a valid point",
+    ("random_bytes", 3): r"party bob broke the protocol in the two-party preprocessing \(public keys\): ",
+    ("random_bytes", 4): r"party bob broke the protocol in the two-party preprocessing \([a-z ]+\): ",
+    (
+        "short",
+        2,
+    ): r"party bob broke the protocol: sent a torch.uint8 tensor of shape \[\d+\] where a torch.uint8 tensor",
+    ("silent", 5): r"party bob sent nothing within timeouts.op_s = 6 s",
+}
+
+
+@pytest.fixture(scope="module")
+def two_party_config(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("hostile-offline")
+    smpc_main(["keys", "init", str(tmp / "keys"), "alice", "bob"])
+    path = write_config(tmp, samples=60, batch_size=60)
+    doc = yaml.safe_load(path.read_text())
+    doc.update(
+        randomness="two-party", transport="tls", tls={"ca": str(tmp / "keys" / "ca.pem"), "certs": str(tmp / "keys")}
+    )
+    doc.pop("dealer", None)
+    doc["timeouts"]["op_s"] = OP_S
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("fault,at", sorted(OFFLINE_FAULTS), ids=lambda v: str(v))
+def test_a_peer_breaking_the_two_party_offline_phase_stops_the_honest_party(two_party_config, tmp_path, fault, at):
+    alice_err = (tmp_path / "alice.err").open("w")
+    bob_out = (tmp_path / "bob.out").open("w")
+    alice = subprocess.Popen(
+        [sys.executable, "-m", "launch", "party", str(two_party_config), "--name", "alice", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=alice_err,
+    )
+    bob = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE_OFFLINE_BOB, str(two_party_config), fault, str(at)],
+        stdout=bob_out,
+        stderr=subprocess.STDOUT,
+    )
+    ended = None
+    try:
+        ended = _wait(alice.pid, 180)
+        assert ended is not None, f"alice did not stop ({fault} at exchange {at})"
+        status, peak_kib, ended_at = ended
+        injected = re.search(r"injected \S+ at exchange \d+ at ([\d.]+)", (tmp_path / "bob.out").read_text())
+        assert injected, (tmp_path / "bob.out").read_text()[-2000:]
+        assert ended_at - float(injected.group(1)) < OP_S + 3, f"alice took {ended_at - float(injected.group(1)):.1f} s"
+        assert os.waitstatus_to_exitcode(status) != 0
+        err = (tmp_path / "alice.err").read_text()
+        assert "Traceback" not in err, err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and re.search(OFFLINE_FAULTS[(fault, at)], lines[0]), err
+        assert peak_kib < 1500 * 1024, f"alice's memory peaked at {peak_kib // 1024} MiB"
+    finally:
+        bob.kill()
+        bob.wait(10)
+        if ended is None:
+            alice.kill()
+            alice.wait(10)
+        alice_err.close()
+        bob_out.close()
+    assert processes_mentioning(str(two_party_config)) == []
