@@ -162,6 +162,10 @@ def _fixed_products(rank: int, world_size: int) -> dict:
         out["sent"].append(triples.link.bytes_sent - sent)
         out["a"].append(torch.from_numpy(a))
     out["other"] = torch.from_numpy(triples.cross(out["a"][0].numpy(), w + 1, fixed="other.weight"))
+    triples.forget_kept()  # the offline phase is over: what comes after crosses again
+    sent = triples.link.bytes_sent
+    triples.cross(out["a"][0].numpy(), w, fixed="layer.weight")
+    out["after"] = triples.link.bytes_sent - sent
     return out
 
 
@@ -174,6 +178,7 @@ def test_a_weights_ciphertexts_cross_once_and_serve_every_batch():
     first, second, third = p0["sent"]
     assert second == third == he.PRIMES * he.RESULT_BYTES
     assert first == second + he.PRIMES * he.FRESH_BYTES
+    assert p0["after"] == first
     # another name is another operand: its ciphertexts cross
     assert torch.equal(p0["other"] + p1["other"], p0["a"][0] @ (p1["w"] + 1) + p1["a"][0] @ (p0["w"] + 1))
 
@@ -227,23 +232,25 @@ def test_packed_matrix_products_are_exact_in_the_ring_on_edge_values(pair):
         assert got == [int(w) % RING for w in want.reshape(-1)], (n, k, m)
 
 
-def test_a_kept_operand_is_planned_for_the_fewest_results_within_its_memory():
+def test_a_kept_operand_is_planned_for_the_bytes_of_a_batch_within_its_memory():
     from smpc.twoparty.packing import KEPT_LIMIT, plan
 
-    def counts(n, k, m, dims):  # (results a batch, ciphertexts of B)
+    def sent(n, k, m, dims, uses):  # bytes a product, B's ciphertexts spread over `uses` products
         n_w, k_w, m_w = dims
-        return -(-n // n_w) * -(-m // m_w), -(-k // k_w) * -(-m // m_w)
+        encrypted, results = -(-k // k_w) * -(-m // m_w), -(-n // n_w) * -(-m // m_w)
+        return encrypted * he.FRESH_BYTES / uses + results * he.RESULT_BYTES, encrypted
 
     fewer = 0
     for n, k, m in ((3840, 144, 32), (4096, 150, 16), (64, 400, 120), (60, 512, 10), (1, 1, 1), (4096, 4096, 4096)):
-        free, kept = plan(n, k, m), plan(n, k, m, kept=True)
+        free, kept = plan(n, k, m), plan(n, k, m, kept_for=6)
         assert kept[0] * kept[1] * kept[2] <= N
-        results, encrypted = counts(n, k, m, kept)
-        assert results <= counts(n, k, m, free)[0]
-        fewer += results < counts(n, k, m, free)[0]
-        if (n, k, m) != (4096, 4096, 4096):  # past the limit whatever the plan: the fewest bytes then
+        assert plan(n, k, m, kept_for=1) == free  # one use: nothing to spread
+        kept_bytes, encrypted = sent(n, k, m, kept, 6)
+        assert kept_bytes <= sent(n, k, m, free, 6)[0]
+        fewer += kept != free
+        if (n, k, m) != (4096, 4096, 4096):
             assert he.PRIMES * encrypted * he.FRESH_BYTES <= KEPT_LIMIT
-        else:
+        else:  # past the limit whatever the plan: sent afresh, the fewest bytes
             assert kept == free
     assert fewer >= 3
 

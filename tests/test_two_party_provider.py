@@ -127,10 +127,10 @@ def test_the_volume_limit_names_the_largest_request_of_any_kind():
     with pytest.raises(PartyError, match=r"its largest request, binary of \[10000000\], 10\.13 GiB a batch"):
         provider.check_volume([small, words], 1)
     linear = ("fixed", ("matmul", torch.Size([60, 512]), "fc.weight", torch.Size([64, 512]), True), {})
-    assert provider.request_bytes(*linear) == provider.packed_bytes(60, 512, 64, kept=True)
-    # from the second batch on, a weight mask's ciphertexts are kept: results alone
-    assert provider.request_bytes(*linear, crossed=True) == provider.packed_bytes(60, 512, 64, False, kept=True)
-    assert provider.request_bytes(*linear, crossed=True) < provider.request_bytes(*linear) / 2
+    assert provider.request_bytes(*linear) == provider.packed_bytes(60, 512, 64)
+    # over 6 batches, a weight mask's ciphertexts cross in the first: the later ones send results alone
+    first, later = (provider.request_bytes(*linear, crossed=c, batches=6) for c in (False, True))
+    assert later == provider.packed_bytes(60, 512, 64, False, kept_for=6) < first / 2
     elementwise = ("additive", (torch.Size([60, 512]), torch.Size([60, 512]), "mul"), {})
     assert provider.request_bytes(*elementwise) == provider.he_bytes(1, 60 * 512)
     wide = ("fixed", ("matmul", torch.Size([60_000, 512]), "fc.weight", torch.Size([4096, 512]), True), {})

@@ -53,17 +53,22 @@ class MatrixTriples:
         except HeError as problem:
             raise self.link.refused("public keys", problem) from None
 
-    def cross(self, a: np.ndarray, b: np.ndarray, fixed: Hashable | None = None) -> np.ndarray:
+    def forget_kept(self) -> None:
+        """Drop the other party's kept ciphertexts (when no more products with them come)."""
+        self._kept.clear()
+
+    def cross(self, a: np.ndarray, b: np.ndarray, fixed: Hashable | None = None, uses: int = 1) -> np.ndarray:
         """Our share ([n, m] int64) of A_ours B_theirs + A_theirs B_ours, for our a [n, k]
         and b [k, m] (the other party holds the same shapes), in Cheetah's packing: we
         encrypt our b's blocks and multiply the other's by our a's.
 
         `fixed` names a b that stays the same for the session (a share of a weight's
         mask): its ciphertexts cross once, and later products with it send only results
-        (both parties make the same requests in the same order, so both know)."""
+        (both parties make the same requests in the same order, so both know); `uses`
+        is how many products it will serve (packing.plan's `kept_for`)."""
         n, k = a.shape
         m = b.shape[1]
-        dims = packing.plan(n, k, m, kept=fixed is not None)
+        dims = packing.plan(n, k, m, kept_for=uses if fixed is not None else 1)
         key = None if fixed is None else (fixed, k, m, dims)
         loaded = self._kept.get(key) if key is not None else None
         if loaded is None:
@@ -113,12 +118,18 @@ class MatrixTriples:
         return shares
 
     def products(
-        self, op: str, a: torch.Tensor, b: torch.Tensor, kwargs: dict[str, Any], fixed: Hashable | None = None
+        self,
+        op: str,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        kwargs: dict[str, Any],
+        fixed: Hashable | None = None,
+        uses: int = 1,
     ) -> torch.Tensor:
         """Our share of op(A, B) for A = a_0 + a_1, B = b_0 + b_1 (ours a, b): our own
         product plus our share of the cross terms (elementwise products slot by slot,
         matrix products and convolutions in Cheetah's packing). `fixed` names a B that
-        stays the same for the session (cross's)."""
+        stays the same for the session, for `uses` products (cross's)."""
         if op == "mul":
             y, x, shape = bilinear.terms(op, a, b, kwargs)
             cross = torch.from_numpy(self.cross_terms(y.numpy(), x.numpy())).view(shape)
@@ -129,7 +140,7 @@ class MatrixTriples:
         for i, (left, right) in enumerate(pairs):
             left, right = left.contiguous(), right.contiguous()
             kept = None if fixed is None else (fixed, op, i)
-            outs.append(left @ right + torch.from_numpy(self.cross(left.numpy(), right.numpy(), kept)))
+            outs.append(left @ right + torch.from_numpy(self.cross(left.numpy(), right.numpy(), kept, uses)))
         return assemble(outs)
 
     def triple(self, op: str, size0: torch.Size, size1: torch.Size, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:

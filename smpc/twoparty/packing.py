@@ -40,23 +40,22 @@ _PLAIN_MEMBERS = 88  # a serialized plaintext's bytes before its coefficients
 KEPT_LIMIT = 128 << 20
 
 
-def plan(n: int, k: int, m: int, kept: bool = False) -> tuple[int, int, int]:
+def plan(n: int, k: int, m: int, kept_for: int = 1) -> tuple[int, int, int]:
     """Block sizes (n_w, k_w, m_w), powers of two with n_w k_w m_w <= N, for an [n, k] by
-    [k, m] product: the fewest bytes sent; or, when B's ciphertexts are `kept` for the
-    session (they cross once), the fewest results a batch (each costs a re-randomization,
-    a flooding and a decryption, and its bytes), within KEPT_LIMIT of kept ciphertexts."""
-    candidates: list[tuple[tuple[int, int], tuple[int, int, int]]] = []
+    [k, m] product: the fewest bytes sent a product, when B's ciphertexts cross once and
+    serve `kept_for` products (a weight mask's, one a batch: later batches send only
+    results), within KEPT_LIMIT of kept ciphertexts."""
+    candidates: list[tuple[tuple[int, float], tuple[int, int, int]]] = []
     k_w = 1
     while k_w <= N:
         m_w = 1
         while k_w * m_w <= N:
             n_w = max(1, N // (k_w * m_w))
             encrypted, results = -(-k // k_w) * -(-m // m_w), -(-n // n_w) * -(-m // m_w)
-            sent = encrypted * FRESH_BYTES + results * RESULT_BYTES
-            if kept and PRIMES * encrypted * FRESH_BYTES <= KEPT_LIMIT:
-                cost = (results, encrypted)
-            else:  # not kept, or past the limit: ranked after every plan within it
-                cost = (sent + (N * RESULT_BYTES if kept else 0), 0)
+            if kept_for > 1 and PRIMES * encrypted * FRESH_BYTES <= KEPT_LIMIT:
+                cost = (0, encrypted * FRESH_BYTES / kept_for + results * RESULT_BYTES)
+            else:  # sent afresh every time (after every kept plan within the limit)
+                cost = (int(kept_for > 1), float(encrypted * FRESH_BYTES + results * RESULT_BYTES))
             candidates.append((cost, (n_w, k_w, m_w)))
             if m_w >= m:
                 break

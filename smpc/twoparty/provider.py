@@ -63,6 +63,7 @@ class TwoPartyProvider(DealerTuples):
         self.seed = secrets.token_bytes(KEY_BYTES)
         self._made: list[list[tuple[bytes, list[torch.Tensor]]]] = []  # per batch: (request tag, items)
         self._queue: deque[tuple[bytes, list[torch.Tensor]]] | None = None
+        self._batches = 1  # the batches the offline phase makes: a weight mask's products each
 
     def connect(self, link: Link) -> None:
         """Set up both sources with the other party (three exchanges)."""
@@ -81,6 +82,7 @@ class TwoPartyProvider(DealerTuples):
                 anything is made, when the run would send more than the limits allow.
         """
         check_volume(requests, batches)
+        self._batches = batches
         self._made = [
             [
                 (material.request_tag(kind, args, kwargs), self._fresh(kind, args, kwargs))
@@ -88,6 +90,7 @@ class TwoPartyProvider(DealerTuples):
             ]
             for _ in range(batches)
         ]
+        self._sources()[1].forget_kept()  # every product with a weight's mask is made
 
     def next_batch(self, bucket: Any, index: int) -> None:
         """Take the items of batch `index` (made offline) from now on."""
@@ -123,7 +126,7 @@ class TwoPartyProvider(DealerTuples):
             op, x_size, name, w_size, transposed = args
             a = he.generator.ring(x_size)
             b = fixed.operand(fixed.mask_share(self.seed, name, w_size), transposed)
-            return [a, he.products(op, a, b, kwargs, fixed=(name, transposed))]
+            return [a, he.products(op, a, b, kwargs, fixed=(name, transposed), uses=self._batches)]
         if kind == "square":
             r, r2 = ot.squares(math.prod(args[0]))
             return [r.view(args[0]), r2.view(args[0])]
@@ -169,9 +172,12 @@ _OT_BYTES = {
 }
 
 
-def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], crossed: bool = False) -> int:
-    """The bytes a party sends to make one request's items (within a few percent);
-    `crossed`: a weight mask's ciphertexts crossed in an earlier batch (results only)."""
+def request_bytes(
+    kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], crossed: bool = False, batches: int = 1
+) -> int:
+    """The bytes a party sends to make one request's items (within a few percent), in a
+    run of `batches`; `crossed`: a weight mask's ciphertexts crossed in an earlier batch
+    (results only)."""
     if kind in ("additive", "fixed"):
         if kind == "additive":
             size0, size1, op = args
@@ -180,9 +186,9 @@ def request_bytes(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], cros
             size1 = torch.Size(reversed(w_size)) if transposed else w_size
         if op == "mul":
             return he_bytes(*bilinear.sizes(op, size0, size1, kwargs))
-        kept = kind == "fixed"
+        uses = batches if kind == "fixed" else 1
         shapes = bilinear.matrix_shapes(op, size0, size1, kwargs)
-        return sum(packed_bytes(*shape, encrypted=not (crossed and kept), kept=kept) for shape in shapes)
+        return sum(packed_bytes(*shape, encrypted=not (crossed and uses > 1), kept_for=uses) for shape in shapes)
     return _OT_BYTES.get(kind, 0) * int(math.prod(args[0]))
 
 
@@ -193,11 +199,11 @@ def he_bytes(terms: int, slots: int) -> int:
     return PRIMES * blocks * (terms * FRESH_BYTES + RESULT_BYTES)
 
 
-def packed_bytes(n: int, k: int, m: int, encrypted: bool = True, kept: bool = False) -> int:
-    """Bytes a party sends for one [n, k] by [k, m] product in Cheetah's packing (B
-    `kept`: a weight mask's, whose ciphertexts cross once; without them when not
-    `encrypted`, from the second batch on)."""
-    n_w, k_w, m_w = packing.plan(n, k, m, kept)
+def packed_bytes(n: int, k: int, m: int, encrypted: bool = True, kept_for: int = 1) -> int:
+    """Bytes a party sends for one [n, k] by [k, m] product in Cheetah's packing, B's
+    ciphertexts serving `kept_for` products (a weight mask's, one a batch); without them
+    when not `encrypted` (from the second batch on)."""
+    n_w, k_w, m_w = packing.plan(n, k, m, kept_for)
     blocks_m = -(-m // m_w)
     return PRIMES * blocks_m * (encrypted * -(-k // k_w) * FRESH_BYTES + -(-n // n_w) * RESULT_BYTES)
 
@@ -205,8 +211,8 @@ def packed_bytes(n: int, k: int, m: int, encrypted: bool = True, kept: bool = Fa
 def check_volume(requests: list[Request], batches: int) -> None:
     """Refuse, in one line, a run whose offline phase would send more than RUN_LIMIT per
     party, or more than REQUEST_LIMIT for one request."""
-    sizes = [(request_bytes(kind, args, kwargs), kind, args) for kind, args, kwargs in requests]
-    later = sum(request_bytes(kind, args, kwargs, crossed=True) for kind, args, kwargs in requests)
+    sizes = [(request_bytes(kind, args, kwargs, batches=batches), kind, args) for kind, args, kwargs in requests]
+    later = sum(request_bytes(kind, args, kwargs, crossed=True, batches=batches) for kind, args, kwargs in requests)
     total = sum(size for size, _, _ in sizes) + (batches - 1) * later
     largest = max(sizes, default=(0, "", ()), key=lambda item: item[0])
     if total <= RUN_LIMIT and largest[0] <= REQUEST_LIMIT:
