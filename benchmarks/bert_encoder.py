@@ -25,18 +25,19 @@ from results_page import results_page
 
 
 SIZES = {
+    "small": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
     "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
 }
 PAGES = {"minilm": "bert_encoder", "base": "bert_base"}
 
 
-def build_model(size: str = "minilm") -> torch.nn.Module:
+def build_model(size: str = "minilm", vocab_size: int = 30522) -> torch.nn.Module:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     model = BertModel(
-        BertConfig(vocab_size=30522, max_position_embeddings=512, attn_implementation="eager", **SIZES[size])
+        BertConfig(vocab_size=vocab_size, max_position_embeddings=512, attn_implementation="eager", **SIZES[size])
     ).eval()
     with torch.no_grad():
         model.embeddings.word_embeddings.weight.mul_(0.05)
@@ -66,7 +67,7 @@ def plain_seconds(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor)
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="minilm", choices=sorted(SIZES), help="the encoder's size")
+    parser.add_argument("--size", default="minilm", choices=sorted(PAGES), help="the encoder's size")
     parser.add_argument("--settings", nargs="+", default=["16x1", "64x1", "16x8", "64x8"], help="SEQxBATCH")
     parser.add_argument("--comparisons", nargs="+", default=["circuits"], choices=["circuits", "fss"])
     return parser.parse_args()

@@ -26,14 +26,14 @@ def launch_model(
     randomness: str = "local",
     weights: Path | None = None,
     transport: str = "gloo",
-    comparisons: str = "circuits",
+    comparisons: str | None = None,
     truncation: str | None = None,
 ) -> tuple[Report, torch.nn.Module]:
     """Run `batches` batches of random inputs through `architecture` with real party
     processes: alice (data, output), bob (model), then helpers. Random weights
     (seed 0) unless `weights` is given; with transport "tls", fresh consortium keys;
-    `comparisons` is protocol.comparisons (fss needs randomness "dealer"), `truncation`
-    protocol.truncation (None: the config's default).
+    `comparisons` is protocol.comparisons (fss needs randomness "dealer"; None: the
+    config's default), `truncation` protocol.truncation (None: the config's default).
     Returns the report and the plaintext model."""
     torch.manual_seed(0)
     model = zoo.build(architecture)
@@ -50,7 +50,10 @@ def launch_model(
         "model": {"architecture": architecture, "input_shape": list(input_shape)},
         "batch_size": batch,
         "randomness": randomness,
-        "protocol": {"comparisons": comparisons, **({} if truncation is None else {"truncation": truncation})},
+        "protocol": {
+            **({} if comparisons is None else {"comparisons": comparisons}),
+            **({} if truncation is None else {"truncation": truncation}),
+        },
         "run_dir": str(work / "runs" / slug),
     }
     if randomness == "dealer":
