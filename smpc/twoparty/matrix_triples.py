@@ -14,8 +14,8 @@ multiply-adds per polynomial product); elementwise products one per SIMD slot
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from smpc.protocols.csprng import AesCtrGenerator
 from smpc.twoparty import bilinear, packing
 from smpc.twoparty.he import FRESH_BYTES, PRIMES, RESULT_BYTES, HeError, HeParty, N
 from smpc.twoparty.link import Link
+
+
+T = TypeVar("T")
 
 
 def _frames(raw: bytes, size: int, count: int) -> list[bytes]:
@@ -73,47 +76,39 @@ class MatrixTriples:
         loaded = self._kept.get(key) if key is not None else None
         if loaded is None:
             ours = self.packed.encrypt(b, dims)
-            sent = len(ours)
-            theirs = self.link.exchange(b"".join(ours), sent * FRESH_BYTES)
-            try:
-                loaded = self.packed.load(_frames(theirs, FRESH_BYTES, sent), k, m, dims)
-            except HeError as problem:
-                raise self.link.refused("matrix products", problem) from None
+            loaded = self._swap(ours, FRESH_BYTES, "matrix products", lambda t: self.packed.load(t, k, m, dims))
             if key is not None:
                 self._kept[key] = loaded
         back, mask_share = self.packed.multiply(loaded, a, m, dims)
-        count = len(back)
-        returned = self.link.exchange(b"".join(back), count * RESULT_BYTES)
-        try:
-            decrypted = self.packed.decrypt(_frames(returned, RESULT_BYTES, count), n, m, dims)
-        except HeError as problem:
-            raise self.link.refused("matrix products' results", problem) from None
+        decrypted = self._swap(
+            back, RESULT_BYTES, "matrix products' results", lambda t: self.packed.decrypt(t, n, m, dims)
+        )
         shares: np.ndarray = decrypted + mask_share
         return shares
+
+    def _swap(self, ours: list[bytes], size: int, step: str, take: Callable[[list[bytes]], T]) -> T:
+        # our ciphertexts for the other's as many of `size` bytes each (the two sides' shapes
+        # are the same), given to `take`; what it cannot take is the other party's fault
+        theirs = self.link.exchange(b"".join(ours), len(ours) * size)
+        try:
+            return take(_frames(theirs, size, len(ours)))
+        except HeError as problem:
+            raise self.link.refused(step, problem) from None
 
     def cross_terms(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Our share ([S] int64) of sum_l y_ours x_theirs + y_theirs x_ours, for our terms
         y and x ([L, S] int64 each; the other party's have the same shape): we encrypt our
         x and multiply the other's ciphertexts by our y."""
         slots = x.shape[1]
-        blocks = -(-slots // N)
         ours = self.he.encrypt(np.ascontiguousarray(x))
-        count = len(ours)
         if any(len(c) != FRESH_BYTES for c in ours):
             raise RuntimeError("SEAL serialized a fresh ciphertext in an unexpected size")
-        theirs = self.link.exchange(b"".join(ours), count * FRESH_BYTES)
-        try:
-            back, mask_share = self.he.multiply(_frames(theirs, FRESH_BYTES, count), np.ascontiguousarray(y))
-        except HeError as problem:
-            raise self.link.refused("matrix products", problem) from None
+        y = np.ascontiguousarray(y)
+        back, mask_share = self._swap(ours, FRESH_BYTES, "matrix products", lambda t: self.he.multiply(t, y))
         size = len(back[0])
-        if any(len(c) != size for c in back):
+        if any(len(c) != size for c in back) or len(back) != PRIMES * -(-slots // N):  # a prime a block
             raise RuntimeError("SEAL serialized a result in an unexpected size")
-        returned = self.link.exchange(b"".join(back), PRIMES * blocks * size)
-        try:
-            decrypted = self.he.decrypt(_frames(returned, size, PRIMES * blocks), slots)
-        except HeError as problem:
-            raise self.link.refused("matrix products' results", problem) from None
+        decrypted = self._swap(back, size, "matrix products' results", lambda t: self.he.decrypt(t, slots))
         shares: np.ndarray = decrypted + mask_share
         return shares
 
