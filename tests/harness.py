@@ -174,6 +174,24 @@ def write_config(
     return _write(tmp_path, parties, model, batch_size, dealer, overrides)
 
 
+def write_tls_config(
+    tmp_path: Path, samples: int, batch_size: int, op_s: float | None = None, **overrides: Any
+) -> Path:
+    """write_config's digits run for alice and bob over TLS, with a fresh consortium's
+    keys in tmp_path/keys (and timeouts.op_s, if given)."""
+    from launch.cli import main as smpc_main
+
+    if smpc_main(["keys", "init", str(tmp_path / "keys"), "alice", "bob"]) != 0:
+        raise RuntimeError("smpc keys init failed")
+    tls = {"ca": str(tmp_path / "keys" / "ca.pem"), "certs": str(tmp_path / "keys")}
+    path = write_config(tmp_path, samples=samples, batch_size=batch_size, transport="tls", tls=tls, **overrides)
+    if op_s is not None:
+        doc = yaml.safe_load(path.read_text())
+        doc["timeouts"]["op_s"] = op_s
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def _write(tmp_path: Path, parties: list, model: dict, batch_size: int, dealer: bool, overrides: dict) -> Path:
     # the rest of a test config, on free local ports, written as tmp_path/config.yaml
     doc: dict[str, Any] = {

@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from harness import processes_mentioning, write_config
-from launch.cli import main as smpc_main
+from harness import processes_mentioning, write_tls_config
 
 OP_S = 6.0
 
@@ -85,14 +83,7 @@ FAULTS = {
 
 @pytest.fixture(scope="module")
 def tls_config(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("hostile")
-    smpc_main(["keys", "init", str(tmp / "keys"), "alice", "bob"])
-    path = write_config(tmp, samples=120, batch_size=60)
-    doc = yaml.safe_load(path.read_text())
-    doc.update(transport="tls", tls={"ca": str(tmp / "keys" / "ca.pem"), "certs": str(tmp / "keys")})
-    doc["timeouts"]["op_s"] = OP_S
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_tls_config(tmp_path_factory.mktemp("hostile"), samples=120, batch_size=60, op_s=OP_S)
 
 
 def _wait(pid: int, timeout: float) -> tuple[int, int, float] | None:
@@ -201,16 +192,7 @@ OFFLINE_FAULTS = {
 @pytest.fixture(scope="module")
 def two_party_config(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("hostile-offline")
-    smpc_main(["keys", "init", str(tmp / "keys"), "alice", "bob"])
-    path = write_config(tmp, samples=60, batch_size=60)
-    doc = yaml.safe_load(path.read_text())
-    doc.update(
-        randomness="two-party", transport="tls", tls={"ca": str(tmp / "keys" / "ca.pem"), "certs": str(tmp / "keys")}
-    )
-    doc.pop("dealer", None)
-    doc["timeouts"]["op_s"] = OP_S
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_tls_config(tmp, samples=60, batch_size=60, op_s=OP_S, randomness="two-party")
 
 
 @pytest.mark.parametrize("fault,at", sorted(OFFLINE_FAULTS), ids=lambda v: str(v))

@@ -140,23 +140,11 @@ def test_the_volume_limit_names_the_largest_request_of_any_kind():
 
 def test_a_launched_two_party_run_over_tls_has_no_dealer_and_every_answer_right(tmp_path):
     # smpc party per organization, over mutually authenticated TLS, as on two hosts
-    import yaml
-
-    from harness import write_config
+    from harness import write_tls_config
     from launch import run
-    from launch.cli import main as smpc_main
     from smpc.config import load_config
 
-    assert smpc_main(["keys", "init", str(tmp_path / "keys"), "alice", "bob"]) == 0
-    path = write_config(tmp_path, samples=12, batch_size=6)
-    doc = yaml.safe_load(path.read_text())
-    doc.pop("dealer", None)
-    doc.update(
-        randomness="two-party",
-        transport="tls",
-        tls={"ca": str(tmp_path / "keys" / "ca.pem"), "certs": str(tmp_path / "keys")},
-    )
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path = write_tls_config(tmp_path, samples=12, batch_size=6, randomness="two-party")
     report = run(load_config(path), echo=False)
     assert report.randomness == "two-party" and report.dealer is None and report.agreement == 1.0
     assert report.comparisons == "ot"  # the default without a dealer
